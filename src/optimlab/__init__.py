@@ -1,0 +1,41 @@
+"""optimlab: deep-learning optimizers after Adam, faithful to their papers, and a lab to compare them.
+
+Every optimizer is a drop-in :class:`torch.optim.Optimizer`::
+
+    import optimlab
+    opt = optimlab.LAMB(model.parameters(), lr=1e-3, weight_decay=0.01)
+    opt = optimlab.create_optimizer("lamb", model, lr=1e-3, weight_decay=0.01, exclude_from_decay=True)
+"""
+
+from .adabound import AdaBound, AMSBound
+from .adagrad import Adagrad
+from .adam import Adam, AdamW, NAdam, RAdam
+from .base import Optimizer
+from .layerwise import LAMB, LARS
+from .registry import OPTIMIZERS, create_optimizer, no_decay_param_groups, register_optimizer
+from .rmsprop import RMSprop
+from .sgd import SGD, SGDW
+from .swats import SWATS
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LAMB",
+    "LARS",
+    "OPTIMIZERS",
+    "SGD",
+    "SGDW",
+    "SWATS",
+    "AMSBound",
+    "AdaBound",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "NAdam",
+    "Optimizer",
+    "RAdam",
+    "RMSprop",
+    "create_optimizer",
+    "no_decay_param_groups",
+    "register_optimizer",
+]

@@ -1,0 +1,184 @@
+"""Element-wise operations on a tensor *or* a list of tensors.
+
+Every update rule in optimlab is written once, against these functions. Called with single tensors it is the plain
+per-parameter loop that reads like the paper (the reference path); called with lists it runs on torch's ``_foreach_*``
+kernels (the fast path). Because both paths execute the same rule, they cannot drift apart; the test matrix checks
+that they agree to round-off.
+
+Conventions: a trailing underscore means in place on the first argument, as in torch. Scalars are Python numbers;
+``mul_`` and ``div_`` also accept a tensor (0-d) or, on the list path, a list of 0-d tensors, one per tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "TensorOrList",
+    "add",
+    "add_",
+    "add_scalar_",
+    "addcdiv_",
+    "addcmul_",
+    "clamp_",
+    "clone",
+    "div",
+    "div_",
+    "first",
+    "lerp_",
+    "maximum_",
+    "mul",
+    "mul_",
+    "neg",
+    "norms",
+    "reciprocal_",
+    "sqrt",
+    "zeros_like",
+]
+
+TensorOrList = Tensor | list[Tensor]
+Scalar = float | Tensor | Sequence[Tensor]
+
+
+def _is_list(x: TensorOrList) -> bool:
+    return isinstance(x, list | tuple)
+
+
+def neg(x: TensorOrList) -> TensorOrList:
+    """``-x`` as a new tensor (or list)."""
+    return list(torch._foreach_neg(x)) if _is_list(x) else torch.neg(x)
+
+
+def clone(x: TensorOrList) -> TensorOrList:
+    """A copy of ``x`` (or of each tensor)."""
+    return [t.clone() for t in x] if _is_list(x) else x.clone()
+
+
+def zeros_like(x: TensorOrList) -> TensorOrList:
+    return [torch.zeros_like(t) for t in x] if _is_list(x) else torch.zeros_like(x)
+
+
+def add(x: TensorOrList, y: TensorOrList, alpha: float = 1.0) -> TensorOrList:
+    """``x + alpha * y`` as a new tensor (or list)."""
+    return list(torch._foreach_add(x, y, alpha=alpha)) if _is_list(x) else torch.add(x, y, alpha=alpha)
+
+
+def add_(x: TensorOrList, y: TensorOrList, alpha: float = 1.0) -> TensorOrList:
+    """``x += alpha * y``."""
+    if _is_list(x):
+        torch._foreach_add_(x, y, alpha=alpha)
+    else:
+        x.add_(y, alpha=alpha)
+    return x
+
+
+def add_scalar_(x: TensorOrList, s: float) -> TensorOrList:
+    """``x += s`` for a scalar ``s``."""
+    if _is_list(x):
+        torch._foreach_add_(x, s)
+    else:
+        x.add_(s)
+    return x
+
+
+def mul(x: TensorOrList, s: Scalar | TensorOrList) -> TensorOrList:
+    """``x * s`` as a new tensor (or list); ``s`` a scalar, a tensor, or a list of tensors."""
+    return list(torch._foreach_mul(x, s)) if _is_list(x) else torch.mul(x, s)
+
+
+def mul_(x: TensorOrList, s: Scalar | TensorOrList) -> TensorOrList:
+    """``x *= s``; ``s`` a scalar, a 0-d tensor, or (list path) a list of tensors."""
+    if _is_list(x):
+        torch._foreach_mul_(x, s)
+    else:
+        x.mul_(s)
+    return x
+
+
+def div(x: TensorOrList, s: Scalar | TensorOrList) -> TensorOrList:
+    """``x / s`` as a new tensor (or list)."""
+    return list(torch._foreach_div(x, s)) if _is_list(x) else torch.div(x, s)
+
+
+def div_(x: TensorOrList, s: Scalar | TensorOrList) -> TensorOrList:
+    """``x /= s``."""
+    if _is_list(x):
+        torch._foreach_div_(x, s)
+    else:
+        x.div_(s)
+    return x
+
+
+def lerp_(x: TensorOrList, y: TensorOrList, weight: float) -> TensorOrList:
+    """``x += weight * (y - x)``: an exponential moving average with ``weight = 1 - beta``."""
+    if _is_list(x):
+        torch._foreach_lerp_(x, y, weight)
+    else:
+        x.lerp_(y, weight)
+    return x
+
+
+def addcmul_(x: TensorOrList, a: TensorOrList, b: TensorOrList, value: float = 1.0) -> TensorOrList:
+    """``x += value * a * b``."""
+    if _is_list(x):
+        torch._foreach_addcmul_(x, a, b, value=value)
+    else:
+        x.addcmul_(a, b, value=value)
+    return x
+
+
+def addcdiv_(x: TensorOrList, a: TensorOrList, b: TensorOrList, value: float = 1.0) -> TensorOrList:
+    """``x += value * a / b``."""
+    if _is_list(x):
+        torch._foreach_addcdiv_(x, a, b, value=value)
+    else:
+        x.addcdiv_(a, b, value=value)
+    return x
+
+
+def sqrt(x: TensorOrList) -> TensorOrList:
+    """``sqrt(x)`` as a new tensor (or list)."""
+    return list(torch._foreach_sqrt(x)) if _is_list(x) else torch.sqrt(x)
+
+
+def maximum_(x: TensorOrList, y: TensorOrList) -> TensorOrList:
+    """``x = max(x, y)`` element-wise."""
+    if _is_list(x):
+        torch._foreach_maximum_(x, y)
+    else:
+        torch.maximum(x, y, out=x)
+    return x
+
+
+def clamp_(x: TensorOrList, lo: float, hi: float) -> TensorOrList:
+    """Clamp ``x`` to ``[lo, hi]`` in place."""
+    if _is_list(x):
+        torch._foreach_clamp_min_(x, lo)
+        torch._foreach_clamp_max_(x, hi)
+    else:
+        x.clamp_(lo, hi)
+    return x
+
+
+def norms(x: TensorOrList) -> TensorOrList:
+    """The l2 norm of each tensor, as 0-d tensors (never ``.item()``: a DTensor shard's norm stays a DTensor)."""
+    if _is_list(x):
+        return list(torch._foreach_norm(x))
+    return torch.linalg.vector_norm(x)
+
+
+def reciprocal_(x: TensorOrList) -> TensorOrList:
+    """``x = 1 / x`` in place."""
+    if _is_list(x):
+        torch._foreach_reciprocal_(x)
+    else:
+        x.reciprocal_()
+    return x
+
+
+def first(x: TensorOrList) -> Tensor:
+    """The first tensor of a list (or the tensor itself): reads a bucket-wide 0-d state value."""
+    return x[0] if _is_list(x) else x

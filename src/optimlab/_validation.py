@@ -1,0 +1,76 @@
+"""Argument checks with one message format: ``Invalid <name>: <value>; expected <range>``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Container
+from typing import Any
+
+import torch
+
+__all__ = [
+    "check_beta",
+    "check_betas",
+    "check_choice",
+    "check_in_range",
+    "check_lr",
+    "check_nonneg",
+    "check_positive",
+    "fail",
+]
+
+
+def fail(name: str, value: Any, expected: str, exc: type[Exception] = ValueError) -> None:
+    raise exc(f"Invalid {name}: {value!r}; expected {expected}")
+
+
+def _as_number(name: str, value: Any) -> float:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            fail(name, value, "a number or a 1-element tensor", TypeError)
+        return float(value.detach().reshape(()).item())
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        fail(name, value, "a real number", TypeError)
+    if math.isnan(value):
+        fail(name, value, "a number, not NaN")
+    return float(value)
+
+
+def check_lr(value: Any, name: str = "lr") -> None:
+    if _as_number(name, value) < 0.0:
+        fail(name, value, "lr >= 0")
+
+
+def check_nonneg(name: str, value: Any) -> None:
+    if _as_number(name, value) < 0.0:
+        fail(name, value, f"{name} >= 0")
+
+
+def check_positive(name: str, value: Any) -> None:
+    if not _as_number(name, value) > 0.0:
+        fail(name, value, f"{name} > 0")
+
+
+def check_in_range(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False,
+                   hi_open: bool = True) -> None:
+    v = _as_number(name, value)
+    ok_lo = v > lo if lo_open else v >= lo
+    ok_hi = v < hi if hi_open else v <= hi
+    if not (ok_lo and ok_hi):
+        fail(name, value, f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}")
+
+
+def check_beta(name: str, value: Any) -> None:
+    check_in_range(name, value, 0.0, 1.0)
+
+
+def check_betas(value: Any, name: str = "betas") -> None:
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        fail(name, value, "a pair (beta1, beta2)", TypeError)
+    check_beta(f"{name}[0]", value[0])
+    check_beta(f"{name}[1]", value[1])
+
+
+def check_choice(name: str, value: Any, choices: Container[Any]) -> None:
+    if value not in choices:  # type: ignore[operator]
+        fail(name, value, f"one of {sorted(choices)}")  # type: ignore[arg-type]

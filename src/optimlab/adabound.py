@@ -1,0 +1,90 @@
+"""AdaBound and AMSBound: Adam whose per-coordinate step is clipped into bounds that converge to an SGD lr."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _blocks as B
+from . import _ops as F
+from . import _validation as V
+from ._ops import TensorOrList
+from .adam import _AdamBase
+from .base import ParamsT
+
+__all__ = ["AMSBound", "AdaBound"]
+
+
+class AdaBound(_AdamBase):
+    r"""AdaBound (Luo, Xiong, Liu & Sun, ICLR 2019). AdaBound = Adam + a clipped step; AMSBound = AMSGrad + clip.
+
+    Faithful to the authors' code (Luolc/AdaBound ``adabound/adabound.py``):
+
+    .. math::
+        g_t &= \nabla f(\theta_{t-1}) + \lambda\theta_{t-1} \\
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1) g_t, \qquad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2
+            \quad (\text{AMSBound: } \hat v_t = \max(\hat v_{t-1}, v_t)) \\
+        \alpha_t &= \gamma\sqrt{1-\beta_2^t}/(1-\beta_1^t), \qquad
+            \gamma^*_t = \text{final\_lr}\cdot\gamma_t/\gamma_0 \\
+        \eta_l(t) &= \gamma^*_t\left(1 - \frac{1}{\delta t + 1}\right), \qquad
+            \eta_u(t) = \gamma^*_t\left(1 + \frac{1}{\delta t}\right) \\
+        \theta_t &= \theta_{t-1} - \operatorname{clip}\!\left(\frac{\alpha_t}{\sqrt{v_t} + \epsilon},
+            \eta_l(t), \eta_u(t)\right) m_t
+
+    ``final_lr`` is scaled by :math:`\gamma_t/\gamma_0` (current lr over the group's ``initial_lr``) so an lr
+    schedule moves the bounds too, as in the reference. Unlike the reference, :math:`\gamma_0` is part of the
+    param group and so of the ``state_dict`` (the reference keeps ``base_lr`` outside it, so a resumed run silently
+    rescales its bounds), and a zero ``initial_lr`` leaves the bounds unscaled instead of dividing by zero.
+
+    Args:
+        lr: :math:`\gamma` (1e-3). betas: (0.9, 0.999). final_lr: the SGD lr the bounds converge to (0.1).
+        gamma: :math:`\delta`, the convergence speed of the bounds (1e-3). eps: 1e-8 (added to :math:`\sqrt{v_t}`).
+        weight_decay: L2 :math:`\lambda` added to the gradient, as in the paper; ``decoupled_weight_decay=True``
+            gives the reference's AdaBoundW. amsbound: use AMSBound.
+        decay_scale, maximize, foreach: as :class:`optimlab.Adam`.
+    """
+
+    def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 final_lr: float = 0.1, gamma: float = 1e-3, eps: float = 1e-8, weight_decay: float = 0.0,
+                 amsbound: bool = False, *, decoupled_weight_decay: bool = False, decay_scale: str = "lr",
+                 maximize: bool = False, foreach: bool | None = None) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, final_lr=final_lr, gamma=gamma, eps=eps,
+                                      weight_decay=weight_decay, amsgrad=amsbound, amsbound=amsbound,
+                                      decoupled_weight_decay=decoupled_weight_decay, decay_scale=decay_scale,
+                                      maximize=maximize, foreach=foreach))
+
+    def _validate(self, group: dict[str, Any]) -> None:
+        super()._validate(group)
+        V.check_nonneg("final_lr", group["final_lr"])
+        V.check_positive("gamma", group["gamma"])
+        if group["amsbound"] != group["amsgrad"]:
+            group["amsgrad"] = group["amsbound"]  # a group that overrides amsbound
+
+    def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+        beta1, beta2 = h["betas"]
+        t, lr = h["step"], h["lr"]
+        g = self._decay(p, g, h)
+        m = B.ema_(s["exp_avg"], g, beta1)
+        v = B.ema_sq_(s["exp_avg_sq"], g, beta2)
+        if h["amsbound"]:
+            v = B.amsgrad_max_(s["max_exp_avg_sq"], v)
+        step_size = lr * B.bias_correction(beta2, t) ** 0.5 / B.bias_correction(beta1, t)
+        final_lr = h["final_lr"] * (lr / h["initial_lr"] if h["initial_lr"] != 0 else 1.0)
+        lower = final_lr * (1 - 1 / (h["gamma"] * t + 1))
+        upper = final_lr * (1 + 1 / (h["gamma"] * t))
+        step = F.mul_(F.reciprocal_(F.add_scalar_(F.sqrt(v), h["eps"])), step_size)
+        F.mul_(F.clamp_(step, lower, upper), m)
+        F.add_(p, step, alpha=-1.0)
+
+
+class AMSBound(AdaBound):
+    """AMSBound: :class:`AdaBound` with ``amsbound=True`` (the max of the raw second moment, as the reference)."""
+
+    def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 final_lr: float = 0.1, gamma: float = 1e-3, eps: float = 1e-8, weight_decay: float = 0.0, *,
+                 decoupled_weight_decay: bool = False, decay_scale: str = "lr", maximize: bool = False,
+                 foreach: bool | None = None) -> None:
+        super().__init__(params, lr, betas, final_lr, gamma, eps, weight_decay, True,
+                         decoupled_weight_decay=decoupled_weight_decay, decay_scale=decay_scale,
+                         maximize=maximize, foreach=foreach)
+
+

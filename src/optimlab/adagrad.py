@@ -1,0 +1,68 @@
+"""Adagrad: per-coordinate step sizes from the sum of squared gradients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import _blocks as B
+from . import _ops as F
+from . import _validation as V
+from ._ops import TensorOrList
+from .base import Optimizer, ParamsT, new_step
+
+__all__ = ["Adagrad"]
+
+
+class Adagrad(Optimizer):
+    r"""Adagrad (Duchi, Hazan & Singer 2011, "Adaptive Subgradient Methods for Online Learning").
+
+    A drop-in for :class:`torch.optim.Adagrad` (arguments, defaults, state keys ``step`` and ``sum``):
+
+    .. math::
+        g_t &= \nabla f(\theta_{t-1}) + \lambda\theta_{t-1}, \qquad
+        \tilde\gamma_t = \gamma / (1 + (t - 1)\,\eta) \\
+        s_t &= s_{t-1} + g_t^2 \quad (s_0 = \text{initial\_accumulator\_value}) \\
+        \theta_t &= \theta_{t-1} - \tilde\gamma_t\, g_t / (\sqrt{s_t} + \epsilon)
+
+    Args:
+        lr: :math:`\gamma` (default 1e-2). lr_decay: :math:`\eta`. weight_decay: L2 :math:`\lambda`.
+        initial_accumulator_value: :math:`s_0`. eps: :math:`\epsilon` (default 1e-10, added outside the sqrt).
+        maximize, foreach: as in :class:`optimlab.SGD`.
+
+    State is created at construction, as torch does, so ``share_memory()`` works before the first step.
+    """
+
+    def __init__(self, params: ParamsT, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, maximize: bool = False,
+                 foreach: bool | None = None) -> None:
+        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps,
+                                      initial_accumulator_value=initial_accumulator_value,
+                                      maximize=maximize, foreach=foreach))
+        for group in self.param_groups:
+            for p in group["params"]:
+                self._init_state(p, self.state[p], group)
+
+    def _validate(self, group: dict[str, Any]) -> None:
+        super()._validate(group)
+        V.check_nonneg("lr_decay", group["lr_decay"])
+        V.check_nonneg("initial_accumulator_value", group["initial_accumulator_value"])
+
+    def share_memory(self) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["sum"].share_memory_()
+
+    def _init_state(self, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        state["step"] = new_step()
+        init = complex(group["initial_accumulator_value"], group["initial_accumulator_value"]) \
+            if torch.is_complex(p) else group["initial_accumulator_value"]
+        state["sum"] = torch.full_like(p, init, memory_format=torch.preserve_format)
+
+    def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+        g = B.l2_decay(g, p, h["weight_decay"])
+        clr = h["lr"] / (1 + (h["step"] - 1) * h["lr_decay"])
+        F.addcmul_(s["sum"], g, g)
+        std = F.add_scalar_(F.sqrt(s["sum"]), h["eps"])
+        F.addcdiv_(p, g, std, value=-clr)

@@ -1,0 +1,233 @@
+"""The Adam family: Adam (with AMSGrad), AdamW, NAdam and RAdam, each a few lines over the shared blocks."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from . import _blocks as B
+from . import _ops as F
+from . import _validation as V
+from ._ops import TensorOrList
+from .base import Optimizer, ParamsT, _get_scalar_dtype, new_step
+
+__all__ = ["Adam", "AdamW", "NAdam", "RAdam"]
+
+
+class _AdamBase(Optimizer):
+    """Shared state and the weight-decay choice (L2 into the gradient, or decoupled) of the Adam family."""
+
+    def _validate(self, group: dict[str, Any]) -> None:
+        super()._validate(group)
+        V.check_choice("decay_scale", group["decay_scale"], {"lr", "schedule"})
+        if not isinstance(group["decoupled_weight_decay"], bool):
+            V.fail("decoupled_weight_decay", group["decoupled_weight_decay"], "a bool", TypeError)
+
+    def _init_state(self, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        state["step"] = new_step()
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if group.get("amsgrad"):
+            state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    @staticmethod
+    def _decay(p: TensorOrList, g: TensorOrList, h: dict[str, Any]) -> TensorOrList:
+        """AdamW-style decay shrinks the weights; Adam-style L2 returns ``g + lambda * p``."""
+        if h["decoupled_weight_decay"]:
+            B.decoupled_decay_(p, h)
+            return g
+        return B.l2_decay(g, p, h["weight_decay"])
+
+
+class Adam(_AdamBase):
+    r"""Adam (Kingma & Ba 2015) with the AMSGrad option (Reddi, Kale & Kumar 2018). Adam = momentum + RMSProp.
+
+    A drop-in for :class:`torch.optim.Adam` (arguments, defaults, state keys ``step``, ``exp_avg``,
+    ``exp_avg_sq``, ``max_exp_avg_sq``, and the trajectory to round-off):
+
+    .. math::
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1) g_t, \qquad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+        \hat v_t &= \max(\hat v_{t-1}, v_t) \text{ (AMSGrad) or } v_t \\
+        \theta_t &= \theta_{t-1} - \frac{\gamma}{1-\beta_1^t}\,
+            \frac{m_t}{\sqrt{\hat v_t}/\sqrt{1-\beta_2^t} + \epsilon}
+
+    AMSGrad: torch, Keras and the AMSBound reference keep the max of the *raw* second moment and then bias-correct
+    (``amsgrad_max="v"``, default, for drop-in equality with torch); optax keeps the max of the bias-corrected
+    :math:`v_t/(1-\beta_2^t)` (``amsgrad_max="v_hat"``; ``max_exp_avg_sq`` then holds that max). The two give
+    different trajectories early in training.
+
+    Args:
+        lr: :math:`\gamma` (1e-3). betas: :math:`(\beta_1, \beta_2)` (0.9, 0.999). eps: :math:`\epsilon` (1e-8).
+        weight_decay: :math:`\lambda`; L2 added to the gradient unless ``decoupled_weight_decay`` (then AdamW).
+        amsgrad: use AMSGrad. amsgrad_max: ``"v"`` or ``"v_hat"`` (see above).
+        decoupled_weight_decay: decay the weights directly (Loshchilov & Hutter 2019).
+        decay_scale: ``"lr"`` (torch: shrink by ``lr * lambda``) or ``"schedule"`` (the AdamW paper: by
+            ``(lr / initial_lr) * lambda``).
+        maximize, foreach: as in :class:`optimlab.SGD`.
+
+    References: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015; Reddi et al., "On the
+    Convergence of Adam and Beyond", ICLR 2018; torch.optim.Adam.
+    """
+
+    def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
+                 decoupled_weight_decay: bool = False, amsgrad_max: str = "v", decay_scale: str = "lr",
+                 maximize: bool = False, foreach: bool | None = None) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                                      amsgrad_max=amsgrad_max, decoupled_weight_decay=decoupled_weight_decay,
+                                      decay_scale=decay_scale, maximize=maximize, foreach=foreach))
+
+    def _validate(self, group: dict[str, Any]) -> None:
+        super()._validate(group)
+        V.check_choice("amsgrad_max", group["amsgrad_max"], {"v", "v_hat"})
+
+    def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+        beta1, beta2 = h["betas"]
+        g = self._decay(p, g, h)
+        m = B.ema_(s["exp_avg"], g, beta1)
+        v = B.ema_sq_(s["exp_avg_sq"], g, beta2)
+        bc1, bc2 = B.bias_correction(beta1, h["step"]), B.bias_correction(beta2, h["step"])
+        if h["amsgrad"]:
+            if h["amsgrad_max"] == "v":
+                v = B.amsgrad_max_(s["max_exp_avg_sq"], v)
+            else:
+                v, bc2 = B.amsgrad_max_(s["max_exp_avg_sq"], F.div(v, bc2)), 1.0
+        F.addcdiv_(p, m, B.adam_denominator(v, bc2, h["eps"]), value=-(h["lr"] / bc1))
+
+
+class AdamW(Adam):
+    r"""AdamW: Adam with decoupled weight decay (Loshchilov & Hutter 2019, Algorithm 2). AdamW = Adam + decay.
+
+    .. math:: \theta_t = \theta_{t-1} - \gamma\lambda\theta_{t-1} - \text{Adam step}
+
+    A drop-in for :class:`torch.optim.AdamW` (default ``weight_decay=1e-2``). The paper scales the decay by the
+    schedule multiplier :math:`\eta_t` rather than by the lr; ``decay_scale="schedule"`` does that (see
+    :class:`Adam`). Reference code: loshchil/AdamW-and-SGDW (``adam.lua``).
+    """
+
+    def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
+                 amsgrad_max: str = "v", decay_scale: str = "lr", maximize: bool = False,
+                 foreach: bool | None = None) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, decoupled_weight_decay=True,
+                         amsgrad_max=amsgrad_max, decay_scale=decay_scale, maximize=maximize, foreach=foreach)
+
+
+class NAdam(_AdamBase):
+    r"""NAdam: Adam with Nesterov momentum and Dozat's momentum-decay schedule. NAdam = Adam + Nesterov.
+
+    A drop-in for :class:`torch.optim.NAdam` (state keys ``step``, ``mu_product``, ``exp_avg``,
+    ``exp_avg_sq``), which is the same recurrence as Dozat's legacy Keras ``Nadam``:
+
+    .. math::
+        \mu_t &= \beta_1 \left(1 - \tfrac12\, 0.96^{t\psi}\right), \qquad \Pi_t = \prod_{i\le t} \mu_i \\
+        \theta_t &= \theta_{t-1} - \gamma \left( \frac{(1-\mu_t)\, g_t}{1 - \Pi_t}
+            + \frac{\mu_{t+1}\, m_t}{1 - \Pi_t \mu_{t+1}} \right) \Big/ \left(\sqrt{v_t/(1-\beta_2^t)} + \epsilon\right)
+
+    The running product :math:`\Pi_t` lives in the state as ``mu_product``. optax's ``nadam`` uses a constant
+    :math:`\mu` (``momentum_decay=0`` here gives :math:`\mu_t = \beta_1/2`, not that simplification).
+
+    Args:
+        lr: (2e-3, torch's). betas, eps, weight_decay, decoupled_weight_decay, decay_scale: as :class:`Adam`
+        (``decoupled_weight_decay=True`` is NAdamW). momentum_decay: :math:`\psi` (4e-3).
+
+    References: Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016 workshop; Keras ``Nadam``.
+    """
+
+    _scalar_state = ("step", "mu_product")
+
+    def __init__(self, params: ParamsT, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
+                 decoupled_weight_decay: bool = False, *, decay_scale: str = "lr", maximize: bool = False,
+                 foreach: bool | None = None) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
+                                      decay_scale=decay_scale, maximize=maximize, foreach=foreach))
+
+    def _validate(self, group: dict[str, Any]) -> None:
+        super()._validate(group)
+        V.check_nonneg("momentum_decay", group["momentum_decay"])
+
+    def _init_state(self, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        super()._init_state(p, state, group)
+        state["mu_product"] = torch.ones((), dtype=_get_scalar_dtype())
+
+    def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+        beta1, beta2 = h["betas"]
+        t, psi, lr = h["step"], h["momentum_decay"], h["lr"]
+        bc2 = B.bias_correction(beta2, t)
+        g = self._decay(p, g, h)
+        mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * psi))
+        mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * psi))
+        mu_product = F.first(F.mul_(s["mu_product"], mu)).item()  # kept in its own dtype, as torch does
+        m = B.ema_(s["exp_avg"], g, beta1)
+        v = B.ema_sq_(s["exp_avg_sq"], g, beta2)
+        denom = F.add_scalar_(F.sqrt(F.div(v, bc2)), h["eps"])
+        F.addcdiv_(p, g, denom, value=-lr * (1.0 - mu) / (1.0 - mu_product))
+        F.addcdiv_(p, m, denom, value=(-lr * mu_next) / (1.0 - mu_product * mu_next))
+
+
+class RAdam(_AdamBase):
+    r"""RAdam: Adam whose adaptive step is switched on only once the variance of :math:`1/\sqrt{v_t}` is tractable.
+
+    Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020 (Algorithm 2); code
+    LiyuanLucasLiu/RAdam ``radam/radam.py``. A drop-in for :class:`torch.optim.RAdam`:
+
+    .. math::
+        \rho_\infty &= \frac{2}{1-\beta_2} - 1, \qquad
+            \rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1 - \beta_2^t} \\
+        r_t &= \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}} \\
+        \theta_t &= \theta_{t-1} - \gamma\, \hat m_t \cdot
+            \begin{cases} r_t \sqrt{1-\beta_2^t} / (\sqrt{v_t} + \epsilon) & \rho_t > \rho_{\min} \\
+            1 & \text{otherwise (un-adapted momentum step)} \end{cases}
+
+    Where the references disagree: the paper rectifies when :math:`\rho_t > 4`, the authors' code when
+    :math:`\rho_t \ge 5`, torch when :math:`\rho_t > 5`. The default is torch's (``rectify_threshold=5.0``, so
+    the class is a drop-in; with the default betas the first rectified step is t = 6 either way);
+    ``rectify_threshold=4.0`` is the paper's. Before rectification torch takes the un-adapted momentum step, as the
+    reference did with ``degenerated_to_sgd=True``; ``degenerated_to_sgd=False`` skips those steps entirely
+    (the reference's current default; decoupled decay is then skipped too).
+
+    Args:
+        lr, betas, eps, weight_decay, decoupled_weight_decay, decay_scale, maximize, foreach: as :class:`Adam`.
+        rectify_threshold: :math:`\rho_{\min}`. degenerated_to_sgd: see above.
+    """
+
+    def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
+                 rectify_threshold: float = 5.0, degenerated_to_sgd: bool = True, decay_scale: str = "lr",
+                 maximize: bool = False, foreach: bool | None = None) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      decoupled_weight_decay=decoupled_weight_decay,
+                                      rectify_threshold=rectify_threshold, degenerated_to_sgd=degenerated_to_sgd,
+                                      decay_scale=decay_scale, maximize=maximize, foreach=foreach))
+
+    def _validate(self, group: dict[str, Any]) -> None:
+        super()._validate(group)
+        V.check_in_range("rectify_threshold", group["rectify_threshold"], 4.0, math.inf)
+        if not isinstance(group["degenerated_to_sgd"], bool):
+            V.fail("degenerated_to_sgd", group["degenerated_to_sgd"], "a bool", TypeError)
+
+    def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+        beta1, beta2 = h["betas"]
+        t, lr = h["step"], h["lr"]
+        bc1, bc2 = B.bias_correction(beta1, t), B.bias_correction(beta2, t)
+        rho_inf = 2 / (1 - beta2) - 1
+        rho_t = rho_inf - 2 * t * (beta2**t) / bc2
+        rectified = rho_t > h["rectify_threshold"]
+        if not rectified and not h["degenerated_to_sgd"]:
+            g = g if h["decoupled_weight_decay"] else B.l2_decay(g, p, h["weight_decay"])
+            B.ema_(s["exp_avg"], g, beta1)
+            B.ema_sq_(s["exp_avg_sq"], g, beta2)
+            return
+        g = self._decay(p, g, h)
+        m = B.ema_(s["exp_avg"], g, beta1)
+        v = B.ema_sq_(s["exp_avg_sq"], g, beta2)
+        update = F.mul_(F.div(m, bc1), lr)
+        if rectified:
+            r = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+            adaptive = F.mul_(F.reciprocal_(F.add_scalar_(F.sqrt(v), h["eps"])), bc2**0.5)
+            F.mul_(F.mul_(update, adaptive), r)
+        F.add_(p, update, alpha=-1.0)

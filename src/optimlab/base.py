@@ -1,0 +1,178 @@
+"""The base class every optimlab optimizer derives from.
+
+It owns everything that is not the algorithm: hyperparameter validation (at construction and in
+``add_param_group``), lazy state creation, ``maximize``, complex parameters, sparse-gradient errors, tensor
+learning rates, and the choice between the plain per-parameter loop and the list (``foreach``) path. A subclass
+supplies three small methods:
+
+* ``_validate(group)``: raise ``ValueError``/``TypeError`` for a bad hyperparameter;
+* ``_init_state(p, state, group)``: create the per-parameter state (torch's key names);
+* ``_update(p, g, s, h)``: the update rule, written once. ``p`` and ``g`` are a parameter and its gradient *or*
+  lists of them; ``s`` maps state names to tensors (or lists); ``h`` holds the group's hyperparameters as Python
+  numbers plus the 0-d state values (``h["step"]``) of this bucket. The rule must never write into ``g``.
+
+On the list path, parameters are bucketed by device, dtype, state layout and 0-d state values (the step count),
+so every scalar in ``h`` is exact for every tensor of the bucket, and the list path computes the same numbers as
+the plain loop.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import _get_scalar_dtype
+
+from . import _validation as V
+from ._ops import TensorOrList
+
+__all__ = ["Optimizer", "ParamsT", "new_step"]
+
+ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
+
+
+def _number(value: Any) -> Any:
+    """Hyperparameters as Python numbers: a tensor lr is read once per step (a host sync on an accelerator)."""
+    if isinstance(value, Tensor):
+        return value.item()
+    if isinstance(value, tuple):
+        return tuple(_number(v) for v in value)
+    return value
+
+
+def new_step() -> Tensor:
+    """A fresh step counter, as torch.optim keeps it (a 0-d float tensor of the default scalar dtype)."""
+    return torch.tensor(0.0, dtype=_get_scalar_dtype())
+
+
+class Optimizer(torch.optim.Optimizer):
+    """Base class: see the module docstring. Not an algorithm by itself."""
+
+    #: 0-d state entries that are read as Python numbers into ``h`` (and kept in their own dtype on load).
+    _scalar_state: tuple[str, ...] = ("step",)
+
+    def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
+        defaults.setdefault("maximize", False)
+        defaults.setdefault("foreach", None)
+        super().__init__(params, defaults)
+
+    # -- subclass interface ------------------------------------------------------------------------------------
+    def _validate(self, group: dict[str, Any]) -> None:
+        V.check_lr(group["lr"])
+        if "weight_decay" in group:
+            V.check_nonneg("weight_decay", group["weight_decay"])
+        if "eps" in group:
+            V.check_positive("eps", group["eps"])
+        if "betas" in group:
+            V.check_betas(group["betas"])
+        for flag in ("maximize",):
+            if not isinstance(group[flag], bool):
+                V.fail(flag, group[flag], "a bool", TypeError)
+        if group["foreach"] not in (None, True, False):
+            V.fail("foreach", group["foreach"], "None, True or False", TypeError)
+
+    def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    # -- torch.optim.Optimizer contract ------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        group.setdefault("initial_lr", group["lr"].clone() if isinstance(group["lr"], Tensor) else group["lr"])
+        try:
+            self._validate(group)
+        except (ValueError, TypeError):
+            self.param_groups.pop()
+            raise
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        # A checkpoint written by torch.optim (or by an older optimlab) may lack our options: use the defaults.
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+            group.setdefault("initial_lr", group["lr"])
+
+    @staticmethod
+    def _process_value_according_to_param_policy(param: Tensor, value: Tensor, param_id: int,
+                                                 param_groups: list[dict[str, Any]], key: Any = None) -> Tensor:
+        # torch casts every floating state tensor but `step` to the parameter's dtype; our 0-d counters
+        # (step, mu_product, ...) keep their own dtype so that a resumed run continues bit for bit.
+        if value.dim() == 0 and key is not None and key != "step":
+            return value.to(device=param.device) if value.is_floating_point() else value
+        return torch.optim.Optimizer._process_value_according_to_param_policy(
+            param, value, param_id, param_groups, key)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            self._step_group(group)
+        return loss
+
+    # -- machinery ---------------------------------------------------------------------------------------------
+    def _hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
+        return {k: _number(v) for k, v in group.items() if k != "params"}
+
+    def _advance(self, state: dict[str, Any]) -> None:
+        if "step" in state:
+            state["step"] += 1
+
+    def _step_group(self, group: dict[str, Any]) -> None:
+        hp = self._hyperparameters(group)
+        entries = []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients; "
+                                   "use torch.optim.SparseAdam or dense gradients")
+            state = self.state[p]
+            if not state:
+                self._init_state(p, state, group)
+            self._advance(state)
+            entries.append((p, p.grad, state))
+        if not entries:
+            return
+        use_lists = hp["foreach"] is not False
+        buckets: dict[Any, list[tuple[Tensor, Tensor, dict[str, Any]]]] = defaultdict(list)
+        for i, (p, g, state) in enumerate(entries):
+            scalars = tuple((k, float(state[k])) for k in self._scalar_state if k in state)
+            key = (p.device, p.dtype, torch.is_complex(p), tuple(sorted(state)), scalars)
+            buckets[key if use_lists else (i,) + key].append((p, g, state))
+        for key, bucket in buckets.items():
+            h = dict(hp)
+            h.update(key[-1])
+            self._run_bucket(bucket, h, as_list=use_lists)
+
+    def _run_bucket(self, bucket: list[tuple[Tensor, Tensor, dict[str, Any]]], h: dict[str, Any],
+                    as_list: bool) -> None:
+        complex_ = torch.is_complex(bucket[0][0])
+        real = torch.view_as_real if complex_ else (lambda t: t)
+        tensor_keys = [k for k, v in bucket[0][2].items() if isinstance(v, Tensor) and k not in self._scalar_state]
+        ps = [real(p) for p, _, _ in bucket]
+        gs = [real(g) for _, g, _ in bucket]
+        if h["maximize"]:
+            gs = [torch.neg(g) for g in gs]
+        s: dict[str, Any] = {k: [real(st[k]) for _, _, st in bucket] for k in tensor_keys}
+        s.update({k: [st[k] for _, _, st in bucket] for k in self._scalar_state if k in bucket[0][2]})
+        if as_list:
+            self._update(ps, gs, s, h)
+            new = {k: v for k, v in s.items() if k not in bucket[0][2]}
+        else:
+            one = {k: v[0] for k, v in s.items()}
+            self._update(ps[0], gs[0], one, h)
+            new = {k: [v] for k, v in one.items() if k not in bucket[0][2]}
+        for k, values in new.items():  # state the rule created on this step (e.g. SGD's momentum buffer)
+            for (_, _, st), v in zip(bucket, values, strict=True):
+                st[k] = torch.view_as_complex(v) if complex_ else v

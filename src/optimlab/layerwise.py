@@ -1,0 +1,153 @@
+"""Layer-wise adaptation for large batches: LARS (SGDM + trust ratio) and LAMB (Adam + trust ratio)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import _blocks as B
+from . import _ops as F
+from . import _validation as V
+from ._ops import TensorOrList
+from .base import Optimizer, ParamsT, new_step
+
+__all__ = ["LAMB", "LARS"]
+
+
+def _stack(x: TensorOrList) -> Tensor:
+    return torch.stack(x) if isinstance(x, list) else x
+
+
+def _unstack(x: Tensor, like: TensorOrList) -> TensorOrList:
+    return list(x.unbind()) if isinstance(like, list) else x
+
+
+class LARS(Optimizer):
+    r"""LARS: layer-wise adaptive rate scaling (You, Gitman & Ginsburg 2017, Algorithm 1). LARS = SGDM + trust ratio.
+
+    For each parameter tensor (a "layer") :math:`w`:
+
+    .. math::
+        \eta^\ell &= \eta\,\frac{\|w\|}{\|\nabla L(w)\| + \beta\|w\| + \epsilon}
+            \quad (1 \text{ where } \|w\| = 0 \text{ or } \|\nabla L(w)\| = 0) \\
+        v &\leftarrow m\, v + \gamma_t\, \eta^\ell\, (\nabla L(w) + \beta w), \qquad w \leftarrow w - v
+            \quad (\text{Nesterov: } w \leftarrow w - (m v + \gamma_t \eta^\ell (\nabla L(w) + \beta w)))
+
+    :math:`\eta` is ``trust_coefficient``, :math:`\beta` ``weight_decay``, :math:`m` ``momentum``; the lr sits
+    inside the momentum buffer as in the paper and in the TF reference implementations (tensorflow/addons
+    ``lars.py``, google-research/simclr ``lars_optimizer.py``). Weight decay is inside the scaled update.
+    ``trust_denominator="sum"`` (default) is the paper's :math:`\|\nabla L\| + \beta\|w\|`;
+    ``"norm"`` is SimCLR's :math:`\|\nabla L + \beta w\|`. A group with ``layer_adaptation=False`` (biases and
+    normalisation weights, as in SimCLR; see :func:`optimlab.create_optimizer`) takes plain momentum steps.
+
+    Norms stay tensors (no ``.item()``), so a norm reduced over DTensor shards is the full layer's norm.
+
+    Args:
+        lr: :math:`\gamma` (required). momentum: 0.9. weight_decay: 0. trust_coefficient: 1e-3. eps: 1e-8.
+        nesterov: False. trust_denominator: ``"sum"`` or ``"norm"``. layer_adaptation: True.
+        maximize, foreach: as in :class:`optimlab.SGD`.
+    """
+
+    def __init__(self, params: ParamsT, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                 trust_coefficient: float = 1e-3, eps: float = 1e-8, nesterov: bool = False, *,
+                 trust_denominator: str = "sum", layer_adaptation: bool = True, maximize: bool = False,
+                 foreach: bool | None = None) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                      trust_coefficient=trust_coefficient, eps=eps, nesterov=nesterov,
+                                      trust_denominator=trust_denominator, layer_adaptation=layer_adaptation,
+                                      maximize=maximize, foreach=foreach))
+
+    def _validate(self, group: dict[str, Any]) -> None:
+        super()._validate(group)
+        V.check_in_range("momentum", group["momentum"], 0.0, 1.0)
+        V.check_positive("trust_coefficient", group["trust_coefficient"])
+        V.check_choice("trust_denominator", group["trust_denominator"], {"sum", "norm"})
+        if group["nesterov"] and group["momentum"] <= 0:
+            V.fail("nesterov", True, "momentum > 0 (Nesterov momentum)")
+
+    def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        state["step"] = new_step()
+        if group["momentum"] > 0:
+            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _local_lr(self, p: TensorOrList, g: TensorOrList, u: TensorOrList, h: dict[str, Any]) -> TensorOrList:
+        """:math:`\\gamma_t \\eta^\\ell` per tensor, as 0-d tensors."""
+        w_norm, g_norm = _stack(F.norms(p)), _stack(F.norms(g))
+        if h["trust_denominator"] == "sum":
+            denom = g_norm + h["weight_decay"] * w_norm + h["eps"]
+        else:
+            denom = _stack(F.norms(u)) + h["eps"]
+        ratio = torch.where((w_norm > 0) & (g_norm > 0), h["trust_coefficient"] * w_norm / denom,
+                            torch.ones_like(w_norm))
+        return _unstack(ratio * h["lr"], p)
+
+    def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+        u = B.l2_decay(g, p, h["weight_decay"])
+        if h["layer_adaptation"]:
+            u = F.mul(u, self._local_lr(p, g, u, h))
+        else:
+            u = F.mul(u, h["lr"])
+        if h["momentum"] > 0:
+            buf = F.add_(F.mul_(s["momentum_buffer"], h["momentum"]), u)
+            u = F.add_(F.mul(buf, h["momentum"]), u) if h["nesterov"] else buf
+        F.add_(p, u, alpha=-1.0)
+
+
+class LAMB(Optimizer):
+    r"""LAMB: layer-wise adaptive moments (You et al., ICLR 2020, Algorithm 2). LAMB = Adam + trust ratio.
+
+    .. math::
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1) g_t, \qquad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+        r_t &= \frac{m_t/(1-\beta_1^t)}{\sqrt{v_t/(1-\beta_2^t)} + \epsilon} + \lambda w_{t-1} \\
+        w_t &= w_{t-1} - \gamma_t\, \frac{\phi(\|w_{t-1}\|)}{\|r_t\|}\, r_t
+            \quad (\text{ratio } 1 \text{ where either norm is } 0)
+
+    with :math:`\phi(z) = z` (or :math:`\min(z, \text{max\_weight\_norm})`). Weight decay is inside the update whose
+    norm forms the trust ratio. Where the references disagree: the final paper, tensorflow/addons ``lamb.py`` and
+    optax bias-correct :math:`m, v` (``bias_correction=True``, default); the v3 paper's code and cybertronai
+    ``pytorch-lamb`` do not (``bias_correction=False``). apex applies the ratio only when weight decay is non-zero;
+    here it always applies unless the group sets ``layer_adaptation=False``. Without the zero-norm guard
+    (cybertronai) zero-initialised weights never move. Norms stay tensors (no ``.item()``): DTensor-safe.
+
+    Args:
+        lr: :math:`\gamma` (1e-3). betas: (0.9, 0.999). eps: :math:`\epsilon` (1e-6). weight_decay: :math:`\lambda`.
+        bias_correction: see above. max_weight_norm: clip :math:`\|w\|` in :math:`\phi` (None: identity;
+        cybertronai uses 10). layer_adaptation: apply the trust ratio. maximize, foreach: as :class:`optimlab.SGD`.
+    """
+
+    def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-6, weight_decay: float = 0.0, bias_correction: bool = True, *,
+                 max_weight_norm: float | None = None, layer_adaptation: bool = True, maximize: bool = False,
+                 foreach: bool | None = None) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      bias_correction=bias_correction, max_weight_norm=max_weight_norm,
+                                      layer_adaptation=layer_adaptation, maximize=maximize, foreach=foreach))
+
+    def _validate(self, group: dict[str, Any]) -> None:
+        super()._validate(group)
+        if group["max_weight_norm"] is not None:
+            V.check_positive("max_weight_norm", group["max_weight_norm"])
+
+    def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        state["step"] = new_step()
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+        beta1, beta2 = h["betas"]
+        m = B.ema_(s["exp_avg"], g, beta1)
+        v = B.ema_sq_(s["exp_avg_sq"], g, beta2)
+        bc1, bc2 = ((B.bias_correction(beta1, h["step"]), B.bias_correction(beta2, h["step"]))
+                    if h["bias_correction"] else (1.0, 1.0))
+        r = F.div_(F.div(m, B.adam_denominator(v, bc2, h["eps"])), bc1)
+        if h["weight_decay"] != 0:
+            F.add_(r, p, alpha=h["weight_decay"])
+        if h["layer_adaptation"]:
+            w_norm = F.norms(p)
+            if h["max_weight_norm"] is not None:
+                w_norm = [n.clamp(max=h["max_weight_norm"]) for n in w_norm] if isinstance(w_norm, list) \
+                    else w_norm.clamp(max=h["max_weight_norm"])
+            F.mul_(r, B.trust_ratio(w_norm, F.norms(r)))
+        F.add_(p, r, alpha=-h["lr"])

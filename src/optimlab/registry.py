@@ -1,0 +1,140 @@
+"""One registry of optimizers by lower-case name, and :func:`create_optimizer`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .adabound import AdaBound, AMSBound
+from .adagrad import Adagrad
+from .adam import Adam, AdamW, NAdam, RAdam
+from .layerwise import LAMB, LARS
+from .rmsprop import RMSprop
+from .sgd import SGD, SGDW
+from .swats import SWATS
+
+__all__ = ["OPTIMIZERS", "OptimizerSpec", "create_optimizer", "no_decay_param_groups", "register_optimizer"]
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """A registry entry: the class and the keyword arguments the name implies (e.g. ``amsgrad=True``)."""
+
+    cls: type[torch.optim.Optimizer]
+    preset: dict[str, Any] = field(default_factory=dict)
+    doc: str = ""
+
+
+OPTIMIZERS: dict[str, OptimizerSpec] = {}
+
+
+def register_optimizer(name: str, cls: type[torch.optim.Optimizer], doc: str = "", **preset: Any) -> None:
+    """Add ``name`` (lower case) to the registry used by :func:`create_optimizer` and the lab."""
+    if name != name.lower():
+        raise ValueError(f"Invalid name: {name!r}; expected a lower-case name")
+    OPTIMIZERS[name] = OptimizerSpec(cls, dict(preset), doc)
+
+
+register_optimizer("sgd", SGD, "plain SGD")
+register_optimizer("sgdm", SGD, "SGD with heavy-ball momentum 0.9", momentum=0.9)
+register_optimizer("nesterov", SGD, "SGD with Nesterov momentum 0.9", momentum=0.9, nesterov=True)
+register_optimizer("sgdw", SGDW, "SGD with momentum 0.9 and decoupled weight decay", momentum=0.9)
+register_optimizer("adagrad", Adagrad, "Adagrad")
+register_optimizer("rmsprop", RMSprop, "RMSProp")
+register_optimizer("adam", Adam, "Adam")
+register_optimizer("amsgrad", Adam, "Adam with AMSGrad", amsgrad=True)
+register_optimizer("adamw", AdamW, "Adam with decoupled weight decay")
+register_optimizer("nadam", NAdam, "Nesterov Adam")
+register_optimizer("radam", RAdam, "rectified Adam")
+register_optimizer("adabound", AdaBound, "AdaBound")
+register_optimizer("amsbound", AMSBound, "AMSBound")
+register_optimizer("lars", LARS, "LARS")
+register_optimizer("lamb", LAMB, "LAMB")
+register_optimizer("swats", SWATS, "SWATS: Adam, then SGD with momentum")
+
+# Options that switch layer-wise adaptation off, for the optimizers that have it.
+_ADAPTATION_OFF = {"layer_adaptation": False}
+
+
+def _is_no_decay(name: str, p: torch.Tensor, module: nn.Module | None) -> bool:
+    """Biases and normalisation weights: 1-d or scalar tensors (nanoGPT's ``p.dim() >= 2`` rule), or any
+    parameter of a normalisation layer."""
+    norm_types = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+    rms = getattr(nn, "RMSNorm", None)
+    if rms is not None:
+        norm_types = norm_types + (rms,)
+    return p.dim() < 2 or (module is not None and isinstance(module, norm_types))
+
+
+def no_decay_param_groups(model: nn.Module, weight_decay: float,
+                          exclude: Callable[[str, torch.Tensor], bool] | None = None,
+                          no_decay_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Split a model's parameters into a decayed group and a group without weight decay.
+
+    By default biases and normalisation weights go to the second group (``exclude(name, param)`` overrides
+    the rule). ``no_decay_options`` are extra options for that group (e.g. ``{"layer_adaptation": False}``).
+    Shared parameters are listed once.
+    """
+    decay, no_decay, seen = [], [], set()
+    for module_name, module in model.named_modules():
+        for name, p in module.named_parameters(recurse=False):
+            if id(p) in seen or not p.requires_grad:
+                continue
+            seen.add(id(p))
+            full = f"{module_name}.{name}" if module_name else name
+            excluded = exclude(full, p) if exclude is not None else _is_no_decay(full, p, module)
+            (no_decay if excluded else decay).append(p)
+    groups = []
+    if decay:
+        groups.append({"params": decay, "weight_decay": weight_decay})
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, **(no_decay_options or {})})
+    return groups
+
+
+def create_optimizer(name: str, params_or_model: nn.Module | Iterable[Any], *,
+                     exclude_from_decay: bool | Callable[[str, torch.Tensor], bool] = False,
+                     **kwargs: Any) -> torch.optim.Optimizer:
+    """Build a registered optimizer by lower-case name: ``create_optimizer("lamb", model, lr=1e-3)``.
+
+    Args:
+        name: a key of :data:`OPTIMIZERS` (``"sgd"``, ``"sgdm"``, ``"nesterov"``, ``"sgdw"``, ``"adagrad"``,
+            ``"rmsprop"``, ``"adam"``, ``"amsgrad"``, ``"adamw"``, ``"nadam"``, ``"radam"``, ``"adabound"``,
+            ``"amsbound"``, ``"lars"``, ``"lamb"``, ``"swats"``, ...).
+        params_or_model: an ``nn.Module`` or what a torch optimizer accepts (parameters or groups).
+        exclude_from_decay: with a module, ``True`` puts biases and normalisation weights in a group without
+            weight decay and, for LARS/LAMB, without layer-wise adaptation (as LARS/LAMB users do); a callable
+            ``(name, param) -> bool`` chooses the excluded parameters instead.
+        **kwargs: the optimizer's own arguments; they override the name's preset.
+    """
+    key = name.lower()
+    if key not in OPTIMIZERS:
+        raise ValueError(f"Invalid name: {name!r}; expected one of {sorted(OPTIMIZERS)}")
+    spec = OPTIMIZERS[key]
+    options = {**spec.preset, **kwargs}
+    if exclude_from_decay:
+        if not isinstance(params_or_model, nn.Module):
+            raise TypeError("Invalid params_or_model for exclude_from_decay: expected an nn.Module, got "
+                            f"{type(params_or_model).__name__}")
+        exclude = exclude_from_decay if callable(exclude_from_decay) else None
+        extra = _ADAPTATION_OFF if "layer_adaptation" in _init_args(spec.cls) else {}
+        wd = options.pop("weight_decay", _default(spec.cls, "weight_decay"))
+        params: Any = no_decay_param_groups(params_or_model, wd, exclude, extra)
+    else:
+        params = params_or_model.parameters() if isinstance(params_or_model, nn.Module) else params_or_model
+    return spec.cls(params, **options)
+
+
+def _init_args(cls: type) -> dict[str, Any]:
+    import inspect
+
+    return dict(inspect.signature(cls.__init__).parameters)
+
+
+def _default(cls: type, arg: str) -> Any:
+    param = _init_args(cls).get(arg)
+    return 0.0 if param is None else param.default

@@ -1,0 +1,73 @@
+"""RMSProp: step sizes from an exponential average of squared gradients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import _blocks as B
+from . import _ops as F
+from . import _validation as V
+from ._ops import TensorOrList
+from .base import Optimizer, ParamsT, new_step
+
+__all__ = ["RMSprop"]
+
+
+class RMSprop(Optimizer):
+    r"""RMSProp (Tieleman & Hinton 2012, Coursera lecture 6.5), centered variant of Graves 2013.
+
+    A drop-in for :class:`torch.optim.RMSprop` (arguments, defaults, state keys ``step``, ``square_avg``,
+    ``momentum_buffer``, ``grad_avg``):
+
+    .. math::
+        v_t &= \alpha v_{t-1} + (1-\alpha) g_t^2 \\
+        \tilde v_t &= v_t - \bar g_t^2 \text{ with } \bar g_t = \alpha \bar g_{t-1} + (1-\alpha) g_t
+            \text{ (centered), else } v_t \\
+        b_t &= \mu b_{t-1} + g_t / (\sqrt{\tilde v_t} + \epsilon), \qquad \theta_t = \theta_{t-1} - \gamma b_t
+            \quad (\text{without momentum: } \theta_t = \theta_{t-1} - \gamma g_t / (\sqrt{\tilde v_t} + \epsilon))
+
+    Note that :math:`\epsilon` is added outside the square root (torch and Keras), whereas the seed writes
+    :math:`\sqrt{v_t + \epsilon}`; with the default 1e-8 the difference only matters where :math:`v_t \approx 0`.
+
+    Args:
+        lr: :math:`\gamma` (default 1e-2). alpha: :math:`\alpha` (default 0.99). eps: :math:`\epsilon` (1e-8).
+        weight_decay: L2 penalty. momentum: :math:`\mu`. centered: normalise by the estimated variance.
+        maximize, foreach: as in :class:`optimlab.SGD`.
+    """
+
+    def __init__(self, params: ParamsT, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
+                 maximize: bool = False, foreach: bool | None = None) -> None:
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                                      centered=centered, maximize=maximize, foreach=foreach))
+
+    def _validate(self, group: dict[str, Any]) -> None:
+        super()._validate(group)
+        V.check_in_range("alpha", group["alpha"], 0.0, 1.0, hi_open=False)
+        V.check_nonneg("momentum", group["momentum"])
+
+    def _init_state(self, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        state["step"] = new_step()
+        state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if group["momentum"] > 0:
+            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if group["centered"]:
+            state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+        g = B.l2_decay(g, p, h["weight_decay"])
+        v = B.ema_sq_(s["square_avg"], g, h["alpha"])
+        if h["centered"]:
+            g_avg = B.ema_(s["grad_avg"], g, h["alpha"])
+            v = F.sqrt(F.addcmul_(F.clone(v), g_avg, g_avg, value=-1))
+        else:
+            v = F.sqrt(v)
+        denom = F.add_scalar_(v, h["eps"])
+        if h["momentum"] > 0:
+            buf = F.mul_(s["momentum_buffer"], h["momentum"])
+            F.addcdiv_(buf, g, denom)
+            F.add_(p, buf, alpha=-h["lr"])
+        else:
+            F.addcdiv_(p, g, denom, value=-h["lr"])

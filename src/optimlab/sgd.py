@@ -1,0 +1,105 @@
+"""Stochastic gradient descent: plain, heavy-ball, Nesterov (``SGD``) and with decoupled weight decay (``SGDW``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _blocks as B
+from . import _ops as F
+from . import _validation as V
+from ._ops import TensorOrList
+from .base import Optimizer, ParamsT
+
+__all__ = ["SGD", "SGDW"]
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent with momentum, dampening, Nesterov momentum and L2 weight decay.
+
+    A drop-in for :class:`torch.optim.SGD` (same arguments, defaults, state key ``momentum_buffer`` and trajectory):
+
+    .. math::
+        g_t &= \nabla f(\theta_{t-1}) + \lambda \theta_{t-1} \\
+        b_t &= \mu b_{t-1} + (1 - \tau) g_t \quad (b_1 = g_1) \\
+        d_t &= g_t + \mu b_t \text{ (Nesterov) or } b_t \\
+        \theta_t &= \theta_{t-1} - \gamma d_t
+
+    References: Robbins & Monro 1951; Polyak 1964 (heavy ball); Sutskever et al. 2013, "On the importance of
+    initialization and momentum in deep learning" (the Nesterov form used here and by torch.optim.SGD).
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate :math:`\gamma` (default 1e-3, torch's).
+        momentum: :math:`\mu` (default 0: plain SGD).
+        dampening: :math:`\tau`, damps the gradient's contribution to the buffer.
+        weight_decay: :math:`\lambda`, L2 penalty added to the gradient (see :class:`SGDW` for decoupled decay).
+        nesterov: use Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
+        maximize: maximize the objective instead of minimizing it.
+        foreach: ``None``/``True`` run the rule on lists of tensors; ``False`` the plain per-parameter loop.
+    """
+
+    _scalar_state = ()
+
+    def __init__(self, params: ParamsT, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                                      nesterov=nesterov, maximize=maximize, foreach=foreach))
+
+    def _validate(self, group: dict[str, Any]) -> None:
+        super()._validate(group)
+        V.check_nonneg("momentum", group["momentum"])
+        V.check_in_range("dampening", group["dampening"], 0.0, 1.0, hi_open=False)
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            V.fail("nesterov", True, "momentum > 0 and dampening == 0 (Nesterov momentum)")
+
+    def _init_state(self, p: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
+        pass  # the momentum buffer is created from the first gradient, as in torch
+
+    def _direction(self, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> TensorOrList:
+        """The momentum part shared by SGD and SGDW: returns :math:`d_t`."""
+        momentum = h["momentum"]
+        if momentum == 0:
+            return g
+        if "momentum_buffer" not in s:
+            buf = s["momentum_buffer"] = F.clone(g)
+        else:
+            buf = B.momentum_(s["momentum_buffer"], g, momentum, h["dampening"])
+        return F.add(g, buf, alpha=momentum) if h["nesterov"] else buf
+
+    def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+        g = B.l2_decay(g, p, h["weight_decay"])
+        F.add_(p, self._direction(g, s, h), alpha=-h["lr"])
+
+
+class SGDW(SGD):
+    r"""SGD with momentum and decoupled weight decay (Loshchilov & Hutter 2019, Algorithm 1).
+
+    .. math::
+        b_t &= \mu b_{t-1} + (1 - \tau) g_t \quad (b_1 = g_1),\qquad d_t = b_t \text{ or } g_t + \mu b_t \\
+        \theta_t &= \theta_{t-1} - \gamma d_t - \eta_t \lambda \theta_{t-1}
+
+    The decay uses the *pre-update* weights and never enters the momentum buffer. The paper's :math:`\eta_t` is
+    the schedule multiplier; with ``decay_scale="lr"`` (default, torch.optim.AdamW's convention) the decay is
+    :math:`\gamma_t\lambda`, with ``decay_scale="schedule"`` it is :math:`(\gamma_t/\gamma_0)\lambda` as in the
+    paper, where :math:`\gamma_0` is the group's ``initial_lr``. The buffer keeps torch's form (lr outside the
+    buffer); the paper puts :math:`\eta_t\alpha` inside, which is the same trajectory at constant lr.
+
+    Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019; code
+    loshchil/AdamW-and-SGDW (``sgd.lua``). Arguments as :class:`SGD`, plus ``decay_scale``.
+    """
+
+    def __init__(self, params: ParamsT, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False, *, decay_scale: str = "lr",
+                 maximize: bool = False, foreach: bool | None = None) -> None:
+        Optimizer.__init__(self, params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                              weight_decay=weight_decay, nesterov=nesterov,
+                                              decay_scale=decay_scale, maximize=maximize, foreach=foreach))
+
+    def _validate(self, group: dict[str, Any]) -> None:
+        super()._validate(group)
+        V.check_choice("decay_scale", group["decay_scale"], {"lr", "schedule"})
+
+    def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+        B.decoupled_decay_(p, h)
+        F.add_(p, self._direction(g, s, h), alpha=-h["lr"])
