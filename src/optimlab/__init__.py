@@ -7,11 +7,13 @@ Every optimizer is a drop-in :class:`torch.optim.Optimizer`::
     opt = optimlab.create_optimizer("lamb", model, lr=1e-3, weight_decay=0.01, exclude_from_decay=True)
 """
 
+from . import schedules
 from .adabound import AdaBound, AMSBound
 from .adagrad import Adagrad
 from .adam import Adam, AdamW, NAdam, RAdam
 from .base import Optimizer
 from .layerwise import LAMB, LARS
+from .lr_finder import LRFinderResult, lr_find
 from .registry import OPTIMIZERS, create_optimizer, no_decay_param_groups, register_optimizer
 from .rmsprop import RMSprop
 from .sgd import SGD, SGDW
@@ -32,10 +34,13 @@ __all__ = [
     "Adam",
     "AdamW",
     "NAdam",
+    "LRFinderResult",
     "Optimizer",
     "RAdam",
     "RMSprop",
     "create_optimizer",
+    "lr_find",
     "no_decay_param_groups",
     "register_optimizer",
+    "schedules",
 ]

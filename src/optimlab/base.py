@@ -18,6 +18,7 @@ the plain loop.
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -32,6 +33,9 @@ from ._ops import TensorOrList
 __all__ = ["Optimizer", "ParamsT", "new_step"]
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
+
+
+_FP16_TINY = 6.1e-5  # smallest normal float16
 
 
 def _number(value: Any) -> Any:
@@ -90,6 +94,11 @@ class Optimizer(torch.optim.Optimizer):
         except (ValueError, TypeError):
             self.param_groups.pop()
             raise
+        eps = group.get("eps")
+        if isinstance(eps, float) and eps < _FP16_TINY and any(p.dtype == torch.float16 for p in group["params"]):
+            warnings.warn(f"{type(self).__name__}: eps={eps:g} rounds to zero in float16, so a step divides by zero "
+                          "where the second moment underflows; use eps >= 1e-4 or float32 master weights",
+                          UserWarning, stacklevel=3)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
@@ -98,16 +107,14 @@ class Optimizer(torch.optim.Optimizer):
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
             group.setdefault("initial_lr", group["lr"])
-
-    @staticmethod
-    def _process_value_according_to_param_policy(param: Tensor, value: Tensor, param_id: int,
-                                                 param_groups: list[dict[str, Any]], key: Any = None) -> Tensor:
-        # torch casts every floating state tensor but `step` to the parameter's dtype; our 0-d counters
-        # (step, mu_product, ...) keep their own dtype so that a resumed run continues bit for bit.
-        if value.dim() == 0 and key is not None and key != "step":
-            return value.to(device=param.device) if value.is_floating_point() else value
-        return torch.optim.Optimizer._process_value_according_to_param_policy(
-            param, value, param_id, param_groups, key)
+        # torch casts every floating state tensor except `step` to the parameter's dtype; our other 0-d counters
+        # (NAdam's mu_product, SWATS's phase and rates) keep their saved dtype so a resumed run continues bit for bit.
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for saved_id, p in zip(saved_ids, params, strict=True):
+            for key, value in state_dict["state"].get(saved_id, {}).items():
+                if isinstance(value, Tensor) and value.dim() == 0 and key != "step":
+                    self.state[p][key] = value.detach().clone().to(device=p.device)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

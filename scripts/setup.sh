@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up optimlab on a fresh machine: torch (the CPU wheel, only when no torch is installed: an existing build,
+# e.g. a CUDA one, is left alone), optimlab itself (editable) with the extra named by $1 ("lab" or "test"),
+# and, for the lab, Fashion-MNIST from Debian's package where apt-get is usable.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+extra=${1:-lab}
+
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+    echo "setup: installing torch==2.13.0 (CPU)"
+    "$PY" -m pip install -q "torch==2.13.0"
+fi
+"$PY" -m pip install -q -e ".[$extra]"
+
+if [ "$extra" = "lab" ] && [ ! -d /usr/share/datasets/fashion-mnist ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 ||
+         { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }) ||
+            echo "setup: could not install dataset-fashion-mnist; the fmnist-cnn task will say how to get it"
+    else
+        echo "setup: Fashion-MNIST not found; for the fmnist-cnn task run: sudo apt-get install dataset-fashion-mnist"
+    fi
+fi
+"$PY" -c "import optimlab, torch; print(f'setup: optimlab {optimlab.__version__}, torch {torch.__version__}')"

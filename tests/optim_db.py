@@ -1,0 +1,118 @@
+"""The test registry: every optimizer once, with sample configurations, problems it must solve and bad inputs.
+
+One table drives the generic matrix in ``test_matrix.py`` (after torch's OptimizerInfo and optax's
+``_OPTIMIZERS_UNDER_TEST``). Adding an optimizer to :data:`optimlab.OPTIMIZERS` without an entry here fails
+``test_every_registered_optimizer_is_under_test``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import optimlab
+
+
+@dataclass
+class OptimInfo:
+    name: str  # registry name
+    configs: list[dict[str, Any]]  # sample kwargs (each runs every generic test)
+    quadratic: tuple[dict[str, Any], int]  # kwargs, steps to reach the optimum of a 2-D ill-conditioned quadratic
+    rosenbrock: tuple[dict[str, Any], int]  # same on Rosenbrock from (-1.5, 2)
+    errors: list[tuple[dict[str, Any], type[Exception], str]] = field(default_factory=list)
+
+    @property
+    def cls(self) -> type:
+        return optimlab.OPTIMIZERS[self.name].cls
+
+    def make(self, params: Any, **kwargs: Any) -> Any:
+        return optimlab.create_optimizer(self.name, params, **kwargs)
+
+
+ADAM_ERRORS = [
+    (dict(lr=-1e-3), ValueError, r"Invalid lr: -0\.001; expected lr >= 0"),
+    (dict(betas=(1.0, 0.999)), ValueError, r"Invalid betas\[0\]: 1\.0; expected \[0, 1\)"),
+    (dict(betas=(0.9, -0.1)), ValueError, r"Invalid betas\[1\]"),
+    (dict(betas=0.9), TypeError, r"Invalid betas"),
+    (dict(eps=0.0), ValueError, r"Invalid eps: 0\.0; expected eps > 0"),
+    (dict(weight_decay=-0.1), ValueError, r"Invalid weight_decay: -0\.1; expected weight_decay >= 0"),
+    (dict(lr="fast"), TypeError, r"Invalid lr"),
+    (dict(bogus=1), TypeError, r"bogus"),
+]
+SGD_ERRORS = [
+    (dict(lr=-0.1), ValueError, r"Invalid lr"),
+    (dict(momentum=-0.5), ValueError, r"Invalid momentum"),
+    (dict(weight_decay=-1.0), ValueError, r"Invalid weight_decay"),
+    (dict(nesterov=True, momentum=0.0), ValueError, r"Invalid nesterov"),
+    (dict(nesterov=True, momentum=0.9, dampening=0.1), ValueError, r"Invalid nesterov"),
+    (dict(dampening=1.5), ValueError, r"Invalid dampening"),
+    (dict(momentm=0.9), TypeError, r"momentm"),
+]
+FAST = ({"lr": 0.02}, 2000)
+
+DB: list[OptimInfo] = [
+    OptimInfo("sgd", [dict(lr=0.05), dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01),
+                      dict(lr=0.05, momentum=0.9, nesterov=True, maximize=True)],
+              ({"lr": 0.05}, 2000), ({"lr": 1.5e-3}, 8000), SGD_ERRORS),
+    OptimInfo("sgdm", [dict(lr=0.05)], ({"lr": 0.01}, 2000), ({"lr": 1e-3}, 3000), SGD_ERRORS),
+    OptimInfo("nesterov", [dict(lr=0.05)], ({"lr": 0.01}, 2000), ({"lr": 1e-3}, 3000), SGD_ERRORS),
+    OptimInfo("sgdw", [dict(lr=0.05, weight_decay=0.01), dict(lr=0.05, weight_decay=0.01, decay_scale="schedule"),
+                       dict(lr=0.05, momentum=0.0, weight_decay=0.1, nesterov=False)],
+              ({"lr": 0.01}, 2000), ({"lr": 1e-3}, 3000),
+              SGD_ERRORS + [(dict(decay_scale="epoch"), ValueError, r"Invalid decay_scale: 'epoch'")]),
+    OptimInfo("adagrad", [dict(lr=0.1), dict(lr=0.1, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1)],
+              ({"lr": 0.5}, 2000), ({"lr": 0.5}, 10000),
+              [(dict(lr=-1.0), ValueError, r"Invalid lr"), (dict(lr_decay=-1.0), ValueError, r"Invalid lr_decay"),
+               (dict(initial_accumulator_value=-1.0), ValueError, r"Invalid initial_accumulator_value"),
+               (dict(eps=-1.0), ValueError, r"Invalid eps")]),
+    OptimInfo("rmsprop", [dict(lr=0.01), dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.01)],
+              ({"lr": 0.01}, 2000), ({"lr": 3e-3}, 5000),
+              [(dict(lr=-1.0), ValueError, r"Invalid lr"), (dict(alpha=1.5), ValueError, r"Invalid alpha"),
+               (dict(momentum=-1.0), ValueError, r"Invalid momentum"), (dict(eps=0.0), ValueError, r"Invalid eps")]),
+    OptimInfo("adam", [dict(lr=0.01), dict(lr=0.01, amsgrad=True, weight_decay=0.01),
+                       dict(lr=0.01, amsgrad=True, amsgrad_max="v_hat", maximize=True),
+                       dict(lr=0.01, weight_decay=0.01, decoupled_weight_decay=True, decay_scale="schedule")],
+              FAST, ({"lr": 3.0}, 3000),
+              ADAM_ERRORS + [(dict(amsgrad_max="m"), ValueError, r"Invalid amsgrad_max: 'm'")]),
+    OptimInfo("amsgrad", [dict(lr=0.01)], FAST, ({"lr": 1.0}, 3000), ADAM_ERRORS),
+    OptimInfo("adamw", [dict(lr=0.01), dict(lr=0.01, decay_scale="schedule", amsgrad=True)],
+              ({"lr": 0.02, "weight_decay": 0.0}, 2000), ({"lr": 3.0, "weight_decay": 0.0}, 3000), ADAM_ERRORS),
+    OptimInfo("nadam", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01, decoupled_weight_decay=True)],
+              FAST, ({"lr": 0.01}, 3000),
+              ADAM_ERRORS + [(dict(momentum_decay=-1.0), ValueError, r"Invalid momentum_decay")]),
+    OptimInfo("radam", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01, decoupled_weight_decay=True),
+                        dict(lr=0.01, rectify_threshold=4.0, degenerated_to_sgd=False)],
+              FAST, ({"lr": 0.01}, 10000),
+              ADAM_ERRORS + [(dict(rectify_threshold=3.0), ValueError, r"Invalid rectify_threshold")]),
+    OptimInfo("adabound", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01, decoupled_weight_decay=True),
+                           dict(lr=0.01, amsbound=True)],
+              ({"lr": 0.02, "final_lr": 0.01}, 2000), ({"lr": 1.0, "final_lr": 0.01}, 3000),
+              ADAM_ERRORS + [(dict(final_lr=-0.1), ValueError, r"Invalid final_lr"),
+                             (dict(gamma=0.0), ValueError, r"Invalid gamma")]),
+    OptimInfo("amsbound", [dict(lr=0.01)], ({"lr": 0.02, "final_lr": 0.01}, 2000),
+              ({"lr": 1.0, "final_lr": 0.01}, 3000), ADAM_ERRORS),
+    OptimInfo("lars", [dict(lr=1.0), dict(lr=1.0, weight_decay=0.01, nesterov=True),
+                       dict(lr=1.0, trust_denominator="norm", weight_decay=0.01),
+                       dict(lr=0.05, layer_adaptation=False, momentum=0.0)],
+              ({"lr": 0.1, "trust_coefficient": 0.01}, 3000), ({"lr": 0.1, "trust_coefficient": 0.01}, 3000),
+              [(dict(lr=-1.0), ValueError, r"Invalid lr"), (dict(momentum=1.0), ValueError, r"Invalid momentum"),
+               (dict(trust_coefficient=0.0), ValueError, r"Invalid trust_coefficient"),
+               (dict(trust_denominator="l1"), ValueError, r"Invalid trust_denominator"),
+               (dict(weight_decay=-1.0), ValueError, r"Invalid weight_decay"),
+               (dict(nesterov=True, momentum=0.0), ValueError, r"Invalid nesterov")]),
+    OptimInfo("lamb", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01, bias_correction=False),
+                       dict(lr=0.01, max_weight_norm=10.0, maximize=True)],
+              ({"lr": 0.01}, 2000), ({"lr": 3e-3}, 10000),
+              ADAM_ERRORS + [(dict(max_weight_norm=0.0), ValueError, r"Invalid max_weight_norm")]),
+    OptimInfo("swats", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01, nesterov=True, switch_tol=1e-3)],
+              FAST, ({"lr": 3.0}, 3000),
+              ADAM_ERRORS + [(dict(switch_tol=-1.0), ValueError, r"Invalid switch_tol")]),
+]
+
+BY_NAME = {info.name: info for info in DB}
+CASES = [(info, cfg) for info in DB for cfg in info.configs]
+
+
+def case_id(case: tuple[OptimInfo, dict[str, Any]]) -> str:
+    info, cfg = case
+    return info.name + "-" + ",".join(f"{k}={v}" for k, v in cfg.items() if k != "lr")

@@ -1,0 +1,370 @@
+"""The generic test matrix: every optimizer of the registry, every sample configuration, the same checks."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from optim_db import BY_NAME, CASES, DB, case_id
+from problems import loss_at, make_params, run
+
+import optimlab
+
+ALL = pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
+INFOS = pytest.mark.parametrize("info", DB, ids=[i.name for i in DB])
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def test_every_registered_optimizer_is_under_test():
+    assert set(optimlab.OPTIMIZERS) == set(BY_NAME)
+
+
+def quadratic(x):
+    return 0.5 * (x[0] - 1) ** 2 + 5 * (x[1] + 2) ** 2
+
+
+def rosenbrock(x):
+    return (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+
+
+@ALL
+@pytest.mark.parametrize("noncontiguous", [False, True])
+def test_goes_downhill(case, noncontiguous):
+    info, cfg = case
+    if cfg.get("maximize"):
+        pytest.skip("maximize goes uphill: covered by test_maximize")
+    params = make_params(noncontiguous=noncontiguous)
+    fixed = lambda: sum((p**2).sum() + torch.log(torch.cosh(p)).sum() for p in params)  # noqa: E731
+    opt = info.make(params, **cfg)
+    before = fixed().item()
+    for _ in range(20):
+        opt.zero_grad()
+        fixed().backward()
+        opt.step()
+    assert fixed().item() < before
+
+
+@INFOS
+@pytest.mark.parametrize("problem", ["quadratic", "rosenbrock"])
+def test_converges(info, problem):
+    fn, (kwargs, steps), start, opt_x = {
+        "quadratic": (quadratic, info.quadratic, [0.0, 0.0], [1.0, -2.0]),
+        "rosenbrock": (rosenbrock, info.rosenbrock, [-1.5, 2.0], [1.0, 1.0]),
+    }[problem]
+    x = torch.tensor(start, dtype=torch.float64, requires_grad=True)
+    opt = info.make([x], **kwargs)
+    for _ in range(steps):
+        opt.zero_grad()
+        fn(x).backward()
+        opt.step()
+    torch.testing.assert_close(x.detach(), torch.tensor(opt_x, dtype=torch.float64), rtol=0, atol=3e-2)
+
+
+def _trajectory(info, cfg, foreach, dtype=torch.float64, steps=10, skip_every=None):
+    params = make_params(dtype)
+    opt = info.make(params, **cfg, foreach=foreach)
+    for k in range(steps):
+        opt.zero_grad()
+        loss_at(params, k).backward()
+        if skip_every and k % skip_every == 1:
+            params[1].grad = None  # a parameter that receives no gradient on some steps
+        opt.step()
+    return params, opt
+
+
+@ALL
+def test_list_path_equals_plain_loop(case):
+    """The foreach path runs the same rule as the plain loop: params and state agree to round-off."""
+    info, cfg = case
+    pa, oa = _trajectory(info, cfg, foreach=False, skip_every=3)
+    pb, ob = _trajectory(info, cfg, foreach=True, skip_every=3)
+    for a, b in zip(pa, pb, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+        sa, sb = oa.state[a], ob.state[b]
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            torch.testing.assert_close(sa[key], sb[key], rtol=1e-12, atol=1e-14, msg=key)
+
+
+@ALL
+def test_skipped_parameters_keep_their_step(case):
+    info, cfg = case
+    params, opt = _trajectory(info, cfg, foreach=True, steps=7, skip_every=3)
+    if "step" in opt.state[params[0]]:
+        assert int(opt.state[params[0]]["step"]) == 7
+        assert int(opt.state[params[1]]["step"]) == 5
+
+
+@ALL
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_dtypes(case, dtype):
+    info, cfg = case
+    if dtype == torch.float16 and cfg.get("eps", info.cls([torch.zeros(1)], lr=0.1).defaults.get("eps", 1)) < 1e-4:
+        # eps=1e-8 rounds to 0 in float16, so Adam-type steps divide by zero where v underflows (as in torch);
+        # the optimizers warn about it (test_float16_eps_warning). Use the customary fp16 eps here.
+        cfg = {**cfg, "eps": 1e-4}
+    params, opt = _trajectory(info, cfg, foreach=None, dtype=dtype, steps=5)
+    for p in params:
+        assert p.dtype == dtype and torch.isfinite(p).all()
+        for key, value in opt.state[p].items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                assert value.dtype == dtype, key
+
+
+@INFOS
+def test_float16_eps_warning(info):
+    p = torch.zeros(3, dtype=torch.float16, requires_grad=True)
+    if info.cls([torch.zeros(1)], lr=0.1).defaults.get("eps", 1.0) < 6.1e-5:
+        with pytest.warns(UserWarning, match="eps=.* rounds to zero in float16"):
+            info.make([p], **info.configs[0])
+
+
+@ALL
+def test_never_modifies_grad(case):
+    info, cfg = case
+    params = make_params()
+    opt = info.make(params, **{**cfg, "weight_decay": 0.1} if "weight_decay" in info.cls.__init__.__code__.co_varnames
+                    else cfg)
+    for k in range(3):
+        opt.zero_grad()
+        loss_at(params, k).backward()
+        grads = [p.grad for p in params]
+        copies = [g.clone() for g in grads]
+        opt.step()
+        for p, g, c in zip(params, grads, copies, strict=True):
+            assert p.grad is g
+            assert torch.equal(g, c)
+
+
+@INFOS
+def test_maximize_is_minimizing_the_negated_loss(info):
+    cfg = dict(info.configs[0])
+    pa, pb = make_params(), make_params()
+    oa, ob = info.make(pa, **cfg, maximize=False), info.make(pb, **cfg, maximize=True)
+    for k in range(8):
+        oa.zero_grad()
+        ob.zero_grad()
+        loss_at(pa, k).backward()
+        (-loss_at(pb, k)).backward()
+        oa.step()
+        ob.step()
+    for a, b in zip(pa, pb, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@INFOS
+def test_param_groups_are_independent(info):
+    """Two groups with their own lr equal two separate optimizers; add_param_group later works."""
+    cfg = dict(info.configs[0])
+    params = make_params()
+    first, second = [copy.deepcopy(p.detach()).requires_grad_() for p in params[:2]], \
+        [copy.deepcopy(p.detach()).requires_grad_() for p in params[2:]]
+    lr2 = cfg["lr"] * 0.5
+    grouped = info.make([{"params": params[:2]}, {"params": params[2:], "lr": lr2}], **cfg)
+    oa, ob = info.make(first, **cfg), info.make(second, **{**cfg, "lr": lr2})
+    for k in range(6):
+        for o in (grouped, oa, ob):
+            o.zero_grad()
+        loss_at(params, k).backward()
+        loss_at(first + second, k).backward()
+        for o in (grouped, oa, ob):
+            o.step()
+    for a, b in zip(params, first + second, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    extra = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    grouped.add_param_group({"params": [extra], "lr": cfg["lr"]})
+    extra.grad = torch.ones_like(extra)
+    before = extra.detach().clone()
+    grouped.step()
+    assert not torch.equal(extra, before)
+
+
+@INFOS
+def test_closure_is_evaluated_once_and_returned(info):
+    params = make_params()
+    opt = info.make(params, **info.configs[0])
+    calls = []
+
+    def closure():
+        calls.append(1)
+        opt.zero_grad()
+        loss = loss_at(params, 0)
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert len(calls) == 1 and isinstance(loss, torch.Tensor)
+
+
+@INFOS
+def test_error_table(info):
+    for kwargs, exc, pattern in info.errors:
+        with pytest.raises(exc, match=pattern):
+            info.cls([torch.zeros(2, requires_grad=True)], **{"lr": 0.01, **kwargs})
+        opt = info.cls([torch.zeros(2, requires_grad=True)], lr=0.01)
+        if "bogus" in kwargs or "momentm" in kwargs:
+            continue
+        with pytest.raises(exc, match=pattern):
+            opt.add_param_group({"params": [torch.zeros(3, requires_grad=True)], **kwargs})
+        assert len(opt.param_groups) == 1  # a rejected group is not kept
+
+
+@INFOS
+def test_sparse_gradients_get_a_clear_error(info):
+    emb = torch.nn.Embedding(10, 3, sparse=True)
+    opt = info.make(emb.parameters(), **info.configs[0])
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+
+
+@INFOS
+def test_empty_and_zero_dim_tensors(info):
+    params = [torch.zeros(0, 3, dtype=torch.float64, requires_grad=True),
+              torch.tensor(1.5, dtype=torch.float64, requires_grad=True)]
+    opt = info.make(params, **info.configs[0])
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    assert params[0].shape == (0, 3) and torch.isfinite(params[1])
+
+
+@INFOS
+def test_tensor_lr_and_torch_scheduler(info):
+    """A tensor lr and torch's schedulers give the same trajectory as the equivalent float lrs."""
+    cfg = dict(info.configs[0])
+    pa, pb = make_params(), make_params()
+    oa = info.make(pa, **{**cfg, "lr": torch.tensor(cfg["lr"], dtype=torch.float64)})
+    ob = info.make(pb, **cfg)
+    sa = torch.optim.lr_scheduler.StepLR(oa, step_size=2, gamma=0.5)
+    sb = torch.optim.lr_scheduler.StepLR(ob, step_size=2, gamma=0.5)
+    for k in range(6):
+        for o, p in ((oa, pa), (ob, pb)):
+            o.zero_grad()
+            loss_at(p, k).backward()
+            o.step()
+        sa.step()
+        sb.step()
+    assert isinstance(oa.param_groups[0]["lr"], torch.Tensor)
+    for a, b in zip(pa, pb, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@INFOS
+def test_grad_scaler_and_hooks(info):
+    params = make_params(torch.float32)
+    opt = info.make(params, **info.configs[0])
+    seen = []
+    opt.register_step_pre_hook(lambda o, a, k: seen.append("pre"))
+    opt.register_step_post_hook(lambda o, a, k: seen.append("post"))
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    before = [p.detach().clone() for p in params]
+    scaler.scale(loss_at(params, 0)).backward()
+    scaler.step(opt)
+    scaler.update()
+    assert seen == ["pre", "post"]
+    assert all(not torch.equal(a, b) for a, b in zip(before, params, strict=True) if a.numel())
+    # an inf gradient makes the scaler skip the step entirely
+    opt.zero_grad()
+    scaler.scale(loss_at(params, 1)).backward()
+    params[0].grad[0, 0] = float("inf")
+    snapshot = [p.detach().clone() for p in params]
+    scaler.step(opt)
+    assert all(torch.equal(a, b) for a, b in zip(snapshot, params, strict=True))
+
+
+@INFOS
+def test_zero_grad(info):
+    params = make_params()
+    opt = info.make(params, **info.configs[0])
+    loss_at(params, 0).backward()
+    opt.zero_grad()
+    assert all(p.grad is None for p in params)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "adabound", "lamb",
+                                  "lars", "sgdw"])
+def test_complex_params_match_view_as_real(name):
+    info = BY_NAME[name]
+    cfg = dict(info.configs[0])
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(4, 3, dtype=torch.complex128, generator=g).requires_grad_()
+    r = torch.view_as_real(z.detach().clone()).requires_grad_()
+    oz, orr = info.make([z], **cfg), info.make([r], **cfg)
+    for _ in range(5):
+        target = torch.randn(4, 3, dtype=torch.complex128, generator=g)
+        oz.zero_grad()
+        orr.zero_grad()
+        (z - target).abs().pow(2).sum().backward()
+        (r - torch.view_as_real(target)).pow(2).sum().backward()
+        oz.step()
+        orr.step()
+    torch.testing.assert_close(torch.view_as_real(z.detach()), r.detach(), rtol=1e-12, atol=1e-14)
+
+
+# -- state_dict round trip through a file read by a fresh process ---------------------------------------------------
+_CHILD = textwrap.dedent("""
+    import sys, torch
+    sys.path[:0] = [{src!r}, {tests!r}]
+    from optim_db import CASES
+    from problems import make_params, run
+    ckpt = torch.load({path!r}, weights_only=True)
+    out = []
+    for i, (info, cfg) in enumerate(CASES):
+        params = make_params()
+        with torch.no_grad():
+            for p, saved in zip(params, ckpt[i]["params"]):
+                p.copy_(saved)
+        opt = info.make(params, **cfg)
+        opt.load_state_dict(ckpt[i]["optimizer"])
+        run(opt, params, steps=7, start=5)
+        out.append([p.detach() for p in params])
+    torch.save(out, {out!r})
+""")
+
+
+@pytest.fixture(scope="module")
+def resumed_in_fresh_process(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("resume")
+    ckpts, unbroken = [], []
+    for info, cfg in CASES:
+        params = make_params()
+        opt = info.make(params, **cfg)
+        run(opt, params, steps=5)
+        ckpts.append({"params": [p.detach().clone() for p in params], "optimizer": copy.deepcopy(opt.state_dict())})
+        run(opt, params, steps=7, start=5)
+        unbroken.append([p.detach() for p in params])
+    torch.save(ckpts, tmp / "ckpt.pt")
+    code = _CHILD.format(src=SRC, tests=str(Path(__file__).parent), path=str(tmp / "ckpt.pt"),
+                         out=str(tmp / "out.pt"))
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return unbroken, torch.load(tmp / "out.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[case_id(c) for c in CASES])
+def test_state_dict_resumes_bit_for_bit_in_a_fresh_process(resumed_in_fresh_process, index):
+    unbroken, resumed = resumed_in_fresh_process
+    for a, b in zip(unbroken[index], resumed[index], strict=True):
+        assert torch.equal(a, b)
+
+
+def test_create_optimizer_excludes_biases_and_norms():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
+    opt = optimlab.create_optimizer("lamb", model, lr=1e-3, weight_decay=0.1, exclude_from_decay=True)
+    decay, no_decay = opt.param_groups
+    assert [p.shape for p in decay["params"]] == [(8, 4), (2, 8)]
+    assert decay["weight_decay"] == 0.1 and decay["layer_adaptation"] is True
+    assert no_decay["weight_decay"] == 0.0 and no_decay["layer_adaptation"] is False
+    assert len(no_decay["params"]) == 4
+    adam = optimlab.create_optimizer("adamw", model, exclude_from_decay=lambda name, p: name.endswith("bias"))
+    assert adam.param_groups[0]["weight_decay"] == 0.01 and len(adam.param_groups[1]["params"]) == 3
+    with pytest.raises(ValueError, match="Invalid name: 'adamx'"):
+        optimlab.create_optimizer("adamx", model)
+    with pytest.raises(TypeError, match="nn.Module"):
+        optimlab.create_optimizer("adam", model.parameters(), exclude_from_decay=True)
+    assert optimlab.create_optimizer("amsgrad", model).defaults["amsgrad"] is True
