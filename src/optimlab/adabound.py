@@ -38,8 +38,11 @@ class AdaBound(_AdamBase):
     Args:
         lr: :math:`\gamma` (1e-3). betas: (0.9, 0.999). final_lr: the SGD lr the bounds converge to (0.1).
         gamma: :math:`\delta`, the convergence speed of the bounds (1e-3). eps: 1e-8 (added to :math:`\sqrt{v_t}`).
-        weight_decay: L2 :math:`\lambda` added to the gradient, as in the paper; ``decoupled_weight_decay=True``
-            gives the reference's AdaBoundW. amsbound: use AMSBound.
+        weight_decay: L2 :math:`\lambda` added to the gradient, as in the paper. ``decoupled_weight_decay=True``
+            shrinks the weights instead; with ``decay_scale="schedule"`` that is the reference's AdaBoundW
+            (:math:`\theta \mathrel{-}= \lambda\theta_{t-1}` at the base lr, scaled by the schedule), with the
+            default ``decay_scale="lr"`` torch's AdamW convention (:math:`\gamma_t\lambda\theta_{t-1}`).
+        amsbound: use AMSBound.
         decay_scale, maximize, foreach: as :class:`optimlab.Adam`.
     """
 
