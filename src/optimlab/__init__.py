@@ -18,29 +18,36 @@ from .registry import OPTIMIZERS, create_optimizer, no_decay_param_groups, regis
 from .rmsprop import RMSprop
 from .sgd import SGD, SGDW
 from .swats import SWATS
+from .wrappers import EMA, SWA, GradientNoise, Lookahead, OptimizerWrapper, update_bn
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "LAMB",
-    "LARS",
-    "OPTIMIZERS",
-    "SGD",
-    "SGDW",
-    "SWATS",
     "AMSBound",
     "AdaBound",
     "Adagrad",
     "Adam",
     "AdamW",
-    "NAdam",
+    "EMA",
+    "GradientNoise",
+    "LAMB",
+    "LARS",
     "LRFinderResult",
+    "Lookahead",
+    "NAdam",
+    "OPTIMIZERS",
     "Optimizer",
+    "OptimizerWrapper",
     "RAdam",
     "RMSprop",
+    "SGD",
+    "SGDW",
+    "SWA",
+    "SWATS",
     "create_optimizer",
     "lr_find",
     "no_decay_param_groups",
     "register_optimizer",
     "schedules",
+    "update_bn",
 ]
