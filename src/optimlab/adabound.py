@@ -62,6 +62,8 @@ class AdaBound(_AdamBase):
         if group["amsbound"] != group["amsgrad"]:
             group["amsgrad"] = group["amsbound"]  # a group that overrides amsbound
 
+    _elementwise = True
+
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         beta1, beta2 = h["betas"]
         t, lr = h["step"], h["lr"]

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from . import _blocks as B
+from . import _fast
 from . import _ops as F
 from . import _validation as V
 from ._ops import TensorOrList
@@ -59,6 +60,15 @@ class Adagrad(Optimizer):
         init = complex(group["initial_accumulator_value"], group["initial_accumulator_value"]) \
             if torch.is_complex(p) else group["initial_accumulator_value"]
         state["sum"] = torch.full_like(p, init, memory_format=torch.preserve_format)
+
+    _elementwise = True
+
+    def _fused(self, ps: list[torch.Tensor], gs: list[torch.Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
+        if not _fast.fused_kernels_support(ps):
+            return False
+        torch._fused_adagrad_(ps, gs, s["sum"], s["step"], lr=h["lr"], lr_decay=h["lr_decay"],
+                              weight_decay=h["weight_decay"], eps=h["eps"], maximize=h["maximize"])
+        return True
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         g = B.l2_decay(g, p, h["weight_decay"])

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from . import _blocks as B
+from . import _fast
 from . import _ops as F
 from . import _validation as V
 from ._ops import TensorOrList
@@ -18,6 +19,8 @@ __all__ = ["Adam", "AdamW", "NAdam", "RAdam"]
 
 class _AdamBase(Optimizer):
     """Shared state and the weight-decay choice (L2 into the gradient, or decoupled) of the Adam family."""
+
+    _elementwise = True
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
@@ -82,6 +85,18 @@ class Adam(_AdamBase):
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
         V.check_choice("amsgrad_max", group["amsgrad_max"], {"v", "v_hat"})
+
+    def _fused(self, ps: list[torch.Tensor], gs: list[torch.Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
+        # torch's fused Adam/AdamW kernel is this rule (with AMSGrad's max of v) in one pass over memory.
+        if h["amsgrad_max"] != "v" or (h["decoupled_weight_decay"] and h["decay_scale"] != "lr") \
+                or not _fast.fused_kernels_support(ps):
+            return False
+        kernel = torch._fused_adamw_ if h["decoupled_weight_decay"] else torch._fused_adam_
+        beta1, beta2 = h["betas"]
+        kernel(ps, gs, s["exp_avg"], s["exp_avg_sq"], s.get("max_exp_avg_sq", []), s["step"], lr=h["lr"],
+               beta1=beta1, beta2=beta2, weight_decay=h["weight_decay"], eps=h["eps"], amsgrad=h["amsgrad"],
+               maximize=h["maximize"])
+        return True
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         beta1, beta2 = h["betas"]
@@ -154,14 +169,17 @@ class NAdam(_AdamBase):
         super()._init_state(p, state, group)
         state["mu_product"] = torch.ones((), dtype=_get_scalar_dtype())
 
+    def _prepare(self, s: dict[str, Any], h: dict[str, Any]) -> None:
+        beta1, t, psi = h["betas"][0], h["step"], h["momentum_decay"]
+        h["mu"] = beta1 * (1.0 - 0.5 * 0.96 ** (t * psi))
+        h["mu_next"] = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * psi))
+        h["mu_product"] = F.first(F.mul_(s["mu_product"], h["mu"])).item()  # kept in its own dtype, as torch
+
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         beta1, beta2 = h["betas"]
-        t, psi, lr = h["step"], h["momentum_decay"], h["lr"]
-        bc2 = B.bias_correction(beta2, t)
+        lr, mu, mu_next, mu_product = h["lr"], h["mu"], h["mu_next"], h["mu_product"]
+        bc2 = B.bias_correction(beta2, h["step"])
         g = self._decay(p, g, h)
-        mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * psi))
-        mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * psi))
-        mu_product = F.first(F.mul_(s["mu_product"], mu)).item()  # kept in its own dtype, as torch does
         m = B.ema_(s["exp_avg"], g, beta1)
         v = B.ema_sq_(s["exp_avg_sq"], g, beta2)
         denom = F.add_scalar_(F.sqrt(F.div(v, bc2)), h["eps"])

@@ -27,6 +27,8 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
+from . import _fast
+from . import _ops as F
 from . import _validation as V
 from ._ops import TensorOrList
 
@@ -174,17 +176,50 @@ class Optimizer(torch.optim.Optimizer):
         tensor_keys = [k for k, v in bucket[0][2].items() if isinstance(v, Tensor) and k not in self._scalar_state]
         ps = [real(p) for p, _, _ in bucket]
         gs = [real(g) for _, g, _ in bucket]
-        if h["maximize"]:
-            gs = [torch.neg(g) for g in gs]
         s: dict[str, Any] = {k: [real(st[k]) for _, _, st in bucket] for k in tensor_keys}
         s.update({k: [st[k] for _, _, st in bucket] for k in self._scalar_state if k in bucket[0][2]})
         if as_list:
-            self._update(ps, gs, s, h)
+            self._run_lists(ps, gs, s, h, tensor_keys)
             new = {k: v for k, v in s.items() if k not in bucket[0][2]}
         else:
             one = {k: v[0] for k, v in s.items()}
-            self._update(ps[0], gs[0], one, h)
+            self._prepare(one, h)
+            self._apply(ps[0], gs[0], one, h)
             new = {k: [v] for k, v in one.items() if k not in bucket[0][2]}
         for k, values in new.items():  # state the rule created on this step (e.g. SGD's momentum buffer)
             for (_, _, st), v in zip(bucket, values, strict=True):
                 st[k] = torch.view_as_complex(v) if complex_ else v
+
+    def _apply(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+        self._update(p, F.neg(g) if h["maximize"] else g, s, h)
+
+    def _run_lists(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
+                   tensor_keys: list[str]) -> None:
+        """The fast path: torch's fused kernel where the algorithm maps onto one, else the rule on cache-sized
+        blocks where it is element-wise, else the rule on whole lists (see :mod:`optimlab._fast`)."""
+        if self._fused(ps, gs, s, h):
+            return
+        self._prepare(s, h)
+        numel = sum(p.numel() for p in ps)
+        if not self._elementwise or self._creates_state(s, h) or numel < _fast.MIN_BLOCKED_ELEMS:
+            self._apply(ps, gs, s, h)
+            return
+        scalars = {k: v for k, v in s.items() if k not in tensor_keys}
+        for block in _fast.block_plan([ps, gs, *(s[k] for k in tensor_keys)]):
+            self._apply(block[0], block[1], {**scalars, **dict(zip(tensor_keys, block[2:], strict=True))}, h)
+
+    # -- optional subclass hooks for the fast path ----------------------------------------------------------------
+    #: The rule treats every element independently (no norm over a tensor, no 0-d state written inside
+    #: ``_update``), so it may run on blocks of views of the tensors.
+    _elementwise = False
+
+    def _prepare(self, s: dict[str, Any], h: dict[str, Any]) -> None:
+        """Once per bucket and step, before the rule: advance 0-d state and put derived scalars into ``h``."""
+
+    def _creates_state(self, s: dict[str, Any], h: dict[str, Any]) -> bool:
+        """True when this step's rule adds state entries (then it runs unblocked)."""
+        return False
+
+    def _fused(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
+        """Run torch's fused kernel for this bucket and return True, where the algorithm maps onto one."""
+        return False

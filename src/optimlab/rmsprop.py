@@ -56,6 +56,8 @@ class RMSprop(Optimizer):
         if group["centered"]:
             state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
+    _elementwise = True
+
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         g = B.l2_decay(g, p, h["weight_decay"])
         v = B.ema_sq_(s["square_avg"], g, h["alpha"])

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import Tensor
+
 from . import _blocks as B
+from . import _fast
 from . import _ops as F
 from . import _validation as V
 from ._ops import TensorOrList
@@ -39,6 +43,7 @@ class SGD(Optimizer):
     """
 
     _scalar_state = ()
+    _elementwise = True
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False,
@@ -55,6 +60,21 @@ class SGD(Optimizer):
 
     def _init_state(self, p: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
         pass  # the momentum buffer is created from the first gradient, as in torch
+
+    def _creates_state(self, s: dict[str, Any], h: dict[str, Any]) -> bool:
+        return h["momentum"] != 0 and "momentum_buffer" not in s
+
+    def _fused(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
+        # torch's fused SGD kernel is this rule in one pass (it copies the gradient into a new buffer on step 1).
+        if type(self) is not SGD or not _fast.fused_kernels_support(ps):
+            return False
+        first = h["momentum"] != 0 and "momentum_buffer" not in s
+        if first:
+            s["momentum_buffer"] = [torch.empty_like(p, memory_format=torch.preserve_format) for p in ps]
+        torch._fused_sgd_(ps, gs, s.get("momentum_buffer", []), weight_decay=h["weight_decay"],
+                          momentum=h["momentum"], lr=h["lr"], dampening=h["dampening"], nesterov=h["nesterov"],
+                          maximize=h["maximize"], is_first_step=first)
+        return True
 
     def _direction(self, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> TensorOrList:
         """The momentum part shared by SGD and SGDW: returns :math:`d_t`."""
