@@ -1,0 +1,445 @@
+"""How close is each optimizer step to the memory-bandwidth limit?
+
+An optimizer step reads and writes each parameter's tensors a fixed number of times and does little
+arithmetic, so its physical limit is memory bandwidth. This script measures that limit with a STREAM-style
+probe (an in-place ``a.add_(b)``: 12 bytes per element) in the same run, then times one step of every
+optimlab optimizer, of torch's fused and foreach counterparts and, when installed, of the peer libraries'
+implementations (pytorch_optimizer, torch-optimizer, timm), all on the *same* parameters and gradients.
+
+Usage (from the repository root)::
+
+    PYTHONPATH=src python3 benchmarks/step_speed.py                 # 25M parameters, 2 threads
+    PYTHONPATH=src python3 benchmarks/step_speed.py --quick         # ~1M parameters, a smoke test
+    PYTHONPATH=src python3 benchmarks/step_speed.py --only Adam,LAMB --steps 50
+    PYTHONPATH=src python3 benchmarks/step_speed.py --malloc-tunables   # re-run under the glibc settings
+    PYTHONPATH=src python3 benchmarks/step_speed.py --rounds 3 --no-peers   # a busy machine: best of 3
+
+The model: 25.05M fp32 parameters in 150 tensors of mixed shapes, like a small transformer plus a convnet
+head: 2 large matrices [8192, 1024], 4 x [1024, 1024], 8 x [512, 768], 16 x [128, 384], 20 conv kernels [32,
+16, 3, 3], 50 vectors [1024] and 50 vectors [96]. ``--size`` scales the first dimension of the matrices
+(kernels and vectors stay). Parameters and gradients come from a fixed seed.
+
+Table 1: median ms per step (mean over a multiple of ``k`` steps for Lookahead), that time as a multiple of
+the bandwidth bound of the algorithm's minimal traffic (column ``B/p``: bytes per parameter read and written
+by a step that touches each tensor the fewest times the algorithm allows), and the ratios of optimlab's time
+to torch's fused and foreach implementations and to the fastest peer. Table 2: bytes of optimizer state per
+parameter (every state tensor but 0-d counters, over the number of parameters) and the time of the first
+step of a freshly constructed optimizer. The probe is re-measured before every timing, so a shared machine
+biases the ratios less than the absolute numbers.
+
+Allocation matters on CPU (torch has no caching allocator there): foreach arithmetic allocates model-sized
+temporaries that glibc returns to the OS and page-faults in again every step. The header says which malloc
+setting the run used; ``--malloc-tunables`` re-executes the script with ``MALLOC_MMAP_THRESHOLD_=33554432
+MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=268435456``. Benchmarks are not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import importlib.util
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import types
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["Entry", "build_registry", "main", "make_model"]
+
+MALLOC_TUNABLES = {
+    "MALLOC_MMAP_THRESHOLD_": "33554432",
+    "MALLOC_TRIM_THRESHOLD_": "68719476736",
+    "MALLOC_TOP_PAD_": "268435456",
+}
+
+BASE_SHAPES: list[tuple[int, ...]] = (
+    [(8192, 1024)] * 2 + [(1024, 1024)] * 4 + [(512, 768)] * 8 + [(128, 384)] * 16
+    + [(32, 16, 3, 3)] * 20 + [(1024,)] * 50 + [(96,)] * 50
+)
+BASE_SIZE = sum(math.prod(s) for s in BASE_SHAPES)  # 25,051,840
+
+Factory = Callable[[list[torch.Tensor]], Any]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# model, probe, timing
+# ----------------------------------------------------------------------------------------------------------
+def make_model(size: int, seed: int = 0) -> tuple[list[torch.nn.Parameter], list[torch.Tensor]]:
+    """Parameters (with ``.grad`` set) of about ``size`` elements and a pristine copy of their values."""
+    scale = size / BASE_SIZE
+    shapes = [((max(1, round(s[0] * scale)),) + s[1:]) if len(s) == 2 else s for s in BASE_SHAPES]
+    gen = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen) * 0.05) for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen) * 1e-2
+    return params, [p.detach().clone() for p in params]
+
+
+def probe_gbs(n: int, reps: int = 7) -> float:
+    """STREAM-style bandwidth: in-place ``a.add_(b)`` over ``n`` fp32 elements (12 B each), best of reps."""
+    a, b = torch.randn(n), torch.randn(n)
+    a.add_(b)
+    best = math.inf
+    for _ in range(reps):
+        t = time.perf_counter()
+        a.add_(b)
+        best = min(best, time.perf_counter() - t)
+    return 12 * n / best / 1e9
+
+
+def state_tensors(obj: Any, seen: set[int] | None = None) -> list[torch.Tensor]:
+    """Every tensor reachable from a state_dict-like structure, each storage once."""
+    seen = set() if seen is None else seen
+    out: list[torch.Tensor] = []
+    if isinstance(obj, torch.Tensor):
+        key = obj.untyped_storage().data_ptr() if obj.numel() else id(obj)
+        if key not in seen:
+            seen.add(key)
+            out.append(obj)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            out.extend(state_tensors(v, seen))
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            out.extend(state_tensors(v, seen))
+    return out
+
+
+def state_bytes_per_param(opt: Any, params: list[torch.nn.Parameter], n: int) -> float:
+    sd = opt.state_dict()
+    seen = {p.untyped_storage().data_ptr() for p in params}  # a state_dict never holds the parameters
+    tensors = state_tensors({k: v for k, v in sd.items() if k != "param_groups"}, seen)
+    return sum(t.numel() * t.element_size() for t in tensors if t.dim() > 0) / n
+
+
+@dataclass
+class Result:
+    label: str
+    ms: float
+    first_s: float
+    state_bpp: float
+    gbs: float
+
+
+def measure(label: str, factory: Factory, params: list[torch.nn.Parameter], init: list[torch.Tensor], n: int,
+            steps: int, warmup: int, k: int) -> Result:
+    with torch.no_grad():
+        for p, v in zip(params, init, strict=True):
+            p.copy_(v)
+    gc.collect()
+    opt = factory(params)
+    t = time.perf_counter()
+    opt.step()
+    first = time.perf_counter() - t
+    for _ in range(max(0, warmup - 1)):
+        opt.step()
+    gbs = probe_gbs(n)
+    times = []
+    for _ in range(steps if k == 1 else k * max(1, round(steps / k))):
+        t = time.perf_counter()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    ms = (statistics.median(times) if k == 1 else statistics.fmean(times)) * 1e3
+    bpp = state_bytes_per_param(opt, params, n)
+    del opt
+    gc.collect()
+    return Result(label, ms, first, bpp, gbs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# registry
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class Entry:
+    """One algorithm: optimlab's constructor and its counterparts, all taking the parameter list."""
+
+    name: str
+    min_bytes: float  # fp32 bytes per parameter of the minimal traffic of one step
+    optimlab: Factory | None
+    fused: Factory | None = None
+    foreach: Factory | None = None
+    peers: dict[str, Factory] = field(default_factory=dict)
+    k: int = 1  # steps to average over (Lookahead's period)
+    note: str = ""
+
+
+def _optional(module: str) -> types.ModuleType | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        return None
+
+
+def _timm_optim() -> dict[str, types.ModuleType] | str:
+    """timm's optimizer modules. ``import timm`` needs torchvision; the optim modules themselves need only
+    torch, so without torchvision they are loaded under a stub package that skips ``timm/__init__.py``."""
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        return "not installed"
+    mods: dict[str, types.ModuleType] = {}
+    try:
+        importlib.import_module("timm.optim")
+    except Exception:  # noqa: BLE001
+        root = list(spec.submodule_search_locations)[0]
+        for name, path in (("timm", root), ("timm.optim", os.path.join(root, "optim"))):
+            stub = types.ModuleType(name)
+            stub.__path__ = [path]
+            sys.modules[name] = stub
+    try:
+        for name in ("lamb", "lars", "lookahead"):
+            mods[name] = importlib.import_module(f"timm.optim.{name}")
+    except Exception as exc:  # noqa: BLE001
+        return f"import failed: {exc}"
+    return mods
+
+
+def build_registry() -> tuple[list[Entry], list[str]]:
+    notes: list[str] = []
+    optimlab = _optional("optimlab")
+    if optimlab is None:
+        notes.append("optimlab not importable (run with PYTHONPATH=src); timing the counterparts only")
+
+    def _ol(name: str, **kw: Any) -> Factory | None:
+        cls = getattr(optimlab, name, None)
+        if cls is None:
+            if optimlab is not None:
+                notes.append(f"optimlab.{name} missing: skipped")
+            return None
+        return lambda ps: cls(ps, **kw)
+
+    po = _optional("pytorch_optimizer")
+    to = _optional("torch_optimizer")
+    tm = _timm_optim()
+    def version(mod: Any) -> str:
+        return getattr(mod, "__version__", "installed") if mod is not None else "not installed"
+
+    notes.append(f"peers: pytorch_optimizer {version(po)}; torch-optimizer {version(to)}; timm.optim "
+                 + (", ".join(tm) if isinstance(tm, dict) else tm))
+    timm = tm if isinstance(tm, dict) else {}
+    optim = torch.optim
+    wd = 1e-2
+    adam = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+
+    def peers(**cands: Any) -> dict[str, Factory]:
+        return {k: v for k, v in cands.items() if v is not None}
+
+    def pf(mod: Any, name: str, **kw: Any) -> Factory | None:
+        cls = getattr(mod, name, None) if mod is not None else None
+        return None if cls is None else (lambda ps: cls(ps, **kw))
+
+    def lookahead_ol(ps: list[torch.Tensor]) -> Any:
+        from optimlab.wrappers import Lookahead  # noqa: PLC0415
+
+        return Lookahead(optimlab_adam(ps), k=5, alpha=0.5)
+
+    def optimlab_adam(ps: list[torch.Tensor]) -> Any:
+        return optimlab.Adam(ps, **adam)
+
+    def has_lookahead() -> bool:
+        if optimlab is None:
+            return False
+        try:
+            from optimlab.wrappers import Lookahead  # noqa: F401, PLC0415
+        except Exception:  # noqa: BLE001
+            notes.append("optimlab.wrappers.Lookahead missing: skipped")
+            return False
+        return True
+
+    def la_peer(mod: Any, name: str) -> Factory | None:
+        cls = getattr(mod, name, None) if mod is not None else None
+        return None if cls is None else (lambda ps: cls(optim.Adam(ps, **adam), k=5, alpha=0.5))
+
+    entries = [
+        Entry("SGD", 20, _ol("SGD", lr=1e-2, momentum=0.9),
+              fused=lambda ps: optim.SGD(ps, lr=1e-2, momentum=0.9, fused=True),
+              foreach=lambda ps: optim.SGD(ps, lr=1e-2, momentum=0.9, foreach=True)),
+        Entry("SGDW", 20, _ol("SGDW", lr=1e-2, momentum=0.9, weight_decay=wd),
+              peers=peers(pytorch_optimizer=pf(po, "SGDW", lr=1e-2, momentum=0.9, weight_decay=wd)),
+              note="torch has no decoupled-decay SGD"),
+        Entry("Adagrad", 20, _ol("Adagrad", lr=1e-2),
+              fused=lambda ps: optim.Adagrad(ps, lr=1e-2, fused=True),
+              foreach=lambda ps: optim.Adagrad(ps, lr=1e-2, foreach=True)),
+        Entry("RMSprop", 20, _ol("RMSprop", lr=1e-3),
+              foreach=lambda ps: optim.RMSprop(ps, lr=1e-3, foreach=True)),
+        Entry("Adam", 28, _ol("Adam", **adam),
+              fused=lambda ps: optim.Adam(ps, **adam, fused=True),
+              foreach=lambda ps: optim.Adam(ps, **adam, foreach=True)),
+        Entry("AdamW", 28, _ol("AdamW", **adam, weight_decay=wd),
+              fused=lambda ps: optim.AdamW(ps, **adam, weight_decay=wd, fused=True),
+              foreach=lambda ps: optim.AdamW(ps, **adam, weight_decay=wd, foreach=True)),
+        Entry("Adam(amsgrad)", 36, _ol("Adam", **adam, amsgrad=True),
+              fused=lambda ps: optim.Adam(ps, **adam, amsgrad=True, fused=True),
+              foreach=lambda ps: optim.Adam(ps, **adam, amsgrad=True, foreach=True)),
+        Entry("NAdam", 28, _ol("NAdam", lr=2e-3),
+              foreach=lambda ps: optim.NAdam(ps, lr=2e-3, foreach=True)),
+        Entry("RAdam", 28, _ol("RAdam", **adam),
+              foreach=lambda ps: optim.RAdam(ps, **adam, foreach=True)),
+        Entry("AdaBound", 28, _ol("AdaBound", lr=1e-3, final_lr=0.1),
+              peers=peers(pytorch_optimizer=pf(po, "AdaBound", lr=1e-3, final_lr=0.1),
+                          torch_optimizer=pf(to, "AdaBound", lr=1e-3, final_lr=0.1))),
+        Entry("AMSBound", 36, _ol("AMSBound", lr=1e-3, final_lr=0.1),
+              peers=peers(pytorch_optimizer=pf(po, "AdaBound", lr=1e-3, final_lr=0.1, ams_bound=True),
+                          torch_optimizer=pf(to, "AdaBound", lr=1e-3, final_lr=0.1, amsbound=True))),
+        # LARS: a first pass reads p and g for the two norms (8 B), the second is SGD with momentum (20 B).
+        Entry("LARS", 28, _ol("LARS", lr=0.1, momentum=0.9, weight_decay=wd),
+              peers=peers(pytorch_optimizer=pf(po, "LARS", lr=0.1, momentum=0.9, weight_decay=wd),
+                          torch_optimizer=pf(to, "LARS", lr=0.1, momentum=0.9, weight_decay=wd),
+                          timm=pf(timm.get("lars"), "Lars", lr=0.1, momentum=0.9, weight_decay=wd))),
+        # LAMB: pass 1 updates m, v and accumulates the norms (24 B); pass 2 reads p, m, v, writes p (16 B).
+        Entry("LAMB", 40, _ol("LAMB", lr=1e-3, weight_decay=wd),
+              peers=peers(pytorch_optimizer=pf(po, "Lamb", lr=1e-3, weight_decay=wd),
+                          torch_optimizer=pf(to, "Lamb", lr=1e-3, weight_decay=wd),
+                          timm=pf(timm.get("lamb"), "Lamb", lr=1e-3, weight_decay=wd))),
+        # SWATS is timed in its Adam phase (it starts there and switches only once its estimate settles).
+        Entry("SWATS", 28, _ol("SWATS", lr=1e-3),
+              peers=peers(pytorch_optimizer=pf(po, "SWATS", lr=1e-3),
+                          torch_optimizer=pf(to, "SWATS", lr=1e-3))),
+        # Lookahead(Adam, k=5): Adam's 28 B each step + reading p, slow and writing both every k-th step.
+        Entry("Lookahead(Adam)", 28 + 16 / 5, lookahead_ol if has_lookahead() else None,
+              peers=peers(pytorch_optimizer=la_peer(po, "Lookahead"),
+                          torch_optimizer=la_peer(to, "Lookahead"),
+                          timm=la_peer(timm.get("lookahead"), "Lookahead")),
+              k=5, note="peers wrap torch.optim.Adam (default, foreach)"),
+    ]
+    return entries, notes
+
+
+# ----------------------------------------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------------------------------------
+def _fmt(x: float | None, spec: str) -> str:
+    width = int(spec.split(".")[0])
+    return "-".rjust(width) if x is None or not math.isfinite(x) else format(x, spec)
+
+
+def _ratio(a: Result | None, b: Result | None) -> float | None:
+    return a.ms / b.ms if a is not None and b is not None else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=float, default=25e6, help="number of parameters (default 25e6)")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per optimizer (default 20)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps, the first included (default 3)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="times to measure each implementation; the fastest is kept (busy machines)")
+    ap.add_argument("--only", default="", help="comma-separated entry names, e.g. Adam,LAMB")
+    ap.add_argument("--no-peers", action="store_true", help="skip the peer libraries")
+    ap.add_argument("--quick", action="store_true", help="~1M parameters and 5 steps: a smoke test")
+    ap.add_argument("--malloc-tunables", action="store_true",
+                    help="re-execute with the glibc malloc settings that keep freed memory mapped")
+    args = ap.parse_args(argv)
+
+    if args.malloc_tunables and any(os.environ.get(k) != v for k, v in MALLOC_TUNABLES.items()):
+        env = dict(os.environ, **MALLOC_TUNABLES)
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    if args.quick:
+        args.size, args.steps, args.warmup = min(args.size, 1e6), min(args.steps, 5), min(args.warmup, 2)
+    torch.set_num_threads(args.threads)
+    params, init = make_model(int(args.size))
+    n = sum(p.numel() for p in params)
+
+    entries, notes = build_registry()
+    if args.only:
+        wanted = {s.strip().lower() for s in args.only.split(",") if s.strip()}
+        unknown = wanted - {e.name.lower() for e in entries}
+        if unknown:
+            ap.error(f"--only: unknown name(s) {sorted(unknown)}; choose from {[e.name for e in entries]}")
+        entries = [e for e in entries if e.name.lower() in wanted]
+
+    malloc = {k: os.environ[k] for k in MALLOC_TUNABLES if k in os.environ}
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    print(f"torch {torch.__version__}, {cpu}, {os.cpu_count()} CPUs, "
+          f"torch threads {torch.get_num_threads()}, Python {platform.python_version()}")
+    print("malloc: " + (" ".join(f"{k}={v}" for k, v in malloc.items()) if malloc else "glibc defaults")
+          + ("" if malloc else " (--malloc-tunables for the tuned setting)"))
+    print(f"model: {n:,} fp32 parameters in {len(params)} tensors; {args.steps} timed steps after "
+          f"{args.warmup} warm-up steps; best of {max(1, args.rounds)} round(s)")
+    gbs0 = probe_gbs(n)
+    print(f"bandwidth probe (in-place add, 12 B/elem): {gbs0:.1f} GB/s -> Adam bound (28 B/param) "
+          f"{28 * n / gbs0 / 1e6:.2f} ms")
+    for note in notes:
+        print("note: " + note)
+    print()
+
+    rows: list[tuple[Entry, dict[str, Result], dict[str, Result]]] = []
+    all_results: list[tuple[str, Result]] = []
+    for e in entries:
+        impls: list[tuple[str, Factory]] = []
+        if e.optimlab is not None:
+            impls.append(("optimlab", e.optimlab))
+        if e.fused is not None:
+            impls.append(("torch fused", e.fused))
+        if e.foreach is not None:
+            impls.append(("torch foreach", e.foreach))
+        if not args.no_peers:
+            impls.extend(e.peers.items())
+        own: dict[str, Result] = {}
+        peer: dict[str, Result] = {}
+        for label, factory in impls:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    rs = [measure(label, factory, params, init, n, args.steps, args.warmup, e.k)
+                          for _ in range(max(1, args.rounds))]
+                r = min(rs, key=lambda x: x.ms)
+                r.gbs = max(x.gbs for x in rs)
+                r.first_s = min(x.first_s for x in rs)
+            except Exception as exc:  # noqa: BLE001 - a broken peer must not stop the benchmark
+                print(f"  {e.name} / {label}: failed: {type(exc).__name__}: {str(exc)[:150]}")
+                continue
+            (own if label in ("optimlab", "torch fused", "torch foreach") else peer)[label] = r
+            all_results.append((f"{e.name} / {label}", r))
+            xb = r.ms / (e.min_bytes * n / r.gbs / 1e6)
+            print(f"  {e.name:<16} {label:<18} {r.ms:8.2f} ms  ({xb:.2f}x bound, probe {r.gbs:.1f} GB/s)",
+                  flush=True)
+        rows.append((e, own, peer))
+
+    print()
+    print("Table 1: ms per step; x bound = time / bandwidth bound of the algorithm's minimal traffic (B/p "
+          "bytes per parameter); /fused, /foreach, /peer = optimlab time / that time")
+    hdr = (f"{'optimizer':<16} {'B/p':>4} {'optimlab ms':>11} {'x bound':>7} {'fused ms':>8} {'/fused':>6} "
+           f"{'foreach ms':>10} {'/foreach':>8} {'best peer':>18} {'peer ms':>8} {'/peer':>6}")
+    print(hdr)
+    print("-" * len(hdr))
+    for e, own, peer in rows:
+        ol = own.get("optimlab")
+        fu = own.get("torch fused")
+        fe = own.get("torch foreach")
+        best = min(peer.items(), key=lambda kv: kv[1].ms) if peer else None
+        xb = ol.ms / (e.min_bytes * n / ol.gbs / 1e6) if ol else None
+        bp = best[1] if best else None
+        print(f"{e.name:<16} {e.min_bytes:>4g} {_fmt(ol.ms if ol else None, '11.2f')} {_fmt(xb, '7.2f')} "
+              f"{_fmt(fu.ms if fu else None, '8.2f')} {_fmt(_ratio(ol, fu), '6.2f')} "
+              f"{_fmt(fe.ms if fe else None, '10.2f')} {_fmt(_ratio(ol, fe), '8.2f')} "
+              f"{(best[0] if best else '-'):>18} {_fmt(bp.ms if bp else None, '8.2f')} "
+              f"{_fmt(_ratio(ol, bp), '6.2f')}" + (f"   ({e.note})" if e.note else ""))
+    print()
+    print("Table 2: optimizer state and start-up")
+    hdr2 = f"{'optimizer / implementation':<40} {'state B/param':>13} {'first step s':>12} {'ms/step':>8}"
+    print(hdr2)
+    print("-" * len(hdr2))
+    for label, r in all_results:
+        print(f"{label:<40} {r.state_bpp:13.2f} {r.first_s:12.3f} {r.ms:8.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

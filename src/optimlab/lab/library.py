@@ -1,0 +1,163 @@
+"""The lab's only coupling to the library's optimizer, wrapper, schedule and LR-finder APIs.
+
+Everything the lab needs from :mod:`optimlab` goes through these few functions, so that a renamed argument in
+the library is adjusted here and nowhere else. The lab imports the library; the library never imports the lab.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+import optimlab
+
+__all__ = [
+    "create_optimizer",
+    "lookahead",
+    "create_schedule",
+    "schedule_names",
+    "attach_schedule",
+    "lr_find",
+    "RUN_SCHEDULES",
+]
+
+
+def create_optimizer(
+    name: str, model: torch.nn.Module, *, exclude_from_decay: bool = False, **kwargs: Any
+) -> torch.optim.Optimizer:
+    """A library optimizer by its registry name (``sgd``, ``adam``, ``radam``, ...) for ``model``."""
+    return optimlab.create_optimizer(name, model, exclude_from_decay=exclude_from_decay, **kwargs)
+
+
+def lookahead(optimizer: torch.optim.Optimizer, **kwargs: Any) -> torch.optim.Optimizer:
+    """Wrap ``optimizer`` in the library's Lookahead (Zhang et al., 2019)."""
+    from optimlab.wrappers import Lookahead
+
+    return Lookahead(optimizer, **kwargs)
+
+
+def _steps(value: float, total: int, name: str) -> int:
+    """A length given as a fraction of the run (``0 < value < 1``) or as a number of steps."""
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0 (a fraction of the run or a number of steps), got {value!r}")
+    return int(round(value * total)) if value < 1 else int(value)
+
+
+def _cosine(total: int, end_factor: float = 0.0) -> Callable[[int], float]:
+    from optimlab import schedules
+
+    return schedules.cosine_decay(total, end_factor=end_factor)
+
+
+def _linear(total: int, end_factor: float = 0.0) -> Callable[[int], float]:
+    from optimlab import schedules
+
+    return schedules.linear_decay(total, end_factor=end_factor)
+
+
+def _warmup_cosine(total: int, warmup: float = 0.05, end_factor: float = 0.0) -> Callable[[int], float]:
+    from optimlab import schedules
+
+    w = _steps(warmup, total, "warmup")
+    return schedules.warmup(schedules.cosine_decay(max(1, total - w), end_factor=end_factor), warmup_steps=w)
+
+
+def _wsd(
+    total: int, warmup: float = 0.05, decay: float = 0.2, end_factor: float = 0.0
+) -> Callable[[int], float]:
+    from optimlab import schedules
+
+    return schedules.wsd(
+        total, _steps(warmup, total, "warmup"), _steps(decay, total, "decay"), end_factor=end_factor
+    )
+
+
+def _one_cycle(total: int, **kwargs: Any) -> Callable[[int], float]:
+    from optimlab import schedules
+
+    return schedules.one_cycle(total, **kwargs)
+
+
+def _step(
+    total: int, milestones: tuple[float, ...] = (0.5, 0.75), gamma: float = 0.1
+) -> Callable[[int], float]:
+    from optimlab import schedules
+
+    return schedules.multistep_decay([_steps(m, total, "milestones") for m in milestones], gamma=gamma)
+
+
+# Schedules named relative to the run's length (lengths: a fraction of the run, or a number of steps).
+RUN_SCHEDULES: dict[str, Callable[..., Callable[[int], float]]] = {
+    "cosine": _cosine,
+    "linear": _linear,
+    "warmup_cosine": _warmup_cosine,
+    "wsd": _wsd,
+    "one_cycle": _one_cycle,
+    "step": _step,
+}
+
+
+def schedule_names() -> list[str]:
+    """Names accepted by :func:`create_schedule`."""
+    return ["constant", *RUN_SCHEDULES]
+
+
+def create_schedule(name: str, total_steps: int, **kwargs: Any) -> Callable[[int], float]:
+    """A pure ``step -> LR factor`` function for a run of ``total_steps`` steps.
+
+    ``constant`` is factor 1; the names of :data:`RUN_SCHEDULES` build :mod:`optimlab.schedules` schedules
+    sized to the run; any other public factory of :mod:`optimlab.schedules` (e.g. ``sgdr``) is called with
+    ``kwargs`` as given.
+    """
+    if name == "constant":
+        if kwargs:
+            raise ValueError(f"schedule 'constant' takes no arguments, got {sorted(kwargs)}")
+        return _constant
+    if name in RUN_SCHEDULES:
+        return RUN_SCHEDULES[name](total_steps, **kwargs)
+    from optimlab import schedules
+
+    factory = getattr(schedules, name, None) if name in schedules.__all__ else None
+    if factory is None or name in (
+        "ScheduleLR",
+        "Schedule",
+        "plot_schedule",
+        "join",
+        "scale_lr_for_batch_size",
+    ):
+        raise ValueError(
+            f"unknown schedule {name!r}; available: {', '.join(schedule_names())} "
+            "or a factory of optimlab.schedules with its arguments (e.g. sgdr@period=500)"
+        )
+    return factory(**kwargs)
+
+
+def _constant(step: int) -> float:
+    return 1.0
+
+
+def attach_schedule(optimizer: torch.optim.Optimizer, schedule: Callable[[int], float]) -> Any | None:
+    """An LR scheduler scaling each group's initial LR by ``schedule(step)``; ``None`` for ``constant``."""
+    if schedule is _constant:
+        return None
+    from optimlab.schedules import ScheduleLR
+
+    return ScheduleLR(optimizer, schedule)
+
+
+def lr_find(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[..., torch.Tensor],
+    data: Iterable[Any],
+    *,
+    start_lr: float,
+    end_lr: float,
+    num_steps: int,
+) -> Any:
+    """The library's LR range test (Smith, 2017); returns its result (``.plot()``, ``.suggestions``)."""
+    from optimlab.lr_finder import lr_find as _lr_find
+
+    return _lr_find(model, optimizer, loss_fn, data, start_lr=start_lr, end_lr=end_lr, num_steps=num_steps)

