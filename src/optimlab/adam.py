@@ -141,12 +141,15 @@ class NAdam(_AdamBase):
         \theta_t &= \theta_{t-1} - \gamma \left( \frac{(1-\mu_t)\, g_t}{1 - \Pi_t}
             + \frac{\mu_{t+1}\, m_t}{1 - \Pi_t \mu_{t+1}} \right) \Big/ \left(\sqrt{v_t/(1-\beta_2^t)} + \epsilon\right)
 
-    The running product :math:`\Pi_t` lives in the state as ``mu_product``. optax's ``nadam`` uses a constant
-    :math:`\mu` (``momentum_decay=0`` here gives :math:`\mu_t = \beta_1/2`, not that simplification).
+    The running product :math:`\Pi_t` lives in the state as ``mu_product``. optax's ``nadam`` is the constant-momentum
+    simplification :math:`\mu_t = \beta_1` (then :math:`\Pi_t = \beta_1^t` and the step is
+    :math:`\beta_1 m_t/(1-\beta_1^{t+1}) + (1-\beta_1) g_t/(1-\beta_1^t)` over the denominator):
+    ``momentum_schedule="constant"`` gives it; the default ``"dozat"`` is torch's and Keras's schedule.
 
     Args:
         lr: (2e-3, torch's). betas, eps, weight_decay, decoupled_weight_decay, decay_scale: as :class:`Adam`
         (``decoupled_weight_decay=True`` is NAdamW). momentum_decay: :math:`\psi` (4e-3).
+        momentum_schedule: ``"dozat"`` (default) or ``"constant"`` (see above).
 
     References: Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016 workshop; Keras ``Nadam``.
     """
@@ -155,15 +158,17 @@ class NAdam(_AdamBase):
 
     def __init__(self, params: ParamsT, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
-                 decoupled_weight_decay: bool = False, *, decay_scale: str = "lr", maximize: bool = False,
-                 foreach: bool | None = None) -> None:
+                 decoupled_weight_decay: bool = False, *, momentum_schedule: str = "dozat", decay_scale: str = "lr",
+                 maximize: bool = False, foreach: bool | None = None) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
-                                      decay_scale=decay_scale, maximize=maximize, foreach=foreach))
+                                      momentum_schedule=momentum_schedule, decay_scale=decay_scale,
+                                      maximize=maximize, foreach=foreach))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
         V.check_nonneg("momentum_decay", group["momentum_decay"])
+        V.check_choice("momentum_schedule", group["momentum_schedule"], {"dozat", "constant"})
 
     def _init_state(self, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         super()._init_state(p, state, group)
@@ -171,9 +176,14 @@ class NAdam(_AdamBase):
 
     def _prepare(self, s: dict[str, Any], h: dict[str, Any]) -> None:
         beta1, t, psi = h["betas"][0], h["step"], h["momentum_decay"]
-        h["mu"] = beta1 * (1.0 - 0.5 * 0.96 ** (t * psi))
-        h["mu_next"] = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * psi))
+        if h["momentum_schedule"] == "constant":
+            h["mu"] = h["mu_next"] = beta1
+        else:
+            h["mu"] = beta1 * (1.0 - 0.5 * 0.96 ** (t * psi))
+            h["mu_next"] = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * psi))
         h["mu_product"] = F.first(F.mul_(s["mu_product"], h["mu"])).item()  # kept in its own dtype, as torch
+        if h["momentum_schedule"] == "constant":
+            h["mu_product"] = beta1**t  # exact, rather than the float32 running product
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         beta1, beta2 = h["betas"]
