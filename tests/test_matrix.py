@@ -368,3 +368,19 @@ def test_create_optimizer_excludes_biases_and_norms():
     with pytest.raises(TypeError, match="nn.Module"):
         optimlab.create_optimizer("adam", model.parameters(), exclude_from_decay=True)
     assert optimlab.create_optimizer("amsgrad", model).defaults["amsgrad"] is True
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "amsgrad", "adagrad"])
+def test_fused_kernel_is_used_for_parameters(name, monkeypatch):
+    """nn.Parameter (not only plain tensors) takes torch's fused kernel on the list path."""
+    kernel = {"sgd": "_fused_sgd_", "adam": "_fused_adam_", "adamw": "_fused_adamw_", "amsgrad": "_fused_adam_",
+              "adagrad": "_fused_adagrad_"}[name]
+    calls = []
+    real = getattr(torch, kernel)
+    monkeypatch.setattr(torch, kernel, lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    model = torch.nn.Linear(3, 2)
+    opt = BY_NAME[name].make(model.parameters(), lr=0.01, momentum=0.9) if name == "sgd" else \
+        BY_NAME[name].make(model.parameters(), lr=0.01)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    assert calls == [1]

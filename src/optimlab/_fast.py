@@ -72,6 +72,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from torch import Tensor
+from torch.nn import Parameter
 
 __all__ = ["DEFAULT_BLOCK_ELEMS", "MIN_BLOCKED_ELEMS", "block_plan", "fused_kernels_support", "run_blocked"]
 
@@ -83,11 +84,14 @@ DEFAULT_BLOCK_ELEMS = 1 << 20
 MIN_BLOCKED_ELEMS = 4 * DEFAULT_BLOCK_ELEMS
 
 
+_PLAIN = (Tensor, Parameter)
+
+
 def fused_kernels_support(tensors: Sequence[Tensor]) -> bool:
     """torch's ``_fused_*_`` optimizer kernels exist for dense floating tensors on CPU and CUDA."""
     t = tensors[0]
-    return (t.device.type in ("cpu", "cuda") and t.is_floating_point() and type(t) is Tensor
-            and all(type(x) is Tensor for x in tensors))
+    return (t.device.type in ("cpu", "cuda") and t.is_floating_point()
+            and all(type(x) in _PLAIN for x in tensors))  # not DTensor or other subclasses
 
 
 def _pieces(t: Tensor, block_elems: int) -> list[Tensor]:

@@ -20,9 +20,8 @@ ADAM, SGD = 0.0, 1.0
 
 def _dot(a: TensorOrList, b: TensorOrList) -> list[Tensor]:
     """Per-tensor inner products :math:`a^\\top b` as 0-d tensors."""
-    if isinstance(a, list):
-        return [torch.sum(x * y) for x, y in zip(a, b, strict=True)]
-    return [torch.sum(a * b)]
+    pairs = zip(a, b, strict=True) if isinstance(a, list) else [(a, b)]
+    return [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in pairs]  # no product-sized temporary
 
 
 class SWATS(Optimizer):
