@@ -403,3 +403,48 @@ def test_cuda_matches_cpu(case):
         opt.step()
     for a, b in zip(ref, params, strict=True):
         torch.testing.assert_close(a, b.cpu(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.fixture
+def tiny_blocks(monkeypatch):
+    """Make the cache-blocked fast path run on these tiny problems: blocks of 7 elements, no minimum size."""
+    from optimlab import _fast
+
+    monkeypatch.setattr(_fast, "DEFAULT_BLOCK_ELEMS", 7)
+    monkeypatch.setattr(_fast, "MIN_BLOCKED_ELEMS", 0)
+
+
+@ALL
+def test_blocked_path_equals_plain_loop(case, tiny_blocks):
+    """The blocked fast path (tensors split into pieces across blocks, per-tensor norms summed over pieces)
+    gives the plain loop's params and state to round-off."""
+    info, cfg = case
+    pa, oa = _trajectory(info, cfg, foreach=False, skip_every=3)
+    pb, ob = _trajectory(info, cfg, foreach=True, skip_every=3)
+    for a, b in zip(pa, pb, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+        for key in oa.state[a]:
+            torch.testing.assert_close(oa.state[a][key], ob.state[b][key], rtol=1e-12, atol=1e-14, msg=key)
+
+
+def test_blocked_path_is_taken(tiny_blocks, monkeypatch):
+    from optimlab import _fast
+
+    calls = []
+    real = _fast.owned_block_plan
+    monkeypatch.setattr(_fast, "owned_block_plan", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    for name in ("radam", "lamb", "lars", "rmsprop"):
+        calls.clear()
+        _trajectory(BY_NAME[name], BY_NAME[name].configs[0], foreach=True, steps=2)
+        assert calls, name
+
+
+def test_swats_blocked_path_through_the_switch(tiny_blocks):
+    """SWATS's blocked path across the switch (per-tensor dot products summed over pieces, then the SGD phase)."""
+    info = BY_NAME["swats"]
+    cfg = dict(lr=0.01, switch_tol=1.0, weight_decay=0.01)
+    pa, oa = _trajectory(info, cfg, foreach=False, steps=12)
+    pb, ob = _trajectory(info, cfg, foreach=True, steps=12)
+    assert oa.phase == ob.phase == "sgd" and oa.switch_steps == ob.switch_steps
+    for a, b in zip(pa, pb, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)

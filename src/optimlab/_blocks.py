@@ -90,6 +90,8 @@ def adam_denominator(v: TensorOrList, bias_correction2: float, eps: float) -> Te
 def trust_ratio(w_norm: TensorOrList, u_norm: TensorOrList, coefficient: float = 1.0) -> TensorOrList:
     """Layer-wise trust ratio ``coefficient * ||w|| / ||u||``, and 1 where either norm is zero.
 
+    The norms are 0-d tensors, lists of them, or 1-d tensors holding one norm per layer.
+
     Works on 0-d tensors (or a list of them) without ``.item()``, so a norm reduced over DTensor shards stays on the
     device and correct. The guard matters: without it zero-initialised weights never move (a bug peers shipped).
     """

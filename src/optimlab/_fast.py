@@ -71,10 +71,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import Tensor
 from torch.nn import Parameter
 
-__all__ = ["DEFAULT_BLOCK_ELEMS", "MIN_BLOCKED_ELEMS", "block_plan", "fused_kernels_support", "run_blocked"]
+__all__ = [
+    "DEFAULT_BLOCK_ELEMS",
+    "MIN_BLOCKED_ELEMS",
+    "add_piece_dots_",
+    "add_piece_sq_norms_",
+    "block_plan",
+    "blockable",
+    "fused_kernels_support",
+    "is_plain",
+    "owned_block_plan",
+    "run_blocked",
+]
 
 #: Elements per block. 1M fp32 elements is 4 MiB per operand: with 4-6 operands this sits in L3, and the
 #: per-op dispatch cost (about 25 blocks for 25M parameters) stays small. 256K-512K blocks were within 5-10%.
@@ -87,11 +99,32 @@ MIN_BLOCKED_ELEMS = 4 * DEFAULT_BLOCK_ELEMS
 _PLAIN = (Tensor, Parameter)
 
 
+def is_plain(tensors: Sequence[Tensor]) -> bool:
+    """Plain tensors and parameters, not DTensor or other subclasses (whose views and kernels differ)."""
+    return all(type(x) in _PLAIN for x in tensors)
+
+
 def fused_kernels_support(tensors: Sequence[Tensor]) -> bool:
-    """torch's ``_fused_*_`` optimizer kernels exist for dense floating tensors on CPU and CUDA."""
+    """torch's ``_fused_*_`` optimizer kernels exist for dense floating plain tensors on CPU and CUDA."""
     t = tensors[0]
-    return (t.device.type in ("cpu", "cuda") and t.is_floating_point()
-            and all(type(x) in _PLAIN for x in tensors))  # not DTensor or other subclasses
+    return t.device.type in ("cpu", "cuda") and t.is_floating_point() and is_plain(tensors)
+
+
+def blockable(tensors: Sequence[Tensor]) -> bool:
+    """Worth running on cache-sized blocks: plain tensors, at least :data:`MIN_BLOCKED_ELEMS` elements in all."""
+    return is_plain(tensors) and sum(t.numel() for t in tensors) >= MIN_BLOCKED_ELEMS
+
+
+def add_piece_sq_norms_(out: Tensor, pieces: Sequence[Tensor], owners: Sequence[int]) -> None:
+    """``out[owner] += ||piece||^2`` for each piece of a block: per-tensor squared norms summed over pieces."""
+    sq = torch.stack(torch._foreach_norm(list(pieces))).to(out.dtype) ** 2
+    out.index_add_(0, torch.tensor(owners, device=out.device), sq)
+
+
+def add_piece_dots_(out: Tensor, a: Sequence[Tensor], b: Sequence[Tensor], owners: Sequence[int]) -> None:
+    """``out[owner] += a_piece . b_piece`` for each piece of a block: per-tensor inner products."""
+    dots = torch.stack([torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(a, b, strict=True)])
+    out.index_add_(0, torch.tensor(owners, device=out.device), dots.to(out.dtype))
 
 
 def _pieces(t: Tensor, block_elems: int) -> list[Tensor]:
@@ -102,7 +135,7 @@ def _pieces(t: Tensor, block_elems: int) -> list[Tensor]:
 
 
 def block_plan(lists: Sequence[Sequence[Tensor]],
-               block_elems: int = DEFAULT_BLOCK_ELEMS) -> list[list[list[Tensor]]]:
+               block_elems: int | None = None) -> list[list[list[Tensor]]]:
     """Split aligned lists of tensors into blocks of aligned lists of views.
 
     ``lists[j][i]`` must have the same shape for every ``j`` (a parameter, its gradient, its state tensors).
@@ -110,6 +143,14 @@ def block_plan(lists: Sequence[Sequence[Tensor]],
     holding at most ``block_elems`` elements in all (a non-contiguous tensor larger than that forms a block of
     its own). Small tensors are packed together, so a model with many vectors costs few blocks.
     """
+    return [views for views, _ in owned_block_plan(lists, block_elems)]
+
+
+def owned_block_plan(lists: Sequence[Sequence[Tensor]],
+                     block_elems: int | None = None) -> list[tuple[list[list[Tensor]], list[int]]]:
+    """:func:`block_plan`, and for each block the index (in ``lists[0]``) of the tensor each view belongs to,
+    so that per-tensor reductions (norms, dot products) can be summed over a tensor's pieces."""
+    block_elems = DEFAULT_BLOCK_ELEMS if block_elems is None else block_elems
     if block_elems < 1:
         raise ValueError(f"block_elems must be a positive int, got {block_elems}")
     if not lists:
@@ -118,8 +159,9 @@ def block_plan(lists: Sequence[Sequence[Tensor]],
     for j, lst in enumerate(lists):
         if len(lst) != n:
             raise ValueError(f"lists[{j}] has {len(lst)} tensors, lists[0] has {n}")
-    blocks: list[list[list[Tensor]]] = []
+    blocks: list[tuple[list[list[Tensor]], list[int]]] = []
     current: list[list[Tensor]] = [[] for _ in lists]
+    owners: list[int] = []
     filled = 0
     for i in range(n):
         shape = lists[0][i].shape
@@ -132,18 +174,19 @@ def block_plan(lists: Sequence[Sequence[Tensor]],
         for k in range(len(split[0])):
             size = split[0][k].numel()
             if filled and filled + size > block_elems:
-                blocks.append(current)
-                current, filled = [[] for _ in lists], 0
+                blocks.append((current, owners))
+                current, owners, filled = [[] for _ in lists], [], 0
             for j in range(len(lists)):
                 current[j].append(split[j][k])
+            owners.append(i)
             filled += size
     if filled or current[0]:
-        blocks.append(current)
+        blocks.append((current, owners))
     return blocks
 
 
 def run_blocked(rule: Callable[..., None], lists: Sequence[Sequence[Tensor]], *args: object,
-                block_elems: int = DEFAULT_BLOCK_ELEMS) -> None:
+                block_elems: int | None = None) -> None:
     """Call ``rule(*block_lists, *args)`` once per block of :func:`block_plan`.
 
     ``rule`` must be element-wise (no reduction over a tensor) and work in place on its list arguments.

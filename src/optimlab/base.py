@@ -200,8 +200,7 @@ class Optimizer(torch.optim.Optimizer):
         if self._fused(ps, gs, s, h):
             return
         self._prepare(s, h)
-        numel = sum(p.numel() for p in ps)
-        if not self._elementwise or self._creates_state(s, h) or numel < _fast.MIN_BLOCKED_ELEMS:
+        if not self._elementwise or self._creates_state(s, h) or not _fast.blockable(ps):
             self._apply(ps, gs, s, h)
             return
         scalars = {k: v for k, v in s.items() if k not in tensor_keys}

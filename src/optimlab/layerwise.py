@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from . import _blocks as B
+from . import _fast
 from . import _ops as F
 from . import _validation as V
 from ._ops import TensorOrList
@@ -72,16 +73,28 @@ class LARS(Optimizer):
         if group["momentum"] > 0:
             state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
-    def _local_lr(self, p: TensorOrList, g: TensorOrList, u: TensorOrList, h: dict[str, Any]) -> TensorOrList:
-        """:math:`\\gamma_t \\eta^\\ell` per tensor, as 0-d tensors."""
-        w_norm, g_norm = _stack(F.norms(p)), _stack(F.norms(g))
+    def _local_lr_from_norms(self, w_norm: Tensor, g_norm: Tensor, u_norm: Tensor | None,
+                             h: dict[str, Any]) -> Tensor:
+        r""":math:`\gamma_t \eta^\ell` from the layers' norms (0-d or 1-d tensors; no ``.item()``)."""
         if h["trust_denominator"] == "sum":
             denom = g_norm + h["weight_decay"] * w_norm + h["eps"]
         else:
-            denom = _stack(F.norms(u)) + h["eps"]
+            denom = u_norm + h["eps"]
         ratio = torch.where((w_norm > 0) & (g_norm > 0), h["trust_coefficient"] * w_norm / denom,
                             torch.ones_like(w_norm))
-        return _unstack(ratio * h["lr"], p)
+        return ratio * h["lr"]
+
+    def _local_lr(self, p: TensorOrList, g: TensorOrList, u: TensorOrList, h: dict[str, Any]) -> TensorOrList:
+        r""":math:`\gamma_t \eta^\ell` per tensor, as 0-d tensors."""
+        u_norm = _stack(F.norms(u)) if h["trust_denominator"] == "norm" else None
+        return _unstack(self._local_lr_from_norms(_stack(F.norms(p)), _stack(F.norms(g)), u_norm, h), p)
+
+    def _apply_scaled(self, p: TensorOrList, u: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+        """Momentum on the scaled update ``u`` (lr and trust ratio already in it), then the step."""
+        if h["momentum"] > 0:
+            buf = F.add_(F.mul_(s["momentum_buffer"], h["momentum"]), u)
+            u = F.add_(F.mul(buf, h["momentum"]), u) if h["nesterov"] else buf
+        F.add_(p, u, alpha=-1.0)
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         u = B.l2_decay(g, p, h["weight_decay"])
@@ -89,10 +102,31 @@ class LARS(Optimizer):
             u = F.mul(u, self._local_lr(p, g, u, h))
         else:
             u = F.mul(u, h["lr"])
-        if h["momentum"] > 0:
-            buf = F.add_(F.mul_(s["momentum_buffer"], h["momentum"]), u)
-            u = F.add_(F.mul(buf, h["momentum"]), u) if h["nesterov"] else buf
-        F.add_(p, u, alpha=-1.0)
+        self._apply_scaled(p, u, s, h)
+
+    def _run_lists(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
+                   tensor_keys: list[str]) -> None:
+        """Blocked in two passes: the layers' norms, then the element-wise update with the finished ratios."""
+        if not _fast.blockable(ps):
+            return super()._run_lists(ps, gs, s, h, tensor_keys)
+        n, keys = len(ps), [k for k in tensor_keys if k in s]
+        plan = _fast.owned_block_plan([ps, gs, *(s[k] for k in keys)])
+        local: list[Tensor] | None = None
+        if h["layer_adaptation"]:
+            acc = _acc_dtype(ps[0])
+            w2, g2, u2 = (torch.zeros(n, dtype=acc, device=ps[0].device) for _ in range(3))
+            for (p_b, g_b, *_), owners in plan:
+                g_b = F.neg(g_b) if h["maximize"] else g_b
+                _fast.add_piece_sq_norms_(w2, p_b, owners)
+                _fast.add_piece_sq_norms_(g2, g_b, owners)
+                if h["trust_denominator"] == "norm":
+                    _fast.add_piece_sq_norms_(u2, B.l2_decay(g_b, p_b, h["weight_decay"]), owners)
+            local = self._local_lr_from_norms(w2.sqrt(), g2.sqrt(), u2.sqrt(), h).to(ps[0].dtype)
+        for (p_b, g_b, *st_b), owners in plan:
+            g_b = F.neg(g_b) if h["maximize"] else g_b
+            u = B.l2_decay(g_b, p_b, h["weight_decay"])
+            u = F.mul(u, list(local[owners].unbind()) if local is not None else h["lr"])
+            self._apply_scaled(p_b, u, dict(zip(keys, st_b, strict=True)), h)
 
 
 class LAMB(Optimizer):
@@ -135,19 +169,58 @@ class LAMB(Optimizer):
         state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
-    def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+    def _direction(self, p: TensorOrList, g: TensorOrList | None, s: dict[str, Any],
+                   h: dict[str, Any]) -> TensorOrList:
+        """:math:`r_t`; with a gradient the moments are advanced first, without one (the second blocked pass)
+        :math:`r_t` is recomputed from the already advanced moments."""
         beta1, beta2 = h["betas"]
-        m = B.ema_(s["exp_avg"], g, beta1)
-        v = B.ema_sq_(s["exp_avg_sq"], g, beta2)
+        m, v = s["exp_avg"], s["exp_avg_sq"]
+        if g is not None:
+            m, v = B.ema_(m, g, beta1), B.ema_sq_(v, g, beta2)
         bc1, bc2 = ((B.bias_correction(beta1, h["step"]), B.bias_correction(beta2, h["step"]))
                     if h["bias_correction"] else (1.0, 1.0))
         r = F.div_(F.div(m, B.adam_denominator(v, bc2, h["eps"])), bc1)
         if h["weight_decay"] != 0:
             F.add_(r, p, alpha=h["weight_decay"])
+        return r
+
+    def _phi(self, w_norm: Tensor, h: dict[str, Any]) -> Tensor:
+        return w_norm if h["max_weight_norm"] is None else w_norm.clamp(max=h["max_weight_norm"])
+
+    def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+        r = self._direction(p, g, s, h)
         if h["layer_adaptation"]:
-            w_norm = F.norms(p)
-            if h["max_weight_norm"] is not None:
-                w_norm = [n.clamp(max=h["max_weight_norm"]) for n in w_norm] if isinstance(w_norm, list) \
-                    else w_norm.clamp(max=h["max_weight_norm"])
-            F.mul_(r, B.trust_ratio(w_norm, F.norms(r)))
+            F.mul_(r, _unstack(B.trust_ratio(self._phi(_stack(F.norms(p)), h), _stack(F.norms(r))), p))
         F.add_(p, r, alpha=-h["lr"])
+
+    def _run_lists(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
+                   tensor_keys: list[str]) -> None:
+        """Blocked in two passes: advance the moments and sum the layers' norms of :math:`w` and :math:`r`, then
+        recompute :math:`r` block by block and apply it with the finished trust ratios. Reading the moments twice
+        (40 bytes per fp32 parameter) beats keeping a model-sized :math:`r` between the passes."""
+        if not _fast.blockable(ps):
+            return super()._run_lists(ps, gs, s, h, tensor_keys)
+        n = len(ps)
+        plan = _fast.owned_block_plan([ps, gs, s["exp_avg"], s["exp_avg_sq"]])
+        acc = _acc_dtype(ps[0])
+        w2, r2 = torch.zeros(n, dtype=acc, device=ps[0].device), torch.zeros(n, dtype=acc, device=ps[0].device)
+        adapt = h["layer_adaptation"]
+        for (p_b, g_b, m_b, v_b), owners in plan:
+            g_b = F.neg(g_b) if h["maximize"] else g_b
+            r_b = self._direction(p_b, g_b, {"exp_avg": m_b, "exp_avg_sq": v_b}, h)
+            if not adapt:
+                F.add_(p_b, r_b, alpha=-h["lr"])
+                continue
+            _fast.add_piece_sq_norms_(w2, p_b, owners)
+            _fast.add_piece_sq_norms_(r2, r_b, owners)
+        if not adapt:
+            return
+        ratio = B.trust_ratio(self._phi(w2.sqrt(), h), r2.sqrt()).to(ps[0].dtype)
+        for (p_b, _, m_b, v_b), owners in plan:
+            r_b = self._direction(p_b, None, {"exp_avg": m_b, "exp_avg_sq": v_b}, h)
+            F.add_(p_b, F.mul_(r_b, list(ratio[owners].unbind())), alpha=-h["lr"])
+
+
+def _acc_dtype(t: Tensor) -> torch.dtype:
+    """Norms of low-precision tensors are summed in float32."""
+    return t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32

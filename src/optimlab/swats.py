@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from . import _blocks as B
+from . import _fast
 from . import _ops as F
 from . import _validation as V
 from ._ops import TensorOrList
@@ -90,42 +91,81 @@ class SWATS(Optimizer):
         state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
-    def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+    # The rule in three parts, so that the fast path can run the element-wise parts on cache-sized blocks.
+    def _sgd_rates(self, s: dict[str, Any], h: dict[str, Any]) -> list[float]:
+        """Per tensor: :math:`(1-\beta_1)\\Lambda\\gamma_t/\\gamma_s`, the SGD phase's step size."""
+        beta1, lr = h["betas"][0], h["lr"]
+        return [(1 - beta1) * float(lam) * (lr / float(lr_s) if float(lr_s) != 0 else 1.0)
+                for lam, lr_s in zip(_listify(s["sgd_lr"]), _listify(s["switch_lr"]), strict=True)]
+
+    def _sgd_direction(self, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> TensorOrList:
+        """:math:`v_k = \beta_1 v_{k-1} + g_k` (Nesterov: :math:`g_k + \beta_1 v_k`)."""
+        beta1 = h["betas"][0]
+        if "momentum_buffer" not in s:
+            buf = s["momentum_buffer"] = F.clone(g)
+        else:
+            buf = F.add_(F.mul_(s["momentum_buffer"], beta1), g)
+        return F.add(g, buf, alpha=beta1) if h["nesterov"] else buf
+
+    def _adam_step_(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> TensorOrList:
+        """Advance the moments, take Adam's step :math:`p_k` and return it."""
         beta1, beta2 = h["betas"]
-        k, lr = h["step"], h["lr"]
-        g = B.l2_decay(g, p, h["weight_decay"])
-        if h["phase"] == SGD:
-            if "momentum_buffer" not in s:
-                buf = s["momentum_buffer"] = F.clone(g)
-            else:
-                buf = F.add_(F.mul_(s["momentum_buffer"], beta1), g)
-            d = F.add(g, buf, alpha=beta1) if h["nesterov"] else buf
-            rates = [(1 - beta1) * lr * float(lam) / float(lr_s) if float(lr_s) != 0 else (1 - beta1) * float(lam)
-                     for lam, lr_s in zip(_listify(s["sgd_lr"]), _listify(s["switch_lr"]), strict=True)]
-            for p_i, d_i, rate in zip(_listify(p), _listify(d), rates, strict=True):
-                p_i.add_(d_i, alpha=-rate)
-            return
         m = B.ema_(s["exp_avg"], g, beta1)
         v = B.ema_sq_(s["exp_avg_sq"], g, beta2)
-        bc1, bc2 = B.bias_correction(beta1, k), B.bias_correction(beta2, k)
+        bc1, bc2 = B.bias_correction(beta1, h["step"]), B.bias_correction(beta2, h["step"])
         step = F.div(m, F.add_scalar_(F.sqrt(v), h["eps"]))
-        F.mul_(step, -lr * bc2**0.5 / bc1)  # p_k, Adam's step
+        F.mul_(step, -h["lr"] * bc2**0.5 / bc1)
         F.add_(p, step)
+        return step
+
+    def _maybe_switch(self, pp: list[float], pg: list[float], s: dict[str, Any], h: dict[str, Any]) -> None:
+        """The switching criterion, per tensor, from :math:`p_k^\top p_k` and :math:`p_k^\top g_k`."""
+        beta2, k = h["betas"][1], h["step"]
+        bc2 = B.bias_correction(beta2, k)
         tol = h["switch_tol"] if h["switch_tol"] is not None else h["eps"]
-        pp, pg = _dot(step, step), _dot(step, g)
         for i, (pp_i, pg_i) in enumerate(zip(pp, pg, strict=True)):
-            pg_v = float(pg_i)
-            if pg_v == 0:
+            if pg_i == 0:
                 continue
-            gamma = float(pp_i) / -pg_v
+            gamma = pp_i / -pg_i
             ema = _listify(s["sgd_lr_ema"])[i]
             ema.mul_(beta2).add_((1 - beta2) * gamma)
             estimate = float(ema) / bc2
             if k > 1 and abs(estimate - gamma) < tol and estimate > 0:
                 _listify(s["phase"])[i].fill_(SGD)
                 _listify(s["sgd_lr"])[i].fill_(estimate)
-                _listify(s["switch_lr"])[i].fill_(lr)
+                _listify(s["switch_lr"])[i].fill_(h["lr"])
                 _listify(s["switch_step"])[i].fill_(k)
+
+    def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+        g = B.l2_decay(g, p, h["weight_decay"])
+        if h["phase"] == SGD:
+            d = self._sgd_direction(g, s, h)
+            for p_i, d_i, rate in zip(_listify(p), _listify(d), self._sgd_rates(s, h), strict=True):
+                p_i.add_(d_i, alpha=-rate)
+            return
+        step = self._adam_step_(p, g, s, h)
+        self._maybe_switch([float(x) for x in _dot(step, step)], [float(x) for x in _dot(step, g)], s, h)
+
+    def _run_lists(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
+                   tensor_keys: list[str]) -> None:
+        """Blocked: the element-wise parts per block; the dot products summed over each tensor's pieces."""
+        if not _fast.blockable(ps) or (h["phase"] == SGD and "momentum_buffer" not in s):
+            return super()._run_lists(ps, gs, s, h, tensor_keys)
+        if h["phase"] == SGD:
+            rates = -torch.tensor(self._sgd_rates(s, h), dtype=ps[0].dtype, device=ps[0].device)
+            for (p_b, g_b, buf_b), owners in _fast.owned_block_plan([ps, gs, s["momentum_buffer"]]):
+                g_b = B.l2_decay(F.neg(g_b) if h["maximize"] else g_b, p_b, h["weight_decay"])
+                d = self._sgd_direction(g_b, {"momentum_buffer": buf_b}, h)
+                F.add_(p_b, F.mul(d, list(rates[owners].unbind())))
+            return
+        pp = torch.zeros(len(ps), dtype=torch.float64, device=ps[0].device)
+        pg = torch.zeros_like(pp)
+        for (p_b, g_b, m_b, v_b), owners in _fast.owned_block_plan([ps, gs, s["exp_avg"], s["exp_avg_sq"]]):
+            g_b = B.l2_decay(F.neg(g_b) if h["maximize"] else g_b, p_b, h["weight_decay"])
+            step = self._adam_step_(p_b, g_b, {"exp_avg": m_b, "exp_avg_sq": v_b}, h)
+            _fast.add_piece_dots_(pp, step, step, owners)
+            _fast.add_piece_dots_(pg, step, g_b, owners)
+        self._maybe_switch(pp.tolist(), pg.tolist(), s, h)
 
     # -- readable summaries -----------------------------------------------------------------------------------
     def _all_states(self) -> list[dict[str, Any]]:
