@@ -35,6 +35,24 @@ class _AdamBase(Optimizer):
         if group.get("amsgrad"):
             state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
+    def _fused_adam(self, ps: list[torch.Tensor], gs: list[torch.Tensor], s: dict[str, Any], h: dict[str, Any],
+                    lr: float, eps: float) -> bool:
+        """One pass of torch's fused Adam/AdamW kernel,
+        :math:`\theta \\mathrel{-}= \frac{lr}{1-\beta_1^t} m / (\\sqrt{v}/\\sqrt{1-\beta_2^t} + eps)`, for any rule
+        of that shape (``lr`` and ``eps`` rescaled by the caller). Decoupled decay of the rule's own size is
+        obtained by rescaling the kernel's ``weight_decay`` (the kernel decays by ``lr * weight_decay``)."""
+        if not _fast.fused_kernels_support(ps) or lr <= 0:
+            return False
+        weight_decay = h["weight_decay"]
+        if h["decoupled_weight_decay"]:
+            weight_decay = B.decoupled_decay_factor(h) / lr
+        kernel = torch._fused_adamw_ if h["decoupled_weight_decay"] else torch._fused_adam_
+        beta1, beta2 = h["betas"]
+        kernel(ps, gs, s["exp_avg"], s["exp_avg_sq"], s.get("max_exp_avg_sq", []), s["step"], lr=lr,
+               beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps, amsgrad=bool(h.get("amsgrad")),
+               maximize=h["maximize"])
+        return True
+
     @staticmethod
     def _decay(p: TensorOrList, g: TensorOrList, h: dict[str, Any]) -> TensorOrList:
         """AdamW-style decay shrinks the weights; Adam-style L2 returns ``g + lambda * p``."""
@@ -88,15 +106,9 @@ class Adam(_AdamBase):
 
     def _fused(self, ps: list[torch.Tensor], gs: list[torch.Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
         # torch's fused Adam/AdamW kernel is this rule (with AMSGrad's max of v) in one pass over memory.
-        if h["amsgrad_max"] != "v" or (h["decoupled_weight_decay"] and h["decay_scale"] != "lr") \
-                or not _fast.fused_kernels_support(ps):
+        if h["amsgrad_max"] != "v":
             return False
-        kernel = torch._fused_adamw_ if h["decoupled_weight_decay"] else torch._fused_adam_
-        beta1, beta2 = h["betas"]
-        kernel(ps, gs, s["exp_avg"], s["exp_avg_sq"], s.get("max_exp_avg_sq", []), s["step"], lr=h["lr"],
-               beta1=beta1, beta2=beta2, weight_decay=h["weight_decay"], eps=h["eps"], amsgrad=h["amsgrad"],
-               maximize=h["maximize"])
-        return True
+        return self._fused_adam(ps, gs, s, h, lr=h["lr"], eps=h["eps"])
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         beta1, beta2 = h["betas"]
@@ -238,14 +250,30 @@ class RAdam(_AdamBase):
         if not isinstance(group["degenerated_to_sgd"], bool):
             V.fail("degenerated_to_sgd", group["degenerated_to_sgd"], "a bool", TypeError)
 
+    @staticmethod
+    def _rectification(h: dict[str, Any]) -> float | None:
+        """:math:`r_t`, or None while :math:`\rho_t` is below the threshold."""
+        beta2, t = h["betas"][1], h["step"]
+        rho_inf = 2 / (1 - beta2) - 1
+        rho_t = rho_inf - 2 * t * (beta2**t) / B.bias_correction(beta2, t)
+        if not rho_t > h["rectify_threshold"]:
+            return None
+        return ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+
+    def _fused(self, ps: list[torch.Tensor], gs: list[torch.Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
+        # A rectified step is Adam's step with lr * r_t and eps / sqrt(1 - beta2^t): torch's fused Adam kernel.
+        r = self._rectification(h)
+        if r is None:
+            return False
+        bc2 = B.bias_correction(h["betas"][1], h["step"])
+        return self._fused_adam(ps, gs, s, h, lr=h["lr"] * r, eps=h["eps"] / bc2**0.5)
+
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         beta1, beta2 = h["betas"]
         t, lr = h["step"], h["lr"]
         bc1, bc2 = B.bias_correction(beta1, t), B.bias_correction(beta2, t)
-        rho_inf = 2 / (1 - beta2) - 1
-        rho_t = rho_inf - 2 * t * (beta2**t) / bc2
-        rectified = rho_t > h["rectify_threshold"]
-        if not rectified and not h["degenerated_to_sgd"]:
+        r = self._rectification(h)
+        if r is None and not h["degenerated_to_sgd"]:
             g = g if h["decoupled_weight_decay"] else B.l2_decay(g, p, h["weight_decay"])
             B.ema_(s["exp_avg"], g, beta1)
             B.ema_sq_(s["exp_avg_sq"], g, beta2)
@@ -254,8 +282,7 @@ class RAdam(_AdamBase):
         m = B.ema_(s["exp_avg"], g, beta1)
         v = B.ema_sq_(s["exp_avg_sq"], g, beta2)
         update = F.mul_(F.div(m, bc1), lr)
-        if rectified:
-            r = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+        if r is not None:
             adaptive = F.mul_(F.reciprocal_(F.add_scalar_(F.sqrt(v), h["eps"])), bc2**0.5)
             F.mul_(F.mul_(update, adaptive), r)
         F.add_(p, update, alpha=-1.0)

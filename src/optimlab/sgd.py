@@ -66,15 +66,20 @@ class SGD(Optimizer):
 
     def _fused(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
         # torch's fused SGD kernel is this rule in one pass (it copies the gradient into a new buffer on step 1).
-        if type(self) is not SGD or not _fast.fused_kernels_support(ps):
+        if not _fast.fused_kernels_support(ps):
             return False
         first = h["momentum"] != 0 and "momentum_buffer" not in s
         if first:
             s["momentum_buffer"] = [torch.empty_like(p, memory_format=torch.preserve_format) for p in ps]
-        torch._fused_sgd_(ps, gs, s.get("momentum_buffer", []), weight_decay=h["weight_decay"],
-                          momentum=h["momentum"], lr=h["lr"], dampening=h["dampening"], nesterov=h["nesterov"],
-                          maximize=h["maximize"], is_first_step=first)
+        self._fused_sgd(ps, gs, s.get("momentum_buffer", []), h, first, weight_decay=h["weight_decay"])
         return True
+
+    @staticmethod
+    def _fused_sgd(ps: list[Tensor], gs: list[Tensor], bufs: list[Tensor], h: dict[str, Any], first: bool,
+                   weight_decay: float) -> None:
+        torch._fused_sgd_(ps, gs, bufs, weight_decay=weight_decay, momentum=h["momentum"], lr=h["lr"],
+                          dampening=h["dampening"], nesterov=h["nesterov"], maximize=h["maximize"],
+                          is_first_step=first)
 
     def _direction(self, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> TensorOrList:
         """The momentum part shared by SGD and SGDW: returns :math:`d_t`."""
@@ -123,3 +128,16 @@ class SGDW(SGD):
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         B.decoupled_decay_(p, h)
         F.add_(p, self._direction(g, s, h), alpha=-h["lr"])
+
+    def _fused(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
+        # Per cache-sized block: the decay, then torch's fused SGD kernel (without L2) on the same block.
+        if not _fast.fused_kernels_support(ps):
+            return False
+        first = h["momentum"] != 0 and "momentum_buffer" not in s
+        if first:
+            s["momentum_buffer"] = [torch.empty_like(p, memory_format=torch.preserve_format) for p in ps]
+        lists = [ps, gs, *([s["momentum_buffer"]] if "momentum_buffer" in s else [])]
+        for block in _fast.block_plan(lists) if _fast.blockable(ps) else [lists]:
+            B.decoupled_decay_(block[0], h)
+            self._fused_sgd(block[0], block[1], block[2] if len(block) > 2 else [], h, first, weight_decay=0.0)
+        return True
