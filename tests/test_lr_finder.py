@@ -352,3 +352,16 @@ def test_tensor_lr_filled_in_place_and_restored() -> None:
     assert all(same for same, _ in seen)
     assert [v for _, v in seen] == pytest.approx(res.lrs, rel=1e-6)  # float32 tensor
     assert opt.param_groups[0]["lr"] is lr and lr.item() == 0.25
+
+
+def test_steepest_suggestion_lies_on_the_way_down_to_the_minimum():
+    """After a spike the smoothed loss decays again; that decay must not be taken for the steepest descent."""
+    from optimlab.lr_finder import _suggest
+
+    lrs = list(np.geomspace(1e-5, 10, 40))
+    down = list(np.linspace(2.3, 1.0, 25))  # descent, steepest in the middle of it
+    down[10:15] = list(np.linspace(down[10], down[10] - 0.6, 5))
+    down[15:25] = list(np.linspace(down[14], 0.5, 10))
+    after = [3.5, 3.3, 3.1, 2.9, 2.7, 2.5, 2.3, 2.1, 1.9, 1.7, 1.6, 1.55, 1.5, 1.45, 1.4]  # spike, then EMA decay
+    steepest, _, _, at_min, _ = _suggest(lrs, down + after, 0, 0)
+    assert steepest <= at_min and lrs[10] <= steepest <= lrs[15]

@@ -88,6 +88,10 @@ class LRFinderResult:
                 ax.scatter([lr], [sm[i]], color=color, zorder=3, label=f"{name}: {lr:.2e}")
         if self.mode == "exp":
             ax.set_xscale("log")
+        finite = sm[np.isfinite(sm)]
+        if finite.size:  # a spike of the raw loss would flatten the curve: show up to 4x the best smoothed loss
+            lo, hi = float(finite.min()), float(finite[0])
+            ax.set_ylim(lo - 0.05 * (hi - lo + 1e-12), max(hi, 4.0 * lo if lo > 0 else hi) + 0.05 * abs(hi))
         ax.set_xlabel("learning rate")
         ax.set_ylabel("loss")
         ax.legend()
@@ -114,7 +118,7 @@ def _valley_index(losses: np.ndarray) -> int:
 
 
 def _suggest(
-    lrs: list[float], smoothed: list[float], skip_start: int, skip_end: int
+    lrs: list[float], smoothed: list[float], skip_start: int, skip_end: int, mode: str = "exp"
 ) -> tuple[float | None, float | None, float | None, float | None, tuple[int, int] | None]:
     count = len(smoothed)
     if count and not math.isfinite(smoothed[-1]):  # only the point that stopped the sweep can be non-finite
@@ -124,9 +128,13 @@ def _suggest(
         return None, None, None, None, None
     lr = np.asarray(lrs[first : last + 1], dtype=np.float64)
     sm = np.asarray(smoothed[first : last + 1], dtype=np.float64)
-    steepest = float(lr[int(np.argmin(np.gradient(sm, np.log(lr))))])
+    i_min = int(np.argmin(sm))
+    # Steepest descent on the way *down* to the minimum: past it the smoothed loss is rising, and the EMA decaying
+    # after a spike would otherwise look like a steep descent at a far too large lr.
+    slope = np.gradient(sm, np.log(lr)) if mode == "exp" else np.gradient(sm, lr)
+    steepest = float(lr[int(np.argmin(slope[: i_min + 1]))]) if i_min >= 1 else float(lr[0])
     valley = float(lr[_valley_index(sm)])
-    at_min = float(lr[int(np.argmin(sm))])
+    at_min = float(lr[i_min])
     return steepest, valley, at_min / 10.0, at_min, (first, last)
 
 
@@ -419,7 +427,7 @@ def lr_find(
     finally:
         checkpoint.restore()
 
-    steepest, valley, minimum, at_min, window = _suggest(lrs, smoothed, skip_start, skip_end)
+    steepest, valley, minimum, at_min, window = _suggest(lrs, smoothed, skip_start, skip_end, mode)
     return LRFinderResult(
         lrs=lrs,
         losses=losses,
