@@ -448,3 +448,24 @@ def test_swats_blocked_path_through_the_switch(tiny_blocks):
     assert oa.phase == ob.phase == "sgd" and oa.switch_steps == ob.switch_steps
     for a, b in zip(pa, pb, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+STATE_BYTES = {  # documented fp32 state per parameter (0-d counters aside), for each registry name's preset
+    "sgd": 0, "sgdm": 4, "nesterov": 4, "sgdw": 4, "adagrad": 4, "rmsprop": 4, "adam": 8, "amsgrad": 12,
+    "adamw": 8, "nadam": 8, "radam": 8, "adabound": 8, "amsbound": 12, "lars": 4, "lamb": 8, "swats": 8,
+}
+
+
+@INFOS
+def test_state_takes_the_documented_bytes_and_does_not_grow(info):
+    params = make_params(torch.float32)
+    opt = info.make(params, lr=1e-3)
+    run(opt, params, steps=3)
+    layout = {i: {k: (v.shape, v.dtype) for k, v in opt.state[p].items()} for i, p in enumerate(params)}
+    numel = sum(p.numel() for p in params)
+    counters = set(opt._scalar_state) | {"sgd_lr_ema", "sgd_lr", "switch_lr", "switch_step"}  # SWATS's 0-d state
+    state = sum(v.numel() * v.element_size() for p in params for k, v in opt.state[p].items()
+                if isinstance(v, torch.Tensor) and k not in counters)
+    assert state / numel == STATE_BYTES[info.name]
+    run(opt, params, steps=50, start=3)
+    assert layout == {i: {k: (v.shape, v.dtype) for k, v in opt.state[p].items()} for i, p in enumerate(params)}
