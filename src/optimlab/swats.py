@@ -21,8 +21,10 @@ ADAM, SGD = 0.0, 1.0
 
 def _dot(a: TensorOrList, b: TensorOrList) -> list[Tensor]:
     """Per-tensor inner products :math:`a^\\top b` as 0-d tensors."""
-    pairs = zip(a, b, strict=True) if isinstance(a, list) else [(a, b)]
-    return [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in pairs]  # no product-sized temporary
+    pairs = list(zip(a, b, strict=True)) if isinstance(a, list) else [(a, b)]
+    if _fast.is_plain([x for x, _ in pairs]):
+        return [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in pairs]  # no product-sized temporary
+    return [torch.sum(x * y) for x, y in pairs]  # DTensor shards (possibly uneven): reduced across ranks
 
 
 class SWATS(Optimizer):
