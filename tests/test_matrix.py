@@ -288,7 +288,7 @@ def test_zero_grad(info):
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "adabound", "lamb",
-                                  "lars", "sgdw"])
+                                  "swats", "lars", "sgdw"])
 def test_complex_params_match_view_as_real(name):
     info = BY_NAME[name]
     cfg = dict(info.configs[0])

@@ -121,7 +121,7 @@ class Optimizer(torch.optim.Optimizer):
         for saved_id, p in zip(saved_ids, params, strict=True):
             for key, value in state_dict["state"].get(saved_id, {}).items():
                 if isinstance(value, Tensor) and value.dim() == 0 and key != "step":
-                    self.state[p][key] = value.detach().clone().to(device=p.device)
+                    self.state[p][key] = value.detach().clone().cpu()  # host counters, as they were created
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -172,7 +172,9 @@ class Optimizer(torch.optim.Optimizer):
     def _run_bucket(self, bucket: list[tuple[Tensor, Tensor, dict[str, Any]]], h: dict[str, Any],
                     as_list: bool) -> None:
         complex_ = torch.is_complex(bucket[0][0])
-        real = torch.view_as_real if complex_ else (lambda t: t)
+        def real(t: Tensor) -> Tensor:  # complex tensors as (..., 2) real views; 0-d counters stay as they are
+            return torch.view_as_real(t) if t.is_complex() else t
+
         tensor_keys = [k for k, v in bucket[0][2].items() if isinstance(v, Tensor) and k not in self._scalar_state]
         ps = [real(p) for p, _, _ in bucket]
         gs = [real(g) for _, g, _ in bucket]
