@@ -87,20 +87,13 @@ def adam_denominator(v: TensorOrList, bias_correction2: float, eps: float) -> Te
     return F.add_scalar_(denom, eps)
 
 
-def trust_ratio(w_norm: TensorOrList, u_norm: TensorOrList, coefficient: float = 1.0) -> TensorOrList:
+def trust_ratio(w_norm: Tensor, u_norm: Tensor, coefficient: float = 1.0) -> Tensor:
     """Layer-wise trust ratio ``coefficient * ||w|| / ||u||``, and 1 where either norm is zero.
 
-    The norms are 0-d tensors, lists of them, or 1-d tensors holding one norm per layer.
-
-    Works on 0-d tensors (or a list of them) without ``.item()``, so a norm reduced over DTensor shards stays on the
-    device and correct. The guard matters: without it zero-initialised weights never move (a bug peers shipped).
+    The norms are 0-d tensors, or 1-d tensors holding one norm per layer. They stay tensors (no ``.item()``), so a
+    norm reduced over DTensor shards stays on the device and correct. The guard matters: without it
+    zero-initialised weights never move (a bug peers shipped).
     """
-    if isinstance(w_norm, list):
-        w, u = torch.stack(w_norm), torch.stack(u_norm)  # type: ignore[arg-type]
-        return list(_guarded_ratio(w, u, coefficient).unbind())
-    return _guarded_ratio(w_norm, u_norm, coefficient)  # type: ignore[arg-type]
-
-
-def _guarded_ratio(w: Tensor, u: Tensor, coefficient: float) -> Tensor:
-    ok = (w > 0) & (u > 0)
-    return torch.where(ok, coefficient * w / torch.where(ok, u, torch.ones_like(u)), torch.ones_like(w))
+    ok = (w_norm > 0) & (u_norm > 0)
+    safe_u = torch.where(ok, u_norm, torch.ones_like(u_norm))
+    return torch.where(ok, coefficient * w_norm / safe_u, torch.ones_like(w_norm))
