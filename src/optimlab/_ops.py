@@ -36,7 +36,6 @@ __all__ = [
     "norms",
     "reciprocal_",
     "sqrt",
-    "zeros_like",
 ]
 
 TensorOrList = Tensor | list[Tensor]
@@ -55,10 +54,6 @@ def neg(x: TensorOrList) -> TensorOrList:
 def clone(x: TensorOrList) -> TensorOrList:
     """A copy of ``x`` (or of each tensor)."""
     return [t.clone() for t in x] if _is_list(x) else x.clone()
-
-
-def zeros_like(x: TensorOrList) -> TensorOrList:
-    return [torch.zeros_like(t) for t in x] if _is_list(x) else torch.zeros_like(x)
 
 
 def add(x: TensorOrList, y: TensorOrList, alpha: float = 1.0) -> TensorOrList:

@@ -348,6 +348,13 @@ def _series(recs: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarra
     return steps, np.nanmean(vals, axis=0), np.nanstd(vals, axis=0)
 
 
+def _save(plt: Any, fig: Any, path: Path) -> None:
+    """Lay out, write the PNG the report embeds, and free the figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _plot_curves(ss: list[Summary], path: Path) -> None:
     plt = _plt()
     m = ss[0].metric
@@ -371,9 +378,7 @@ def _plot_curves(ss: list[Summary], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, ncol=2, loc="best")
     fig.suptitle(f"{ss[0].task}: mean ± std over seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _plot_gap(ss: list[Summary], path: Path) -> None:
@@ -404,9 +409,7 @@ def _plot_gap(ss: list[Summary], path: Path) -> None:
         axes[0].set_xlim(max(0.0, lo - 5), 100)
     axes[0].set_yticks(y, names)
     axes[0].invert_yaxis()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _plot_lr_sensitivity(ss: list[Summary], path: Path) -> None:
@@ -426,9 +429,7 @@ def _plot_lr_sensitivity(ss: list[Summary], path: Path) -> None:
     ax.set_title(f"{ss[0].task}: LR sensitivity (star: selected; missing point: diverged)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _plot_schedules(ss: list[Summary], path: Path) -> None:
@@ -449,9 +450,7 @@ def _plot_schedules(ss: list[Summary], path: Path) -> None:
     ax.set_title(f"{ss[0].task}: learning-rate schedules (selected LR)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _plot_trajectories(ss: list[Summary], path: Path) -> None:
@@ -478,9 +477,7 @@ def _plot_trajectories(ss: list[Summary], path: Path) -> None:
     ax.set_ylim(y0, y1)
     ax.set_title(f"{task.name}: trajectories (seed 0)")
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 # ----------------------------------------------------------------------------------------------------
