@@ -14,6 +14,7 @@ from optim_db import BY_NAME, CASES, DB, case_id
 from problems import loss_at, make_params, run
 
 import optimlab
+from optimlab import kernels
 
 ALL = pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
 INFOS = pytest.mark.parametrize("info", DB, ids=[i.name for i in DB])
@@ -77,9 +78,20 @@ def _trajectory(info, cfg, foreach, dtype=torch.float64, steps=10, skip_every=No
     return params, opt
 
 
+@pytest.fixture(params=["compiled", "eager"])
+def fast_path(request, monkeypatch):
+    """Run the list path twice: with compiled kernels (:mod:`optimlab.kernels`), and eager (no compiler)."""
+    if request.param == "eager":
+        monkeypatch.setattr(kernels, "_enabled", False)
+    elif not kernels.enabled():
+        pytest.skip("no C compiler: compiled kernels are off")
+    return request.param
+
+
 @ALL
-def test_list_path_equals_plain_loop(case):
-    """The foreach path runs the same rule as the plain loop: params and state agree to round-off."""
+def test_list_path_equals_plain_loop(case, fast_path):
+    """The fast path (compiled kernels, or torch's fused kernels and foreach lists) runs the same rule as the
+    plain loop: params and state agree to round-off."""
     info, cfg = case
     pa, oa = _trajectory(info, cfg, foreach=False, skip_every=3)
     pb, ob = _trajectory(info, cfg, foreach=True, skip_every=3)
@@ -407,9 +419,11 @@ def test_cuda_matches_cpu(case):
 
 @pytest.fixture
 def tiny_blocks(monkeypatch):
-    """Make the cache-blocked fast path run on these tiny problems: blocks of 7 elements, no minimum size."""
+    """Make the cache-blocked eager path run on these tiny problems: blocks of 7 elements, no minimum size, no
+    compiled kernels."""
     from optimlab import _fast
 
+    monkeypatch.setattr(kernels, "_enabled", False)
     monkeypatch.setattr(_fast, "DEFAULT_BLOCK_ELEMS", 7)
     monkeypatch.setattr(_fast, "MIN_BLOCKED_ELEMS", 0)
 
@@ -445,6 +459,35 @@ def test_swats_blocked_path_through_the_switch(tiny_blocks):
     cfg = dict(lr=0.01, switch_tol=1.0, weight_decay=0.01)
     pa, oa = _trajectory(info, cfg, foreach=False, steps=12)
     pb, ob = _trajectory(info, cfg, foreach=True, steps=12)
+    assert oa.phase == ob.phase == "sgd" and oa.switch_steps == ob.switch_steps
+    for a, b in zip(pa, pb, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+COMPILED = ("rmsprop", "nadam", "radam", "adabound", "amsbound", "lamb", "lars", "swats", "sgdw")
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_compiled_kernel_is_used(name):
+    """Rules torch has no fused kernel for run as compiled loops when a C compiler is available."""
+    if not kernels.enabled():
+        pytest.skip("no C compiler: compiled kernels are off")
+    runs = kernels.stats()["runs"]
+    cfg = dict(BY_NAME[name].configs[0])
+    _trajectory(BY_NAME[name], cfg, foreach=True, dtype=torch.float32, steps=8)
+    assert kernels.stats()["runs"] > runs
+
+
+def test_swats_compiled_path_through_the_switch():
+    """SWATS's compiled path across the switch (per-tensor dot products from the kernel, then the SGD phase)."""
+    if not kernels.enabled():
+        pytest.skip("no C compiler: compiled kernels are off")
+    info = BY_NAME["swats"]
+    cfg = dict(lr=0.01, switch_tol=1.0, weight_decay=0.01)
+    pa, oa = _trajectory(info, cfg, foreach=False, steps=12)
+    runs = kernels.stats()["runs"]
+    pb, ob = _trajectory(info, cfg, foreach=True, steps=12)
+    assert kernels.stats()["runs"] - runs >= 11  # every step but the one that creates the momentum buffer
     assert oa.phase == ob.phase == "sgd" and oa.switch_steps == ob.switch_steps
     for a, b in zip(pa, pb, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)

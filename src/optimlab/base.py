@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
-from . import _fast
+from . import _fast, kernels
 from . import _ops as F
 from . import _validation as V
 from ._ops import TensorOrList
@@ -138,9 +138,11 @@ class Optimizer(torch.optim.Optimizer):
     def _hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
         return {k: _number(v) for k, v in group.items() if k != "params"}
 
-    def _advance(self, state: dict[str, Any]) -> None:
-        if "step" in state:
-            state["step"] += 1
+    def _advance(self, states: list[dict[str, Any]]) -> None:
+        """Count this step: ``step += 1`` for every state that keeps a step (one list call, not one op per tensor)."""
+        steps = [state["step"] for state in states if "step" in state]
+        if steps:
+            torch._foreach_add_(steps, 1)
 
     def _step_group(self, group: dict[str, Any]) -> None:
         hp = self._hyperparameters(group)
@@ -154,10 +156,10 @@ class Optimizer(torch.optim.Optimizer):
             state = self.state[p]
             if not state:
                 self._init_state(p, state, group)
-            self._advance(state)
             entries.append((p, p.grad, state))
         if not entries:
             return
+        self._advance([state for _, _, state in entries])
         use_lists = hp["foreach"] is not False
         buckets: dict[Any, list[tuple[Tensor, Tensor, dict[str, Any]]]] = defaultdict(list)
         for i, (p, g, state) in enumerate(entries):
@@ -202,12 +204,27 @@ class Optimizer(torch.optim.Optimizer):
         if self._fused(ps, gs, s, h):
             return
         self._prepare(s, h)
+        if self._elementwise and not self._creates_state(s, h) and self._compiled(ps, gs, s, h, tensor_keys):
+            return
         if not self._elementwise or self._creates_state(s, h) or not _fast.blockable(ps):
             self._apply(ps, gs, s, h)
             return
         scalars = {k: v for k, v in s.items() if k not in tensor_keys}
         for block in _fast.block_plan([ps, gs, *(s[k] for k in tensor_keys)]):
             self._apply(block[0], block[1], {**scalars, **dict(zip(tensor_keys, block[2:], strict=True))}, h)
+
+    def _compiled(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
+                  tensor_keys: list[str]) -> bool:
+        """Run the rule as one compiled loop (see :mod:`optimlab.kernels`); False if it cannot be."""
+        lists = [ps, gs, *(s[k] for k in tensor_keys)]
+        if not kernels.usable(lists):
+            return False
+        scalars = {k: v for k, v in s.items() if k not in tensor_keys}
+
+        def rule(p: Any, g: Any, *state: Any) -> None:
+            self._apply(p, g, {**scalars, **dict(zip(tensor_keys, state, strict=True))}, h)
+
+        return kernels.run(rule, lists, readonly=(1,)) is not False
 
     # -- optional subclass hooks for the fast path ----------------------------------------------------------------
     #: The rule treats every element independently (no norm over a tensor, no 0-d state written inside

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from . import _blocks as B
-from . import _fast
+from . import _fast, kernels
 from . import _ops as F
 from . import _validation as V
 from ._ops import TensorOrList
@@ -106,7 +106,11 @@ class LARS(Optimizer):
 
     def _run_lists(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
                    tensor_keys: list[str]) -> None:
-        """Blocked in two passes: the layers' norms, then the element-wise update with the finished ratios."""
+        """Two passes: the layers' norms, then the element-wise update with the finished ratios; each pass one
+        compiled loop (:mod:`optimlab.kernels`), else eager on cache-sized blocks."""
+        keys = [k for k in tensor_keys if k in s]
+        if kernels.usable([ps, gs, *(s[k] for k in keys)]) and self._run_compiled(ps, gs, s, h, keys):
+            return
         if not _fast.blockable(ps):
             return super()._run_lists(ps, gs, s, h, tensor_keys)
         n, keys = len(ps), [k for k in tensor_keys if k in s]
@@ -127,6 +131,39 @@ class LARS(Optimizer):
             u = B.l2_decay(g_b, p_b, h["weight_decay"])
             u = F.mul(u, list(local[owners].unbind()) if local is not None else h["lr"])
             self._apply_scaled(p_b, u, dict(zip(keys, st_b, strict=True)), h)
+
+    def _run_compiled(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
+                      keys: list[str]) -> bool:
+        local = None
+        if h["layer_adaptation"]:
+            def norms(p: Any, g: Any) -> list[Any]:
+                g = F.neg(g) if h["maximize"] else g
+                sq = [F.mul(p, p), F.mul(g, g)]
+                if h["trust_denominator"] == "norm":
+                    u = B.l2_decay(g, p, h["weight_decay"])
+                    sq.append(F.mul(u, u))
+                return sq
+
+            sums = kernels.run(norms, [ps, gs], readonly=(0, 1))
+            if sums is False:
+                return False
+            sums = sums.sqrt()
+            local = self._local_lr_from_norms(sums[0], sums[1], sums[2] if len(sums) > 2 else None, h)
+
+        def apply(p: Any, g: Any, *rest: Any) -> None:
+            g = F.neg(g) if h["maximize"] else g
+            u = B.l2_decay(g, p, h["weight_decay"])
+            u = F.mul(u, rest[-1] if local is not None else h["lr"])
+            self._apply_scaled(p, u, dict(zip(keys, rest, strict=False)), h)
+
+        lists = [ps, gs, *(s[k] for k in keys)]
+        if kernels.run(apply, lists, per_tensor=[local] if local is not None else (), readonly=(1,)) is False:
+            if local is None:
+                return False
+            lr = list(local.to(ps[0].dtype).unbind())  # the norms are taken: finish this step eagerly
+            u = F.mul(B.l2_decay(F.neg(gs) if h["maximize"] else gs, ps, h["weight_decay"]), lr)
+            self._apply_scaled(ps, u, {k: s[k] for k in keys}, h)
+        return True
 
 
 class LAMB(Optimizer):
@@ -197,7 +234,10 @@ class LAMB(Optimizer):
                    tensor_keys: list[str]) -> None:
         """Blocked in two passes: advance the moments and sum the layers' norms of :math:`w` and :math:`r`, then
         recompute :math:`r` block by block and apply it with the finished trust ratios. Reading the moments twice
-        (40 bytes per fp32 parameter) beats keeping a model-sized :math:`r` between the passes."""
+        (40 bytes per fp32 parameter) beats keeping a model-sized :math:`r` between the passes. Each pass is one
+        compiled loop where :mod:`optimlab.kernels` can run it."""
+        if kernels.usable([ps, gs, s["exp_avg"], s["exp_avg_sq"]]) and self._run_compiled(ps, gs, s, h):
+            return
         if not _fast.blockable(ps):
             return super()._run_lists(ps, gs, s, h, tensor_keys)
         n = len(ps)
@@ -219,6 +259,33 @@ class LAMB(Optimizer):
         for (p_b, _, m_b, v_b), owners in plan:
             r_b = self._direction(p_b, None, {"exp_avg": m_b, "exp_avg_sq": v_b}, h)
             F.add_(p_b, F.mul_(r_b, list(ratio[owners].unbind())), alpha=-h["lr"])
+
+    def _run_compiled(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
+        adapt = h["layer_adaptation"]
+
+        def moments(p: Any, g: Any, m: Any, v: Any) -> list[Any] | None:
+            r = self._direction(p, F.neg(g) if h["maximize"] else g, {"exp_avg": m, "exp_avg_sq": v}, h)
+            if not adapt:
+                F.add_(p, r, alpha=-h["lr"])
+                return None
+            return [F.mul(p, p), F.mul(r, r)]
+
+        sums = kernels.run(moments, [ps, gs, s["exp_avg"], s["exp_avg_sq"]], readonly=(1,))
+        if sums is False:
+            return False
+        if not adapt:
+            return True
+        ratio = B.trust_ratio(self._phi(sums[0].sqrt(), h), sums[1].sqrt())
+
+        def apply(p: Any, m: Any, v: Any, ratio: Any) -> None:
+            r = self._direction(p, None, {"exp_avg": m, "exp_avg_sq": v}, h)
+            F.add_(p, F.mul_(r, ratio), alpha=-h["lr"])
+
+        lists = [ps, s["exp_avg"], s["exp_avg_sq"]]
+        if kernels.run(apply, lists, per_tensor=[ratio], readonly=(1, 2)) is False:  # moments advanced: finish
+            r = self._direction(ps, None, {"exp_avg": lists[1], "exp_avg_sq": lists[2]}, h)
+            F.add_(ps, F.mul_(r, list(ratio.to(ps[0].dtype).unbind())), alpha=-h["lr"])
+        return True
 
 
 def _acc_dtype(t: Tensor) -> torch.dtype:

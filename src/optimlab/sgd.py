@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from . import _blocks as B
-from . import _fast
+from . import _fast, kernels
 from . import _ops as F
 from . import _validation as V
 from ._ops import TensorOrList
@@ -130,10 +130,13 @@ class SGDW(SGD):
         F.add_(p, self._direction(g, s, h), alpha=-h["lr"])
 
     def _fused(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
-        # Per cache-sized block: the decay, then torch's fused SGD kernel (without L2) on the same block.
+        # One compiled loop where it can run (the base class tries it next); else, per cache-sized block, the decay
+        # and then torch's fused SGD kernel (without L2) on the same block.
         if not _fast.fused_kernels_support(ps):
             return False
         first = h["momentum"] != 0 and "momentum_buffer" not in s
+        if not first and kernels.usable([ps, gs, *([s["momentum_buffer"]] if "momentum_buffer" in s else [])]):
+            return False
         if first:
             s["momentum_buffer"] = [torch.empty_like(p, memory_format=torch.preserve_format) for p in ps]
         lists = [ps, gs, *([s["momentum_buffer"]] if "momentum_buffer" in s else [])]

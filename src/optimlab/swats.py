@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from . import _blocks as B
-from . import _fast
+from . import _fast, kernels
 from . import _ops as F
 from . import _validation as V
 from ._ops import TensorOrList
@@ -150,8 +150,13 @@ class SWATS(Optimizer):
 
     def _run_lists(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
                    tensor_keys: list[str]) -> None:
-        """Blocked: the element-wise parts per block; the dot products summed over each tensor's pieces."""
-        if not _fast.blockable(ps) or (h["phase"] == SGD and "momentum_buffer" not in s):
+        """One compiled loop (:mod:`optimlab.kernels`) or, eagerly, cache-sized blocks: the element-wise parts,
+        with the dot products summed over each tensor."""
+        if h["phase"] == SGD and "momentum_buffer" not in s:
+            return super()._run_lists(ps, gs, s, h, tensor_keys)
+        if self._run_compiled(ps, gs, s, h):
+            return
+        if not _fast.blockable(ps):
             return super()._run_lists(ps, gs, s, h, tensor_keys)
         if h["phase"] == SGD:
             rates = -torch.tensor(self._sgd_rates(s, h), dtype=ps[0].dtype, device=ps[0].device)
@@ -168,6 +173,33 @@ class SWATS(Optimizer):
             _fast.add_piece_dots_(pp, step, step, owners)
             _fast.add_piece_dots_(pg, step, g_b, owners)
         self._maybe_switch(pp.tolist(), pg.tolist(), s, h)
+
+    def _run_compiled(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
+        if h["phase"] == SGD:
+            lists = [ps, gs, s["momentum_buffer"]]
+            if not kernels.usable(lists):
+                return False
+            rates = -torch.tensor(self._sgd_rates(s, h), dtype=torch.float64)
+
+            def sgd(p: Any, g: Any, buf: Any, rate: Any) -> None:
+                g = B.l2_decay(F.neg(g) if h["maximize"] else g, p, h["weight_decay"])
+                F.add_(p, F.mul(self._sgd_direction(g, {"momentum_buffer": buf}, h), rate))
+
+            return kernels.run(sgd, lists, per_tensor=[rates], readonly=(1,)) is not False
+        lists = [ps, gs, s["exp_avg"], s["exp_avg_sq"]]
+        if not kernels.usable(lists):
+            return False
+
+        def adam(p: Any, g: Any, m: Any, v: Any) -> list[Any]:
+            g = B.l2_decay(F.neg(g) if h["maximize"] else g, p, h["weight_decay"])
+            step = self._adam_step_(p, g, {"exp_avg": m, "exp_avg_sq": v}, h)
+            return [F.mul(step, step), F.mul(step, g)]
+
+        dots = kernels.run(adam, lists, readonly=(1,))
+        if dots is False:
+            return False
+        self._maybe_switch(dots[0].tolist(), dots[1].tolist(), s, h)
+        return True
 
     # -- readable summaries -----------------------------------------------------------------------------------
     def _all_states(self) -> list[dict[str, Any]]:

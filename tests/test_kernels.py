@@ -1,0 +1,213 @@
+"""optimlab.kernels: tracing a rule, the C it becomes, and every way back to the eager path."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import torch
+
+import optimlab
+from optimlab import _ops as F
+from optimlab import kernels
+
+needs_compiler = pytest.mark.skipif(not kernels.enabled(), reason="no C compiler: compiled kernels are off")
+
+
+def _tensors(n: int, sizes: tuple[int, ...], dtype: torch.dtype, seed: int = 0) -> list[list[torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    return [[torch.randn(s, generator=gen, dtype=dtype) for s in sizes] for _ in range(n)]
+
+
+def _every_op(x, y, z):
+    """Each operation a rule may use, through :mod:`optimlab._ops` (the functions rules are written with).
+    Denominators are kept away from zero, so the result is well conditioned and round-off stays at a few ulps
+    of the intermediates (|x| < 10): the kernel may contract ``a + b*c`` into one FMA where torch does not."""
+    a = F.add(x, y, alpha=0.3)
+    F.add_(a, z, alpha=-2.0)
+    F.add_scalar_(a, 0.25)
+    b = F.mul(F.neg(a), 1.5)
+    F.mul_(b, y)
+    c = F.div(F.sqrt(F.addcmul_(F.add_scalar_(F.mul(z, z), 1.0), z, z, value=0.5)), 3.0)
+    F.div_(c, F.add_scalar_(F.mul(y, y), 1.0))
+    F.lerp_(b, c, 0.1)
+    F.lerp_(c, b, 0.9)  # torch switches formula at weight 0.5
+    F.addcdiv_(b, c, F.add_scalar_(F.sqrt(F.mul(z, z)), 1.0), value=-0.7)
+    F.maximum_(c, b)
+    F.clamp_(b, -0.5, 0.75)
+    F.reciprocal_(F.add_scalar_(F.mul_(c, c), 4.0))
+    F.add_(x, b)
+    F.add_(z, c, alpha=0.5)
+    return [F.mul(b, b), F.mul(c, y)]
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_op_matches_torch(dtype):
+    sizes = (1, 17, 300, 4099)
+    compiled = _tensors(3, sizes, dtype)
+    eager = [[t.clone() for t in lst] for lst in compiled]
+    y_before = [t.clone() for t in compiled[1]]
+    sums = kernels.run(_every_op, compiled, readonly=(1,))
+    want = [_every_op(*(lst[i] for lst in eager)) for i in range(len(sizes))]
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-13)
+    for j in (0, 2):
+        for a, b in zip(compiled[j], eager[j], strict=True):
+            torch.testing.assert_close(a, b, **tol)
+    for a, b in zip(compiled[1], y_before, strict=True):
+        assert torch.equal(a, b)  # read-only input untouched
+    expected = torch.tensor([[float(w[r].sum(dtype=torch.float64)) for w in want] for r in range(2)],
+                            dtype=torch.float64)
+    torch.testing.assert_close(sums, expected, **tol)
+
+
+@needs_compiler
+def test_nan_and_inf_propagate_as_in_torch():
+    nan, inf = float("nan"), float("inf")
+    x = torch.tensor([nan, 1.0, -inf, inf, 0.0, 2.0])
+    y = torch.tensor([0.0, nan, 0.0, nan, -0.0, 3.0])
+
+    def rule(a, b):
+        F.maximum_(a, b)
+        F.clamp_(b, -1.0, 1.0)
+
+    got = [[x.clone()], [y.clone()]]
+    assert kernels.run(rule, got) is None
+    assert torch.equal(got[0][0].isnan(), torch.maximum(x, y).isnan())
+    torch.testing.assert_close(got[0][0], torch.maximum(x, y), equal_nan=True)
+    torch.testing.assert_close(got[1][0], y.clamp(-1.0, 1.0), equal_nan=True)
+
+
+@needs_compiler
+def test_per_tensor_scalars_and_threads_split_inside_tensors(monkeypatch):
+    """Work is split over threads at element boundaries inside tensors; per-tensor sums add up across threads."""
+    monkeypatch.setattr(kernels, "_MIN_PARALLEL_ELEMS", 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        sizes = (5, 1000, 0, 33, 2048)
+        lists = _tensors(2, sizes, torch.float64)
+        scale = torch.arange(1.0, len(sizes) + 1)
+        before = [t.clone() for t in lists[0]]
+
+        def rule(p, g, k):
+            F.add_(p, F.mul(g, k))
+            return [F.mul(g, g)]
+
+        sums = kernels.run(rule, lists, per_tensor=[scale], readonly=(1,))
+    finally:
+        torch.set_num_threads(threads)
+    for i, (p, g, b) in enumerate(zip(lists[0], lists[1], before, strict=True)):
+        torch.testing.assert_close(p, b + g * scale[i], rtol=1e-14, atol=1e-14)
+        torch.testing.assert_close(sums[0, i], (g * g).sum(), rtol=1e-13, atol=0)
+
+
+@needs_compiler
+def test_writing_into_a_readonly_input_is_an_error():
+    lists = _tensors(2, (8,), torch.float32)
+    with pytest.raises(RuntimeError, match="never modify p.grad"):
+        kernels.run(lambda p, g: F.mul_(g, 2.0), lists, readonly=(1,))
+
+
+@needs_compiler
+def test_untraceable_rule_touches_nothing():
+    lists = _tensors(2, (8, 3), torch.float32)
+    before = [t.clone() for lst in lists for t in lst]
+
+    def rule(p, g):
+        F.add_(p, g)
+        F.norms(p)  # a reduction over a tensor inside the rule: not element-wise
+
+    assert kernels.run(rule, lists) is False
+    assert all(torch.equal(a, b) for a, b in zip([t for lst in lists for t in lst], before, strict=True))
+
+
+def test_usable_only_for_plain_contiguous_cpu_tensors_of_one_float_dtype(monkeypatch):
+    monkeypatch.setattr(kernels, "enabled", lambda: True)
+    a = torch.zeros(4, 3)
+    assert kernels.usable([[a], [torch.zeros(4, 3)]])
+    assert not kernels.usable([[a.t()], [torch.zeros(3, 4)]])
+    assert not kernels.usable([[a], [torch.zeros(4, 3, dtype=torch.float64)]])
+    assert not kernels.usable([[a.bfloat16()], [a.bfloat16()]])
+    assert not kernels.usable([[]])
+    monkeypatch.setattr(kernels, "enabled", lambda: False)
+    assert not kernels.usable([[a], [a]])
+
+
+def test_set_enabled_and_the_environment_switch(monkeypatch):
+    previous = kernels.set_enabled(False)
+    try:
+        assert not kernels.enabled()
+        runs = kernels.stats()["runs"]
+        p = torch.nn.Parameter(torch.ones(10))
+        p.grad = torch.ones(10)
+        optimlab.NAdam([p]).step()
+        assert kernels.stats()["runs"] == runs
+    finally:
+        kernels.set_enabled(previous)
+
+
+def _fresh_compiler_lookup(monkeypatch, tmp_path, cc: str | None):
+    monkeypatch.setattr(kernels, "_compiler_id", None)
+    monkeypatch.setattr(kernels, "_compiler", None)
+    monkeypatch.setattr(kernels, "_loaded", {})
+    monkeypatch.setenv("OPTIMLAB_KERNEL_CACHE", str(tmp_path / "cache"))
+    if cc is None:
+        monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+        monkeypatch.delenv("CC", raising=False)
+    else:
+        monkeypatch.setenv("CC", cc)
+
+
+def _nadam_trajectory() -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    params = [torch.nn.Parameter(torch.randn(40, 3, generator=gen)), torch.nn.Parameter(torch.randn(7, generator=gen))]
+    opt = optimlab.NAdam(params, lr=1e-2)
+    for _ in range(5):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen)
+        opt.step()
+    return [p.detach().clone() for p in params]
+
+
+def test_without_a_compiler_the_eager_path_runs(monkeypatch, tmp_path):
+    _fresh_compiler_lookup(monkeypatch, tmp_path, None)
+    assert kernels.compiler() is None and not kernels.enabled()
+    runs = kernels.stats()["runs"]
+    eager = _nadam_trajectory()
+    assert kernels.stats()["runs"] == runs
+    monkeypatch.undo()
+    if kernels.enabled():
+        torch.testing.assert_close(_nadam_trajectory(), eager, rtol=1e-6, atol=1e-7)
+
+
+def test_a_failing_compiler_warns_once_and_falls_back(monkeypatch, tmp_path):
+    fake = tmp_path / "fakecc"
+    fake.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then echo fakecc 1.0; exit 0; fi\n"
+                    "echo 'fakecc: cannot compile' >&2; exit 1\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    _fresh_compiler_lookup(monkeypatch, tmp_path, str(fake))
+    assert kernels.compiler() == [str(fake)]
+    failed = kernels.stats()["failed"]
+    with pytest.warns(RuntimeWarning, match="cannot compile"):
+        _nadam_trajectory()
+    assert kernels.stats()["failed"] == failed + 1  # one attempt per kernel, then the eager path every step
+    assert not list((tmp_path / "cache").glob("*.so"))
+
+
+@needs_compiler
+def test_kernels_are_cached_on_disk_by_source(monkeypatch, tmp_path):
+    monkeypatch.setenv("OPTIMLAB_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setattr(kernels, "_loaded", {})
+    assert kernels.cache_dir() == tmp_path
+    compiled = kernels.stats()["compiled"]
+    lists = _tensors(2, (9,), torch.float32)
+    kernels.run(lambda p, g: F.add_(p, g, alpha=0.123), lists)
+    kernels.run(lambda p, g: F.add_(p, g, alpha=-7.0), lists)  # another lr: the same kernel
+    assert kernels.stats()["compiled"] == compiled + 1
+    assert len(list(tmp_path.glob("optimlab_*.so"))) == 1 and len(list(tmp_path.glob("optimlab_*.c"))) == 1
+    monkeypatch.setattr(kernels, "_loaded", {})  # a new process: loads, does not compile
+    kernels.run(lambda p, g: F.add_(p, g, alpha=1.0), lists)
+    assert kernels.stats()["compiled"] == compiled + 1
+    assert os.access(next(tmp_path.glob("optimlab_*.so")), os.R_OK)
