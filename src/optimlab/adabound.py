@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from . import _blocks as B
 from . import _ops as F
 from . import _validation as V
@@ -43,17 +45,18 @@ class AdaBound(_AdamBase):
             (:math:`\theta \mathrel{-}= \lambda\theta_{t-1}` at the base lr, scaled by the schedule), with the
             default ``decay_scale="lr"`` torch's AdamW convention (:math:`\gamma_t\lambda\theta_{t-1}`).
         amsbound: use AMSBound.
-        decay_scale, maximize, foreach: as :class:`optimlab.Adam`.
+        decay_scale, moment_dtype, maximize, foreach: as :class:`optimlab.Adam`.
     """
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  final_lr: float = 0.1, gamma: float = 1e-3, eps: float = 1e-8, weight_decay: float = 0.0,
                  amsbound: bool = False, *, decoupled_weight_decay: bool = False, decay_scale: str = "lr",
-                 maximize: bool = False, foreach: bool | None = None) -> None:
+                 moment_dtype: torch.dtype | None = None, maximize: bool = False,
+                 foreach: bool | None = None) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, final_lr=final_lr, gamma=gamma, eps=eps,
                                       weight_decay=weight_decay, amsgrad=amsbound, amsbound=amsbound,
                                       decoupled_weight_decay=decoupled_weight_decay, decay_scale=decay_scale,
-                                      maximize=maximize, foreach=foreach))
+                                      moment_dtype=moment_dtype, maximize=maximize, foreach=foreach))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
@@ -86,10 +89,11 @@ class AMSBound(AdaBound):
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  final_lr: float = 0.1, gamma: float = 1e-3, eps: float = 1e-8, weight_decay: float = 0.0, *,
-                 decoupled_weight_decay: bool = False, decay_scale: str = "lr", maximize: bool = False,
+                 decoupled_weight_decay: bool = False, decay_scale: str = "lr",
+                 moment_dtype: torch.dtype | None = None, maximize: bool = False,
                  foreach: bool | None = None) -> None:
         super().__init__(params, lr, betas, final_lr, gamma, eps, weight_decay, True,
                          decoupled_weight_decay=decoupled_weight_decay, decay_scale=decay_scale,
-                         maximize=maximize, foreach=foreach)
+                         moment_dtype=moment_dtype, maximize=maximize, foreach=foreach)
 
 

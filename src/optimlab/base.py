@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -59,11 +60,31 @@ def new_step() -> Tensor:
     return torch.tensor(0.0, dtype=_get_scalar_dtype())
 
 
+@contextmanager
+def _working_copies(s: dict[str, Any], keys: list[str], dtype: torch.dtype) -> Iterator[None]:
+    """Within the block, ``s[k]`` for state stored in another dtype is a copy in ``dtype``; on exit the copy is
+    rounded back into the stored tensor. A tensor or a list of tensors."""
+    low = [k for k in keys if F.first(s[k]).dtype != dtype]
+    stored = {k: s[k] for k in low}
+    for k in low:
+        s[k] = [t.to(dtype) for t in s[k]] if isinstance(s[k], list) else s[k].to(dtype)
+    try:
+        yield
+    finally:
+        for k in low:
+            for dst, src in zip(*(([x] if isinstance(x, Tensor) else x) for x in (stored[k], s[k])), strict=True):
+                dst.copy_(src)
+            s[k] = stored[k]
+
+
 class Optimizer(torch.optim.Optimizer):
     """Base class: see the module docstring. Not an algorithm by itself."""
 
     #: 0-d state entries that are read as Python numbers into ``h`` (and kept in their own dtype on load).
     _scalar_state: tuple[str, ...] = ("step",)
+
+    #: State that a ``moment_dtype`` option may store in lower precision (the classes that offer the option).
+    _moment_keys: tuple[str, ...] = ()
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         defaults.setdefault("maximize", False)
@@ -84,6 +105,8 @@ class Optimizer(torch.optim.Optimizer):
                 V.fail(flag, group[flag], "a bool", TypeError)
         if group["foreach"] not in (None, True, False):
             V.fail("foreach", group["foreach"], "None, True or False", TypeError)
+        if "moment_dtype" in group:
+            V.check_moment_dtype(group["moment_dtype"], group.get("betas", (0.0,))[0])
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -122,6 +145,9 @@ class Optimizer(torch.optim.Optimizer):
             for key, value in state_dict["state"].get(saved_id, {}).items():
                 if isinstance(value, Tensor) and value.dim() == 0 and key != "step":
                     self.state[p][key] = value.detach().clone().cpu()  # host counters, as they were created
+        for group in self.param_groups:  # torch cast the moments to the parameters' dtype: store them as chosen
+            for p in group["params"]:
+                self._cast_moments(p, self.state.get(p, {}), group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -137,6 +163,14 @@ class Optimizer(torch.optim.Optimizer):
     # -- machinery ---------------------------------------------------------------------------------------------
     def _hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
         return {k: _number(v) for k, v in group.items() if k != "params"}
+
+    def _cast_moments(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        dtype = group.get("moment_dtype")
+        if dtype is None or p.is_complex():
+            return
+        for key in self._moment_keys:
+            if key in state and state[key].dtype != dtype:
+                state[key] = state[key].to(dtype)
 
     def _advance(self, states: list[dict[str, Any]]) -> None:
         """Count this step: ``step += 1`` for every state that keeps a step (one list call, not one op per tensor)."""
@@ -156,6 +190,7 @@ class Optimizer(torch.optim.Optimizer):
             state = self.state[p]
             if not state:
                 self._init_state(p, state, group)
+                self._cast_moments(p, state, group)
             entries.append((p, p.grad, state))
         if not entries:
             return
@@ -188,7 +223,8 @@ class Optimizer(torch.optim.Optimizer):
         else:
             one = {k: v[0] for k, v in s.items()}
             self._prepare(one, h)
-            self._apply(ps[0], gs[0], one, h)
+            with _working_copies(one, tensor_keys, ps[0].dtype):
+                self._apply(ps[0], gs[0], one, h)
             new = {k: [v] for k, v in one.items() if k not in bucket[0][2]}
         for k, values in new.items():  # state the rule created on this step (e.g. SGD's momentum buffer)
             for (_, _, st), v in zip(bucket, values, strict=True):
@@ -201,10 +237,15 @@ class Optimizer(torch.optim.Optimizer):
                    tensor_keys: list[str]) -> None:
         """The fast path: torch's fused kernel where the algorithm maps onto one, else the rule on cache-sized
         blocks where it is element-wise, else the rule on whole lists (see :mod:`optimlab._fast`)."""
-        if self._fused(ps, gs, s, h):
+        mixed = any(s[k][0].dtype != ps[0].dtype for k in tensor_keys)  # moments stored in lower precision
+        if not mixed and self._fused(ps, gs, s, h):
             return
         self._prepare(s, h)
         if self._elementwise and not self._creates_state(s, h) and self._compiled(ps, gs, s, h, tensor_keys):
+            return
+        if mixed:  # no kernel reads them: compute on copies in the parameters' dtype (model-sized, this step only)
+            with _working_copies(s, tensor_keys, ps[0].dtype):
+                self._apply(ps, gs, s, h)
             return
         if not self._elementwise or self._creates_state(s, h) or not _fast.blockable(ps):
             self._apply(ps, gs, s, h)

@@ -8,7 +8,8 @@ loop (load each parameter, gradient and state element once, compute, store), com
 compiler, cached on disk and called through :mod:`ctypes` on the tensors' memory. The rule is still written
 once; the kernel is what the rule *is*, element by element.
 
-What a kernel supports: element-wise arithmetic on float32 and float64 contiguous CPU tensors (``add``,
+What a kernel supports: element-wise arithmetic on float32 and float64 contiguous CPU tensors, with state
+stored in bfloat16 beside float32 parameters (widened on load, rounded to nearest even on store) (``add``,
 ``mul``, ``div``, ``lerp``, ``addcmul``, ``addcdiv``, ``sqrt``, ``maximum``, ``clamp``, ``reciprocal``,
 ``neg``), Python-number hyperparameters (passed at run time, so a schedule changing the lr does not
 recompile), per-tensor scalars (a LAMB trust ratio), and per-tensor sums of any traced expression
@@ -235,11 +236,11 @@ class Sym:
 
 
 # -- C source -------------------------------------------------------------------------------------------------
-def _expr(ins: tuple[str, ...], sqrt: str) -> str:
+def _expr(ins: tuple[str, ...], sqrt: str, bf16: frozenset[int]) -> str:
     op, a = ins[0], ins[1:]
     match op:
         case "load":
-            return f"v{a[0]}[e]"
+            return f"bf16_load(v{a[0]}[e])" if int(a[0]) in bf16 else f"v{a[0]}[e]"
         case "neg":
             return f"-{a[0]}"
         case "add":
@@ -270,15 +271,31 @@ def _expr(ins: tuple[str, ...], sqrt: str) -> str:
     raise AssertionError(op)
 
 
+_BF16 = """\
+static inline float bf16_load(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }
+static inline uint16_t bf16_store(float f) {  /* round to nearest even, NaN stays NaN: as torch's conversion */
+  uint32_t u; memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}"""
+
+
 def _source(instrs: Sequence[tuple[str, ...]], stores: Sequence[tuple[int, str]], sums: Sequence[str],
-            n_vars: int, n_scalars: int, n_per_tensor: int, dtype: torch.dtype) -> str:
-    ctype, sqrt = _C_TYPES[dtype]
-    body = [f"const T n{i} = {_expr(ins, sqrt)};" for i, ins in enumerate(instrs)]
-    body += [f"v{var}[e] = {node};" for var, node in stores]
+            dtypes: Sequence[torch.dtype], n_scalars: int, n_per_tensor: int) -> str:
+    """C for one traced rule. ``dtypes[j]`` is list ``j``'s storage type; arithmetic is in ``dtypes[0]``'s type
+    (bfloat16 storage is widened to float on load and rounded to nearest even on store)."""
+    ctype, sqrt = _C_TYPES[dtypes[0]]
+    bf16 = frozenset(j for j, d in enumerate(dtypes) if d == torch.bfloat16)
+    store = {j: "bf16_store({})" if j in bf16 else "{}" for j in range(len(dtypes))}
+    body = [f"const T n{i} = {_expr(ins, sqrt, bf16)};" for i, ins in enumerate(instrs)]
+    body += [f"v{var}[e] = {store[var].format(node)};" for var, node in stores]
+    vtype = {j: "uint16_t" if j in bf16 else "T" for j in range(len(dtypes))}
     lines = [
         "#include <stdint.h>",
+        "#include <string.h>",
         "#include <math.h>",
         f"typedef {ctype} T;",
+        *([_BF16] if bf16 else []),
         "void optimlab_kernel(int64_t ntens, const int64_t* restrict off, void* const* restrict ptrs,",
         "                     const double* restrict sc, const double* restrict pt, double* restrict red,",
         "                     int64_t begin, int64_t end) {",
@@ -288,7 +305,7 @@ def _source(instrs: Sequence[tuple[str, ...]], stores: Sequence[tuple[int, str]]
         "  for (; t < ntens && off[t] < end; t++) {",
         "    const int64_t lo = (begin > off[t] ? begin : off[t]) - off[t];",
         "    const int64_t hi = (end < off[t + 1] ? end : off[t + 1]) - off[t];",
-        *(f"    T* restrict v{j} = (T*)ptrs[{j} * ntens + t];" for j in range(n_vars)),
+        *(f"    {vtype[j]}* restrict v{j} = ({vtype[j]}*)ptrs[{j} * ntens + t];" for j in range(len(dtypes))),
         *(f"    const T q{k} = (T)pt[{k} * ntens + t];" for k in range(n_per_tensor)),
     ]
     if not sums:
@@ -439,16 +456,21 @@ def _workers(n: int) -> ThreadPoolExecutor:
     return _pool
 
 
+def _storage_ok(dtype: torch.dtype, compute: torch.dtype) -> bool:
+    return dtype == compute or (dtype == torch.bfloat16 and compute == torch.float32)
+
+
 def usable(lists: Sequence[Sequence[Tensor]]) -> bool:
-    """Whether these aligned lists of tensors can run in a kernel: plain contiguous CPU tensors, all of one
-    dtype (float32 or float64), and kernels enabled."""
+    """Whether these aligned lists of tensors can run in a kernel: kernels enabled, plain contiguous CPU
+    tensors, the first list float32 or float64 and every list of that dtype, or bfloat16 beside float32
+    (lower-precision state such as ``moment_dtype=torch.bfloat16``)."""
     if not lists or not lists[0] or not enabled():
         return False
-    dtype = lists[0][0].dtype
-    if dtype not in _C_TYPES:
+    compute = lists[0][0].dtype
+    if compute not in _C_TYPES:
         return False
-    return all(type(t) in _PLAIN and t.device.type == "cpu" and t.dtype == dtype and t.is_contiguous()
-               for lst in lists for t in lst)
+    return all(type(t) in _PLAIN and t.device.type == "cpu" and t.is_contiguous() for lst in lists for t in lst) \
+        and all(all(t.dtype == lst[0].dtype for t in lst) and _storage_ok(lst[0].dtype, compute) for lst in lists)
 
 
 def run(rule: Callable[..., Sequence[Sym] | None], lists: Sequence[Sequence[Tensor]],
@@ -476,8 +498,8 @@ def run(rule: Callable[..., Sequence[Sym] | None], lists: Sequence[Sequence[Tens
     except Untraceable:
         return False
     stores = [(j, s.node) for j, s in enumerate(syms) if s.node != start[j]]
-    dtype = lists[0][0].dtype
-    source = _source(trace.instrs, stores, sum_nodes, len(lists), len(trace.scalars), len(per_tensor), dtype)
+    dtypes = [lst[0].dtype for lst in lists]
+    source = _source(trace.instrs, stores, sum_nodes, dtypes, len(trace.scalars), len(per_tensor))
     fn = _load(source)
     if fn is None:
         return False
