@@ -1,5 +1,9 @@
 """Cache-blocked execution of a list (``foreach``) update rule: the eager fast path that needs no compiler.
 
+Since :mod:`optimlab.kernels`, CPU rules run as one compiled loop where a C compiler exists; this module is the
+path for everything else (no compiler, ``OPTIMLAB_KERNELS=0``, bfloat16/float16 parameters, non-contiguous
+tensors) and, with torch's fused kernels, the one that needs nothing but torch.
+
 Why. An optimizer step is bound by memory bandwidth. A rule written against ``torch._foreach_*`` runs each
 operation over *all* tensors before the next one starts, so every intermediate (``sqrt(v)``, the update,
 ...) is a model-sized temporary that travels to DRAM and back, and on CPU glibc returns those temporaries to

@@ -43,7 +43,6 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +279,36 @@ static inline uint16_t bf16_store(float f) {  /* round to nearest even, NaN stay
 }"""
 
 
+#: The exported entry point: splits the elements into ``nthreads`` equal ranges (inside tensors where needed) and
+#: runs them on POSIX threads, each summing into its own slice of ``red`` (no Python thread, no GIL involved).
+_DRIVER = """\
+typedef struct { int64_t ntens; const int64_t* off; void* const* ptrs; const double* sc; const double* pt;
+                 double* red; int64_t begin, end; } job_t;
+static void* run_job(void* arg) {
+  const job_t* j = (const job_t*)arg;
+  run_range(j->ntens, j->off, j->ptrs, j->sc, j->pt, j->red, j->begin, j->end);
+  return 0;
+}
+void optimlab_kernel(int64_t ntens, const int64_t* off, void* const* ptrs, const double* sc, const double* pt,
+                     double* red, int64_t red_stride, int64_t nthreads) {
+  job_t jobs[64];
+  pthread_t threads[64];
+  int started[64] = {0};
+  if (nthreads < 1) nthreads = 1;
+  if (nthreads > 64) nthreads = 64;
+  const int64_t total = off[ntens];
+  for (int64_t k = 0; k < nthreads; k++) {
+    jobs[k] = (job_t){ntens, off, ptrs, sc, pt, red + k * red_stride, total * k / nthreads,
+                      total * (k + 1) / nthreads};
+  }
+  for (int64_t k = 1; k < nthreads; k++) started[k] = pthread_create(&threads[k], 0, run_job, &jobs[k]) == 0;
+  for (int64_t k = 1; k < nthreads; k++) if (!started[k]) run_job(&jobs[k]);  /* no thread: run it here */
+  run_job(&jobs[0]);
+  for (int64_t k = 1; k < nthreads; k++) if (started[k]) pthread_join(threads[k], 0);
+}
+"""
+
+
 def _source(instrs: Sequence[tuple[str, ...]], stores: Sequence[tuple[int, str]], sums: Sequence[str],
             dtypes: Sequence[torch.dtype], n_scalars: int, n_per_tensor: int) -> str:
     """C for one traced rule. ``dtypes[j]`` is list ``j``'s storage type; arithmetic is in ``dtypes[0]``'s type
@@ -291,14 +320,15 @@ def _source(instrs: Sequence[tuple[str, ...]], stores: Sequence[tuple[int, str]]
     body += [f"v{var}[e] = {store[var].format(node)};" for var, node in stores]
     vtype = {j: "uint16_t" if j in bf16 else "T" for j in range(len(dtypes))}
     lines = [
+        "#include <pthread.h>",
         "#include <stdint.h>",
         "#include <string.h>",
         "#include <math.h>",
         f"typedef {ctype} T;",
         *([_BF16] if bf16 else []),
-        "void optimlab_kernel(int64_t ntens, const int64_t* restrict off, void* const* restrict ptrs,",
-        "                     const double* restrict sc, const double* restrict pt, double* restrict red,",
-        "                     int64_t begin, int64_t end) {",
+        "static void run_range(int64_t ntens, const int64_t* restrict off, void* const* restrict ptrs,",
+        "                      const double* restrict sc, const double* restrict pt, double* restrict red,",
+        "                      int64_t begin, int64_t end) {",
         *(f"  const T s{k} = (T)sc[{k}];" for k in range(n_scalars)),
         "  int64_t t = 0;",
         "  while (t < ntens && off[t + 1] <= begin) t++;",
@@ -330,7 +360,7 @@ def _source(instrs: Sequence[tuple[str, ...]], stores: Sequence[tuple[int, str]]
         for r, a in enumerate(acc):
             lines += [f"    {{ double z = 0; for (int k = 0; k < {_LANES}; k++) z += {a}[k]; "
                       f"red[{r} * ntens + t] += z; }}"]
-    lines += ["  }", "}", ""]
+    lines += ["  }", "}", _DRIVER]
     return "\n".join(lines)
 
 
@@ -371,7 +401,7 @@ def cache_dir() -> Path:
 
 def _flags() -> list[str]:
     arch = "-mcpu=native" if platform.machine().lower() in ("arm64", "aarch64") else "-march=native"
-    return ["-O3", arch, "-std=c11", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
+    return ["-O3", arch, "-std=c11", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared", "-pthread"]
 
 
 def compiler() -> list[str] | None:
@@ -434,7 +464,7 @@ def _load(source: str) -> Callable[..., None] | None:
             fn = lib.optimlab_kernel
             fn.restype = None
             fn.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                           ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
+                           ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]  # ... red, red_stride, nthreads
             _stats["loaded"] += 1
         except (OSError, subprocess.SubprocessError) as exc:
             _stats["failed"] += 1
@@ -446,16 +476,6 @@ def _load(source: str) -> Callable[..., None] | None:
 
 
 # -- running --------------------------------------------------------------------------------------------------
-_pool: ThreadPoolExecutor | None = None
-
-
-def _workers(n: int) -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None or _pool._max_workers < n:  # noqa: SLF001 - grow the pool when torch's thread count grows
-        _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="optimlab-kernel")
-    return _pool
-
-
 def _storage_ok(dtype: torch.dtype, compute: torch.dtype) -> bool:
     return dtype == compute or (dtype == torch.bfloat16 and compute == torch.float32)
 
@@ -511,20 +531,8 @@ def run(rule: Callable[..., Sequence[Sym] | None], lists: Sequence[Sequence[Tens
     pt = (torch.stack([x.detach().to(device="cpu", dtype=torch.float64).reshape(n) for x in per_tensor])
           if per_tensor else torch.zeros(1, dtype=torch.float64))
     total = int(off[-1])
-    threads = max(1, min(torch.get_num_threads(), total // _MIN_PARALLEL_ELEMS))
+    threads = max(1, min(torch.get_num_threads(), 64, total // _MIN_PARALLEL_ELEMS))
     red = torch.zeros(threads, max(1, len(sums)), n, dtype=torch.float64)
-    bounds = [total * k // threads for k in range(threads + 1)]
-
-    def call(k: int) -> None:
-        fn(n, off.data_ptr(), ptrs.data_ptr(), sc.data_ptr(), pt.data_ptr(), red[k].data_ptr(),
-           bounds[k], bounds[k + 1])
-
-    if threads == 1:
-        call(0)
-    else:
-        futures = [_workers(threads - 1).submit(call, k) for k in range(1, threads)]
-        call(0)
-        for f in futures:
-            f.result()
+    fn(n, off.data_ptr(), ptrs.data_ptr(), sc.data_ptr(), pt.data_ptr(), red.data_ptr(), red[0].numel(), threads)
     _stats["runs"] += 1
     return red.sum(0)[: len(sums)] if sums else None
