@@ -211,3 +211,52 @@ def test_kernels_are_cached_on_disk_by_source(monkeypatch, tmp_path):
     kernels.run(lambda p, g: F.add_(p, g, alpha=1.0), lists)
     assert kernels.stats()["compiled"] == compiled + 1
     assert os.access(next(tmp_path.glob("optimlab_*.so")), os.R_OK)
+
+
+@needs_compiler
+@pytest.mark.parametrize("name", ["NAdam", "LAMB"])
+def test_ten_thousand_steps_compile_once_and_keep_the_state_size(name):
+    """No growth over 10,000 steps: the kernels are traced every step but compiled and loaded once, and the
+    state keeps its tensors (same storage, same size)."""
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in ((16, 8), (8,))]
+    grads = [torch.randn(p.shape, generator=gen) * 1e-3 for p in params]
+    opt = getattr(optimlab, name)(params, lr=1e-4)
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g
+    for _ in range(10):
+        opt.step()
+    loaded, runs = kernels.stats()["loaded"], kernels.stats()["runs"]
+    storages = {(i, k): v.data_ptr() for i, p in enumerate(params) for k, v in opt.state[p].items() if v.dim()}
+    for _ in range(10_000):
+        opt.step()
+    assert kernels.stats()["loaded"] == loaded
+    assert kernels.stats()["runs"] - runs >= 10_000
+    assert storages == {(i, k): v.data_ptr() for i, p in enumerate(params) for k, v in opt.state[p].items()
+                        if v.dim()}
+
+
+@needs_compiler
+def test_processes_compiling_the_same_kernel_at_once(tmp_path):
+    """DDP ranks start together on an empty cache: each compiles into its own temporary file and renames it
+    atomically, so none reads a half-written source or loads a half-written library."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import warnings, torch, optimlab
+        from optimlab import kernels
+        warnings.simplefilter("error")
+        p = torch.nn.Parameter(torch.ones(1000))
+        p.grad = torch.full((1000,), 0.5)
+        optimlab.NAdam([p], lr=0.1).step()
+        assert kernels.stats()["runs"] == 1 and kernels.stats()["failed"] == 0, kernels.stats()
+    """)
+    env = dict(os.environ, OPTIMLAB_KERNEL_CACHE=str(tmp_path))
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    assert len(list(tmp_path.glob("*.so"))) == 1 and not list(tmp_path.glob("optimlab_*_*"))

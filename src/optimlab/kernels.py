@@ -449,16 +449,21 @@ def _load(source: str) -> Callable[..., None] | None:
         try:
             if not so.exists():
                 directory.mkdir(parents=True, exist_ok=True)
-                (directory / f"optimlab_{key}.c").write_text(source)
-                fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
-                os.close(fd)
+                # Unique temporary names, then atomic renames: processes (DDP ranks) compiling the same kernel at
+                # once never read or load a half-written file.
+                fd, tmp_c = tempfile.mkstemp(suffix=".c", prefix=f"optimlab_{key}_", dir=directory)
+                with os.fdopen(fd, "w") as f:
+                    f.write(source)
+                tmp_so = tmp_c[:-2] + ".so"
                 try:
-                    subprocess.run([*cc, *_flags(), "-o", tmp, str(directory / f"optimlab_{key}.c")],
-                                   capture_output=True, text=True, timeout=300, check=True)
-                    os.replace(tmp, so)  # atomic: concurrent processes (DDP ranks) may compile the same kernel
+                    subprocess.run([*cc, *_flags(), "-o", tmp_so, tmp_c], capture_output=True, text=True,
+                                   timeout=300, check=True)
+                    os.replace(tmp_c, directory / f"optimlab_{key}.c")
+                    os.replace(tmp_so, so)
                 finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
+                    for tmp in (tmp_c, tmp_so):
+                        if os.path.exists(tmp):
+                            os.unlink(tmp)
                 _stats["compiled"] += 1
             lib = ctypes.CDLL(str(so))
             fn = lib.optimlab_kernel
