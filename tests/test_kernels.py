@@ -260,3 +260,45 @@ def test_processes_compiling_the_same_kernel_at_once(tmp_path):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
     assert len(list(tmp_path.glob("*.so"))) == 1 and not list(tmp_path.glob("optimlab_*_*"))
+
+
+def _loaded_openmp_runtimes() -> set[str]:
+    with open("/proc/self/maps") as f:
+        return {line.split()[-1] for line in f if "libgomp" in line or "libomp" in line}
+
+
+@needs_compiler
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="Linux only")
+def test_kernels_run_on_torchs_openmp_threads():
+    """Where torch uses GNU libgomp, kernels link against the very file torch loaded: no second runtime (whose
+    threads would compete with torch's) is loaded."""
+    library = kernels._openmp_library()
+    if library is None:
+        pytest.skip("torch does not run on GNU libgomp here: kernels use POSIX threads")
+    before = _loaded_openmp_runtimes()
+    assert library in before
+    lists = _tensors(2, (300_000, 5), torch.float32)
+    kernels.run(lambda p, g: F.add_(p, g, alpha=0.25), lists)
+    assert _loaded_openmp_runtimes() == before
+
+
+@needs_compiler
+@pytest.mark.parametrize("runtime", ["openmp", "pthreads"])
+def test_both_thread_runtimes_give_the_same_sums(monkeypatch, tmp_path, runtime):
+    monkeypatch.setenv("OPTIMLAB_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setattr(kernels, "_loaded", {})
+    monkeypatch.setattr(kernels, "_MIN_PARALLEL_ELEMS", 1)
+    if runtime == "pthreads":
+        monkeypatch.setattr(kernels, "_omp", "")
+    elif kernels._openmp_library() is None:
+        pytest.skip("torch does not run on GNU libgomp here")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        lists = _tensors(2, (1000, 7, 33), torch.float64)
+        sums = kernels.run(lambda p, g: [F.mul(p, g)], lists)
+    finally:
+        torch.set_num_threads(threads)
+    expected = torch.stack([(p * g).sum() for p, g in zip(*lists, strict=True)])
+    torch.testing.assert_close(sums[0], expected, rtol=1e-13, atol=0)
+    assert ("#define OPTIMLAB_OPENMP" in next(tmp_path.glob("*.c")).read_text()) == (runtime == "openmp")

@@ -15,8 +15,9 @@ store); Python-number hyperparameters, passed at run time, so a schedule changin
 per-tensor scalars (a LAMB trust ratio); and per-tensor sums of any traced expression (``||w||^2``,
 ``||r||^2``, a dot product), accumulated in float64. A rule that does anything else (a norm inside the rule, a
 0-d tensor, an unknown method) cannot be traced; the caller then runs it eagerly. The elements are split into
-``torch.get_num_threads()`` equal ranges run on POSIX threads created by the kernel (one thread below 128K
-elements).
+``torch.get_num_threads()`` equal ranges, run by torch's own OpenMP threads where torch uses GNU libgomp (the
+kernel links against the very library torch loaded), else by POSIX threads the kernel creates; one thread below
+128K elements.
 
 Where the cache lives: ``$OPTIMLAB_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/optimlab/kernels``, else
 ``~/.cache/optimlab/kernels``; one ``.c`` and one ``.so`` per kernel, named by a hash of the source, the
@@ -292,11 +293,19 @@ static void* run_job(void* arg) {
   run_range(j->ntens, j->off, j->ptrs, j->sc, j->pt, j->red, j->begin, j->end);
   return 0;
 }
+#ifdef OPTIMLAB_OPENMP  /* torch's own OpenMP runtime (already loaded): the threads torch computes with */
+extern void GOMP_parallel(void (*fn)(void*), void* data, unsigned num_threads, unsigned flags);
+extern int omp_get_thread_num(void);
+extern int omp_get_num_threads(void);
+typedef struct { job_t* jobs; int64_t n; } team_t;
+static void team_body(void* arg) {
+  const team_t* team = (const team_t*)arg;
+  for (int64_t k = omp_get_thread_num(); k < team->n; k += omp_get_num_threads()) run_job(&team->jobs[k]);
+}
+#endif
 void optimlab_kernel(int64_t ntens, const int64_t* off, void* const* ptrs, const double* sc, const double* pt,
                      double* red, int64_t red_stride, int64_t nthreads) {
   job_t jobs[64];
-  pthread_t threads[64];
-  int started[64] = {0};
   if (nthreads < 1) nthreads = 1;
   if (nthreads > 64) nthreads = 64;
   const int64_t total = off[ntens];
@@ -304,10 +313,18 @@ void optimlab_kernel(int64_t ntens, const int64_t* off, void* const* ptrs, const
     jobs[k] = (job_t){ntens, off, ptrs, sc, pt, red + k * red_stride, total * k / nthreads,
                       total * (k + 1) / nthreads};
   }
+  if (nthreads == 1) { run_job(&jobs[0]); return; }
+#ifdef OPTIMLAB_OPENMP
+  team_t team = {jobs, nthreads};  /* a smaller team than asked for runs the remaining jobs in turn */
+  GOMP_parallel(team_body, &team, (unsigned)nthreads, 0);
+#else
+  pthread_t threads[64];
+  int started[64] = {0};
   for (int64_t k = 1; k < nthreads; k++) started[k] = pthread_create(&threads[k], 0, run_job, &jobs[k]) == 0;
   for (int64_t k = 1; k < nthreads; k++) if (!started[k]) run_job(&jobs[k]);  /* no thread: run it here */
   run_job(&jobs[0]);
   for (int64_t k = 1; k < nthreads; k++) if (started[k]) pthread_join(threads[k], 0);
+#endif
 }
 """
 
@@ -323,6 +340,7 @@ def _source(instrs: Sequence[tuple[str, ...]], stores: Sequence[tuple[int, str]]
     body += [f"v{var}[e] = {store[var].format(node)};" for var, node in stores]
     vtype = {j: "uint16_t" if j in bf16 else "T" for j in range(len(dtypes))}
     lines = [
+        *(["#define OPTIMLAB_OPENMP 1"] if _openmp_library() else []),
         "#include <pthread.h>",
         "#include <stdint.h>",
         "#include <string.h>",
@@ -373,6 +391,7 @@ _lock = threading.Lock()
 _loaded: dict[str, Callable[..., None] | None] = {}
 _compiler: list[str] | None = None
 _compiler_id: str | None = None
+_omp: str | None = None
 _stats = {"compiled": 0, "loaded": 0, "runs": 0, "failed": 0}
 
 
@@ -428,6 +447,25 @@ def compiler() -> list[str] | None:
     return _compiler
 
 
+def _openmp_library() -> str | None:
+    """The OpenMP runtime torch runs its parallel kernels on, when it is GNU libgomp (Linux wheels). Kernels link
+    against this very file, so their threads are torch's: no second team of threads competing with torch's
+    (which spin for a while after each parallel op, right before an optimizer step). Else None: POSIX threads."""
+    global _omp
+    if _omp is None:
+        _omp = ""
+        try:
+            if "OpenMP" in torch.__config__.parallel_info():
+                for line in Path("/proc/self/maps").read_text().splitlines():
+                    path = line.split()[-1] if len(line.split()) >= 6 else ""
+                    if os.path.basename(path).startswith("libgomp") and ".so" in path and os.path.exists(path):
+                        _omp = path
+                        break
+        except OSError:
+            pass
+    return _omp or None
+
+
 def _cpu_id() -> str:
     """What ``-march=native`` depends on: the CPU model and its feature flags."""
     try:
@@ -459,7 +497,9 @@ def _load(source: str) -> Callable[..., None] | None:
                     f.write(source)
                 tmp_so = tmp_c[:-2] + ".so"
                 try:
-                    subprocess.run([*cc, *_flags(), "-o", tmp_so, tmp_c], capture_output=True, text=True,
+                    omp = _openmp_library()
+                    link = [omp, f"-Wl,-rpath,{os.path.dirname(omp)}"] if omp else []
+                    subprocess.run([*cc, *_flags(), "-o", tmp_so, tmp_c, *link], capture_output=True, text=True,
                                    timeout=300, check=True)
                     os.replace(tmp_c, directory / f"optimlab_{key}.c")
                     os.replace(tmp_so, so)
