@@ -537,8 +537,14 @@ def usable(lists: Sequence[Sequence[Tensor]]) -> bool:
     compute = lists[0][0].dtype
     if compute not in _C_TYPES:
         return False
-    return all(type(t) in _PLAIN and t.device.type == "cpu" and t.is_contiguous() for lst in lists for t in lst) \
-        and all(all(t.dtype == lst[0].dtype for t in lst) and _storage_ok(lst[0].dtype, compute) for lst in lists)
+    for lst in lists:  # one plain loop: this runs every step, over every tensor
+        dtype = lst[0].dtype
+        if not _storage_ok(dtype, compute):
+            return False
+        for t in lst:
+            if type(t) not in _PLAIN or not t.is_cpu or t.dtype != dtype or not t.is_contiguous():
+                return False
+    return True
 
 
 def run(rule: Callable[..., Sequence[Sym] | None], lists: Sequence[Sequence[Tensor]],
