@@ -302,3 +302,32 @@ def test_both_thread_runtimes_give_the_same_sums(monkeypatch, tmp_path, runtime)
     expected = torch.stack([(p * g).sum() for p, g in zip(*lists, strict=True)])
     torch.testing.assert_close(sums[0], expected, rtol=1e-13, atol=0)
     assert ("#define OPTIMLAB_OPENMP" in next(tmp_path.glob("*.c")).read_text()) == (runtime == "openmp")
+
+
+@needs_compiler
+@pytest.mark.parametrize("name", ["LAMB", "LARS"])
+def test_second_pass_finishes_eagerly_when_its_kernel_cannot_run(name, monkeypatch):
+    """The first pass (moments or norms) ran compiled, the second cannot: the step is finished eagerly with the
+    norms already taken, and equals the plain loop."""
+    real, first_passes = kernels.run, []
+
+    def second_pass_fails(rule, *args, **kwargs):
+        if rule.__name__ == "apply":
+            return False
+        first_passes.append(rule.__name__)
+        return real(rule, *args, **kwargs)
+
+    monkeypatch.setattr(kernels, "run", second_pass_fails)
+    results = []
+    for foreach in (True, False):
+        gen = torch.Generator().manual_seed(3)
+        params = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=torch.float64)) for s in ((30, 4), (4,))]
+        opt = getattr(optimlab, name)(params, lr=0.01, weight_decay=0.01, foreach=foreach)
+        for _ in range(5):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+            opt.step()
+        results.append(params)
+    assert len(first_passes) == 5  # the compiled first pass ran on every step of the foreach run
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)

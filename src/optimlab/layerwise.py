@@ -96,6 +96,13 @@ class LARS(Optimizer):
             u = F.add_(F.mul(buf, h["momentum"]), u) if h["nesterov"] else buf
         F.add_(p, u, alpha=-1.0)
 
+    def _scaled_step(self, p: TensorOrList, g: TensorOrList, scale: Any, s: dict[str, Any],
+                     h: dict[str, Any]) -> None:
+        r"""The second pass, on a block, a traced symbol or whole lists: the raw gradient, with weight decay,
+        times the per-tensor :math:`\gamma_t \eta^\ell` (``scale``), into momentum and the step."""
+        g = F.neg(g) if h["maximize"] else g
+        self._apply_scaled(p, F.mul(B.l2_decay(g, p, h["weight_decay"]), scale), s, h)
+
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         u = B.l2_decay(g, p, h["weight_decay"])
         if h["layer_adaptation"]:
@@ -109,11 +116,11 @@ class LARS(Optimizer):
         """Two passes: the layers' norms, then the element-wise update with the finished ratios; each pass one
         compiled loop (:mod:`optimlab.kernels`), else eager on cache-sized blocks."""
         keys = [k for k in tensor_keys if k in s]
-        if kernels.usable([ps, gs, *(s[k] for k in keys)]) and self._run_compiled(ps, gs, s, h, keys):
+        if self._run_compiled(ps, gs, s, h, keys):
             return
         if not _fast.blockable(ps):
             return super()._run_lists(ps, gs, s, h, tensor_keys)
-        n, keys = len(ps), [k for k in tensor_keys if k in s]
+        n = len(ps)
         plan = _fast.owned_block_plan([ps, gs, *(s[k] for k in keys)])
         local: list[Tensor] | None = None
         if h["layer_adaptation"]:
@@ -127,13 +134,14 @@ class LARS(Optimizer):
                     _fast.add_piece_sq_norms_(u2, B.l2_decay(g_b, p_b, h["weight_decay"]), owners)
             local = self._local_lr_from_norms(w2.sqrt(), g2.sqrt(), u2.sqrt(), h).to(ps[0].dtype)
         for (p_b, g_b, *st_b), owners in plan:
-            g_b = F.neg(g_b) if h["maximize"] else g_b
-            u = B.l2_decay(g_b, p_b, h["weight_decay"])
-            u = F.mul(u, list(local[owners].unbind()) if local is not None else h["lr"])
-            self._apply_scaled(p_b, u, dict(zip(keys, st_b, strict=True)), h)
+            scale = list(local[owners].unbind()) if local is not None else h["lr"]
+            self._scaled_step(p_b, g_b, scale, dict(zip(keys, st_b, strict=True)), h)
 
     def _run_compiled(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
                       keys: list[str]) -> bool:
+        lists = [ps, gs, *(s[k] for k in keys)]
+        if not kernels.usable(lists):
+            return False
         local = None
         if h["layer_adaptation"]:
             def norms(p: Any, g: Any) -> list[Any]:
@@ -151,18 +159,14 @@ class LARS(Optimizer):
             local = self._local_lr_from_norms(sums[0], sums[1], sums[2] if len(sums) > 2 else None, h)
 
         def apply(p: Any, g: Any, *rest: Any) -> None:
-            g = F.neg(g) if h["maximize"] else g
-            u = B.l2_decay(g, p, h["weight_decay"])
-            u = F.mul(u, rest[-1] if local is not None else h["lr"])
-            self._apply_scaled(p, u, dict(zip(keys, rest, strict=False)), h)
+            scale = rest[-1] if local is not None else h["lr"]
+            self._scaled_step(p, g, scale, dict(zip(keys, rest, strict=False)), h)
 
-        lists = [ps, gs, *(s[k] for k in keys)]
         if kernels.run(apply, lists, per_tensor=[local] if local is not None else (), readonly=(1,)) is False:
             if local is None:
                 return False
-            lr = list(local.to(ps[0].dtype).unbind())  # the norms are taken: finish this step eagerly
-            u = F.mul(B.l2_decay(F.neg(gs) if h["maximize"] else gs, ps, h["weight_decay"]), lr)
-            self._apply_scaled(ps, u, {k: s[k] for k in keys}, h)
+            scale = list(local.to(ps[0].dtype).unbind())  # the norms are taken: finish this step eagerly
+            self._scaled_step(ps, gs, scale, {k: s[k] for k in keys}, h)
         return True
 
 
@@ -221,6 +225,13 @@ class LAMB(Optimizer):
             F.add_(r, p, alpha=h["weight_decay"])
         return r
 
+    def _apply_ratio(self, p: TensorOrList, m: TensorOrList, v: TensorOrList, ratio: Any,
+                     h: dict[str, Any]) -> None:
+        """The second pass, on a block, a traced symbol or whole lists: :math:`r_t` recomputed from the advanced
+        moments, times the finished per-tensor trust ratio, into the step."""
+        r = self._direction(p, None, {"exp_avg": m, "exp_avg_sq": v}, h)
+        F.add_(p, F.mul_(r, ratio), alpha=-h["lr"])
+
     def _phi(self, w_norm: Tensor, h: dict[str, Any]) -> Tensor:
         return w_norm if h["max_weight_norm"] is None else w_norm.clamp(max=h["max_weight_norm"])
 
@@ -236,7 +247,7 @@ class LAMB(Optimizer):
         recompute :math:`r` block by block and apply it with the finished trust ratios. Reading the moments twice
         (40 bytes per fp32 parameter) beats keeping a model-sized :math:`r` between the passes. Each pass is one
         compiled loop where :mod:`optimlab.kernels` can run it."""
-        if kernels.usable([ps, gs, s["exp_avg"], s["exp_avg_sq"]]) and self._run_compiled(ps, gs, s, h):
+        if self._run_compiled(ps, gs, s, h):
             return
         if not _fast.blockable(ps):
             return super()._run_lists(ps, gs, s, h, tensor_keys)
@@ -257,10 +268,11 @@ class LAMB(Optimizer):
             return
         ratio = B.trust_ratio(self._phi(w2.sqrt(), h), r2.sqrt()).to(ps[0].dtype)
         for (p_b, _, m_b, v_b), owners in plan:
-            r_b = self._direction(p_b, None, {"exp_avg": m_b, "exp_avg_sq": v_b}, h)
-            F.add_(p_b, F.mul_(r_b, list(ratio[owners].unbind())), alpha=-h["lr"])
+            self._apply_ratio(p_b, m_b, v_b, list(ratio[owners].unbind()), h)
 
     def _run_compiled(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
+        if not kernels.usable([ps, gs, s["exp_avg"], s["exp_avg_sq"]]):
+            return False
         adapt = h["layer_adaptation"]
 
         def moments(p: Any, g: Any, m: Any, v: Any) -> list[Any] | None:
@@ -277,14 +289,12 @@ class LAMB(Optimizer):
             return True
         ratio = B.trust_ratio(self._phi(sums[0].sqrt(), h), sums[1].sqrt())
 
-        def apply(p: Any, m: Any, v: Any, ratio: Any) -> None:
-            r = self._direction(p, None, {"exp_avg": m, "exp_avg_sq": v}, h)
-            F.add_(p, F.mul_(r, ratio), alpha=-h["lr"])
-
         lists = [ps, s["exp_avg"], s["exp_avg_sq"]]
+        def apply(p: Any, m: Any, v: Any, ratio: Any) -> None:
+            self._apply_ratio(p, m, v, ratio, h)
+
         if kernels.run(apply, lists, per_tensor=[ratio], readonly=(1, 2)) is False:  # moments advanced: finish
-            r = self._direction(ps, None, {"exp_avg": lists[1], "exp_avg_sq": lists[2]}, h)
-            F.add_(ps, F.mul_(r, list(ratio.to(ps[0].dtype).unbind())), alpha=-h["lr"])
+            self._apply_ratio(ps, lists[1], lists[2], list(ratio.to(ps[0].dtype).unbind()), h)
         return True
 
 

@@ -161,18 +161,27 @@ class SWATS(Optimizer):
         if h["phase"] == SGD:
             rates = -torch.tensor(self._sgd_rates(s, h), dtype=ps[0].dtype, device=ps[0].device)
             for (p_b, g_b, buf_b), owners in _fast.owned_block_plan([ps, gs, s["momentum_buffer"]]):
-                g_b = B.l2_decay(F.neg(g_b) if h["maximize"] else g_b, p_b, h["weight_decay"])
-                d = self._sgd_direction(g_b, {"momentum_buffer": buf_b}, h)
-                F.add_(p_b, F.mul(d, list(rates[owners].unbind())))
+                self._sgd_phase_step(p_b, g_b, buf_b, list(rates[owners].unbind()), h)
             return
         pp = torch.zeros(len(ps), dtype=torch.float64, device=ps[0].device)
         pg = torch.zeros_like(pp)
         for (p_b, g_b, m_b, v_b), owners in _fast.owned_block_plan([ps, gs, s["exp_avg"], s["exp_avg_sq"]]):
-            g_b = B.l2_decay(F.neg(g_b) if h["maximize"] else g_b, p_b, h["weight_decay"])
-            step = self._adam_step_(p_b, g_b, {"exp_avg": m_b, "exp_avg_sq": v_b}, h)
+            step, g_b = self._adam_phase_step(p_b, g_b, m_b, v_b, h)
             _fast.add_piece_dots_(pp, step, step, owners)
             _fast.add_piece_dots_(pg, step, g_b, owners)
         self._maybe_switch(pp.tolist(), pg.tolist(), s, h)
+
+    # Each phase's element-wise part, on a block or a traced symbol (the compiled loop).
+    def _sgd_phase_step(self, p: TensorOrList, g: TensorOrList, buf: TensorOrList, rate: Any,
+                        h: dict[str, Any]) -> None:
+        g = B.l2_decay(F.neg(g) if h["maximize"] else g, p, h["weight_decay"])
+        F.add_(p, F.mul(self._sgd_direction(g, {"momentum_buffer": buf}, h), rate))
+
+    def _adam_phase_step(self, p: TensorOrList, g: TensorOrList, m: TensorOrList, v: TensorOrList,
+                         h: dict[str, Any]) -> tuple[TensorOrList, TensorOrList]:
+        """Adam's step :math:`p_k`, and the gradient it was taken with (decay included), for the dot products."""
+        g = B.l2_decay(F.neg(g) if h["maximize"] else g, p, h["weight_decay"])
+        return self._adam_step_(p, g, {"exp_avg": m, "exp_avg_sq": v}, h), g
 
     def _run_compiled(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
         if h["phase"] == SGD:
@@ -182,8 +191,7 @@ class SWATS(Optimizer):
             rates = -torch.tensor(self._sgd_rates(s, h), dtype=torch.float64)
 
             def sgd(p: Any, g: Any, buf: Any, rate: Any) -> None:
-                g = B.l2_decay(F.neg(g) if h["maximize"] else g, p, h["weight_decay"])
-                F.add_(p, F.mul(self._sgd_direction(g, {"momentum_buffer": buf}, h), rate))
+                self._sgd_phase_step(p, g, buf, rate, h)
 
             return kernels.run(sgd, lists, per_tensor=[rates], readonly=(1,)) is not False
         lists = [ps, gs, s["exp_avg"], s["exp_avg_sq"]]
@@ -191,8 +199,7 @@ class SWATS(Optimizer):
             return False
 
         def adam(p: Any, g: Any, m: Any, v: Any) -> list[Any]:
-            g = B.l2_decay(F.neg(g) if h["maximize"] else g, p, h["weight_decay"])
-            step = self._adam_step_(p, g, {"exp_avg": m, "exp_avg_sq": v}, h)
+            step, g = self._adam_phase_step(p, g, m, v, h)
             return [F.mul(step, step), F.mul(step, g)]
 
         dots = kernels.run(adam, lists, readonly=(1,))
