@@ -27,6 +27,7 @@ def _every_op(x, y, z):
     a = F.add(x, y, alpha=0.3)
     F.add_(a, z, alpha=-2.0)
     F.add_scalar_(a, 0.25)
+    a = torch.sub(torch.add(a, 0.5, alpha=3.0), 0.25, alpha=2.0)  # scalar operands with alpha, as torch has them
     b = F.mul(F.neg(a), 1.5)
     F.mul_(b, y)
     c = F.div(F.sqrt(F.addcmul_(F.add_scalar_(F.mul(z, z), 1.0), z, z, value=0.5)), 3.0)

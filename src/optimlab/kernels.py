@@ -129,10 +129,12 @@ class Sym:
         return self._new("neg", self)
 
     def add(self, other: Any, alpha: float = 1.0) -> Sym:
-        return self._new("add", self, other, alpha) if isinstance(other, Sym) else self._new("adds", self, other)
+        if isinstance(other, Sym):
+            return self._new("add", self, other, alpha)
+        return self._new("adds", self, other * alpha if alpha != 1 else other)  # torch: x + alpha * scalar
 
     def sub(self, other: Any, alpha: float = 1.0) -> Sym:
-        return self.add(other, alpha=-alpha) if isinstance(other, Sym) else self._new("adds", self, -other)
+        return self.add(other, alpha=-alpha)
 
     def mul(self, other: Any) -> Sym:
         return self._new("mul", self, other)
