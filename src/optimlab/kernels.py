@@ -286,7 +286,7 @@ static inline uint16_t bf16_store(float f) {  /* round to nearest even, NaN stay
 
 
 #: The exported entry point: splits the elements into ``nthreads`` equal ranges (inside tensors where needed) and
-#: runs them on POSIX threads, each summing into its own slice of ``red`` (no Python thread, no GIL involved).
+#: runs them on torch's OpenMP team (or POSIX threads), each summing into its own slice of ``red``.
 _DRIVER = """\
 typedef struct { int64_t ntens; const int64_t* off; void* const* ptrs; const double* sc; const double* pt;
                  double* red; int64_t begin, end; } job_t;
@@ -390,7 +390,8 @@ def _source(instrs: Sequence[tuple[str, ...]], stores: Sequence[tuple[int, str]]
 # -- compiling and caching ------------------------------------------------------------------------------------
 _enabled = os.environ.get("OPTIMLAB_KERNELS", "1").strip().lower() not in ("0", "false", "off", "no")
 _lock = threading.Lock()
-_loaded: dict[str, Callable[..., None] | None] = {}
+_loaded: dict[tuple[Any, ...], Callable[..., None] | None] = {}  # None: this kernel failed to compile
+_MISSING = object()
 _compiler: list[str] | None = None
 _compiler_id: str | None = None
 _omp: str | None = None
@@ -478,14 +479,22 @@ def _cpu_id() -> str:
         return platform.processor() or platform.machine()
 
 
-def _load(source: str) -> Callable[..., None] | None:
+def _load(structure: tuple[Any, ...], make_source: Callable[[], str]) -> Callable[..., None] | None:
+    """The kernel for a traced rule's ``structure`` (everything its C depends on): from this process's table, or
+    loaded from the disk cache, or compiled into it. The source is written and hashed only on a table miss, not on
+    every step."""
     cc = compiler()
     if cc is None:
         return None
-    key = hashlib.sha256("\0".join([source, _compiler_id or "", " ".join(_flags())]).encode()).hexdigest()[:24]
+    structure = (*structure, _compiler_id, _openmp_library())
+    fn = _loaded.get(structure, _MISSING)
+    if fn is not _MISSING:
+        return fn
     with _lock:
-        if key in _loaded:
-            return _loaded[key]
+        if structure in _loaded:
+            return _loaded[structure]
+        source = make_source()
+        key = hashlib.sha256("\0".join([source, _compiler_id or "", " ".join(_flags())]).encode()).hexdigest()[:24]
         directory = cache_dir()
         so = directory / f"optimlab_{key}.so"
         fn = None
@@ -521,7 +530,7 @@ def _load(source: str) -> Callable[..., None] | None:
             detail = getattr(exc, "stderr", "") or str(exc)
             warnings.warn(f"optimlab: compiling a kernel failed, using the eager path instead: {detail[:500]}",
                           RuntimeWarning, stacklevel=4)
-        _loaded[key] = fn
+        _loaded[structure] = fn
         return fn
 
 
@@ -575,8 +584,10 @@ def run(rule: Callable[..., Sequence[Sym] | None], lists: Sequence[Sequence[Tens
         return False
     stores = [(j, s.node) for j, s in enumerate(syms) if s.node != start[j]]
     dtypes = [lst[0].dtype for lst in lists]
-    source = _source(trace.instrs, stores, sum_nodes, dtypes, len(trace.scalars), len(per_tensor))
-    fn = _load(source)
+    structure = (tuple(trace.instrs), tuple(stores), tuple(sum_nodes), tuple(dtypes), len(trace.scalars),
+                 len(per_tensor))
+    fn = _load(structure, lambda: _source(trace.instrs, stores, sum_nodes, dtypes, len(trace.scalars),
+                                          len(per_tensor)))
     if fn is None:
         return False
     n = len(lists[0])
