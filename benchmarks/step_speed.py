@@ -105,7 +105,7 @@ def _probe_tensors(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def probe_gbs(n: int, reps: int = 7) -> float:
     """STREAM-style bandwidth: in-place ``a.add_(b)`` over ``n`` fp32 elements (12 B each), best of reps."""
-    a, b = torch.randn(n), torch.randn(n)
+    a, b = _probe_tensors(n)
     a.add_(b)
     best = math.inf
     for _ in range(reps):
