@@ -453,17 +453,6 @@ def test_blocked_path_is_taken(tiny_blocks, monkeypatch):
         assert calls, name
 
 
-def test_swats_blocked_path_through_the_switch(tiny_blocks):
-    """SWATS's blocked path across the switch (per-tensor dot products summed over pieces, then the SGD phase)."""
-    info = BY_NAME["swats"]
-    cfg = dict(lr=0.01, switch_tol=1.0, weight_decay=0.01)
-    pa, oa = _trajectory(info, cfg, foreach=False, steps=12)
-    pb, ob = _trajectory(info, cfg, foreach=True, steps=12)
-    assert oa.phase == ob.phase == "sgd" and oa.switch_steps == ob.switch_steps
-    for a, b in zip(pa, pb, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
-
-
 COMPILED = ("rmsprop", "nadam", "radam", "adabound", "amsbound", "lamb", "lars", "swats", "sgdw")
 
 
@@ -478,16 +467,23 @@ def test_compiled_kernel_is_used(name):
     assert kernels.stats()["runs"] > runs
 
 
-def test_swats_compiled_path_through_the_switch():
-    """SWATS's compiled path across the switch (per-tensor dot products from the kernel, then the SGD phase)."""
-    if not kernels.enabled():
+@pytest.mark.parametrize("path", ["blocked", "compiled"])
+def test_swats_fast_paths_through_the_switch(path, request):
+    """SWATS across the switch, eagerly on blocks (per-tensor dot products summed over pieces) and compiled (the
+    dot products from the kernel), then the SGD phase: both equal the plain loop."""
+    if path == "blocked":
+        request.getfixturevalue("tiny_blocks")
+    elif not kernels.enabled():
         pytest.skip("no C compiler: compiled kernels are off")
     info = BY_NAME["swats"]
     cfg = dict(lr=0.01, switch_tol=1.0, weight_decay=0.01)
     pa, oa = _trajectory(info, cfg, foreach=False, steps=12)
     runs = kernels.stats()["runs"]
     pb, ob = _trajectory(info, cfg, foreach=True, steps=12)
-    assert kernels.stats()["runs"] - runs >= 11  # every step but the one that creates the momentum buffer
+    if path == "compiled":
+        assert kernels.stats()["runs"] - runs >= 11  # every step but the one that creates the momentum buffer
+    else:
+        assert kernels.stats()["runs"] == runs
     assert oa.phase == ob.phase == "sgd" and oa.switch_steps == ob.switch_steps
     for a, b in zip(pa, pb, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
