@@ -29,8 +29,8 @@ step of a freshly constructed optimizer. The probe runs once after every timed s
 row's bound uses the median of the probes taken during its own timing, so the load from other tenants of a
 shared machine affects a row's time and its bound alike.
 
-optimlab's fast paths (see ``optimlab/kernels.py`` and ``optimlab/_fast.py``): torch's fused kernels where the
-algorithm is torch's (SGD, Adam, AdamW, AMSGrad, Adagrad, RAdam's rectified steps); every other rule runs as
+optimlab's fast paths (see ``optimlab/core/kernels.py`` and ``optimlab/core/blocked.py``): torch's fused kernels
+where the algorithm is torch's (SGD, Adam, AdamW, AMSGrad, Adagrad, RAdam's rectified steps); every other rule runs as
 one compiled loop per phase, traced from the rule itself and compiled with the system's C compiler. The run
 uses a fresh kernel cache unless ``--warm-cache``, so Table 2's first step includes compiling.
 SWATS is timed in each phase with every implementation in the same phase (``SWATS(adam)``, ``SWATS(sgd)``).
@@ -447,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     gbs0 = probe_gbs(n)
     print(f"bandwidth probe (in-place add, 12 B/elem): {gbs0:.1f} GB/s -> Adam bound (28 B/param) "
           f"{28 * n / gbs0 / 1e6:.2f} ms")
-    kernels = sys.modules.get("optimlab.kernels")
+    kernels = sys.modules.get("optimlab.core.kernels")
     if kernels is not None:
         cc = kernels.compiler()
         print(f"optimlab kernels: {'on' if kernels.enabled() else 'off'}; compiler "

@@ -1,4 +1,4 @@
-"""optimlab.kernels: tracing a rule, the C it becomes, and every way back to the eager path."""
+"""optimlab.core.kernels: tracing a rule, the C it becomes, and every way back to the eager path."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import optimlab
-from optimlab import _ops as F
-from optimlab import kernels
+from optimlab.core import kernels
+from optimlab.core import ops as F
 
 needs_compiler = pytest.mark.skipif(not kernels.enabled(), reason="no C compiler: compiled kernels are off")
 
@@ -21,7 +21,7 @@ def _tensors(n: int, sizes: tuple[int, ...], dtype: torch.dtype, seed: int = 0) 
 
 
 def _every_op(x, y, z):
-    """Each operation a rule may use, through :mod:`optimlab._ops` (the functions rules are written with).
+    """Each operation a rule may use, through :mod:`optimlab.core.ops` (the functions rules are written with).
     Denominators are kept away from zero, so the result is well conditioned and round-off stays at a few ulps
     of the intermediates (|x| < 10): the kernel may contract ``a + b*c`` into one FMA where torch does not."""
     a = F.add(x, y, alpha=0.3)
@@ -247,7 +247,7 @@ def test_processes_compiling_the_same_kernel_at_once(tmp_path):
 
     code = textwrap.dedent("""
         import warnings, torch, optimlab
-        from optimlab import kernels
+        from optimlab.core import kernels
         warnings.simplefilter("error")
         p = torch.nn.Parameter(torch.ones(1000))
         p.grad = torch.full((1000,), 0.5)

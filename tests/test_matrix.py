@@ -14,7 +14,7 @@ from optim_db import BY_NAME, CASES, DB, case_id
 from problems import loss_at, make_params, run
 
 import optimlab
-from optimlab import kernels
+from optimlab.core import kernels
 
 ALL = pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
 INFOS = pytest.mark.parametrize("info", DB, ids=[i.name for i in DB])
@@ -80,7 +80,7 @@ def _trajectory(info, cfg, foreach, dtype=torch.float64, steps=10, skip_every=No
 
 @pytest.fixture(params=["compiled", "eager"])
 def fast_path(request, monkeypatch):
-    """Run the list path twice: with compiled kernels (:mod:`optimlab.kernels`), and eager (no compiler)."""
+    """Run the list path twice: with compiled kernels (:mod:`optimlab.core.kernels`), and eager (no compiler)."""
     if request.param == "eager":
         monkeypatch.setattr(kernels, "_enabled", False)
     elif not kernels.enabled():
@@ -421,7 +421,7 @@ def test_cuda_matches_cpu(case):
 def tiny_blocks(monkeypatch):
     """Make the cache-blocked eager path run on these tiny problems: blocks of 7 elements, no minimum size, no
     compiled kernels."""
-    from optimlab import _fast
+    from optimlab.core import blocked as _fast
 
     monkeypatch.setattr(kernels, "_enabled", False)
     monkeypatch.setattr(_fast, "DEFAULT_BLOCK_ELEMS", 7)
@@ -442,7 +442,7 @@ def test_blocked_path_equals_plain_loop(case, tiny_blocks):
 
 
 def test_blocked_path_is_taken(tiny_blocks, monkeypatch):
-    from optimlab import _fast
+    from optimlab.core import blocked as _fast
 
     calls = []
     real = _fast.owned_block_plan

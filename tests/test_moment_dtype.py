@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import optimlab
-from optimlab import kernels
+from optimlab.core import kernels
 
 CLASSES = ["Adam", "AdamW", "NAdam", "RAdam", "AdaBound", "AMSBound"]
 

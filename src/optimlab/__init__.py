@@ -1,6 +1,9 @@
 """optimlab: deep-learning optimizers after Adam, faithful to their papers, and a lab to compare them.
 
-Every optimizer is a drop-in :class:`torch.optim.Optimizer`::
+Every optimizer is a drop-in :class:`torch.optim.Optimizer`. The package is laid out as the design:
+``optimlab.algorithms`` (the update rules, by family), ``optimlab.core`` (the engine they run on: base class,
+building blocks, ops, fast paths and kernels), ``optimlab.wrappers``, ``optimlab.schedules``, ``optimlab.lr_finder``
+and, on top, the lab (``optimlab.lab``), which imports the library and never the reverse::
 
     import optimlab
     opt = optimlab.LAMB(model.parameters(), lr=1e-3, weight_decay=0.01)
@@ -8,16 +11,24 @@ Every optimizer is a drop-in :class:`torch.optim.Optimizer`::
 """
 
 from . import schedules
-from .adabound import AdaBound, AMSBound
-from .adagrad import Adagrad
-from .adam import Adam, AdamW, NAdam, RAdam
-from .base import Optimizer
-from .layerwise import LAMB, LARS
+from .algorithms import (
+    LAMB,
+    LARS,
+    SGD,
+    SGDW,
+    SWATS,
+    AdaBound,
+    Adagrad,
+    Adam,
+    AdamW,
+    AMSBound,
+    NAdam,
+    RAdam,
+    RMSprop,
+)
+from .core import Optimizer
 from .lr_finder import LRFinderResult, lr_find
 from .registry import OPTIMIZERS, create_optimizer, no_decay_param_groups, register_optimizer
-from .rmsprop import RMSprop
-from .sgd import SGD, SGDW
-from .swats import SWATS
 from .wrappers import EMA, SWA, GradientNoise, Lookahead, OptimizerWrapper, update_bn
 
 __version__ = "0.1.0"

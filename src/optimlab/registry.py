@@ -9,13 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .adabound import AdaBound, AMSBound
-from .adagrad import Adagrad
-from .adam import Adam, AdamW, NAdam, RAdam
-from .layerwise import LAMB, LARS
-from .rmsprop import RMSprop
-from .sgd import SGD, SGDW
-from .swats import SWATS
+from .algorithms import LAMB, LARS, SGD, SGDW, SWATS, AdaBound, Adagrad, Adam, AdamW, AMSBound, NAdam, RAdam, RMSprop
 
 __all__ = ["OPTIMIZERS", "OptimizerSpec", "create_optimizer", "no_decay_param_groups", "register_optimizer"]
 

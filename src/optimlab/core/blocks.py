@@ -2,7 +2,7 @@
 
 Adam = momentum (``ema_``) + RMSProp (``ema_sq_``) + ``bias_correction``; AdamW = Adam + ``decoupled_decay_``;
 AMSGrad = Adam + ``amsgrad_max_``; LAMB/LARS = Adam/SGDM + ``trust_ratio``. Each block takes a tensor or a list of
-tensors (see :mod:`optimlab._ops`) and never writes into the gradient it is given.
+tensors (see :mod:`optimlab.core.ops`) and never writes into the gradient it is given.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import _ops as F
-from ._ops import TensorOrList
+from . import ops as F
+from .ops import TensorOrList
 
 __all__ = [
     "adam_denominator",

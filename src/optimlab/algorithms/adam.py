@@ -7,12 +7,12 @@ from typing import Any
 
 import torch
 
-from . import _blocks as B
-from . import _fast
-from . import _ops as F
-from . import _validation as V
-from ._ops import TensorOrList
-from .base import Optimizer, ParamsT, _get_scalar_dtype, new_step
+from ..core import blocked
+from ..core import blocks as B
+from ..core import ops as F
+from ..core import validation as V
+from ..core.base import Optimizer, ParamsT, _get_scalar_dtype, new_step
+from ..core.ops import TensorOrList
 
 __all__ = ["Adam", "AdamW", "NAdam", "RAdam"]
 
@@ -42,7 +42,7 @@ class _AdamBase(Optimizer):
         :math:`\theta \\mathrel{-}= \frac{lr}{1-\beta_1^t} m / (\\sqrt{v}/\\sqrt{1-\beta_2^t} + eps)`, for any rule
         of that shape (``lr`` and ``eps`` rescaled by the caller). Decoupled decay of the rule's own size is
         obtained by rescaling the kernel's ``weight_decay`` (the kernel decays by ``lr * weight_decay``)."""
-        if not _fast.fused_kernels_support(ps) or lr <= 0:
+        if not blocked.fused_kernels_support(ps) or lr <= 0:
             return False
         weight_decay = h["weight_decay"]
         if h["decoupled_weight_decay"]:

@@ -6,12 +6,12 @@ from typing import Any
 
 import torch
 
-from . import _blocks as B
-from . import _ops as F
-from . import _validation as V
-from ._ops import TensorOrList
+from ..core import blocks as B
+from ..core import ops as F
+from ..core import validation as V
+from ..core.base import ParamsT
+from ..core.ops import TensorOrList
 from .adam import _AdamBase
-from .base import ParamsT
 
 __all__ = ["AMSBound", "AdaBound"]
 

@@ -7,12 +7,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import _blocks as B
-from . import _fast, kernels
-from . import _ops as F
-from . import _validation as V
-from ._ops import TensorOrList
-from .base import Optimizer, ParamsT, new_step
+from ..core import blocked, kernels
+from ..core import blocks as B
+from ..core import ops as F
+from ..core import validation as V
+from ..core.base import Optimizer, ParamsT, new_step
+from ..core.ops import TensorOrList
 
 __all__ = ["LAMB", "LARS"]
 
@@ -114,24 +114,24 @@ class LARS(Optimizer):
     def _run_lists(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
                    tensor_keys: list[str]) -> None:
         """Two passes: the layers' norms, then the element-wise update with the finished ratios; each pass one
-        compiled loop (:mod:`optimlab.kernels`), else eager on cache-sized blocks."""
+        compiled loop (:mod:`optimlab.core.kernels`), else eager on cache-sized blocks."""
         keys = [k for k in tensor_keys if k in s]
         if self._run_compiled(ps, gs, s, h, keys):
             return
-        if not _fast.blockable(ps):
+        if not blocked.blockable(ps):
             return super()._run_lists(ps, gs, s, h, tensor_keys)
         n = len(ps)
-        plan = _fast.owned_block_plan([ps, gs, *(s[k] for k in keys)])
+        plan = blocked.owned_block_plan([ps, gs, *(s[k] for k in keys)])
         local: list[Tensor] | None = None
         if h["layer_adaptation"]:
             acc = _acc_dtype(ps[0])
             w2, g2, u2 = (torch.zeros(n, dtype=acc, device=ps[0].device) for _ in range(3))
             for (p_b, g_b, *_), owners in plan:
                 g_b = F.neg(g_b) if h["maximize"] else g_b
-                _fast.add_piece_sq_norms_(w2, p_b, owners)
-                _fast.add_piece_sq_norms_(g2, g_b, owners)
+                blocked.add_piece_sq_norms_(w2, p_b, owners)
+                blocked.add_piece_sq_norms_(g2, g_b, owners)
                 if h["trust_denominator"] == "norm":
-                    _fast.add_piece_sq_norms_(u2, B.l2_decay(g_b, p_b, h["weight_decay"]), owners)
+                    blocked.add_piece_sq_norms_(u2, B.l2_decay(g_b, p_b, h["weight_decay"]), owners)
             local = self._local_lr_from_norms(w2.sqrt(), g2.sqrt(), u2.sqrt(), h).to(ps[0].dtype)
         for (p_b, g_b, *st_b), owners in plan:
             scale = list(local[owners].unbind()) if local is not None else h["lr"]
@@ -246,13 +246,13 @@ class LAMB(Optimizer):
         """Blocked in two passes: advance the moments and sum the layers' norms of :math:`w` and :math:`r`, then
         recompute :math:`r` block by block and apply it with the finished trust ratios. Reading the moments twice
         (40 bytes per fp32 parameter) beats keeping a model-sized :math:`r` between the passes. Each pass is one
-        compiled loop where :mod:`optimlab.kernels` can run it."""
+        compiled loop where :mod:`optimlab.core.kernels` can run it."""
         if self._run_compiled(ps, gs, s, h):
             return
-        if not _fast.blockable(ps):
+        if not blocked.blockable(ps):
             return super()._run_lists(ps, gs, s, h, tensor_keys)
         n = len(ps)
-        plan = _fast.owned_block_plan([ps, gs, s["exp_avg"], s["exp_avg_sq"]])
+        plan = blocked.owned_block_plan([ps, gs, s["exp_avg"], s["exp_avg_sq"]])
         acc = _acc_dtype(ps[0])
         w2, r2 = torch.zeros(n, dtype=acc, device=ps[0].device), torch.zeros(n, dtype=acc, device=ps[0].device)
         adapt = h["layer_adaptation"]
@@ -262,8 +262,8 @@ class LAMB(Optimizer):
             if not adapt:
                 F.add_(p_b, r_b, alpha=-h["lr"])
                 continue
-            _fast.add_piece_sq_norms_(w2, p_b, owners)
-            _fast.add_piece_sq_norms_(r2, r_b, owners)
+            blocked.add_piece_sq_norms_(w2, p_b, owners)
+            blocked.add_piece_sq_norms_(r2, r_b, owners)
         if not adapt:
             return
         ratio = B.trust_ratio(self._phi(w2.sqrt(), h), r2.sqrt()).to(ps[0].dtype)

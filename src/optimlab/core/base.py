@@ -28,10 +28,10 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
-from . import _fast, kernels
-from . import _ops as F
-from . import _validation as V
-from ._ops import TensorOrList
+from . import blocked, kernels
+from . import ops as F
+from . import validation as V
+from .ops import TensorOrList
 
 __all__ = ["Optimizer", "ParamsT", "new_step"]
 
@@ -236,7 +236,7 @@ class Optimizer(torch.optim.Optimizer):
     def _run_lists(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
                    tensor_keys: list[str]) -> None:
         """The fast path: torch's fused kernel where the algorithm maps onto one, else the rule on cache-sized
-        blocks where it is element-wise, else the rule on whole lists (see :mod:`optimlab._fast`)."""
+        blocks where it is element-wise, else the rule on whole lists (see :mod:`optimlab.core.blocked`)."""
         mixed = any(s[k][0].dtype != ps[0].dtype for k in tensor_keys)  # moments stored in lower precision
         if not mixed and self._fused(ps, gs, s, h):
             return
@@ -247,16 +247,16 @@ class Optimizer(torch.optim.Optimizer):
             with _working_copies(s, tensor_keys, ps[0].dtype):
                 self._apply(ps, gs, s, h)
             return
-        if not self._elementwise or self._creates_state(s, h) or not _fast.blockable(ps):
+        if not self._elementwise or self._creates_state(s, h) or not blocked.blockable(ps):
             self._apply(ps, gs, s, h)
             return
         scalars = {k: v for k, v in s.items() if k not in tensor_keys}
-        for block in _fast.block_plan([ps, gs, *(s[k] for k in tensor_keys)]):
+        for block in blocked.block_plan([ps, gs, *(s[k] for k in tensor_keys)]):
             self._apply(block[0], block[1], {**scalars, **dict(zip(tensor_keys, block[2:], strict=True))}, h)
 
     def _compiled(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
                   tensor_keys: list[str]) -> bool:
-        """Run the rule as one compiled loop (see :mod:`optimlab.kernels`); False if it cannot be."""
+        """Run the rule as one compiled loop (see :mod:`optimlab.core.kernels`); False if it cannot be."""
         lists = [ps, gs, *(s[k] for k in tensor_keys)]
         if not kernels.usable(lists):
             return False

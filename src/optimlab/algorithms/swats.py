@@ -7,12 +7,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import _blocks as B
-from . import _fast, kernels
-from . import _ops as F
-from . import _validation as V
-from ._ops import TensorOrList
-from .base import Optimizer, ParamsT, _get_scalar_dtype, new_step
+from ..core import blocked, kernels
+from ..core import blocks as B
+from ..core import ops as F
+from ..core import validation as V
+from ..core.base import Optimizer, ParamsT, _get_scalar_dtype, new_step
+from ..core.ops import TensorOrList
 
 __all__ = ["SWATS"]
 
@@ -22,7 +22,7 @@ ADAM, SGD = 0.0, 1.0
 def _dot(a: TensorOrList, b: TensorOrList) -> list[Tensor]:
     """Per-tensor inner products :math:`a^\\top b` as 0-d tensors."""
     pairs = list(zip(a, b, strict=True)) if isinstance(a, list) else [(a, b)]
-    if _fast.is_plain([x for x, _ in pairs]):
+    if blocked.is_plain([x for x, _ in pairs]):
         return [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in pairs]  # no product-sized temporary
     return [torch.sum(x * y) for x, y in pairs]  # DTensor shards (possibly uneven): reduced across ranks
 
@@ -150,25 +150,25 @@ class SWATS(Optimizer):
 
     def _run_lists(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
                    tensor_keys: list[str]) -> None:
-        """One compiled loop (:mod:`optimlab.kernels`) or, eagerly, cache-sized blocks: the element-wise parts,
+        """One compiled loop (:mod:`optimlab.core.kernels`) or, eagerly, cache-sized blocks: the element-wise parts,
         with the dot products summed over each tensor."""
         if h["phase"] == SGD and "momentum_buffer" not in s:
             return super()._run_lists(ps, gs, s, h, tensor_keys)
         if self._run_compiled(ps, gs, s, h):
             return
-        if not _fast.blockable(ps):
+        if not blocked.blockable(ps):
             return super()._run_lists(ps, gs, s, h, tensor_keys)
         if h["phase"] == SGD:
             rates = -torch.tensor(self._sgd_rates(s, h), dtype=ps[0].dtype, device=ps[0].device)
-            for (p_b, g_b, buf_b), owners in _fast.owned_block_plan([ps, gs, s["momentum_buffer"]]):
+            for (p_b, g_b, buf_b), owners in blocked.owned_block_plan([ps, gs, s["momentum_buffer"]]):
                 self._sgd_phase_step(p_b, g_b, buf_b, list(rates[owners].unbind()), h)
             return
         pp = torch.zeros(len(ps), dtype=torch.float64, device=ps[0].device)
         pg = torch.zeros_like(pp)
-        for (p_b, g_b, m_b, v_b), owners in _fast.owned_block_plan([ps, gs, s["exp_avg"], s["exp_avg_sq"]]):
+        for (p_b, g_b, m_b, v_b), owners in blocked.owned_block_plan([ps, gs, s["exp_avg"], s["exp_avg_sq"]]):
             step, g_b = self._adam_phase_step(p_b, g_b, m_b, v_b, h)
-            _fast.add_piece_dots_(pp, step, step, owners)
-            _fast.add_piece_dots_(pg, step, g_b, owners)
+            blocked.add_piece_dots_(pp, step, step, owners)
+            blocked.add_piece_dots_(pg, step, g_b, owners)
         self._maybe_switch(pp.tolist(), pg.tolist(), s, h)
 
     # Each phase's element-wise part, on a block or a traced symbol (the compiled loop).

@@ -3,7 +3,7 @@
 Why. An optimizer step is bound by memory bandwidth, and an eager rule makes one pass per operation. torch has
 single-pass (fused) kernels only for its own SGD, Adam, AdamW and Adagrad. For every other rule optimlab
 *traces* the same ``_update`` it runs eagerly: the rule is called once with symbolic tensors (:class:`Sym`)
-that record each operation of :mod:`optimlab._ops` instead of computing it. The record is turned into one C
+that record each operation of :mod:`optimlab.core.ops` instead of computing it. The record is turned into one C
 loop (load each parameter, gradient and state element once, compute, store), compiled with the system's C
 compiler, cached on disk and called through :mod:`ctypes` on the tensors' memory. The rule is still written
 once; the kernel is what the rule *is*, element by element.
@@ -103,7 +103,7 @@ class _Trace:
 
 
 class Sym:
-    """A symbolic tensor: each operation on it (the subset of torch's API that :mod:`optimlab._ops` uses on a
+    """A symbolic tensor: each operation on it (the subset of torch's API that :mod:`optimlab.core.ops` uses on a
     single tensor) appends one instruction to its trace instead of computing anything. In-place methods rebind
     the symbol to the new value, so aliasing in the rule (``m = ema_(s["exp_avg"], g, beta)``) is preserved."""
 

@@ -6,12 +6,12 @@ from typing import Any
 
 import torch
 
-from . import _blocks as B
-from . import _fast
-from . import _ops as F
-from . import _validation as V
-from ._ops import TensorOrList
-from .base import Optimizer, ParamsT, new_step
+from ..core import blocked
+from ..core import blocks as B
+from ..core import ops as F
+from ..core import validation as V
+from ..core.base import Optimizer, ParamsT, new_step
+from ..core.ops import TensorOrList
 
 __all__ = ["Adagrad"]
 
@@ -64,7 +64,7 @@ class Adagrad(Optimizer):
     _elementwise = True
 
     def _fused(self, ps: list[torch.Tensor], gs: list[torch.Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
-        if not _fast.fused_kernels_support(ps):
+        if not blocked.fused_kernels_support(ps):
             return False
         torch._fused_adagrad_(ps, gs, s["sum"], s["step"], lr=h["lr"], lr_decay=h["lr_decay"],
                               weight_decay=h["weight_decay"], eps=h["eps"], maximize=h["maximize"])

@@ -7,12 +7,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import _blocks as B
-from . import _fast, kernels
-from . import _ops as F
-from . import _validation as V
-from ._ops import TensorOrList
-from .base import Optimizer, ParamsT
+from ..core import blocked, kernels
+from ..core import blocks as B
+from ..core import ops as F
+from ..core import validation as V
+from ..core.base import Optimizer, ParamsT
+from ..core.ops import TensorOrList
 
 __all__ = ["SGD", "SGDW"]
 
@@ -66,7 +66,7 @@ class SGD(Optimizer):
 
     def _fused(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
         # torch's fused SGD kernel is this rule in one pass (it copies the gradient into a new buffer on step 1).
-        if not _fast.fused_kernels_support(ps):
+        if not blocked.fused_kernels_support(ps):
             return False
         first = h["momentum"] != 0 and "momentum_buffer" not in s
         if first:
@@ -132,7 +132,7 @@ class SGDW(SGD):
     def _fused(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
         # One compiled loop where it can run (the base class tries it next); else, per cache-sized block, the decay
         # and then torch's fused SGD kernel (without L2) on the same block.
-        if not _fast.fused_kernels_support(ps):
+        if not blocked.fused_kernels_support(ps):
             return False
         first = h["momentum"] != 0 and "momentum_buffer" not in s
         if not first and kernels.usable([ps, gs, *([s["momentum_buffer"]] if "momentum_buffer" in s else [])]):
@@ -140,7 +140,7 @@ class SGDW(SGD):
         if first:
             s["momentum_buffer"] = [torch.empty_like(p, memory_format=torch.preserve_format) for p in ps]
         lists = [ps, gs, *([s["momentum_buffer"]] if "momentum_buffer" in s else [])]
-        for block in _fast.block_plan(lists) if _fast.blockable(ps) else [lists]:
+        for block in blocked.block_plan(lists) if blocked.blockable(ps) else [lists]:
             B.decoupled_decay_(block[0], h)
             self._fused_sgd(block[0], block[1], block[2] if len(block) > 2 else [], h, first, weight_decay=0.0)
         return True

@@ -6,11 +6,11 @@ from typing import Any
 
 import torch
 
-from . import _blocks as B
-from . import _ops as F
-from . import _validation as V
-from ._ops import TensorOrList
-from .base import Optimizer, ParamsT, new_step
+from ..core import blocks as B
+from ..core import ops as F
+from ..core import validation as V
+from ..core.base import Optimizer, ParamsT, new_step
+from ..core.ops import TensorOrList
 
 __all__ = ["RMSprop"]
 

@@ -1,6 +1,6 @@
 """Cache-blocked execution of a list (``foreach``) update rule: the eager fast path that needs no compiler.
 
-Since :mod:`optimlab.kernels`, CPU rules run as one compiled loop where a C compiler exists; this module is the
+Since :mod:`optimlab.core.kernels`, CPU rules run as one compiled loop where a C compiler exists; this module is the
 path for everything else (no compiler, ``OPTIMLAB_KERNELS=0``, bfloat16/float16 parameters, non-contiguous
 tensors) and, with torch's fused kernels, the one that needs nothing but torch.
 

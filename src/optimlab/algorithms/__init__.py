@@ -1,0 +1,15 @@
+"""The algorithms, one module per family, each a few lines of composition over :mod:`optimlab.core.blocks`.
+
+Every class is re-exported at the top level (``optimlab.Adam``); import from there.
+"""
+
+from .adabound import AdaBound, AMSBound
+from .adagrad import Adagrad
+from .adam import Adam, AdamW, NAdam, RAdam
+from .layerwise import LAMB, LARS
+from .rmsprop import RMSprop
+from .sgd import SGD, SGDW
+from .swats import SWATS
+
+__all__ = ["AMSBound", "AdaBound", "Adagrad", "Adam", "AdamW", "LAMB", "LARS", "NAdam", "RAdam", "RMSprop", "SGD",
+           "SGDW", "SWATS"]
