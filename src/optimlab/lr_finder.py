@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from .wrappers._base import OptimizerWrapper
+
 __all__ = ["LRFinderResult", "lr_find"]
 
 _MODES = ("exp", "linear")
@@ -166,8 +168,39 @@ def _restore(original: Any, saved: Any) -> Any:
     return copy.deepcopy(saved)
 
 
+def _restore_entry(entry: dict[str, Any], saved: dict[str, Any]) -> None:
+    """Reset a state dict (per-parameter state) to ``saved``: tensors refilled in place, keys added since removed."""
+    for k in [k for k in entry if k not in saved]:
+        del entry[k]
+    for k, v in saved.items():
+        entry[k] = _restore(entry[k], v) if k in entry else _snap(v)
+
+
+class _WrapperCheckpoint:
+    """An optimlab wrapper's own state (slow weights, averages, counters, RNG state), restored in place."""
+
+    def __init__(self, wrapper: OptimizerWrapper) -> None:
+        self.wrapper = wrapper
+        self.entries = {p: (entry, {k: _snap(v) for k, v in entry.items()})
+                        for p, entry in wrapper.wrapper_state.items()}
+        self.extra = _snap({**wrapper._hyperparameters(), **wrapper._extra_state_dict()})
+
+    def restore(self) -> None:
+        state = self.wrapper.wrapper_state
+        for p in [p for p in state if p not in self.entries]:
+            del state[p]
+        for p, (entry, saved) in self.entries.items():
+            _restore_entry(entry, saved)
+            state[p] = entry
+        self.wrapper._load_extra_state_dict(_snap(self.extra))
+
+
 class _Checkpoint:
-    """An in-memory copy of everything ``lr_find`` changes, restored bit for bit with :meth:`restore`."""
+    """An in-memory copy of everything ``lr_find`` changes, restored bit for bit with :meth:`restore`.
+
+    For a wrapper stack (Lookahead, GradientNoise, SWA, EMA, in any order and depth) each wrapper's own state is
+    restored too; an optimizer of another kind whose ``state_dict()`` holds more than ``state`` and
+    ``param_groups`` gets that ``state_dict()`` back with ``load_state_dict`` (so everything it saves is restored)."""
 
     def __init__(self, model: nn.Module, optimizer: Optimizer, scaler: Any) -> None:
         tensors: dict[int, torch.Tensor] = {}
@@ -182,6 +215,16 @@ class _Checkpoint:
         ]
         self.training = [(m, m.training) for m in model.modules()]
         self.optimizer = optimizer
+        self.wrappers: list[_WrapperCheckpoint] = []
+        inner = optimizer
+        while isinstance(inner, OptimizerWrapper):
+            self.wrappers.append(_WrapperCheckpoint(inner))
+            inner = inner.optimizer
+        self.inner = inner
+        inner_sd = None if isinstance(inner, torch.optim.Optimizer) and type(inner).state_dict is \
+            torch.optim.Optimizer.state_dict else inner.state_dict()
+        self.inner_extra = None if inner_sd is None or set(inner_sd) <= {"state", "param_groups"} else \
+            copy.deepcopy(inner_sd)
         self.opt_state = {p: (s, {k: _snap(v) for k, v in s.items()}) for p, s in optimizer.state.items()}
         self.groups = [
             {k: (v, _snap(v)) for k, v in group.items() if k != "params"} for group in optimizer.param_groups
@@ -208,16 +251,17 @@ class _Checkpoint:
             if p not in self.opt_state:
                 del state[p]
         for p, (entry, saved) in self.opt_state.items():
-            for k in [k for k in entry if k not in saved]:
-                del entry[k]
-            for k, v in saved.items():
-                entry[k] = _restore(entry[k], v) if k in entry else _snap(v)
+            _restore_entry(entry, saved)
             state[p] = entry
         for group, saved in zip(self.optimizer.param_groups, self.groups, strict=True):
             for k in [k for k in group if k != "params" and k not in saved]:
                 del group[k]
             for k, (original, snap) in saved.items():
                 group[k] = _restore(original, snap)
+        for wrapper in self.wrappers:
+            wrapper.restore()
+        if self.inner_extra is not None:
+            self.inner.load_state_dict(copy.deepcopy(self.inner_extra))
         if self.scaler is not None and self.scaler_state is not None:
             for k, (original, snap) in self.scaler_state.items():
                 setattr(self.scaler, k, _restore(original, snap))
@@ -323,9 +367,11 @@ def lr_find(
 
     Restoration: the parameters, buffers (BatchNorm running stats and ``num_batches_tracked`` included) and
     ``.grad`` of the model and of every parameter of the optimizer, each module's train/eval flag, the
-    optimizer's ``state`` and every param-group entry, the ``grad_scaler``'s state and the global RNGs (torch
-    CPU, CUDA if initialised, Python ``random``, NumPy) are saved in memory before the sweep and restored in a
-    ``finally`` block, whatever happens (divergence, NaN, an exception, which then propagates). Tensors are
+    optimizer's ``state`` and every param-group entry, the own state of every wrapper in a wrapper stack (slow
+    weights, averages, counters, the noise generator: everything its ``state_dict()`` holds), the
+    ``grad_scaler``'s state and the global RNGs (torch CPU, CUDA if initialised, Python ``random``, NumPy) are saved
+    in memory before the sweep and restored in a ``finally`` block, whatever happens (divergence, NaN, an
+    exception, which then propagates). Tensors are
     restored with ``copy_`` into the original objects, so outside references stay valid. Memory cost: one copy
     of the model and of the optimizer state.
 

@@ -32,10 +32,13 @@ class AdaBound(_AdamBase):
         \theta_t &= \theta_{t-1} - \operatorname{clip}\!\left(\frac{\alpha_t}{\sqrt{v_t} + \epsilon},
             \eta_l(t), \eta_u(t)\right) m_t
 
-    ``final_lr`` is scaled by :math:`\gamma_t/\gamma_0` (current lr over the group's ``initial_lr``) so an lr
-    schedule moves the bounds too, as in the reference. Unlike the reference, :math:`\gamma_0` is part of the
-    param group and so of the ``state_dict`` (the reference keeps ``base_lr`` outside it, so a resumed run silently
-    rescales its bounds), and a zero ``initial_lr`` leaves the bounds unscaled instead of dividing by zero.
+    ``final_lr`` is scaled by :math:`\gamma_t/\gamma_0` so an lr schedule moves the bounds too, as in the
+    reference. :math:`\gamma_0` is the scheduler's base lr (``initial_lr``, which torch's schedulers set to the lr
+    current when they are created) or, without a scheduler, the lr at construction (the group's ``base_lr``, the
+    reference's ``base_lr``): see :func:`optimlab.core.blocks.schedule_multiplier`. Unlike the reference, both are
+    in the param group and so in the ``state_dict`` (the reference keeps ``base_lr`` outside it, so a resumed run
+    silently rescales its bounds); ``lr=0`` freezes the group (the bounds are 0 too), and a zero base with a
+    nonzero lr leaves the bounds unscaled instead of dividing by zero.
 
     Args:
         lr: :math:`\gamma` (1e-3). betas: (0.9, 0.999). final_lr: the SGD lr the bounds converge to (0.1).
@@ -45,18 +48,24 @@ class AdaBound(_AdamBase):
             (:math:`\theta \mathrel{-}= \lambda\theta_{t-1}` at the base lr, scaled by the schedule), with the
             default ``decay_scale="lr"`` torch's AdamW convention (:math:`\gamma_t\lambda\theta_{t-1}`).
         amsbound: use AMSBound.
-        decay_scale, moment_dtype, maximize, foreach: as :class:`optimlab.Adam`.
+        decay_scale, moment_dtype, maximize, foreach: as :class:`optimlab.Adam`. fused, capturable,
+        differentiable: only their defaults (``None``/``False``; see :mod:`optimlab.core.base`).
     """
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  final_lr: float = 0.1, gamma: float = 1e-3, eps: float = 1e-8, weight_decay: float = 0.0,
                  amsbound: bool = False, *, decoupled_weight_decay: bool = False, decay_scale: str = "lr",
                  moment_dtype: torch.dtype | None = None, maximize: bool = False,
-                 foreach: bool | None = None) -> None:
+                 foreach: bool | None = None, fused: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, final_lr=final_lr, gamma=gamma, eps=eps,
                                       weight_decay=weight_decay, amsgrad=amsbound, amsbound=amsbound,
                                       decoupled_weight_decay=decoupled_weight_decay, decay_scale=decay_scale,
-                                      moment_dtype=moment_dtype, maximize=maximize, foreach=foreach))
+                                      moment_dtype=moment_dtype, maximize=maximize, foreach=foreach, fused=fused,
+                                      capturable=capturable, differentiable=differentiable))
+
+    def _needs_base_lr(self, group: dict[str, Any]) -> bool:
+        return True  # the bounds scale with the schedule multiplier
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
@@ -76,7 +85,7 @@ class AdaBound(_AdamBase):
         if h["amsbound"]:
             v = B.amsgrad_max_(s["max_exp_avg_sq"], v)
         step_size = lr * B.bias_correction(beta2, t) ** 0.5 / B.bias_correction(beta1, t)
-        final_lr = h["final_lr"] * (lr / h["initial_lr"] if h["initial_lr"] != 0 else 1.0)
+        final_lr = h["final_lr"] * B.schedule_multiplier(h)
         lower = final_lr * (1 - 1 / (h["gamma"] * t + 1))
         upper = final_lr * (1 + 1 / (h["gamma"] * t))
         step = F.mul_(F.reciprocal_(F.add_scalar_(F.sqrt(v), h["eps"])), step_size)
@@ -91,9 +100,11 @@ class AMSBound(AdaBound):
                  final_lr: float = 0.1, gamma: float = 1e-3, eps: float = 1e-8, weight_decay: float = 0.0, *,
                  decoupled_weight_decay: bool = False, decay_scale: str = "lr",
                  moment_dtype: torch.dtype | None = None, maximize: bool = False,
-                 foreach: bool | None = None) -> None:
+                 foreach: bool | None = None, fused: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False) -> None:
         super().__init__(params, lr, betas, final_lr, gamma, eps, weight_decay, True,
                          decoupled_weight_decay=decoupled_weight_decay, decay_scale=decay_scale,
-                         moment_dtype=moment_dtype, maximize=maximize, foreach=foreach)
+                         moment_dtype=moment_dtype, maximize=maximize, foreach=foreach, fused=fused,
+                         capturable=capturable, differentiable=differentiable)
 
 

@@ -30,17 +30,25 @@ class Adagrad(Optimizer):
     Args:
         lr: :math:`\gamma` (default 1e-2). lr_decay: :math:`\eta`. weight_decay: L2 :math:`\lambda`.
         initial_accumulator_value: :math:`s_0`. eps: :math:`\epsilon` (default 1e-10, added outside the sqrt).
-        maximize, foreach: as in :class:`optimlab.SGD`.
+        foreach, maximize, differentiable, fused, capturable: as in :class:`optimlab.SGD` (torch's fused Adagrad
+        kernel is used with ``fused=True``, and by default where it applies).
 
-    State is created at construction, as torch does, so ``share_memory()`` works before the first step.
+    State is created at construction, as torch does, so ``share_memory()`` works before the first step. Sparse
+    gradients take torch's sparse update (only the rows present are touched; ``weight_decay`` must be 0).
     """
 
+    _has_fused = True
+    _supports_sparse = True
+    _supports_differentiable = True
+
     def __init__(self, params: ParamsT, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
-                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, maximize: bool = False,
-                 foreach: bool | None = None) -> None:
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, foreach: bool | None = None, *,
+                 maximize: bool = False, differentiable: bool = False, fused: bool | None = None,
+                 capturable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps,
                                       initial_accumulator_value=initial_accumulator_value,
-                                      maximize=maximize, foreach=foreach))
+                                      maximize=maximize, foreach=foreach, differentiable=differentiable,
+                                      fused=fused, capturable=capturable))
         for group in self.param_groups:
             for p in group["params"]:
                 self._init_state(p, self.state[p], group)
@@ -69,6 +77,17 @@ class Adagrad(Optimizer):
         torch._fused_adagrad_(ps, gs, s["sum"], s["step"], lr=h["lr"], lr_decay=h["lr_decay"],
                               weight_decay=h["weight_decay"], eps=h["eps"], maximize=h["maximize"])
         return True
+
+    def _sparse_update(self, p: torch.Tensor, g: torch.Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
+        """torch's sparse Adagrad: the accumulator and the parameter change only at the gradient's indices."""
+        if h["weight_decay"] != 0:
+            raise RuntimeError("weight_decay option is not compatible with sparse gradients")
+        g = (-g if h["maximize"] else g).coalesce()  # the update is non-linear: indices must be unique
+        indices, values = g._indices(), g._values()
+        state["sum"].add_(torch.sparse_coo_tensor(indices, values.pow(2), g.size()))
+        std = state["sum"].sparse_mask(g)._values().sqrt_().add_(h["eps"])
+        clr = h["lr"] / (1 + (h["step"] - 1) * h["lr_decay"])
+        p.add_(torch.sparse_coo_tensor(indices, values / std, g.size()), alpha=-clr)
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         g = B.l2_decay(g, p, h["weight_decay"])

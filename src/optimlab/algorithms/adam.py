@@ -28,6 +28,9 @@ class _AdamBase(Optimizer):
         V.check_choice("decay_scale", group["decay_scale"], {"lr", "schedule"})
         if not isinstance(group["decoupled_weight_decay"], bool):
             V.fail("decoupled_weight_decay", group["decoupled_weight_decay"], "a bool", TypeError)
+        if group["fused"] and group.get("moment_dtype") is not None:
+            V.fail("fused", True, "fused=None or False with moment_dtype (torch's fused kernel keeps m in the "
+                   "parameters' dtype)")
 
     def _init_state(self, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["step"] = new_step()
@@ -86,7 +89,7 @@ class Adam(_AdamBase):
         amsgrad: use AMSGrad. amsgrad_max: ``"v"`` or ``"v_hat"`` (see above).
         decoupled_weight_decay: decay the weights directly (Loshchilov & Hutter 2019).
         decay_scale: ``"lr"`` (torch: shrink by ``lr * lambda``) or ``"schedule"`` (the AdamW paper: by
-            ``(lr / initial_lr) * lambda``).
+            ``(lr / lr_0) * lambda``, ``lr_0`` the scheduler's base lr, else the lr at construction).
         moment_dtype: ``torch.bfloat16`` stores the first moment :math:`m_t` in bfloat16 (6 instead of 8 bytes of
             state per fp32 parameter); every step computes in the parameters' dtype and rounds :math:`m_t` to
             nearest on store. Allowed for :math:`\beta_1 \le 0.95` only: an average kept in bfloat16 stops moving
@@ -95,25 +98,34 @@ class Adam(_AdamBase):
             :math:`v_t` (:math:`\beta_2 = 0.999`) would never move and stays in the parameters' dtype. None (default):
             the parameters' dtype. CPU kernels read and write bfloat16 directly; elsewhere the step computes on
             a float32 copy of :math:`m` (a transient model-sized buffer). Complex parameters keep their dtype.
-        maximize, foreach: as in :class:`optimlab.SGD`.
+        foreach, maximize, capturable, differentiable: as in :class:`optimlab.SGD`.
+        fused: ``True`` always runs torch's fused Adam/AdamW kernel (not with ``amsgrad_max="v_hat"`` or
+            ``moment_dtype``), ``False`` never; ``None`` (default) takes it where it applies.
 
     References: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015; Reddi et al., "On the
     Convergence of Adam and Beyond", ICLR 2018; torch.optim.Adam.
     """
 
+    _has_fused = True
+    _supports_differentiable = True
+
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
-                 decoupled_weight_decay: bool = False, amsgrad_max: str = "v", decay_scale: str = "lr",
-                 moment_dtype: torch.dtype | None = None, maximize: bool = False,
-                 foreach: bool | None = None) -> None:
+                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None, decoupled_weight_decay: bool = False,
+                 amsgrad_max: str = "v", decay_scale: str = "lr", moment_dtype: torch.dtype | None = None) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                                       amsgrad_max=amsgrad_max, decoupled_weight_decay=decoupled_weight_decay,
                                       decay_scale=decay_scale, moment_dtype=moment_dtype, maximize=maximize,
-                                      foreach=foreach))
+                                      foreach=foreach, capturable=capturable, differentiable=differentiable,
+                                      fused=fused))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
         V.check_choice("amsgrad_max", group["amsgrad_max"], {"v", "v_hat"})
+        if group["fused"] and group["amsgrad_max"] != "v":
+            V.fail("fused", True, "fused=None or False with amsgrad_max='v_hat' (torch's fused kernel keeps the "
+                   "max of v)")
 
     def _fused(self, ps: list[torch.Tensor], gs: list[torch.Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
         # torch's fused Adam/AdamW kernel is this rule (with AMSGrad's max of v) in one pass over memory.
@@ -147,11 +159,18 @@ class AdamW(Adam):
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 amsgrad_max: str = "v", decay_scale: str = "lr", moment_dtype: torch.dtype | None = None,
-                 maximize: bool = False, foreach: bool | None = None) -> None:
+                 maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None, amsgrad_max: str = "v",
+                 decay_scale: str = "lr", moment_dtype: torch.dtype | None = None) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, decoupled_weight_decay=True,
                          amsgrad_max=amsgrad_max, decay_scale=decay_scale, moment_dtype=moment_dtype,
-                         maximize=maximize, foreach=foreach)
+                         maximize=maximize, foreach=foreach, capturable=capturable, differentiable=differentiable,
+                         fused=fused)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:  # AdamW is always decoupled (as torch: a checkpoint of Adam loads as AdamW)
+            group["decoupled_weight_decay"] = True
 
 
 class NAdam(_AdamBase):
@@ -173,22 +192,26 @@ class NAdam(_AdamBase):
     Args:
         lr: (2e-3, torch's). betas, eps, weight_decay, decoupled_weight_decay, decay_scale, moment_dtype: as
         :class:`Adam` (``decoupled_weight_decay=True`` is NAdamW). momentum_decay: :math:`\psi` (4e-3).
-        momentum_schedule: ``"dozat"`` (default) or ``"constant"`` (see above).
+        momentum_schedule: ``"dozat"`` (default) or ``"constant"`` (see above). foreach, maximize, capturable,
+        differentiable: as :class:`optimlab.SGD`. fused: only ``None``/``False`` (torch has no fused NAdam).
 
     References: Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016 workshop; Keras ``Nadam``.
     """
 
     _scalar_state = ("step", "mu_product")
+    _supports_differentiable = True
 
     def __init__(self, params: ParamsT, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
-                 decoupled_weight_decay: bool = False, *, momentum_schedule: str = "dozat", decay_scale: str = "lr",
-                 moment_dtype: torch.dtype | None = None, maximize: bool = False,
-                 foreach: bool | None = None) -> None:
+                 decoupled_weight_decay: bool = False, *, foreach: bool | None = None, maximize: bool = False,
+                 capturable: bool = False, differentiable: bool = False, fused: bool | None = None,
+                 momentum_schedule: str = "dozat", decay_scale: str = "lr",
+                 moment_dtype: torch.dtype | None = None) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
                                       momentum_schedule=momentum_schedule, decay_scale=decay_scale,
-                                      moment_dtype=moment_dtype, maximize=maximize, foreach=foreach))
+                                      moment_dtype=moment_dtype, maximize=maximize, foreach=foreach,
+                                      capturable=capturable, differentiable=differentiable, fused=fused))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
@@ -244,20 +267,26 @@ class RAdam(_AdamBase):
     (the reference's current default; decoupled decay is then skipped too).
 
     Args:
-        lr, betas, eps, weight_decay, decoupled_weight_decay, decay_scale, moment_dtype, maximize, foreach: as
-        :class:`Adam`. rectify_threshold: :math:`\rho_{\min}`. degenerated_to_sgd: see above.
+        lr, betas, eps, weight_decay, decoupled_weight_decay, decay_scale, moment_dtype, foreach, maximize,
+        capturable, differentiable: as :class:`Adam`. fused: only ``None``/``False`` (torch has no fused RAdam; the
+        rectified steps still run on torch's fused Adam kernel by default). rectify_threshold:
+        :math:`\rho_{\min}`. degenerated_to_sgd: see above.
     """
+
+    _supports_differentiable = True
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
-                 rectify_threshold: float = 5.0, degenerated_to_sgd: bool = True, decay_scale: str = "lr",
-                 moment_dtype: torch.dtype | None = None, maximize: bool = False,
-                 foreach: bool | None = None) -> None:
+                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None, rectify_threshold: float = 5.0,
+                 degenerated_to_sgd: bool = True, decay_scale: str = "lr",
+                 moment_dtype: torch.dtype | None = None) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       decoupled_weight_decay=decoupled_weight_decay,
                                       rectify_threshold=rectify_threshold, degenerated_to_sgd=degenerated_to_sgd,
                                       decay_scale=decay_scale, moment_dtype=moment_dtype, maximize=maximize,
-                                      foreach=foreach))
+                                      foreach=foreach, capturable=capturable, differentiable=differentiable,
+                                      fused=fused))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)

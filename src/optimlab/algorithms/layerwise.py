@@ -45,20 +45,32 @@ class LARS(Optimizer):
 
     Norms stay tensors (no ``.item()``), so a norm reduced over DTensor shards is the full layer's norm.
 
+    Zero-norm guard: the ratio is 1 where :math:`\|w\| = 0` or :math:`\|\nabla L(w)\| = 0`, the norm of the *raw*
+    gradient, with either denominator, as TF Addons does. SimCLR's guard differs: it tests the norm of the gradient
+    *with* weight decay, :math:`\|\nabla L + \beta w\|` (its denominator, without :math:`\epsilon`). So with
+    ``trust_denominator="norm"``, :math:`\beta > 0` and a zero raw gradient, SimCLR takes the ratio
+    :math:`\eta/\beta` (the decay alone, adapted) where this class takes 1; where :math:`\nabla L = -\beta w`
+    exactly SimCLR takes 1 and this class :math:`\eta\|w\|/\epsilon` times a zero update. Elsewhere they agree.
+
+    The lr sits inside the momentum buffer (as in the paper), so ``lr=0`` from the start freezes a group, while a
+    group whose lr is set to 0 mid-run still moves by its decaying momentum (set ``momentum`` to 0 as well).
+
     Args:
         lr: :math:`\gamma` (required). momentum: 0.9. weight_decay: 0. trust_coefficient: 1e-3. eps: 1e-8.
         nesterov: False. trust_denominator: ``"sum"`` or ``"norm"``. layer_adaptation: True.
-        maximize, foreach: as in :class:`optimlab.SGD`.
+        maximize, foreach: as in :class:`optimlab.SGD`. fused, capturable, differentiable: only their defaults.
     """
 
     def __init__(self, params: ParamsT, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
                  trust_coefficient: float = 1e-3, eps: float = 1e-8, nesterov: bool = False, *,
                  trust_denominator: str = "sum", layer_adaptation: bool = True, maximize: bool = False,
-                 foreach: bool | None = None) -> None:
+                 foreach: bool | None = None, fused: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                                       trust_coefficient=trust_coefficient, eps=eps, nesterov=nesterov,
                                       trust_denominator=trust_denominator, layer_adaptation=layer_adaptation,
-                                      maximize=maximize, foreach=foreach))
+                                      maximize=maximize, foreach=foreach, fused=fused, capturable=capturable,
+                                      differentiable=differentiable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
@@ -190,15 +202,18 @@ class LAMB(Optimizer):
         lr: :math:`\gamma` (1e-3). betas: (0.9, 0.999). eps: :math:`\epsilon` (1e-6). weight_decay: :math:`\lambda`.
         bias_correction: see above. max_weight_norm: clip :math:`\|w\|` in :math:`\phi` (None: identity;
         cybertronai uses 10). layer_adaptation: apply the trust ratio. maximize, foreach: as :class:`optimlab.SGD`.
+        fused, capturable, differentiable: only their defaults.
     """
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-6, weight_decay: float = 0.0, bias_correction: bool = True, *,
                  max_weight_norm: float | None = None, layer_adaptation: bool = True, maximize: bool = False,
-                 foreach: bool | None = None) -> None:
+                 foreach: bool | None = None, fused: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       bias_correction=bias_correction, max_weight_norm=max_weight_norm,
-                                      layer_adaptation=layer_adaptation, maximize=maximize, foreach=foreach))
+                                      layer_adaptation=layer_adaptation, maximize=maximize, foreach=foreach,
+                                      fused=fused, capturable=capturable, differentiable=differentiable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)

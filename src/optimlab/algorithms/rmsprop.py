@@ -34,14 +34,19 @@ class RMSprop(Optimizer):
     Args:
         lr: :math:`\gamma` (default 1e-2). alpha: :math:`\alpha` (default 0.99). eps: :math:`\epsilon` (1e-8).
         weight_decay: L2 penalty. momentum: :math:`\mu`. centered: normalise by the estimated variance.
-        maximize, foreach: as in :class:`optimlab.SGD`.
+        capturable, foreach, maximize, differentiable: as in :class:`optimlab.SGD`, in torch's positional order.
+        fused: only ``None``/``False`` (torch has no fused RMSprop; on CPU the rule runs as one compiled loop).
     """
 
+    _supports_differentiable = True
+
     def __init__(self, params: ParamsT, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
-                 maximize: bool = False, foreach: bool | None = None) -> None:
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, capturable: bool = False,
+                 foreach: bool | None = None, maximize: bool = False, differentiable: bool = False, *,
+                 fused: bool | None = None) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                                      centered=centered, maximize=maximize, foreach=foreach))
+                                      centered=centered, maximize=maximize, foreach=foreach, capturable=capturable,
+                                      differentiable=differentiable, fused=fused))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)

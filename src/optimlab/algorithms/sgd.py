@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -11,10 +12,12 @@ from ..core import blocked, kernels
 from ..core import blocks as B
 from ..core import ops as F
 from ..core import validation as V
-from ..core.base import Optimizer, ParamsT
+from ..core.base import Optimizer, ParamsT, fused_sgd_drops_updates
 from ..core.ops import TensorOrList
 
 __all__ = ["SGD", "SGDW"]
+
+_warned_fused_sgd: list[bool] = []  # the fused-SGD fallback warns once per process
 
 
 class SGD(Optimizer):
@@ -39,17 +42,30 @@ class SGD(Optimizer):
         weight_decay: :math:`\lambda`, L2 penalty added to the gradient (see :class:`SGDW` for decoupled decay).
         nesterov: use Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
         maximize: maximize the objective instead of minimizing it.
-        foreach: ``None``/``True`` run the rule on lists of tensors; ``False`` the plain per-parameter loop.
+        foreach: ``None``/``True`` run the rule on lists of tensors (compiled loops, torch's fused kernels or
+            ``torch._foreach_*``, whichever is fastest); ``False`` the plain per-parameter loop.
+        differentiable: record the step with autograd (the plain loop), as torch's ``differentiable=True``.
+        fused: ``True`` always uses torch's fused kernel (``False`` never); ``None`` (default) lets the path choice
+            take it where it is the fastest correct path. torch 2.13's CPU kernel drops updates of float16/bfloat16
+            parameters, so there the list path runs instead (with a warning if ``fused=True`` was asked for).
+        capturable: only ``False`` (CUDA-graph capture is not supported; see :mod:`optimlab.core.base`).
+
+    Sparse gradients (``nn.Embedding(sparse=True)``) are supported as in torch: the same rule on the sparse tensor.
     """
 
     _scalar_state = ()
     _elementwise = True
+    _has_fused = True
+    _supports_sparse = True
+    _supports_differentiable = True
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False,
-                 foreach: bool | None = None) -> None:
+                 foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None,
+                 capturable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                                      nesterov=nesterov, maximize=maximize, foreach=foreach))
+                                      nesterov=nesterov, maximize=maximize, foreach=foreach,
+                                      differentiable=differentiable, fused=fused, capturable=capturable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
@@ -64,9 +80,22 @@ class SGD(Optimizer):
     def _creates_state(self, s: dict[str, Any], h: dict[str, Any]) -> bool:
         return h["momentum"] != 0 and "momentum_buffer" not in s
 
+    @staticmethod
+    def _fused_kernel_is_correct(ps: list[Tensor], h: dict[str, Any]) -> bool:
+        """The path rule for torch's fused SGD kernel: never where it drops updates (float16/bfloat16 on CPU, torch
+        2.13), even with ``fused=True`` (then warn once: the list path runs instead)."""
+        if not fused_sgd_drops_updates(ps):
+            return True
+        if h["fused"] and not _warned_fused_sgd:
+            _warned_fused_sgd.append(True)
+            warnings.warn("optimlab: torch's fused SGD kernel on CPU does not update every float16/bfloat16 element "
+                          "(torch 2.13), so fused=True runs the list path for these parameters", RuntimeWarning,
+                          stacklevel=5)
+        return False
+
     def _fused(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
         # torch's fused SGD kernel is this rule in one pass (it copies the gradient into a new buffer on step 1).
-        if not blocked.fused_kernels_support(ps):
+        if not blocked.fused_kernels_support(ps) or not self._fused_kernel_is_correct(ps, h):
             return False
         first = h["momentum"] != 0 and "momentum_buffer" not in s
         if first:
@@ -107,8 +136,10 @@ class SGDW(SGD):
     The decay uses the *pre-update* weights and never enters the momentum buffer. The paper's :math:`\eta_t` is
     the schedule multiplier; with ``decay_scale="lr"`` (default, torch.optim.AdamW's convention) the decay is
     :math:`\gamma_t\lambda`, with ``decay_scale="schedule"`` it is :math:`(\gamma_t/\gamma_0)\lambda` as in the
-    paper, where :math:`\gamma_0` is the group's ``initial_lr``. The buffer keeps torch's form (lr outside the
-    buffer); the paper puts :math:`\eta_t\alpha` inside, which is the same trajectory at constant lr.
+    paper, where :math:`\gamma_0` is the scheduler's base lr (the lr when it was created; without a scheduler the lr
+    at construction, see :func:`optimlab.core.blocks.schedule_multiplier`). The buffer keeps torch's form (lr
+    outside the buffer); the paper puts :math:`\eta_t\alpha` inside, which is the same trajectory at constant lr.
+    ``fused=True`` runs, per cache-sized block, the decay and then torch's fused SGD kernel (without L2).
 
     Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019; code
     loshchil/AdamW-and-SGDW (``sgd.lua``). Arguments as :class:`SGD`, plus ``decay_scale``.
@@ -116,10 +147,12 @@ class SGDW(SGD):
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, *, decay_scale: str = "lr",
-                 maximize: bool = False, foreach: bool | None = None) -> None:
+                 maximize: bool = False, foreach: bool | None = None, differentiable: bool = False,
+                 fused: bool | None = None, capturable: bool = False) -> None:
         Optimizer.__init__(self, params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                               weight_decay=weight_decay, nesterov=nesterov,
-                                              decay_scale=decay_scale, maximize=maximize, foreach=foreach))
+                                              decay_scale=decay_scale, maximize=maximize, foreach=foreach,
+                                              differentiable=differentiable, fused=fused, capturable=capturable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
@@ -132,10 +165,11 @@ class SGDW(SGD):
     def _fused(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
         # One compiled loop where it can run (the base class tries it next); else, per cache-sized block, the decay
         # and then torch's fused SGD kernel (without L2) on the same block.
-        if not blocked.fused_kernels_support(ps):
+        if not blocked.fused_kernels_support(ps) or not self._fused_kernel_is_correct(ps, h):
             return False
         first = h["momentum"] != 0 and "momentum_buffer" not in s
-        if not first and kernels.usable([ps, gs, *([s["momentum_buffer"]] if "momentum_buffer" in s else [])]):
+        bufs = [s["momentum_buffer"]] if "momentum_buffer" in s else []
+        if not h["fused"] and not first and kernels.usable([ps, gs, *bufs]):
             return False
         if first:
             s["momentum_buffer"] = [torch.empty_like(p, memory_format=torch.preserve_format) for p in ps]

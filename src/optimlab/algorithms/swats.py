@@ -20,11 +20,12 @@ ADAM, SGD = 0.0, 1.0
 
 
 def _dot(a: TensorOrList, b: TensorOrList) -> list[Tensor]:
-    """Per-tensor inner products :math:`a^\\top b` as 0-d tensors."""
+    """Per-tensor inner products :math:`a^\\top b` as 0-d float64 tensors: the products in the tensors' dtype, summed
+    in float64, as the compiled loop and the blocked path sum them. The criterion compares them at a tolerance of
+    1e-9, far below float32's precision: a float32 sum (``torch.dot``) would let the paths disagree on the switch.
+    DTensor shards (possibly uneven) are reduced across ranks by the sum."""
     pairs = list(zip(a, b, strict=True)) if isinstance(a, list) else [(a, b)]
-    if blocked.is_plain([x for x, _ in pairs]):
-        return [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in pairs]  # no product-sized temporary
-    return [torch.sum(x * y) for x, y in pairs]  # DTensor shards (possibly uneven): reduced across ranks
+    return [torch.sum(x * y, dtype=torch.float64) for x, y in pairs]
 
 
 class SWATS(Optimizer):
@@ -62,7 +63,7 @@ class SWATS(Optimizer):
             and, unless ``switch_tol`` is given, the switching tolerance (1e-9, as the reference).
         weight_decay: L2 penalty added to the gradient in both phases. nesterov: Nesterov momentum after the switch.
         switch_tol: tolerance of the switching criterion (default: ``eps``).
-        maximize, foreach: as in :class:`optimlab.SGD`.
+        maximize, foreach: as in :class:`optimlab.SGD`. fused, capturable, differentiable: only their defaults.
 
     The dot products decide a branch, so each Adam-phase step reads them on the host (one sync per tensor on an
     accelerator; correct for DTensor shards, whose dot product is reduced before it is read).
@@ -72,9 +73,11 @@ class SWATS(Optimizer):
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-9, weight_decay: float = 0.0, nesterov: bool = False, *,
-                 switch_tol: float | None = None, maximize: bool = False, foreach: bool | None = None) -> None:
+                 switch_tol: float | None = None, maximize: bool = False, foreach: bool | None = None,
+                 fused: bool | None = None, capturable: bool = False, differentiable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, nesterov=nesterov,
-                                      switch_tol=switch_tol, maximize=maximize, foreach=foreach))
+                                      switch_tol=switch_tol, maximize=maximize, foreach=foreach, fused=fused,
+                                      capturable=capturable, differentiable=differentiable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)

@@ -1,19 +1,44 @@
 """The base class every optimlab optimizer derives from.
 
-It owns everything that is not the algorithm: hyperparameter validation (at construction and in
-``add_param_group``), lazy state creation, ``maximize``, complex parameters, sparse-gradient errors, tensor
-learning rates, and the choice between the plain per-parameter loop and the list (``foreach``) path. A subclass
-supplies three small methods:
+It owns everything that is not the algorithm: hyperparameter validation (at construction, before ``params`` is
+read, as torch does, and in ``add_param_group``), lazy state creation, ``maximize``, complex parameters, sparse
+gradients, tensor learning rates, torch's implementation flags (``foreach``, ``fused``, ``capturable``,
+``differentiable``), ``state_dict`` compatibility, and the choice between the plain per-parameter loop and the list
+(``foreach``) path. A subclass supplies three small methods:
 
-* ``_validate(group)``: raise ``ValueError``/``TypeError`` for a bad hyperparameter;
-* ``_init_state(p, state, group)``: create the per-parameter state (torch's key names);
+* ``_validate(group)``: raise ``ValueError``/``TypeError`` for a bad hyperparameter (call ``super()._validate``);
+* ``_init_state(p, state, group)``: create the per-parameter state (torch's key names); state left empty is not
+  stored, so ``optimizer.state`` holds an entry only for parameters that have state (as torch's does);
 * ``_update(p, g, s, h)``: the update rule, written once. ``p`` and ``g`` are a parameter and its gradient *or*
   lists of them; ``s`` maps state names to tensors (or lists); ``h`` holds the group's hyperparameters as Python
   numbers plus the 0-d state values (``h["step"]``) of this bucket. The rule must never write into ``g``.
 
+and optionally ``_prepare``, ``_fused``, ``_sparse_update``, ``_needs_base_lr``, and these class attributes:
+
+* ``_scalar_state``: 0-d state read into ``h`` as numbers (default ``("step",)``);
+* ``_moment_keys``: state a ``moment_dtype`` option may store in lower precision;
+* ``_elementwise``: the rule treats every element on its own (it may run on blocks and compiled loops);
+* ``_has_fused``: ``_fused`` runs torch's fused kernel for this rule, so ``fused=True`` is accepted (and forces it);
+  without it ``fused=True`` raises ``RuntimeError``, as for a torch optimizer without a fused implementation;
+* ``_supports_sparse``: sparse gradients are accepted; each goes, one tensor at a time, through
+  ``_sparse_update`` (default: the plain rule itself, which for SGD is torch's sparse path). Without it a sparse
+  gradient raises ``RuntimeError``;
+* ``_supports_differentiable``: ``differentiable=True`` is accepted: the step runs the plain loop with autograd
+  recording, so gradients flow through the parameters, gradients and state (not through hyperparameter tensors).
+  The classes that set it are checked against torch's differentiable step. Without it it raises
+  ``NotImplementedError``. ``capturable=True`` (CUDA-graph capture) always raises ``NotImplementedError``: every
+  step reads the step count on the host.
+
+The torch flags are in every group with torch's defaults (``foreach=None``, ``fused=None``, ``capturable=False``,
+``differentiable=False``), so a subclass needs no code for them. A learning rate schedule is the scheduler's business:
+torch's schedulers set ``initial_lr`` when they are created; a rule that needs the base lr (AdaBound's bounds,
+``decay_scale="schedule"``) reads it with :func:`optimlab.core.blocks.schedule_multiplier` (the scheduler's
+``initial_lr``, else the group's ``base_lr``, the lr at construction, recorded where ``_needs_base_lr`` says so).
+
 On the list path, parameters are bucketed by device, dtype, state layout and 0-d state values (the step count),
 so every scalar in ``h`` is exact for every tensor of the bucket, and the list path computes the same numbers as
-the plain loop.
+the plain loop. A parameter listed twice in a group (torch warns about it) is stepped once per occurrence, in order,
+as torch's for-loop does: the occurrences go to successive rounds of the step, never into one list or kernel.
 """
 
 from __future__ import annotations
@@ -33,7 +58,7 @@ from . import ops as F
 from . import validation as V
 from .ops import TensorOrList
 
-__all__ = ["Optimizer", "ParamsT", "new_step"]
+__all__ = ["TORCH_FLAGS", "Optimizer", "ParamsT", "fused_sgd_drops_updates", "new_step"]
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -63,7 +88,8 @@ def new_step() -> Tensor:
 @contextmanager
 def _working_copies(s: dict[str, Any], keys: list[str], dtype: torch.dtype) -> Iterator[None]:
     """Within the block, ``s[k]`` for state stored in another dtype is a copy in ``dtype``; on exit the copy is
-    rounded back into the stored tensor. A tensor or a list of tensors."""
+    rounded back into the stored tensor. A tensor or a list of tensors. Only for the moments a ``moment_dtype``
+    stores in lower precision (``_moment_keys``): 0-d counters kept in float64 (SWATS's) must never be rounded."""
     low = [k for k in keys if F.first(s[k]).dtype != dtype]
     stored = {k: s[k] for k in low}
     for k in low:
@@ -77,6 +103,40 @@ def _working_copies(s: dict[str, Any], keys: list[str], dtype: torch.dtype) -> I
             s[k] = stored[k]
 
 
+#: torch's implementation flags, with torch's defaults: every optimlab group carries them.
+TORCH_FLAGS: dict[str, Any] = {"maximize": False, "foreach": None, "fused": None, "capturable": False,
+                               "differentiable": False}
+
+#: Where torch has fused optimizer kernels (``torch.optim.optimizer._get_fused_kernels_supported_devices``).
+_FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu", "hpu")
+
+#: torch 2.13's ``_fused_sgd_`` on CPU does not write back float16/bfloat16 elements of full SIMD chunks (16 of 24
+#: elements of a step never move); torch itself never picks it by default. The default path never uses it there.
+_FUSED_SGD_BROKEN = (torch.float16, torch.bfloat16)
+
+
+def fused_sgd_drops_updates(ps: list[Tensor]) -> bool:
+    """True where ``torch._fused_sgd_`` is known to drop updates: float16/bfloat16 parameters on CPU."""
+    return ps[0].device.type == "cpu" and ps[0].dtype in _FUSED_SGD_BROKEN
+
+
+def _rounds(entries: list[tuple[Tensor, Tensor, dict[str, Any]]]) -> list[list[tuple[Tensor, Tensor, dict[str, Any]]]]:
+    """Split a group's entries so that no round holds a parameter twice: round ``k`` holds the ``k``-th occurrence
+    of each repeated parameter, so stepping the rounds in turn steps each occurrence in order, as torch's for-loop
+    does (a list, a fused kernel or a compiled loop given one tensor twice would update it once, or race)."""
+    if len(entries) < 2 or len({id(e[0]) for e in entries}) == len(entries):
+        return [entries]
+    rounds: list[list[tuple[Tensor, Tensor, dict[str, Any]]]] = []
+    seen: dict[int, int] = {}
+    for entry in entries:
+        k = seen.get(id(entry[0]), 0)
+        seen[id(entry[0])] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(entry)
+    return rounds
+
+
 class Optimizer(torch.optim.Optimizer):
     """Base class: see the module docstring. Not an algorithm by itself."""
 
@@ -86,9 +146,19 @@ class Optimizer(torch.optim.Optimizer):
     #: State that a ``moment_dtype`` option may store in lower precision (the classes that offer the option).
     _moment_keys: tuple[str, ...] = ()
 
+    #: ``_fused`` runs torch's fused kernel for this rule: ``fused=True`` is accepted and forces it.
+    _has_fused = False
+
+    #: Sparse gradients are accepted; each goes through :meth:`_sparse_update`.
+    _supports_sparse = False
+
+    #: ``differentiable=True`` is accepted (the plain loop under autograd, checked against torch's).
+    _supports_differentiable = False
+
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
-        defaults.setdefault("maximize", False)
-        defaults.setdefault("foreach", None)
+        for key, value in TORCH_FLAGS.items():
+            defaults.setdefault(key, value)
+        self._validate(dict(defaults))  # torch's order: bad hyperparameters are reported before params are read
         super().__init__(params, defaults)
 
     # -- subclass interface ------------------------------------------------------------------------------------
@@ -100,13 +170,42 @@ class Optimizer(torch.optim.Optimizer):
             V.check_positive("eps", group["eps"])
         if "betas" in group:
             V.check_betas(group["betas"])
-        for flag in ("maximize",):
+        for flag in ("maximize", "capturable", "differentiable"):
             if not isinstance(group[flag], bool):
                 V.fail(flag, group[flag], "a bool", TypeError)
-        if group["foreach"] not in (None, True, False):
-            V.fail("foreach", group["foreach"], "None, True or False", TypeError)
+        for flag in ("foreach", "fused"):
+            if group[flag] not in (None, True, False):
+                V.fail(flag, group[flag], "None, True or False", TypeError)
         if "moment_dtype" in group:
             V.check_moment_dtype(group["moment_dtype"], group.get("betas", (0.0,))[0])
+        self._check_implementation(group)
+
+    def _check_implementation(self, group: dict[str, Any]) -> None:
+        """``fused``, ``capturable`` and ``differentiable`` with torch's meaning, or the error torch would give."""
+        name = type(self).__name__
+        if group["capturable"]:
+            raise NotImplementedError(
+                f"{name}: capturable=True (a step that can be captured in a CUDA graph) is not supported: optimlab "
+                "reads the step count and hyperparameters on the host every step; use capturable=False")
+        if group["differentiable"]:
+            if not self._supports_differentiable:
+                raise NotImplementedError(f"{name}: differentiable=True is not supported by this optimizer")
+            if group["fused"]:
+                raise RuntimeError("`fused` does not support `differentiable`")
+            if group["foreach"]:
+                raise RuntimeError("`foreach` does not support `differentiable`: use foreach=False or None")
+            for key, value in group.items():
+                tensors = value if isinstance(value, tuple | list) and key != "params" else (value,)
+                if key != "params" and any(isinstance(t, Tensor) and t.requires_grad for t in tensors):
+                    raise NotImplementedError(
+                        f"{name}: differentiable=True differentiates through parameters, gradients and state; "
+                        f"a hyperparameter tensor that requires grad ({key}) is not supported")
+        if group["fused"]:
+            if not self._has_fused:
+                raise RuntimeError(f"{name} has no fused implementation (torch's fused kernels exist for SGD, "
+                                   "Adam, AdamW and Adagrad): leave fused=None, the default takes the fastest path")
+            if group["foreach"]:
+                raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -114,16 +213,22 @@ class Optimizer(torch.optim.Optimizer):
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def _needs_base_lr(self, group: dict[str, Any]) -> bool:
+        """Whether the group's rule reads its base lr (see :func:`optimlab.core.blocks.schedule_multiplier`): then
+        the lr at construction is kept in the group as ``base_lr`` (saved in the ``state_dict``)."""
+        return group.get("decay_scale") == "schedule"
+
     # -- torch.optim.Optimizer contract ------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        group.setdefault("initial_lr", group["lr"].clone() if isinstance(group["lr"], Tensor) else group["lr"])
         try:
             self._validate(group)
-        except (ValueError, TypeError):
+        except Exception:
             self.param_groups.pop()
             raise
+        if self._needs_base_lr(group):
+            group.setdefault("base_lr", group["lr"].clone() if isinstance(group["lr"], Tensor) else group["lr"])
         eps = group.get("eps")
         if isinstance(eps, float) and eps < _FP16_TINY and any(p.dtype == torch.float16 for p in group["params"]):
             warnings.warn(f"{type(self).__name__}: eps={eps:g} rounds to zero in float16, so a step divides by zero "
@@ -132,32 +237,38 @@ class Optimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        # A checkpoint written by torch.optim (or by an older optimlab) may lack our options: use the defaults.
+        # A checkpoint written by torch.optim, an older torch or an older optimlab may lack some of our options:
+        # use the defaults. (Our own state_dict has them all, so loading it adds nothing.)
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
-            group.setdefault("initial_lr", group["lr"])
+            if self._needs_base_lr(group):
+                group.setdefault("base_lr", group.get("initial_lr", group["lr"]))
         # torch casts every floating state tensor except `step` to the parameter's dtype; our other 0-d counters
         # (NAdam's mu_product, SWATS's phase and rates) keep their saved dtype so a resumed run continues bit for bit.
+        # Older torch checkpoints hold `step` as a Python number: it becomes a tensor, as torch's __setstate__ does.
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
         for saved_id, p in zip(saved_ids, params, strict=True):
             for key, value in state_dict["state"].get(saved_id, {}).items():
                 if isinstance(value, Tensor) and value.dim() == 0 and key != "step":
                     self.state[p][key] = value.detach().clone().cpu()  # host counters, as they were created
+                elif key in self._scalar_state and isinstance(value, int | float) and not isinstance(value, bool):
+                    self.state[p][key] = torch.tensor(float(value), dtype=_get_scalar_dtype())
         for group in self.param_groups:  # torch cast the moments to the parameters' dtype: store them as chosen
             for p in group["params"]:
-                self._cast_moments(p, self.state.get(p, {}), group)
+                if p in self.state:
+                    self._cast_moments(p, self.state[p], group)
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            self._step_group(group)
+        with torch.set_grad_enabled(bool(self.defaults["differentiable"])):  # torch: autograd records the step
+            for group in self.param_groups:
+                self._step_group(group)
         return loss
 
     # -- machinery ---------------------------------------------------------------------------------------------
@@ -178,24 +289,52 @@ class Optimizer(torch.optim.Optimizer):
         if steps:
             torch._foreach_add_(steps, 1)
 
+    @staticmethod
+    def _check_fused_param(p: Tensor) -> None:
+        if not (p.device.type in _FUSED_DEVICES and torch.is_floating_point(p)):
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported "
+                               f"devices: {list(_FUSED_DEVICES)} but {p.dtype} and {p.device.type}")
+
     def _step_group(self, group: dict[str, Any]) -> None:
         hp = self._hyperparameters(group)
-        entries = []
+        entries, sparse = [], []
+        fresh: dict[int, tuple[Tensor, dict[str, Any]]] = {}
+        check_fused = hp["fused"] is True
         for p in group["params"]:
-            if p.grad is None:
+            g = p.grad
+            if g is None:
                 continue
-            if p.grad.is_sparse:
+            if check_fused:
+                self._check_fused_param(p)
+            if g.is_sparse and not self._supports_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients; "
                                    "use torch.optim.SparseAdam or dense gradients")
-            state = self.state[p]
-            if not state:
-                self._init_state(p, state, group)
-                self._cast_moments(p, state, group)
-            entries.append((p, p.grad, state))
+            state = self.state[p] if p in self.state else None
+            if not state:  # new, or stateless so far (SGD without momentum): nothing is stored until it has state
+                if id(p) in fresh:  # the same parameter again in this group: the same state
+                    state = fresh[id(p)][1]
+                else:
+                    state = {}
+                    self._init_state(p, state, group)
+                    self._cast_moments(p, state, group)
+                    fresh[id(p)] = (p, state)
+            (sparse if g.is_sparse else entries).append((p, g, state))
+        for rnd in _rounds(entries):
+            self._step_entries(rnd, hp)
+        for p, g, state in sparse:
+            self._advance([state])
+            h = dict(hp)
+            h.update((k, float(state[k])) for k in self._scalar_state if k in state)
+            self._sparse_update(p, g, state, h)
+        for p, state in fresh.values():
+            if state:
+                self.state[p] = state
+
+    def _step_entries(self, entries: list[tuple[Tensor, Tensor, dict[str, Any]]], hp: dict[str, Any]) -> None:
         if not entries:
             return
         self._advance([state for _, _, state in entries])
-        use_lists = hp["foreach"] is not False
+        use_lists = bool(hp["fused"]) or (hp["foreach"] is not False and not hp["differentiable"])
         buckets: dict[Any, list[tuple[Tensor, Tensor, dict[str, Any]]]] = defaultdict(list)
         for i, (p, g, state) in enumerate(entries):
             scalars = tuple((k, float(state[k])) for k in self._scalar_state if k in state)
@@ -205,6 +344,12 @@ class Optimizer(torch.optim.Optimizer):
             h = dict(hp)
             h.update(key[-1])
             self._run_bucket(bucket, h, as_list=use_lists)
+
+    def _sparse_update(self, p: Tensor, g: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
+        """One parameter with a sparse gradient (classes with ``_supports_sparse``): by default the plain rule on
+        the sparse tensor, which is how torch's SGD treats it (``add``, ``mul``, ``clone`` accept sparse tensors)."""
+        self._prepare(state, h)
+        self._apply(p, g, state, h)
 
     def _run_bucket(self, bucket: list[tuple[Tensor, Tensor, dict[str, Any]]], h: dict[str, Any],
                     as_list: bool) -> None:
@@ -223,7 +368,7 @@ class Optimizer(torch.optim.Optimizer):
         else:
             one = {k: v[0] for k, v in s.items()}
             self._prepare(one, h)
-            with _working_copies(one, tensor_keys, ps[0].dtype):
+            with _working_copies(one, [k for k in tensor_keys if k in self._moment_keys], ps[0].dtype):
                 self._apply(ps[0], gs[0], one, h)
             new = {k: [v] for k, v in one.items() if k not in bucket[0][2]}
         for k, values in new.items():  # state the rule created on this step (e.g. SGD's momentum buffer)
@@ -237,14 +382,15 @@ class Optimizer(torch.optim.Optimizer):
                    tensor_keys: list[str]) -> None:
         """The fast path: torch's fused kernel where the algorithm maps onto one, else the rule on cache-sized
         blocks where it is element-wise, else the rule on whole lists (see :mod:`optimlab.core.blocked`)."""
-        mixed = any(s[k][0].dtype != ps[0].dtype for k in tensor_keys)  # moments stored in lower precision
-        if not mixed and self._fused(ps, gs, s, h):
+        moments = [k for k in tensor_keys if k in self._moment_keys]
+        mixed = any(s[k][0].dtype != ps[0].dtype for k in moments)  # moments stored in lower precision
+        if not mixed and h["fused"] is not False and self._fused(ps, gs, s, h):
             return
         self._prepare(s, h)
         if self._elementwise and not self._creates_state(s, h) and self._compiled(ps, gs, s, h, tensor_keys):
             return
         if mixed:  # no kernel reads them: compute on copies in the parameters' dtype (model-sized, this step only)
-            with _working_copies(s, tensor_keys, ps[0].dtype):
+            with _working_copies(s, moments, ps[0].dtype):
                 self._apply(ps, gs, s, h)
             return
         if not self._elementwise or self._creates_state(s, h) or not blocked.blockable(ps):

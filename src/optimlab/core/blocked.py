@@ -128,9 +128,10 @@ def add_piece_sq_norms_(out: Tensor, pieces: Sequence[Tensor], owners: Sequence[
 
 
 def add_piece_dots_(out: Tensor, a: Sequence[Tensor], b: Sequence[Tensor], owners: Sequence[int]) -> None:
-    """``out[owner] += a_piece . b_piece`` for each piece of a block: per-tensor inner products."""
-    dots = torch.stack([torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(a, b, strict=True)])
-    out.index_add_(0, torch.tensor(owners, device=out.device), dots.to(out.dtype))
+    """``out[owner] += a_piece . b_piece`` for each piece of a block: per-tensor inner products, the products in the
+    pieces' dtype and their sum in ``out``'s dtype (float64 for SWATS's criterion, as the compiled loop sums them)."""
+    dots = torch.stack([torch.sum(x * y, dtype=out.dtype) for x, y in zip(a, b, strict=True)])
+    out.index_add_(0, torch.tensor(owners, device=out.device), dots)
 
 
 def _pieces(t: Tensor, block_elems: int) -> list[Tensor]:

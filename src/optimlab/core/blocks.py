@@ -25,6 +25,7 @@ __all__ = [
     "ema_sq_",
     "l2_decay",
     "momentum_",
+    "schedule_multiplier",
     "trust_ratio",
 ]
 
@@ -34,18 +35,32 @@ def l2_decay(g: TensorOrList, p: TensorOrList, weight_decay: float) -> TensorOrL
     return F.add(g, p, alpha=weight_decay) if weight_decay != 0 else g
 
 
+def schedule_multiplier(h: dict[str, Any]) -> float:
+    """The schedule multiplier ``eta_t = lr_t / lr_0`` of a group.
+
+    ``lr_0`` is the scheduler's base lr: the group's ``initial_lr``, which torch's schedulers (and
+    :class:`optimlab.schedules.ScheduleLR`) set to the lr current when they are created; without a scheduler it is
+    the group's ``base_lr``, the lr at construction (both are saved in the ``state_dict``). ``lr_t = 0`` gives 0,
+    so ``lr=0`` freezes the group; ``lr_0 = 0`` with ``lr_t != 0`` gives 1 (no division by zero).
+    """
+    lr = h["lr"]
+    if lr == 0:
+        return 0.0
+    lr0 = h.get("initial_lr", h.get("base_lr", lr))
+    return lr / lr0 if lr0 != 0 else 1.0
+
+
 def decoupled_decay_factor(h: dict[str, Any]) -> float:
     """How much decoupled decay shrinks the weights this step (Loshchilov & Hutter 2019).
 
     ``decay_scale="lr"`` (torch.optim's convention): ``lr_t * lambda``.
-    ``decay_scale="schedule"`` (the paper's Algorithm 2, ``eta_t * lambda``): ``(lr_t / lr_0) * lambda``, where the
-    schedule multiplier ``eta_t`` is the current lr over the group's ``initial_lr``; ``lambda`` is then an absolute
-    per-step decay, independent of the base lr.
+    ``decay_scale="schedule"`` (the paper's Algorithm 2, ``eta_t * lambda``): ``(lr_t / lr_0) * lambda`` with the
+    schedule multiplier of :func:`schedule_multiplier`; ``lambda`` is then an absolute per-step decay, independent
+    of the base lr.
     """
     if h["decay_scale"] == "lr":
         return h["lr"] * h["weight_decay"]
-    lr0 = h["initial_lr"]
-    return (h["lr"] / lr0 if lr0 != 0 else 1.0) * h["weight_decay"]
+    return schedule_multiplier(h) * h["weight_decay"]
 
 
 def decoupled_decay_(p: TensorOrList, h: dict[str, Any]) -> None:

@@ -37,11 +37,14 @@ kernels do. Results equal the plain path to round-off (checked by the test matri
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
 import platform
 import shutil
+import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -390,12 +393,21 @@ def _source(instrs: Sequence[tuple[str, ...]], stores: Sequence[tuple[int, str]]
 # -- compiling and caching ------------------------------------------------------------------------------------
 _enabled = os.environ.get("OPTIMLAB_KERNELS", "1").strip().lower() not in ("0", "false", "off", "no")
 _lock = threading.Lock()
-_loaded: dict[tuple[Any, ...], Callable[..., None] | None] = {}  # None: this kernel failed to compile
+_loaded: dict[tuple[Any, ...], Callable[..., None] | None] = {}  # None: this kernel cannot be had in this process
 _MISSING = object()
 _compiler: list[str] | None = None
 _compiler_id: str | None = None
 _omp: str | None = None
 _stats = {"compiled": 0, "loaded": 0, "runs": 0, "failed": 0}
+
+#: Seconds one compiler call may take before it is killed (a cold kernel takes 0.06-0.2 s here). After a timeout
+#: this process compiles nothing more (kernels already built still load): a hanging compiler costs one bounded
+#: wait, not one per kernel or per step. ``$OPTIMLAB_KERNEL_TIMEOUT`` sets it.
+COMPILE_TIMEOUT_S = float(os.environ.get("OPTIMLAB_KERNEL_TIMEOUT", "60"))
+_compiler_hung = False
+_warned: set[tuple[str, ...]] = set()  # each kind of trouble is reported once per process (not per kernel or step)
+_cache_verdicts: dict[str, str | None] = {}  # cache folder -> why it is refused (None: it is safe)
+_library_fds: list[int] = []  # kept open: each kernel is loaded from the very file that was verified
 
 
 def enabled() -> bool:
@@ -424,26 +436,71 @@ def cache_dir() -> Path:
     return Path(base) / "optimlab" / "kernels"
 
 
+def _uid() -> int:
+    return os.geteuid()
+
+
+def _warn_once(key: tuple[str, ...], message: str) -> None:
+    if key in _warned:
+        return
+    _warned.add(key)
+    warnings.warn(f"optimlab: {message}", RuntimeWarning, stacklevel=6)
+
+
 def _flags() -> list[str]:
     arch = "-mcpu=native" if platform.machine().lower() in ("arm64", "aarch64") else "-march=native"
     return ["-O3", arch, "-std=c11", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared", "-pthread"]
 
 
+def _run_bounded(cmd: Sequence[str], timeout: float, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command with a time limit; on timeout the whole process group is killed (a compiler driver's children
+    too) and ``subprocess.TimeoutExpired`` is raised."""
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
+
+
+def _timed_out(cmd: Sequence[str]) -> None:
+    global _compiler_hung
+    _compiler_hung = True
+    _warn_once(("timeout",), f"the C compiler ({' '.join(cmd[:2])} ...) did not finish within {COMPILE_TIMEOUT_S:g} "
+               "s and was killed; this process compiles no more kernels and runs the eager path where none is "
+               "cached (set $OPTIMLAB_KERNEL_TIMEOUT to allow longer)")
+
+
 def compiler() -> list[str] | None:
-    """The C compiler command used for kernels (``$CC``, else ``cc``, ``gcc`` or ``clang``), or None."""
+    """The C compiler command used for kernels (``$CC``, else ``cc``, ``gcc`` or ``clang``), or None.
+
+    ``$CC`` may hold a launcher and the compiler (``CC="ccache gcc"``): the command is identified (for the cache
+    key) by what ``<command> --version`` prints, i.e. the compiler's version, not the launcher's."""
     global _compiler, _compiler_id
     if _compiler_id is None:
         candidates = [os.environ["CC"]] if os.environ.get("CC") else ["cc", "gcc", "clang"]
         for name in candidates:
-            path = shutil.which(name.split()[0])
+            words = name.split()
+            path = shutil.which(words[0])
             if path is None:
                 continue
+            cmd = [path, *words[1:]]
             try:
-                version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30,
-                                         check=True).stdout.splitlines()[0]
-            except (OSError, subprocess.SubprocessError, IndexError):
+                out = _run_bounded([*cmd, "--version"], timeout=min(30.0, COMPILE_TIMEOUT_S))
+                if out.returncode != 0 or not out.stdout.strip():
+                    continue
+            except subprocess.TimeoutExpired:
+                _timed_out(cmd)
                 continue
-            _compiler, _compiler_id = [path, *name.split()[1:]], f"{version}|{_cpu_id()}"
+            except OSError:
+                continue
+            version = out.stdout.strip().splitlines()[0]
+            digest = hashlib.sha256(out.stdout.encode()).hexdigest()[:12]
+            _compiler, _compiler_id = cmd, f"{version}|{digest}|{_cpu_id()}"
             break
         else:
             _compiler_id = ""
@@ -479,10 +536,125 @@ def _cpu_id() -> str:
         return platform.processor() or platform.machine()
 
 
+def _unsafe(directory: Path) -> str | None:
+    """Why a kernel cache folder must not be used, or None.
+
+    The libraries in it run in the training process, so, as OpenSSH does for its keys and pip for its cache: the
+    folder must be owned by this user and writable by no one else, and every folder above it owned by this user or
+    root and not writable by others unless it has the sticky bit (``/tmp``: others can then neither rename nor
+    delete what is not theirs)."""
+    uid = _uid()
+    try:
+        real = directory.resolve()
+        st = real.stat()
+        if st.st_uid != uid:
+            return f"is owned by uid {st.st_uid}, not by this user (uid {uid})"
+        if st.st_mode & 0o022:
+            who = "group and others" if st.st_mode & 0o022 == 0o022 else "group" if st.st_mode & 0o020 else "others"
+            return f"is writable by {who} (mode {stat.S_IMODE(st.st_mode):o})"
+        for parent in real.parents:
+            st = parent.stat()
+            if st.st_uid not in (uid, 0):
+                return f"is inside {parent}, which is owned by uid {st.st_uid}"
+            if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+                return f"is inside {parent}, which others can write (mode {stat.S_IMODE(st.st_mode):o})"
+    except OSError as exc:
+        return f"cannot be checked ({exc})"
+    return None
+
+
+def _safe_cache(directory: Path) -> bool:
+    """Create the folder (private) if needed and check it once per process; warn and refuse an unsafe one."""
+    key = str(directory)
+    if key not in _cache_verdicts:
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            problem = _unsafe(directory)
+        except OSError as exc:
+            problem = f"cannot be created ({exc})"
+        _cache_verdicts[key] = problem
+        if problem is not None:
+            _warn_once(("cache", key), f"the kernel cache folder {directory} {problem}, so its libraries could have "
+                       "been planted by someone else: compiled kernels are off for it and the eager path runs. Use a "
+                       "folder only you can write (chmod go-w, or set $OPTIMLAB_KERNEL_CACHE)")
+    return _cache_verdicts[key] is None
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _build(cc: list[str], source: str, key: str, directory: Path, link: list[str]) -> None:
+    """Compile in a private temporary folder, then move the library into the cache under a name that holds its
+    hash, and only then (atomically) the record of that hash: a reader never sees a record without its library,
+    and processes building the same kernel at once (DDP ranks) each leave a consistent pair."""
+    build = tempfile.mkdtemp(prefix=f".build-{key}-", dir=directory)
+    try:
+        src, lib = f"optimlab_{key}.c", f"optimlab_{key}.so"
+        Path(build, src).write_text(source)
+        try:
+            done = _run_bounded([*cc, *_flags(), "-o", lib, src, *link], timeout=COMPILE_TIMEOUT_S, cwd=build)
+        except subprocess.TimeoutExpired:
+            _timed_out(cc)
+            raise
+        if done.returncode != 0:
+            raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr)
+        data = Path(build, lib).read_bytes()
+        digest = _digest(data)
+        os.chmod(Path(build, lib), 0o755)
+        os.replace(Path(build, lib), directory / f"optimlab_{key}-{digest[:16]}.so")
+        os.replace(Path(build, src), directory / f"optimlab_{key}.c")
+        Path(build, "sha256").write_text(digest + "\n")
+        os.replace(Path(build, "sha256"), directory / f"optimlab_{key}.sha256")
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
+def _open_verified(key: str, directory: Path) -> tuple[int, Path] | None:
+    """Open the cached library of ``key`` if it matches the hash recorded when it was built: the open file (loaded
+    through ``/proc/self/fd``, so the bytes checked are the bytes loaded) and its path. None if there is none, or
+    if it does not match (then warn: it was damaged or replaced, and is rebuilt)."""
+    record = directory / f"optimlab_{key}.sha256"
+    try:
+        digest = record.read_text().strip()
+    except OSError:
+        return None
+    path = directory / f"optimlab_{key}-{digest[:16]}.so"
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        ok = st.st_uid == _uid() and not st.st_mode & 0o022 and _digest(b"".join(chunks)) == digest
+    except OSError:
+        ok = False
+    if not ok:
+        os.close(fd)
+        _warn_once(("mismatch", str(path)), f"the cached kernel {path} does not match the hash recorded when it was "
+                   "built (damaged, or replaced by someone else): it was not loaded, and was rebuilt")
+        return None
+    return fd, path
+
+
+def _dlopen(fd: int, path: Path) -> Callable[..., None]:
+    proc_path = f"/proc/self/fd/{fd}"
+    lib = ctypes.CDLL(proc_path if os.path.exists(proc_path) else str(path))
+    fn = lib.optimlab_kernel
+    fn.restype = None
+    fn.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                   ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]  # ... red, red_stride, nthreads
+    _library_fds.append(fd)  # never closed: a reused descriptor number would name another library to dlopen
+    return fn
+
+
 def _load(structure: tuple[Any, ...], make_source: Callable[[], str]) -> Callable[..., None] | None:
     """The kernel for a traced rule's ``structure`` (everything its C depends on): from this process's table, or
-    loaded from the disk cache, or compiled into it. The source is written and hashed only on a table miss, not on
-    every step."""
+    loaded from the disk cache (after checking the folder and the library's recorded hash), or compiled into it.
+    The source is written and hashed only on a table miss, not on every step."""
     cc = compiler()
     if cc is None:
         return None
@@ -493,45 +665,56 @@ def _load(structure: tuple[Any, ...], make_source: Callable[[], str]) -> Callabl
     with _lock:
         if structure in _loaded:
             return _loaded[structure]
-        source = make_source()
-        key = hashlib.sha256("\0".join([source, _compiler_id or "", " ".join(_flags())]).encode()).hexdigest()[:24]
-        directory = cache_dir()
-        so = directory / f"optimlab_{key}.so"
         fn = None
-        try:
-            if not so.exists():
-                directory.mkdir(parents=True, exist_ok=True)
-                # Unique temporary names, then atomic renames: processes (DDP ranks) compiling the same kernel at
-                # once never read or load a half-written file.
-                fd, tmp_c = tempfile.mkstemp(suffix=".c", prefix=f"optimlab_{key}_", dir=directory)
-                with os.fdopen(fd, "w") as f:
-                    f.write(source)
-                tmp_so = tmp_c[:-2] + ".so"
-                try:
-                    omp = _openmp_library()
-                    link = [omp, f"-Wl,-rpath,{os.path.dirname(omp)}"] if omp else []
-                    subprocess.run([*cc, *_flags(), "-o", tmp_so, tmp_c, *link], capture_output=True, text=True,
-                                   timeout=300, check=True)
-                    os.replace(tmp_c, directory / f"optimlab_{key}.c")
-                    os.replace(tmp_so, so)
-                finally:
-                    for tmp in (tmp_c, tmp_so):
-                        if os.path.exists(tmp):
-                            os.unlink(tmp)
-                _stats["compiled"] += 1
-            lib = ctypes.CDLL(str(so))
-            fn = lib.optimlab_kernel
-            fn.restype = None
-            fn.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                           ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]  # ... red, red_stride, nthreads
-            _stats["loaded"] += 1
-        except (OSError, subprocess.SubprocessError) as exc:
-            _stats["failed"] += 1
-            detail = getattr(exc, "stderr", "") or str(exc)
-            warnings.warn(f"optimlab: compiling a kernel failed, using the eager path instead: {detail[:500]}",
-                          RuntimeWarning, stacklevel=4)
+        directory = cache_dir()
+        if _safe_cache(directory):
+            source = make_source()
+            omp = _openmp_library()
+            link = [omp, f"-Wl,-rpath,{os.path.dirname(omp)}"] if omp else []
+            key = hashlib.sha256("\0".join([source, _compiler_id or "", " ".join(_flags()), " ".join(link)])
+                                 .encode()).hexdigest()[:24]
+            fn = _load_or_build(cc, source, key, directory, link)
         _loaded[structure] = fn
         return fn
+
+
+def _load_or_build(cc: list[str], source: str, key: str, directory: Path,
+                   link: list[str]) -> Callable[..., None] | None:
+    for attempt in range(2):  # a cached library that does not verify, or does not load, is rebuilt once
+        opened = _open_verified(key, directory)
+        if opened is None:
+            if _compiler_hung:
+                return None
+            try:
+                _build(cc, source, key, directory, link)
+            except subprocess.TimeoutExpired:
+                _stats["failed"] += 1
+                return None
+            except (OSError, subprocess.SubprocessError) as exc:
+                _stats["failed"] += 1
+                detail = (getattr(exc, "stderr", "") or str(exc)).strip()
+                status = f" (exit status {exc.returncode})" if isinstance(exc, subprocess.CalledProcessError) else ""
+                _warn_once(("compile", " ".join(cc), detail[:200]), f"compiling a kernel failed{status}, so the "
+                           f"eager path runs instead: {detail[:500]}")
+                return None
+            _stats["compiled"] += 1
+            opened = _open_verified(key, directory)
+            if opened is None:
+                return None
+        try:
+            fn = _dlopen(*opened)
+        except (OSError, AttributeError) as exc:
+            os.close(opened[0])
+            if attempt == 0:
+                with contextlib.suppress(OSError):
+                    (directory / f"optimlab_{key}.sha256").unlink()  # rebuild it
+                continue
+            _warn_once(("dlopen", str(opened[1])), f"loading the compiled kernel {opened[1]} failed, so the eager "
+                       f"path runs instead: {exc}")
+            return None
+        _stats["loaded"] += 1
+        return fn
+    return None
 
 
 # -- running --------------------------------------------------------------------------------------------------

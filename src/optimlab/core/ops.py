@@ -7,6 +7,12 @@ that they agree to round-off.
 
 Conventions: a trailing underscore means in place on the first argument, as in torch. Scalars are Python numbers;
 ``mul_`` and ``div_`` also accept a tensor (0-d) or, on the list path, a list of 0-d tensors, one per tensor.
+
+Under autograd (``differentiable=True``: the plain loop with gradients recorded) an operation whose backward keeps
+a tensor (its result, as ``sqrt`` and ``reciprocal``, or an operand, as ``mul``, ``div``, ``addcmul``, ``addcdiv``,
+``maximum``) keeps a copy, so the rule may go on to modify the original in place (a temporary this step, a state
+tensor the next step), as torch's own differentiable paths clone (``param.addcdiv_(exp_avg.clone(), denom)``).
+Outside autograd (every other step) these are the plain kernels, with no copy.
 """
 
 from __future__ import annotations
@@ -46,6 +52,16 @@ def _is_list(x: TensorOrList) -> bool:
     return isinstance(x, list | tuple)
 
 
+def _recorded(*xs: object) -> bool:
+    """Autograd is recording an operation on these tensors (a differentiable step)."""
+    return torch.is_grad_enabled() and any(isinstance(x, Tensor) and x.requires_grad for x in xs)
+
+
+def _kept(x: object) -> object:
+    """An operand autograd will keep: a copy under autograd (see the module docstring), else ``x`` itself."""
+    return x.clone() if _recorded(x) else x  # type: ignore[union-attr]
+
+
 def neg(x: TensorOrList) -> TensorOrList:
     """``-x`` as a new tensor (or list)."""
     return list(torch._foreach_neg(x)) if _is_list(x) else torch.neg(x)
@@ -81,7 +97,7 @@ def add_scalar_(x: TensorOrList, s: float) -> TensorOrList:
 
 def mul(x: TensorOrList, s: Scalar | TensorOrList) -> TensorOrList:
     """``x * s`` as a new tensor (or list); ``s`` a scalar, a tensor, or a list of tensors."""
-    return list(torch._foreach_mul(x, s)) if _is_list(x) else torch.mul(x, s)
+    return list(torch._foreach_mul(x, s)) if _is_list(x) else torch.mul(_kept(x), _kept(s))
 
 
 def mul_(x: TensorOrList, s: Scalar | TensorOrList) -> TensorOrList:
@@ -89,13 +105,13 @@ def mul_(x: TensorOrList, s: Scalar | TensorOrList) -> TensorOrList:
     if _is_list(x):
         torch._foreach_mul_(x, s)
     else:
-        x.mul_(s)
+        x.mul_(_kept(s))
     return x
 
 
 def div(x: TensorOrList, s: Scalar | TensorOrList) -> TensorOrList:
     """``x / s`` as a new tensor (or list)."""
-    return list(torch._foreach_div(x, s)) if _is_list(x) else torch.div(x, s)
+    return list(torch._foreach_div(x, s)) if _is_list(x) else torch.div(_kept(x), _kept(s))
 
 
 def div_(x: TensorOrList, s: Scalar | TensorOrList) -> TensorOrList:
@@ -103,7 +119,7 @@ def div_(x: TensorOrList, s: Scalar | TensorOrList) -> TensorOrList:
     if _is_list(x):
         torch._foreach_div_(x, s)
     else:
-        x.div_(s)
+        x.div_(_kept(s))
     return x
 
 
@@ -121,7 +137,7 @@ def addcmul_(x: TensorOrList, a: TensorOrList, b: TensorOrList, value: float = 1
     if _is_list(x):
         torch._foreach_addcmul_(x, a, b, value=value)
     else:
-        x.addcmul_(a, b, value=value)
+        x.addcmul_(_kept(a), _kept(b), value=value)
     return x
 
 
@@ -130,19 +146,24 @@ def addcdiv_(x: TensorOrList, a: TensorOrList, b: TensorOrList, value: float = 1
     if _is_list(x):
         torch._foreach_addcdiv_(x, a, b, value=value)
     else:
-        x.addcdiv_(a, b, value=value)
+        x.addcdiv_(_kept(a), _kept(b), value=value)
     return x
 
 
 def sqrt(x: TensorOrList) -> TensorOrList:
-    """``sqrt(x)`` as a new tensor (or list)."""
-    return list(torch._foreach_sqrt(x)) if _is_list(x) else torch.sqrt(x)
+    """``sqrt(x)`` as a new tensor (or list); under autograd a copy, which the rule may then modify in place."""
+    if _is_list(x):
+        return list(torch._foreach_sqrt(x))
+    out = torch.sqrt(x)
+    return out.clone() if _recorded(out) else out  # sqrt's backward keeps its result
 
 
 def maximum_(x: TensorOrList, y: TensorOrList) -> TensorOrList:
     """``x = max(x, y)`` element-wise."""
     if _is_list(x):
         torch._foreach_maximum_(x, y)
+    elif _recorded(x, y):  # out= does not record; maximum's backward keeps its inputs, so compare against a copy
+        x.copy_(torch.maximum(x.clone(), _kept(y)))
     else:
         torch.maximum(x, y, out=x)
     return x
@@ -169,6 +190,8 @@ def reciprocal_(x: TensorOrList) -> TensorOrList:
     """``x = 1 / x`` in place."""
     if _is_list(x):
         torch._foreach_reciprocal_(x)
+    elif _recorded(x):  # reciprocal's backward keeps its result: keep it apart from x, which the rule may modify
+        x.copy_(torch.reciprocal(x))
     else:
         x.reciprocal_()
     return x

@@ -27,8 +27,8 @@ def fail(name: str, value: Any, expected: str, exc: type[Exception] = ValueError
 
 def _as_number(name: str, value: Any) -> float:
     if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            fail(name, value, "a number or a 1-element tensor", TypeError)
+        if value.numel() != 1:  # a tensor of the wrong size: ValueError, as torch ("Tensor lr must be 1-element")
+            fail(name, value, "a number or a 1-element tensor")
         return float(value.detach().reshape(()).item())
     if isinstance(value, bool) or not isinstance(value, int | float):
         fail(name, value, "a real number", TypeError)
@@ -66,8 +66,11 @@ def check_beta(name: str, value: Any) -> None:
 
 
 def check_betas(value: Any, name: str = "betas") -> None:
+    """A pair of numbers in [0, 1): both Python numbers or both 1-element tensors (torch refuses a mix)."""
     if not isinstance(value, tuple | list) or len(value) != 2:
         fail(name, value, "a pair (beta1, beta2)", TypeError)
+    if isinstance(value[0], torch.Tensor) != isinstance(value[1], torch.Tensor):
+        fail(name, value, "both floats or both tensors")
     check_beta(f"{name}[0]", value[0])
     check_beta(f"{name}[1]", value[1])
 

@@ -9,7 +9,10 @@ A wrapper is a real :class:`torch.optim.Optimizer` as far as torch can tell:
   ``optimizer.state`` act on the inner optimizer through the wrapper;
 * its own per-parameter state (slow weights, averages, ...) lives in ``wrapper_state`` keyed by the parameter
   in memory, and in :meth:`state_dict` keyed by the parameter *index* (torch's numbering), never by tensor
-  identity.
+  identity;
+* torch's *global* step hooks (``register_optimizer_step_pre_hook``/``..._post_hook``) fire once per step, for
+  the optimizer the user stepped (the outermost wrapper): a wrapper steps its inner optimizer with them suspended
+  (:meth:`OptimizerWrapper._inner_step`), while the inner optimizer's own hooks still fire.
 
 Checkpoint layout (version 1)::
 
@@ -33,13 +36,14 @@ round-trips through ``torch.save``/``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import contextlib
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.optim import optimizer as _torch_optimizer
 
 __all__ = ["OptimizerWrapper"]
 
@@ -123,6 +127,18 @@ class OptimizerWrapper(Optimizer):
         return f"{type(self).__name__}(\n{inner},\n    {extra}\n)"
 
     # ------------------------------------------------------------------ delegation
+    def _inner_step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Step the inner optimizer without firing torch's global step hooks a second time (they fired for this
+        wrapper's step); the inner optimizer's own hooks fire as usual. (The global hook tables are swapped for
+        empty ones during the inner step: a step taken meanwhile in another thread would not fire them either.)"""
+        saved = _torch_optimizer._global_optimizer_pre_hooks, _torch_optimizer._global_optimizer_post_hooks
+        _torch_optimizer._global_optimizer_pre_hooks = OrderedDict()
+        _torch_optimizer._global_optimizer_post_hooks = OrderedDict()
+        try:
+            return self.optimizer.step(closure)
+        finally:
+            _torch_optimizer._global_optimizer_pre_hooks, _torch_optimizer._global_optimizer_post_hooks = saved
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 

@@ -85,7 +85,7 @@ class _AveragingWrapper(OptimizerWrapper):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One inner step, then an averaging update at steps ``start, start + every, ...``."""
         self._check_not_swapped()
-        loss = self.optimizer.step(closure)
+        loss = self._inner_step(closure)
         self.step_count += 1
         if self.start is not None and self.step_count >= self.start and (
             (self.step_count - self.start) % self.every == 0

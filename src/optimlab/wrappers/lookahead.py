@@ -108,7 +108,7 @@ class Lookahead(OptimizerWrapper):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One inner step; every ``k``-th step also synchronises slow and fast weights."""
         self._check_not_swapped()
-        loss = self.optimizer.step(closure)
+        loss = self._inner_step(closure)
         self.step_count += 1
         if self.step_count % self.k == 0:
             with torch.no_grad():

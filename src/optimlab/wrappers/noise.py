@@ -133,7 +133,7 @@ class GradientNoise(OptimizerWrapper):
                     noisy.mul_(sigma).add_(grad)  # g + sigma * eps
                     swapped.append((p, grad))
                     p.grad = noisy
-            self.optimizer.step()
+            self._inner_step()
         finally:
             for p, grad in swapped:
                 p.grad = grad
