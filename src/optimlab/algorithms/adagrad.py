@@ -84,10 +84,10 @@ class Adagrad(Optimizer):
             raise RuntimeError("weight_decay option is not compatible with sparse gradients")
         g = (-g if h["maximize"] else g).coalesce()  # the update is non-linear: indices must be unique
         indices, values = g._indices(), g._values()
-        state["sum"].add_(torch.sparse_coo_tensor(indices, values.pow(2), g.size()))
+        state["sum"].add_(torch.sparse_coo_tensor(indices, values.pow(2), g.size(), check_invariants=False))
         std = state["sum"].sparse_mask(g)._values().sqrt_().add_(h["eps"])
         clr = h["lr"] / (1 + (h["step"] - 1) * h["lr_decay"])
-        p.add_(torch.sparse_coo_tensor(indices, values / std, g.size()), alpha=-clr)
+        p.add_(torch.sparse_coo_tensor(indices, values / std, g.size(), check_invariants=False), alpha=-clr)
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         g = B.l2_decay(g, p, h["weight_decay"])
