@@ -124,7 +124,7 @@ def _rounds(entries: list[tuple[Tensor, Tensor, dict[str, Any]]]) -> list[list[t
     """Split a group's entries so that no round holds a parameter twice: round ``k`` holds the ``k``-th occurrence
     of each repeated parameter, so stepping the rounds in turn steps each occurrence in order, as torch's for-loop
     does (a list, a fused kernel or a compiled loop given one tensor twice would update it once, or race)."""
-    if len(entries) < 2 or len({id(e[0]) for e in entries}) == len(entries):
+    if len(entries) < 2 or len(set(map(id, [e[0] for e in entries]))) == len(entries):
         return [entries]
     rounds: list[list[tuple[Tensor, Tensor, dict[str, Any]]]] = []
     seen: dict[int, int] = {}
@@ -300,25 +300,30 @@ class Optimizer(torch.optim.Optimizer):
         entries, sparse = [], []
         fresh: dict[int, tuple[Tensor, dict[str, Any]]] = {}
         check_fused = hp["fused"] is True
+        states = self.state
         for p in group["params"]:
             g = p.grad
             if g is None:
                 continue
             if check_fused:
                 self._check_fused_param(p)
-            if g.is_sparse and not self._supports_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients; "
-                                   "use torch.optim.SparseAdam or dense gradients")
-            state = self.state[p] if p in self.state else None
+            state = states.get(p)
             if not state:  # new, or stateless so far (SGD without momentum): nothing is stored until it has state
                 if id(p) in fresh:  # the same parameter again in this group: the same state
                     state = fresh[id(p)][1]
                 else:
                     state = {}
                     self._init_state(p, state, group)
-                    self._cast_moments(p, state, group)
+                    if self._moment_keys:
+                        self._cast_moments(p, state, group)
                     fresh[id(p)] = (p, state)
-            (sparse if g.is_sparse else entries).append((p, g, state))
+            if g.is_sparse:
+                if not self._supports_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients; "
+                                       "use torch.optim.SparseAdam or dense gradients")
+                sparse.append((p, g, state))
+            else:
+                entries.append((p, g, state))
         for rnd in _rounds(entries):
             self._step_entries(rnd, hp)
         for p, g, state in sparse:
