@@ -94,9 +94,18 @@ def test_cache_folder_owned_by_another_user_is_refused(fresh_cache, monkeypatch)
 
 
 @needs_compiler
-def test_new_cache_folder_is_private(fresh_cache):
-    assert _add_kernel(_lists()) is not False
-    assert stat.S_IMODE(fresh_cache.stat().st_mode) & 0o077 == 0
+def test_new_cache_folder_is_private(fresh_cache, monkeypatch):
+    """The folder and the folders created above it are private whatever the umask (a umask of 002 would otherwise
+    make them group-writable, and the cache would refuse itself)."""
+    nested = fresh_cache / "optimlab" / "kernels"
+    monkeypatch.setenv("OPTIMLAB_KERNEL_CACHE", str(nested))
+    old = os.umask(0o002)
+    try:
+        assert _add_kernel(_lists()) is not False
+    finally:
+        os.umask(old)
+    for folder in (fresh_cache, fresh_cache / "optimlab", nested):
+        assert stat.S_IMODE(folder.stat().st_mode) & 0o077 == 0, folder
 
 
 _PLANTED = r"""

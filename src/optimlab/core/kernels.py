@@ -568,7 +568,9 @@ def _safe_cache(directory: Path) -> bool:
     key = str(directory)
     if key not in _cache_verdicts:
         try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            missing = [d for d in (directory, *directory.parents) if not d.exists()]
+            for d in reversed(missing):  # each created private: mkdir(parents=True) would use the umask
+                d.mkdir(mode=0o700, exist_ok=True)
             problem = _unsafe(directory)
         except OSError as exc:
             problem = f"cannot be created ({exc})"
