@@ -1,0 +1,165 @@
+"""Adafactor: a factored second moment (row and column averages for matrices), relative step sizes and update
+clipping; sublinear memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..core import blocked
+from ..core import validation as V
+from ..core.base import Optimizer, ParamsT, new_step
+from ..core.ops import TensorOrList
+
+__all__ = ["Adafactor"]
+
+#: Rows per chunk of the chunked path: about this many elements, so a chunk's temporaries stay in cache.
+_CHUNK_ELEMS = 1 << 18
+
+
+class Adafactor(Optimizer):
+    r"""Adafactor (Shazeer & Stern 2018, Algorithms 4 and 5), as torch implements it.
+
+    A drop-in for :class:`torch.optim.Adafactor` (arguments, defaults, state keys ``step``, ``row_var``,
+    ``col_var``, ``variance`` and the trajectory). For a parameter with two or more dimensions the second moment is
+    factored over the last two, :math:`G_t \in \mathbb{R}^{n\times m}`:
+
+    .. math::
+        \hat\beta_{2,t} &= 1 - t^{\tau}, \qquad \rho_t = \min(\gamma, 1/\sqrt t), \qquad
+            \alpha_t = \max(\epsilon_2, \operatorname{RMS}(\theta_{t-1}))\,\rho_t \\
+        R_t &= \hat\beta_{2,t} R_{t-1} + (1-\hat\beta_{2,t})\, \tfrac1m (G_t\odot G_t) 1_m, \qquad
+            C_t = \hat\beta_{2,t} C_{t-1} + (1-\hat\beta_{2,t})\, \tfrac1n 1_n^\top (G_t\odot G_t) \\
+        \hat V_t &= \frac{R_t C_t}{\max(\tfrac1n 1_n^\top R_t,\ \epsilon_1)}
+            \quad(\text{a vector: } \hat V_t = \hat\beta_{2,t}\hat V_{t-1} + (1-\hat\beta_{2,t}) G_t^2) \\
+        U_t &= G_t / \sqrt{\max(\hat V_t, \epsilon_1^2)}, \qquad
+            \theta_t = \theta_{t-1}(1 - \gamma\lambda) - \frac{\alpha_t}{\max(1, \operatorname{RMS}(U_t)/d)} U_t
+
+    State is :math:`n + m` numbers per matrix (per slice of the leading dimensions) instead of :math:`nm`.
+    Where the references disagree (torch's notes, followed here): torch uses the lr as the cap of the relative step
+    :math:`\rho_t` (the paper: 0.01) and for decoupled weight decay (the paper has none), means instead of sums,
+    and :math:`\epsilon_1` applied to :math:`\hat V_t` and its row mean rather than added to :math:`G_t^2`; there is
+    no first moment (the paper's :math:`\beta_1 = 0` setting). ``eps=(None, ...)`` takes :math:`\epsilon_1` as the
+    machine epsilon of the parameters' dtype.
+
+    **Fast path.** Three reductions per tensor (:math:`\|\theta\|`, the row and column means, :math:`\|U\|`) make
+    a step several passes over memory. On the list path a large contiguous matrix is processed in chunks of rows
+    whose temporaries stay in cache: one pass for :math:`\|\theta\|` and the factors, one for :math:`\|U\|`, one for
+    the update (24 bytes of traffic per fp32 parameter; torch materialises :math:`\hat V` and :math:`U` at full
+    size). Other tensors take the plain rule. Complex parameters are refused, as in torch; empty tensors only count
+    the step (torch divides by their zero size).
+
+    Args:
+        lr: :math:`\gamma` (1e-2). beta2_decay: :math:`\tau \le 0` (-0.8). eps: :math:`(\epsilon_1, \epsilon_2)`
+            ((None, 1e-3)). d: the clipping threshold :math:`d \ge 1` (1.0). weight_decay: :math:`\lambda` (0).
+        foreach, maximize: as :class:`optimlab.SGD`.
+
+    References: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost", ICML 2018;
+    torch.optim.Adafactor.
+    """
+
+    def __init__(self, params: ParamsT, lr: float = 1e-2, beta2_decay: float = -0.8,
+                 eps: tuple[float | None, float] = (None, 1e-3), d: float = 1.0, weight_decay: float = 0.0, *,
+                 foreach: bool | None = None, maximize: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay,
+                                      maximize=maximize, foreach=foreach))
+
+    def _validate(self, group: dict[str, Any]) -> None:
+        super()._validate({k: v for k, v in group.items() if k != "eps"})
+        eps = group["eps"]
+        if not isinstance(eps, tuple | list) or len(eps) != 2:
+            V.fail("eps", eps, "a pair (eps1 or None, eps2)", TypeError)
+        if eps[0] is not None:
+            V.check_nonneg("eps[0]", eps[0])
+        V.check_nonneg("eps[1]", eps[1])
+        V.check_in_range("beta2_decay", group["beta2_decay"], float("-inf"), 0.0, hi_open=False)
+        V.check_in_range("d", group["d"], 1.0, float("inf"), hi_open=False)
+
+    def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        if p.is_complex():
+            raise RuntimeError("Adafactor does not support complex parameters")
+        state["step"] = new_step()
+        if p.dim() > 1:
+            row_shape, col_shape = list(p.shape), list(p.shape)
+            row_shape[-1], col_shape[-2] = 1, 1
+            state["row_var"] = p.new_zeros(row_shape)
+            state["col_var"] = p.new_zeros(col_shape)
+        else:
+            state["variance"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    # -- the rule, one tensor at a time ------------------------------------------------------------------------
+    @staticmethod
+    def _scalars(p: Tensor, h: dict[str, Any]) -> tuple[float, float, float]:
+        """:math:`1-\\hat\\beta_{2,t}`, :math:`\\epsilon_1` and :math:`\\alpha_t` (reads :math:`\\|\\theta\\|`)."""
+        t = h["step"]
+        eps1, eps2 = h["eps"]
+        eps1 = torch.finfo(p.dtype).eps if eps1 is None else eps1
+        rho = min(h["lr"], 1 / (t**0.5))
+        alpha = max(eps2, p.norm(2).item() / (p.numel() ** 0.5)) * rho
+        return t ** h["beta2_decay"], eps1, alpha
+
+    def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+        if isinstance(p, list):
+            for i, (p_i, g_i) in enumerate(zip(p, g, strict=True)):
+                self._update(p_i, g_i, {k: v[i] for k, v in s.items()}, h)
+            return
+        if p.numel() == 0:
+            return
+        beta2_t, eps1, alpha = self._scalars(p, h)
+        if h["weight_decay"] != 0:
+            p.mul_(1 - h["lr"] * h["weight_decay"])
+        if "row_var" in s:
+            row_var, col_var = s["row_var"], s["col_var"]
+            row_var.lerp_(torch.norm(g, dim=-1, keepdim=True).square_().div_(g.size(-1)), beta2_t)
+            col_var.lerp_(torch.norm(g, dim=-2, keepdim=True).square_().div_(g.size(-2)), beta2_t)
+            var = row_var @ col_var
+            var.div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1))
+        else:
+            var = s["variance"].lerp_(g * g, beta2_t).clone()
+        update = var.clamp_(min=eps1 * eps1).rsqrt_().mul_(g)
+        denom = max(1.0, update.norm(2).item() / ((update.numel() ** 0.5) * h["d"]))
+        p.add_(update, alpha=-alpha / denom)
+
+    def _run_lists(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
+                   tensor_keys: list[str]) -> None:
+        for i, (p, g) in enumerate(zip(ps, gs, strict=True)):
+            st = {k: v[i] for k, v in s.items()}
+            g = -g if h["maximize"] else g
+            if "row_var" in st and p.dim() == 2 and p.numel() > 2 * _CHUNK_ELEMS and blocked.is_plain([p, g]) \
+                    and p.is_contiguous() and g.is_contiguous():
+                self._chunked(p, g, st, h)
+            else:
+                self._update(p, g, st, h)
+
+    def _chunked(self, p: Tensor, g: Tensor, s: dict[str, Any], h: dict[str, Any]) -> None:
+        """The rule for a large matrix, by chunks of rows: factors, then :math:`\\|U\\|`, then the update."""
+        n, m = p.shape
+        rows = max(1, _CHUNK_ELEMS // m)
+        chunks = [(i, min(n, i + rows)) for i in range(0, n, rows)]
+        beta2_t, eps1, alpha = self._scalars(p, h)
+        row_var, col_var = s["row_var"], s["col_var"]
+        row_sq = torch.empty_like(row_var)
+        col_sq = torch.zeros_like(col_var)
+        for a, b in chunks:
+            sq = g[a:b].square()
+            row_sq[a:b] = sq.sum(dim=-1, keepdim=True)
+            col_sq.add_(sq.sum(dim=-2, keepdim=True))
+        row_var.lerp_(row_sq.div_(m), beta2_t)
+        col_var.lerp_(col_sq.div_(n), beta2_t)
+        mean = row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1)
+
+        def chunk_update(a: int, b: int) -> Tensor:
+            var = (row_var[a:b] * col_var).div_(mean)
+            return var.clamp_(min=eps1 * eps1).rsqrt_().mul_(g[a:b])
+
+        sq_norm = 0.0
+        for a, b in chunks:
+            sq_norm += float(torch.linalg.vector_norm(chunk_update(a, b), dtype=torch.float64) ** 2)
+        denom = max(1.0, (sq_norm**0.5) / ((p.numel() ** 0.5) * h["d"]))
+        keep = 1 - h["lr"] * h["weight_decay"]
+        for a, b in chunks:
+            piece = p[a:b]
+            if h["weight_decay"] != 0:
+                piece.mul_(keep)
+            piece.add_(chunk_update(a, b), alpha=-alpha / denom)
