@@ -111,6 +111,10 @@ class Prodigy(Optimizer):
                 group[key] = first[key]
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        if p.dtype == torch.float16:
+            raise TypeError("Prodigy does not support float16 parameters: its moments are scaled by d^2 (d0^2 = "
+                            "1e-12 at the start), which underflows in float16; use float32 or bfloat16 parameters "
+                            "(or float32 master weights)")
         state["s"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         if not blocked.is_plain([p]) or bool(p.detach().any()):
             state["p0"] = p.detach().clone(memory_format=torch.preserve_format)
