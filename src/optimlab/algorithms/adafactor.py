@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from ..core import blocked
@@ -80,13 +81,14 @@ class Adafactor(Optimizer):
         if p.is_complex():
             raise RuntimeError("Adafactor does not support complex parameters")
         state["step"] = new_step()
+        local = p if blocked.is_plain([p]) else _sharded(p)[0].to_local()  # DTensor shard: state of the shard
         if p.dim() > 1:
-            row_shape, col_shape = list(p.shape), list(p.shape)
+            row_shape, col_shape = list(local.shape), list(local.shape)
             row_shape[-1], col_shape[-2] = 1, 1
-            state["row_var"] = p.new_zeros(row_shape)
-            state["col_var"] = p.new_zeros(col_shape)
+            state["row_var"] = local.new_zeros(row_shape)
+            state["col_var"] = local.new_zeros(col_shape)
         else:
-            state["variance"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["variance"] = torch.zeros_like(local, memory_format=torch.preserve_format)
 
     # -- the rule, one tensor at a time ------------------------------------------------------------------------
     @staticmethod
@@ -103,6 +105,9 @@ class Adafactor(Optimizer):
         if isinstance(p, list):
             for i, (p_i, g_i) in enumerate(zip(p, g, strict=True)):
                 self._update(p_i, g_i, {k: v[i] for k, v in s.items()}, h)
+            return
+        if not blocked.is_plain([p]):
+            self._update_sharded(p, g, s, h)
             return
         if p.numel() == 0:
             return
@@ -163,3 +168,57 @@ class Adafactor(Optimizer):
             if h["weight_decay"] != 0:
                 piece.mul_(keep)
             piece.add_(chunk_update(a, b), alpha=-alpha / denom)
+
+    def _update_sharded(self, p: Tensor, g: Tensor, s: dict[str, Any], h: dict[str, Any]) -> None:
+        """The rule for a DTensor shard (FSDP2: rows of a matrix, or slices of the leading dimension, on each rank),
+        on the local tensors: the norms, the column means of a sharded matrix and the mean of its row factor are
+        all-reduced (a few numbers per tensor, never the tensor itself); the factors are those of the shard's rows
+        and of all columns, and the result equals the unsharded rule to round-off."""
+        _, group = _sharded(p)
+        pl, gl = p.to_local(), g.to_local()
+        n_global = p.shape[-2] if p.dim() > 1 else 1
+        rows_sharded = group is not None and p.dim() == 2  # Shard(0) of a matrix splits the factored rows
+
+        def total(t: Tensor) -> Tensor:
+            if group is not None:
+                dist.all_reduce(t, group=group)
+            return t
+
+        t = h["step"]
+        eps1, eps2 = h["eps"]
+        eps1 = torch.finfo(p.dtype).eps if eps1 is None else eps1
+        beta2_t = t ** h["beta2_decay"]
+        rho = min(h["lr"], 1 / (t**0.5))
+        p_sq = total(torch.linalg.vector_norm(pl, dtype=torch.float64).square().reshape(1))
+        alpha = max(eps2, float(p_sq.sqrt()) / (p.numel() ** 0.5)) * rho
+        if h["weight_decay"] != 0:
+            pl.mul_(1 - h["lr"] * h["weight_decay"])
+        if "row_var" in s:
+            row_var, col_var = s["row_var"], s["col_var"]
+            row_var.lerp_(torch.norm(gl, dim=-1, keepdim=True).square_().div_(gl.size(-1)), beta2_t)
+            col_sq = gl.square().sum(dim=-2, keepdim=True)
+            col_var.lerp_((total(col_sq) if rows_sharded else col_sq).div_(n_global), beta2_t)
+            row_sum = row_var.sum(dim=-2, keepdim=True)
+            mean = (total(row_sum) if rows_sharded else row_sum).div_(n_global).clamp_(min=eps1)
+            var = (row_var @ col_var).div_(mean)
+        else:
+            var = s["variance"].lerp_(gl * gl, beta2_t).clone()
+        update = var.clamp_(min=eps1 * eps1).rsqrt_().mul_(gl)
+        u_sq = total(torch.linalg.vector_norm(update, dtype=torch.float64).square().reshape(1))
+        denom = max(1.0, float(u_sq.sqrt()) / ((p.numel() ** 0.5) * h["d"]))
+        pl.add_(update, alpha=-alpha / denom)
+
+
+def _sharded(p: Tensor) -> tuple[Any, Any]:
+    """A DTensor parameter and the process group its shards are spread over (None when replicated). Only what FSDP2
+    makes: a 1-D mesh, sharded on dimension 0 or replicated."""
+    from torch.distributed.tensor import DTensor, Replicate, Shard
+
+    if not isinstance(p, DTensor) or p.device_mesh.ndim != 1 or \
+            not isinstance(p.placements[0], Shard | Replicate) or \
+            (isinstance(p.placements[0], Shard) and p.placements[0].dim != 0):
+        raise NotImplementedError(f"Adafactor: parameters of type {type(p).__name__} with placements "
+                                  f"{getattr(p, 'placements', None)}; supported are plain tensors and DTensors "
+                                  "sharded on dimension 0 of a 1-D mesh (FSDP2) or replicated")
+    group = p.device_mesh.get_group() if isinstance(p.placements[0], Shard) else None
+    return p, group

@@ -89,7 +89,11 @@ def add_scalar(x: TensorOrList, s: float) -> TensorOrList:
 def copy_(x: TensorOrList, y: TensorOrList) -> TensorOrList:
     """``x = y`` element-wise, in place (into ``x``'s memory)."""
     if _is_list(x):
-        torch._foreach_copy_(x, y)
+        if all(type(t) is Tensor or isinstance(t, torch.nn.Parameter) for t in x):
+            torch._foreach_copy_(x, y)
+        else:  # DTensor shards: no sharding rule for _foreach_copy_
+            for a, b in zip(x, y, strict=True):
+                a.copy_(b)
     else:
         x.copy_(y)
     return x
