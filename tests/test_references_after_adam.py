@@ -717,7 +717,10 @@ def test_rprop_grows_shrinks_and_forgets() -> None:
     assert moves[2] == pytest.approx([-0.144, 0.05])  # after a forgotten gradient, the step is kept (0.05)
 
 
-def test_adafactor_chunked_path_equals_the_plain_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("zero_row", [False, True], ids=["separable", "clamped"])
+def test_adafactor_chunked_path_equals_the_plain_rule(monkeypatch: pytest.MonkeyPatch, zero_row: bool) -> None:
+    """The list path's matrices by chunks of rows: separable where nothing is clamped, and with a row of zero
+    gradients (its factor 0, so V is clamped there) the per-element estimate."""
     from optimlab.algorithms import adafactor
 
     monkeypatch.setattr(adafactor, "_CHUNK_ELEMS", 8)
@@ -736,6 +739,8 @@ def test_adafactor_chunked_path_equals_the_plain_rule(monkeypatch: pytest.Monkey
         for _ in range(6):
             for p in params:
                 p.grad = torch.randn(p.shape, generator=g2, dtype=DT) * (0.01 if _ % 2 else 3.0)
+                if zero_row and p.dim() == 2:
+                    p.grad[4] = 0.0
             opt.step()
         results.append((params, opt))
     assert calls, "the chunked path was not taken"

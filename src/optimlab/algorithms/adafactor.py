@@ -45,11 +45,14 @@ class Adafactor(Optimizer):
     machine epsilon of the parameters' dtype.
 
     **Fast path.** Three reductions per tensor (:math:`\|\theta\|`, the row and column means, :math:`\|U\|`) make
-    a step several passes over memory. On the list path a large contiguous matrix is processed in chunks of rows
-    whose temporaries stay in cache: one pass for :math:`\|\theta\|` and the factors, one for :math:`\|U\|`, one for
-    the update (24 bytes of traffic per fp32 parameter; torch materialises :math:`\hat V` and :math:`U` at full
-    size). Other tensors take the plain rule. Complex parameters are refused, as in torch; empty tensors only count
-    the step (torch divides by their zero size).
+    a step several passes over memory. On the list path the parameters' norms are one ``_foreach_norm``, and each
+    contiguous matrix is processed in chunks of rows whose temporaries stay in cache: one pass for the factors, one
+    for :math:`\|U\|`, one for the update (24 bytes of traffic per fp32 parameter with the norm; torch
+    materialises :math:`\hat V` and :math:`U` at full size). Where nothing is clamped the estimate is separable,
+    :math:`\hat V_{ij}^{-1/2} = a_i b_j`, so :math:`\|U\|` is a matrix-vector product per chunk and no
+    :math:`\hat V` is formed (see :meth:`_chunked`). Other tensors take the plain rule. Under FSDP2 a DTensor shard
+    all-reduces only its norms and column sums (:meth:`_update_sharded`). Complex parameters are refused, as in
+    torch; empty tensors only count the step (torch divides by their zero size).
 
     Args:
         lr: :math:`\gamma` (1e-2). beta2_decay: :math:`\tau \le 0` (-0.8). eps: :math:`(\epsilon_1, \epsilon_2)`
@@ -92,13 +95,15 @@ class Adafactor(Optimizer):
 
     # -- the rule, one tensor at a time ------------------------------------------------------------------------
     @staticmethod
-    def _scalars(p: Tensor, h: dict[str, Any]) -> tuple[float, float, float]:
-        """:math:`1-\\hat\\beta_{2,t}`, :math:`\\epsilon_1` and :math:`\\alpha_t` (reads :math:`\\|\\theta\\|`)."""
+    def _scalars(p: Tensor, h: dict[str, Any], p_norm: float | None = None) -> tuple[float, float, float]:
+        """:math:`1-\\hat\\beta_{2,t}`, :math:`\\epsilon_1` and :math:`\\alpha_t` (from :math:`\\|\\theta\\|`, read here
+        unless given)."""
         t = h["step"]
         eps1, eps2 = h["eps"]
         eps1 = torch.finfo(p.dtype).eps if eps1 is None else eps1
         rho = min(h["lr"], 1 / (t**0.5))
-        alpha = max(eps2, p.norm(2).item() / (p.numel() ** 0.5)) * rho
+        p_norm = p.norm(2).item() if p_norm is None else p_norm
+        alpha = max(eps2, p_norm / (p.numel() ** 0.5)) * rho
         return t ** h["beta2_decay"], eps1, alpha
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
@@ -128,31 +133,56 @@ class Adafactor(Optimizer):
 
     def _run_lists(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
                    tensor_keys: list[str]) -> None:
+        chunked = ["row_var" in s and p.dim() == 2 and p.numel() > 0 and blocked.is_plain([p, g])
+                   and p.is_contiguous() and g.is_contiguous() for p, g in zip(ps, gs, strict=True)]
+        todo = [p for p, c in zip(ps, chunked, strict=True) if c]
+        norms = iter(torch.stack(torch._foreach_norm(todo)).tolist() if todo else [])  # one pass, one sync
         for i, (p, g) in enumerate(zip(ps, gs, strict=True)):
             st = {k: v[i] for k, v in s.items()}
             g = -g if h["maximize"] else g
-            if "row_var" in st and p.dim() == 2 and p.numel() > 2 * _CHUNK_ELEMS and blocked.is_plain([p, g]) \
-                    and p.is_contiguous() and g.is_contiguous():
-                self._chunked(p, g, st, h)
+            if chunked[i]:
+                self._chunked(p, g, st, h, next(norms))
             else:
                 self._update(p, g, st, h)
 
-    def _chunked(self, p: Tensor, g: Tensor, s: dict[str, Any], h: dict[str, Any]) -> None:
-        """The rule for a large matrix, by chunks of rows: factors, then :math:`\\|U\\|`, then the update."""
+    def _chunked(self, p: Tensor, g: Tensor, s: dict[str, Any], h: dict[str, Any], p_norm: float) -> None:
+        r"""The rule for a matrix on the list path, by chunks of rows whose temporaries stay in cache: one pass for the
+        factors (and one over :math:`\theta` for its norm), one for :math:`\|U\|`, one for the update.
+
+        Where no element of :math:`\hat V` is clamped (checked from the factors' minima), the estimate is separable,
+        :math:`1/\sqrt{\hat V_{ij}} = a_i b_j` with :math:`a = 1/\sqrt{R/\bar R}`, :math:`b = 1/\sqrt{C}`:
+        :math:`\|U\|^2 = \sum_i a_i^2 \sum_j G_{ij}^2 b_j^2` (a matrix-vector product per chunk) and
+        :math:`U = a \odot G \odot b` are computed without a full-size :math:`\hat V`; equal to torch's rule to
+        round-off. Otherwise (rows or columns of zero gradients) the clamped estimate is formed per chunk."""
         n, m = p.shape
-        rows = max(1, _CHUNK_ELEMS // m)
+        rows = max(1, _CHUNK_ELEMS // max(m, 1))
         chunks = [(i, min(n, i + rows)) for i in range(0, n, rows)]
-        beta2_t, eps1, alpha = self._scalars(p, h)
+        beta2_t, eps1, alpha = self._scalars(p, h, p_norm)
         row_var, col_var = s["row_var"], s["col_var"]
         row_sq = torch.empty_like(row_var)
         col_sq = torch.zeros_like(col_var)
         for a, b in chunks:
             sq = g[a:b].square()
-            row_sq[a:b] = sq.sum(dim=-1, keepdim=True)
+            torch.sum(sq, dim=-1, keepdim=True, out=row_sq[a:b])
             col_sq.add_(sq.sum(dim=-2, keepdim=True))
         row_var.lerp_(row_sq.div_(m), beta2_t)
         col_var.lerp_(col_sq.div_(n), beta2_t)
         mean = row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1)
+        keep = 1 - h["lr"] * h["weight_decay"]
+        r = row_var / mean
+        if float(r.min()) * float(col_var.min()) >= eps1 * eps1:  # no clamping anywhere: separable
+            ra, cb = r.rsqrt(), col_var.rsqrt()
+            cb2 = cb.square().reshape(m)
+            ra2 = ra.reshape(-1).square()
+            sq_norm = sum(torch.dot(torch.mv(g[a:b].square(), cb2), ra2[a:b]) for a, b in chunks)
+            denom = max(1.0, (float(sq_norm) ** 0.5) / ((p.numel() ** 0.5) * h["d"]))
+            ra.mul_(-alpha / denom)
+            for a, b in chunks:
+                piece = p[a:b]
+                if h["weight_decay"] != 0:
+                    piece.mul_(keep)
+                piece.addcmul_(g[a:b] * cb, ra[a:b])
+            return
 
         def chunk_update(a: int, b: int) -> Tensor:
             var = (row_var[a:b] * col_var).div_(mean)
@@ -160,9 +190,8 @@ class Adafactor(Optimizer):
 
         sq_norm = 0.0
         for a, b in chunks:
-            sq_norm += float(torch.linalg.vector_norm(chunk_update(a, b), dtype=torch.float64) ** 2)
+            sq_norm += float(torch.linalg.vector_norm(chunk_update(a, b))) ** 2
         denom = max(1.0, (sq_norm**0.5) / ((p.numel() ** 0.5) * h["d"]))
-        keep = 1 - h["lr"] * h["weight_decay"]
         for a, b in chunks:
             piece = p[a:b]
             if h["weight_decay"] != 0:

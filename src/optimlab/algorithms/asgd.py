@@ -71,10 +71,10 @@ class ASGD(Optimizer):
         # The rule uses this step's eta and mu (already read into h); store the next step's, as torch does after
         # its update.
         t, lr = h["step"], h["lr"]
-        for eta in _tensors(s["eta"]):
-            eta.fill_(lr / ((1 + h["lambd"] * lr * t) ** h["alpha"]))
-        for mu in _tensors(s["mu"]):
-            mu.fill_(1 / max(1, t - h["t0"]))
+        for key, value in (("eta", lr / ((1 + h["lambd"] * lr * t) ** h["alpha"])), ("mu", 1 / max(1, t - h["t0"]))):
+            tensors = _tensors(s[key])
+            torch._foreach_zero_(tensors)  # two list calls, not one fill_ per tensor: the value rounds as fill_
+            torch._foreach_add_(tensors, value)
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         eta, mu = h["eta"], h["mu"]
