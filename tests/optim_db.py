@@ -191,7 +191,7 @@ DB += [
                   (dict(bias_correction="m"), ValueError, r"Invalid bias_correction: 'm'")]),
     OptimInfo("ademamix", [dict(lr=0.01), dict(lr=0.01, alpha=5.0, beta3_warmup=5, alpha_warmup=5, weight_decay=0.01),
                            dict(lr=0.01, betas=(0.0, 0.999, 0.999), alpha_warmup=4, warmup_from_zero=True)],
-              ({"lr": 0.02, "betas": (0.9, 0.999, 0.99)}, 3000), ({"lr": 0.01, "betas": (0.9, 0.999, 0.99)}, 8000),
+              ({"lr": 0.02, "betas": (0.9, 0.999, 0.99)}, 3000), ({"lr": 0.01, "betas": (0.9, 0.999, 0.99)}, 4000),
               COMMON_ERRORS + EPS_WD_ERRORS + [
                   (dict(betas=(0.9, 0.999)), TypeError, r"Invalid betas: \(0\.9, 0\.999\); expected a triple"),
                   (dict(betas=(1.0, 0.999, 0.9999)), ValueError, r"Invalid betas\[0\]: 1\.0"),
@@ -201,7 +201,7 @@ DB += [
                   (dict(beta3_warmup=2.5), ValueError, r"Invalid beta3_warmup")]),
     OptimInfo("mars", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01, amsgrad=True, optimize_1d=True),
                        dict(lr=0.01, mars_type="mars-lion", weight_decay=0.01, maximize=True)],
-              ({"lr": 0.02, "optimize_1d": True}, 3000), ({"lr": 0.01, "optimize_1d": True}, 8000),
+              ({"lr": 0.02, "optimize_1d": True}, 3000), ({"lr": 0.01, "optimize_1d": True}, 4000),
               COMMON_ERRORS + EPS_WD_ERRORS + _beta_errors() + [
                   (dict(gamma=-0.1), ValueError, r"Invalid gamma"),
                   (dict(mars_type="mars-shampoo"), ValueError, r"Invalid mars_type: 'mars-shampoo'"),
@@ -212,7 +212,7 @@ DB += [
     OptimInfo("prodigy", [dict(lr=1.0), dict(lr=1.0, weight_decay=0.01, decouple=False, use_bias_correction=True,
                                              safeguard_warmup=True, betas=(0.0, 0.99)),
                           dict(lr=1.0, weight_decay=0.01, growth_rate=1.5, d_coef=2.0, beta3=0.9, maximize=True)],
-              ({"lr": 1.0}, 2000), ({"lr": 1.0, "d_coef": 0.1}, 10000),
+              ({"lr": 1.0}, 2000), ({"lr": 1.0, "d_coef": 0.2}, 4000),
               COMMON_ERRORS + EPS_WD_ERRORS + _beta_errors() + [
                   (dict(beta3=1.0), ValueError, r"Invalid beta3"),
                   (dict(d0=0.0), ValueError, r"Invalid d0: 0\.0; expected d0 > 0"),
@@ -221,7 +221,7 @@ DB += [
                   (dict(decouple=1), TypeError, r"Invalid decouple")]),
     OptimInfo("adopt", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01, decouple=True, clip_lambda=None),
                         dict(lr=0.01, weight_decay=0.01, maximize=True)],
-              ({"lr": 0.02}, 3000), ({"lr": 0.01, "betas": (0.9, 0.99)}, 8000),
+              ({"lr": 0.02}, 3000), ({"lr": 0.01, "betas": (0.9, 0.99)}, 4000),
               COMMON_ERRORS + EPS_WD_ERRORS + _beta_errors() + [
                   (dict(decouple="yes"), TypeError, r"Invalid decouple")]),
 ]
