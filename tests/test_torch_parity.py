@@ -359,3 +359,41 @@ def test_float64_tensor_lr(name: str, make_scheduler: Callable[[torch.optim.Opti
 def test_float32_tensor_lr(name: str, make_scheduler: Callable[[torch.optim.Optimizer], Any] | None) -> None:
     """``lr=torch.tensor(0.01)`` (float32, as users write it), with and without a scheduler."""
     _run_scheduled(name, make_scheduler, torch.float32)
+
+
+# -- after Adam (issue 12): the compiled path against torch ------------------------------------------------------------
+# The matrix above runs optimlab's list path on a bucket holding a non-contiguous view, so it runs eagerly. Here the
+# same problem with contiguous parameters, float64, so that foreach=True runs the element-wise rules as compiled C
+# loops (optimlab.core.kernels), against torch's single-tensor path directly (Adafactor's matrices take its chunked
+# path in the matrix above already).
+COMPILED_CASES = [(name, kw) for name, kw in CASES if name in ("Adamax", "Adadelta", "ASGD", "Rprop")
+                  and (kw.get("maximize") is True) == (kw.get("weight_decay", 0.0) == 0.0)]
+
+
+@pytest.mark.parametrize("case", COMPILED_CASES, ids=[_case_id(c) for c in COMPILED_CASES])
+def test_compiled_trajectory_matches_torch(case: tuple[str, dict[str, Any]]) -> None:
+    from optimlab.core import kernels
+
+    if not kernels.enabled():
+        pytest.skip("no C compiler: compiled kernels are off")
+    name, kw = case
+    init, data = [t.contiguous() for t in initial_params()], make_data(STEPS)
+    runs = []
+    for cls, foreach in ((getattr(torch.optim, name), False), (getattr(optimlab, name), True)):
+        params = [t.clone().requires_grad_() for t in init]
+        runs.append((params, cls(params, foreach=foreach, **kw)))
+    before = kernels.stats()["runs"]
+    train_lockstep(runs, data, STEPS)
+    assert kernels.stats()["runs"] - before == STEPS  # one compiled loop per step: the one bucket
+    (ref_params, ref), (params, opt) = runs
+    # A compiled loop may contract a + b*c into one fused multiply-add (as torch's vectorised kernels do), so it
+    # agrees to round-off, not bit for bit: each tensor to rtol 1e-12 of its own scale (an element that cancelled
+    # to near zero, e.g. 7e-6 in a tensor of order 1, is measured against the tensor, not against itself).
+    for pa, pb in zip(ref_params, params, strict=True):
+        for key, a in [("param", pa), *ref.state[pa].items()]:
+            b = pb if key == "param" else opt.state[pb][key]
+            scale = float(a.detach().abs().max())
+            torch.testing.assert_close(b.detach(), a.detach(), rtol=RTOL, atol=RTOL * scale,
+                                       msg=lambda m, k=key: f"{k}: {m}")
+        assert set(ref.state[pa]) == set(opt.state[pb])
+    assert all(not torch.equal(p.detach(), q) for p, q in zip(ref_params, init, strict=True))
