@@ -1,8 +1,9 @@
 """The optimizers after Adam against their references: the authors' packages where they install without another
-torch (``schedulefree``, ``prodigyopt``, ``lion-pytorch``: the ``test`` extra), single-tensor references written
-here from the authors' code where they do not (Lion: google/automl ``lion_pytorch.py``; AdEMAMix: apple/ml-ademamix
-``pytorch/ademamix.py`` and its optax variant; MARS: AGI-Arena/MARS ``mars.py``; ADOPT: iShohei220/adopt
-``adopt.py``; Schedule-Free's ``inner_momentum`` of the repository's HEAD), closed forms (Lion's +-lr per element,
+torch (``schedulefree``, ``prodigyopt``, ``lion-pytorch``, ``torch-adopt``: the ``test`` extra), single-tensor
+references written here from the authors' code where there is no package, or for a second check (Lion: google/automl
+``lion_pytorch.py``; AdEMAMix: apple/ml-ademamix ``pytorch/ademamix.py`` and its optax variant; MARS: AGI-Arena/MARS
+``mars.py``; ADOPT: iShohei220/adopt ``adopt.py``; Schedule-Free's ``inner_momentum`` of the repository's HEAD),
+closed forms (Lion's +-lr per element,
 Schedule-Free's eval point is the average of the z iterates, ASGD's average, AdEMAMix with alpha = 0 is AdamW), and
 hand-derived first steps.
 
@@ -14,6 +15,7 @@ C compiler exists), and compare parameters (and state where the reference keeps 
 from __future__ import annotations
 
 import copy
+import importlib
 import io
 import math
 from collections.abc import Callable, Sequence
@@ -29,6 +31,25 @@ from optimlab.core import kernels
 DT = torch.float64
 RTOL = 1e-10
 STEPS = 30
+
+
+def _optional(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+def needs(module: Any, package: str) -> pytest.MarkDecorator:
+    """Skip a test (only that test) when the reference package is not installed (the ``test`` extra installs it)."""
+    return pytest.mark.skipif(module is None, reason=f"the test extra installs {package} (pure Python)")
+
+
+# The authors' packages (the ``test`` extra; each is pure Python and declares at most an unpinned torch).
+schedulefree = _optional("schedulefree")
+prodigyopt = _optional("prodigyopt")
+lion_pytorch = _optional("lion_pytorch")
+adopt_package = _optional("adopt")  # torch-adopt, iShohei220/adopt
 
 
 def close(actual: Tensor, expected: Tensor, rtol: float = RTOL) -> None:
@@ -108,8 +129,6 @@ def assert_params_match(runs: Sequence[tuple[list[Tensor], Any]], rtol: float = 
 
 
 # -- Schedule-Free against the schedulefree package --------------------------------------------------------------------
-schedulefree = pytest.importorskip("schedulefree", reason="the test extra installs schedulefree (pure Python)")
-
 SF_SGD = [dict(lr=0.5), dict(lr=0.5, momentum=0.7, weight_decay=0.05, warmup_steps=5),
           dict(lr=0.3, r=1.0, weight_lr_power=1.0, warmup_steps=3), dict(lr=0.3, r=0.5, weight_lr_power=0.0)]
 SF_ADAMW = [dict(lr=0.02), dict(lr=0.02, betas=(0.8, 0.99), weight_decay=0.05, warmup_steps=5),
@@ -127,6 +146,7 @@ def _sf_runs(ours_cls: type, ref_cls: type, kw: dict[str, Any], ref_kw: dict[str
     return runs
 
 
+@needs(schedulefree, "schedulefree")
 @pytest.mark.parametrize("ref_foreach", [False, True], ids=["ref-loop", "ref-foreach"])
 @pytest.mark.parametrize("kw", SF_SGD, ids=[str(k) for k in SF_SGD])
 def test_schedule_free_sgd_matches_the_package(kw: dict[str, Any], ref_foreach: bool) -> None:
@@ -143,6 +163,7 @@ def test_schedule_free_sgd_matches_the_package(kw: dict[str, Any], ref_foreach: 
     assert_params_match(runs)  # x, in eval mode
 
 
+@needs(schedulefree, "schedulefree")
 @pytest.mark.parametrize("kw", SF_ADAMW, ids=[str(k) for k in SF_ADAMW])
 def test_schedule_free_adamw_matches_the_package(kw: dict[str, Any]) -> None:
     runs = _sf_runs(optimlab.ScheduleFreeAdamW, schedulefree.AdamWScheduleFree, kw)
@@ -157,6 +178,7 @@ def test_schedule_free_adamw_matches_the_package(kw: dict[str, Any]) -> None:
     assert_params_match(runs)
 
 
+@needs(schedulefree, "schedulefree")
 @pytest.mark.parametrize("kw", SF_ADAMW[:3], ids=[str(k) for k in SF_ADAMW[:3]])
 def test_schedule_free_adamw_paper_variant_matches_the_package(kw: dict[str, Any]) -> None:
     """``bias_correction="lr"`` is the package's ``AdamWScheduleFreePaper`` (sqrt(1 - beta2^t) in the lr)."""
@@ -310,14 +332,13 @@ def test_schedule_free_bn_update_recomputes_batchnorm_statistics_at_x() -> None:
 
 
 # -- Prodigy against the prodigyopt package ------------------------------------------------------------------------
-prodigyopt = pytest.importorskip("prodigyopt", reason="the test extra installs prodigyopt (pure Python)")
-
 PRODIGY = [dict(), dict(weight_decay=0.05), dict(weight_decay=0.05, decouple=False),
            dict(use_bias_correction=True, safeguard_warmup=True), dict(betas=(0.0, 0.99), weight_decay=0.05),
            dict(betas=(0.0, 0.99), weight_decay=0.05, decouple=False), dict(growth_rate=1.05, d_coef=2.0, beta3=0.9),
            dict(d0=1e-3, eps=1e-6, lr=0.5)]
 
 
+@needs(prodigyopt, "prodigyopt")
 @pytest.mark.parametrize("kw", PRODIGY, ids=[str(k) for k in PRODIGY])
 def test_prodigy_matches_the_package(kw: dict[str, Any]) -> None:
     runs, _ = ours_and_reference(lambda ps, foreach: optimlab.Prodigy(ps, foreach=foreach, **kw),
@@ -330,6 +351,7 @@ def test_prodigy_matches_the_package(kw: dict[str, Any]) -> None:
     assert ref.param_groups[0]["d"] > 10 * ref.param_groups[0]["d0"]  # the estimate did grow
 
 
+@needs(prodigyopt, "prodigyopt")
 def test_prodigy_groups_share_one_estimate() -> None:
     """Two groups (different weight decay) equal the package with the same groups; a group with another lr, or with
     another option of the estimate, is refused."""
@@ -368,8 +390,6 @@ def test_prodigy_first_step_by_hand_and_float16_refused() -> None:
 
 
 # -- Lion against lion-pytorch and the authors' code -------------------------------------------------------------------
-lion_pytorch = pytest.importorskip("lion_pytorch", reason="the test extra installs lion-pytorch (pure Python)")
-
 
 def _lion_reference(p: Tensor, g: Tensor, st: dict[str, Any], h: dict[str, Any]) -> None:
     """google/automl ``lion/lion_pytorch.py``, one tensor."""
@@ -384,6 +404,7 @@ def _lion_reference(p: Tensor, g: Tensor, st: dict[str, Any], h: dict[str, Any])
 LION = [dict(lr=0.01), dict(lr=0.01, weight_decay=0.5, betas=(0.95, 0.98)), dict(lr=3e-3, betas=(0.5, 0.9))]
 
 
+@needs(lion_pytorch, "lion-pytorch")
 @pytest.mark.parametrize("kw", LION, ids=[str(k) for k in LION])
 def test_lion_matches_lion_pytorch_and_the_authors_code(kw: dict[str, Any]) -> None:
     runs, init = ours_and_reference(lambda ps, foreach: optimlab.Lion(ps, foreach=foreach, **kw),
@@ -400,6 +421,7 @@ def test_lion_matches_lion_pytorch_and_the_authors_code(kw: dict[str, Any]) -> N
         close(a, b)
 
 
+@needs(lion_pytorch, "lion-pytorch")
 def test_lion_decay_scale_schedule_is_lion_pytorchs_decoupled_weight_decay() -> None:
     def with_schedule(opt: Any) -> Any:
         return torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.5)
@@ -661,6 +683,29 @@ def test_adopt_first_two_steps_by_hand() -> None:
     opt.step()
     normed = (g2 / torch.clamp(g1.abs(), min=1e-6)).clamp(-1.0, 1.0)  # clip(1) = 1 ** 0.25
     close(p, 1 - 0.1 * 0.1 * normed, rtol=1e-14)
+
+
+# -- ADOPT against the torch-adopt package (the authors' code, v2 with clipping) ---------------------------------------
+ADOPT_PACKAGE = [dict(), dict(weight_decay=0.1), dict(weight_decay=0.1, decouple=True),
+                 dict(clip_lambda=None, betas=(0.5, 0.9)), dict(eps=1e-3, maximize=True)]
+
+
+@needs(adopt_package, "torch-adopt")
+@pytest.mark.parametrize("kw", ADOPT_PACKAGE, ids=[str(k) for k in ADOPT_PACKAGE])
+def test_adopt_matches_the_package(kw: dict[str, Any]) -> None:
+    """Against the package's single-tensor path. (Its foreach path calls ``clip_lambda`` on the 0-d float32 step
+    tensor, so its clipping bound is ``step ** 0.25`` in float32: it differs from its own loop by ~1e-7 relative
+    wherever clipping acts; optimlab computes the bound in Python float64, as the loop does.)"""
+    runs, _ = ours_and_reference(lambda ps, foreach: optimlab.ADOPT(ps, lr=0.01, foreach=foreach, **kw),
+                                 lambda ps: adopt_package.ADOPT(ps, lr=0.01, foreach=False, **kw))
+    assert_params_match(runs)
+    (ref_params, ref), *ours = runs
+    for params, opt in ours:
+        for p, q in zip(params, ref_params, strict=True):
+            assert set(opt.state[p]) == set(ref.state[q])
+            for key in ("exp_avg", "exp_avg_sq"):
+                close(opt.state[p][key], ref.state[q][key])
+            assert int(opt.state[p]["step"]) == int(ref.state[q]["step"]) == STEPS
 
 
 # -- ASGD's average and the torch classes' first steps ----------------------------------------------------------------
