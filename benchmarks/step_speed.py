@@ -173,10 +173,13 @@ class PinPhase:
 
 
 def measure(label: str, factory: Factory, params: list[torch.nn.Parameter], init: list[torch.Tensor], n: int,
-            steps: int, warmup: int, k: int, phase: str | None = None) -> Result:
+            steps: int, warmup: int, k: int, phase: str | None = None,
+            grads: list[torch.Tensor] | None = None) -> Result:
     with torch.no_grad():
         for p, v in zip(params, init, strict=True):
             p.copy_(v)
+        for p, g in zip(params, grads or [], strict=False):  # a peer may write into p.grad (schedulefree's AdamW)
+            p.grad.copy_(g)
     gc.collect()
     opt = factory(params)
     t = time.perf_counter()
@@ -380,7 +383,64 @@ def build_registry() -> tuple[list[Entry], list[str]]:
                           timm=la_peer(timm.get("lookahead"), "Lookahead")),
               k=5, note="peers wrap torch.optim.Adam (default, foreach)"),
     ]
+    entries += _after_adam_entries(_ol, pf, peers, po)
     return entries, notes
+
+
+def _after_adam_entries(_ol: Callable[..., Factory | None], pf: Callable[..., Factory | None],
+                        peers: Callable[..., dict[str, Factory]], po: Any) -> list[Entry]:
+    """The optimizers after Adam (issue 12): torch's remaining classes beside torch's foreach, the others beside the
+    authors' packages (schedulefree, prodigyopt, lion-pytorch) and pytorch_optimizer where installed."""
+    optim = torch.optim
+    sf = _optional("schedulefree")
+    prodigyopt = _optional("prodigyopt")
+    lion = _optional("lion_pytorch")
+    wd = 1e-2
+
+    def train_mode(factory: Factory | None) -> Factory | None:  # Schedule-Free peers must be put in train mode
+        return None if factory is None else (lambda ps: _train(factory(ps)))
+
+    return [
+        Entry("Adamax", 28, _ol("Adamax", lr=2e-3), foreach=lambda ps: optim.Adamax(ps, lr=2e-3, foreach=True)),
+        Entry("Adadelta", 28, _ol("Adadelta"), foreach=lambda ps: optim.Adadelta(ps, foreach=True)),
+        # ASGD before t0 (default 1e6): the average is a copy of p, written, not read; but a write to memory costs a
+        # read of the line too (write-allocate), as the probe's: p, g read, p, ax written = 20 B.
+        Entry("ASGD", 20, _ol("ASGD", lr=1e-2), foreach=lambda ps: optim.ASGD(ps, lr=1e-2, foreach=True)),
+        Entry("Rprop", 28, _ol("Rprop", lr=1e-2), foreach=lambda ps: optim.Rprop(ps, lr=1e-2, foreach=True)),
+        # Adafactor on matrices: pass 1 reads p and g (norm, factors), pass 2 g (the update's norm), pass 3 p, g and
+        # writes p: 24 B; torch's default is its for-loop (foreach=None), listed as a peer.
+        Entry("Adafactor", 24, _ol("Adafactor", lr=1e-2), foreach=lambda ps: optim.Adafactor(ps, foreach=True),
+              peers=peers(torch_forloop=lambda ps: optim.Adafactor(ps),
+                          pytorch_optimizer=pf(po, "AdaFactor", lr=1e-2))),
+        Entry("Lion", 20, _ol("Lion", lr=1e-4, weight_decay=wd),
+              peers=peers(lion_pytorch=pf(lion, "Lion", lr=1e-4, weight_decay=wd),
+                          pytorch_optimizer=pf(po, "Lion", lr=1e-4, weight_decay=wd))),
+        Entry("SF-SGD", 20, _ol("ScheduleFreeSGD", lr=1.0),
+              peers=peers(schedulefree=train_mode(pf(sf, "SGDScheduleFree", lr=1.0)),
+                          pytorch_optimizer=train_mode(pf(po, "ScheduleFreeSGD", lr=1.0)))),
+        Entry("SF-AdamW", 28, _ol("ScheduleFreeAdamW", lr=2.5e-3),
+              peers=peers(schedulefree=train_mode(pf(sf, "AdamWScheduleFree", lr=2.5e-3)),
+                          pytorch_optimizer=train_mode(pf(po, "ScheduleFreeAdamW", lr=2.5e-3))),
+              note="schedulefree's foreach path divides p.grad in place"),
+        Entry("AdEMAMix", 36, _ol("AdEMAMix", lr=1e-3, alpha=8.0, weight_decay=wd),
+              peers=peers(pytorch_optimizer=pf(po, "AdEMAMix", lr=1e-3, alpha=8.0, weight_decay=wd,
+                                               weight_decouple=True))),
+        # MARS on matrices: pass 1 reads g and last_grad (||c_t||), pass 2 reads p, g, last_grad, m, v and writes
+        # p, last_grad, m, v: 44 B (the model's few 1-D and 4-D tensors take AdamW's 28 B).
+        Entry("MARS", 44, _ol("MARS", lr=3e-3, weight_decay=wd),
+              peers=peers(pytorch_optimizer=pf(po, "MARS", lr=3e-3, weight_decay=wd))),
+        # Prodigy: pass 1 reads p, g, p0, m, v, s and writes m, v, s (36 B); pass 2 reads p, m, v, writes p (16 B).
+        Entry("Prodigy", 52, _ol("Prodigy", lr=1.0),
+              peers=peers(prodigyopt=pf(prodigyopt, "Prodigy", lr=1.0),
+                          pytorch_optimizer=pf(po, "Prodigy", lr=1.0))),
+        Entry("ADOPT", 28, _ol("ADOPT", lr=1e-3),
+              peers=peers(pytorch_optimizer=pf(po, "ADOPT", lr=1e-3))),
+    ]
+
+
+def _train(opt: Any) -> Any:
+    opt.train()
+    return opt
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -403,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps, the first included (default 3)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="times to measure each implementation; the fastest is kept (busy machines)")
-    ap.add_argument("--only", default="", help="comma-separated entry names, e.g. Adam,LAMB")
+    ap.add_argument("--only", default="", help="comma-separated entry names, e.g. Adam,LAMB,Lion,SF-AdamW")
     ap.add_argument("--no-peers", action="store_true", help="skip the peer libraries")
     ap.add_argument("--quick", action="store_true", help="~1M parameters and 5 steps: a smoke test")
     ap.add_argument("--warm-cache", action="store_true",
@@ -421,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.warm_cache:
         os.environ["OPTIMLAB_KERNEL_CACHE"] = tempfile.mkdtemp(prefix="optimlab-kernels-")
     params, init = make_model(int(args.size))
+    grads = [p.grad.detach().clone() for p in params]
     n = sum(p.numel() for p in params)
 
     entries, notes = build_registry()
@@ -475,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    rs = [measure(label, factory, params, init, n, args.steps, args.warmup, e.k, e.phase)
+                    rs = [measure(label, factory, params, init, n, args.steps, args.warmup, e.k, e.phase, grads)
                           for _ in range(max(1, args.rounds))]
                 r = min(rs, key=lambda x: x.ms)  # the fastest round, with the probe taken during it
                 r.first_s = rs[0].first_s  # the first construction: with a cold kernel cache, compiling included

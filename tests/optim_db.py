@@ -116,3 +116,120 @@ CASES = [(info, cfg) for info in DB for cfg in info.configs]
 def case_id(case: tuple[OptimInfo, dict[str, Any]]) -> str:
     info, cfg = case
     return info.name + "-" + ",".join(f"{k}={v}" for k, v in cfg.items() if k != "lr")
+
+
+# -- after Adam (issue 12, element-wise and torch classes) -------------------------------------------------------------
+def _beta_errors(name: str = "betas") -> list[tuple[dict[str, Any], type[Exception], str]]:
+    return [(dict(betas=(1.0, 0.999)), ValueError, rf"Invalid {name}\[0\]: 1\.0; expected \[0, 1\)"),
+            (dict(betas=(0.9, -0.1)), ValueError, rf"Invalid {name}\[1\]"),
+            (dict(betas=0.9), TypeError, rf"Invalid {name}")]
+
+
+COMMON_ERRORS = [
+    (dict(lr=-1e-3), ValueError, r"Invalid lr: -0\.001; expected lr >= 0"),
+    (dict(lr="fast"), TypeError, r"Invalid lr"),
+    (dict(bogus=1), TypeError, r"bogus"),
+]
+EPS_WD_ERRORS = [
+    (dict(eps=0.0), ValueError, r"Invalid eps: 0\.0; expected eps > 0"),
+    (dict(weight_decay=-0.1), ValueError, r"Invalid weight_decay: -0\.1; expected weight_decay >= 0"),
+]
+SCHEDULE_FREE_ERRORS = [
+    (dict(warmup_steps=-1), ValueError, r"Invalid warmup_steps: -1; expected an int >= 0"),
+    (dict(warmup_steps=2.5), ValueError, r"Invalid warmup_steps"),
+    (dict(r=-1.0), ValueError, r"Invalid r: -1\.0; expected r >= 0"),
+    (dict(weight_lr_power=-2.0), ValueError, r"Invalid weight_lr_power"),
+]
+
+DB += [
+    OptimInfo("adamax", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01, betas=(0.5, 0.9), maximize=True)],
+              ({"lr": 0.05}, 2000), ({"lr": 0.02}, 5000), COMMON_ERRORS + EPS_WD_ERRORS + _beta_errors()),
+    OptimInfo("adadelta", [dict(lr=1.0), dict(lr=1.0, rho=0.5, eps=1e-4, weight_decay=0.01)],
+              ({"lr": 1.0, "eps": 1e-2}, 2000), ({"lr": 0.05, "eps": 1e-6, "rho": 0.5}, 8000),
+              COMMON_ERRORS + EPS_WD_ERRORS + [(dict(rho=1.5), ValueError, r"Invalid rho: 1\.5; expected \[0, 1\]")]),
+    OptimInfo("asgd", [dict(lr=0.01), dict(lr=0.01, t0=3.0, lambd=1e-2, alpha=0.5, weight_decay=0.01)],
+              ({"lr": 0.05, "t0": 100.0}, 2000), ({"lr": 1.5e-3, "t0": 1000.0, "lambd": 0.0}, 8000),
+              COMMON_ERRORS + [(dict(weight_decay=-0.1), ValueError, r"Invalid weight_decay"),
+                               (dict(lambd=-1.0), ValueError, r"Invalid lambd: -1\.0; expected lambd >= 0"),
+                               (dict(alpha=-0.5), ValueError, r"Invalid alpha"),
+                               (dict(t0=-1.0), ValueError, r"Invalid t0")]),
+    OptimInfo("rprop", [dict(lr=0.01), dict(lr=0.01, etas=(0.3, 1.5), step_sizes=(1e-4, 0.5), maximize=True)],
+              ({"lr": 0.01}, 2000), ({"lr": 0.01, "step_sizes": (1e-6, 0.1)}, 3000),
+              COMMON_ERRORS + [(dict(etas=(0.5, 0.9)), ValueError, r"Invalid etas: \(0\.5, 0\.9\); expected 0 < "),
+                               (dict(etas=(1.5, 2.0)), ValueError, r"Invalid etas"),
+                               (dict(etas=1.2), TypeError, r"Invalid etas"),
+                               (dict(step_sizes=(1.0, 0.1)), ValueError, r"Invalid step_sizes"),
+                               (dict(step_sizes=(-1.0, 0.1)), ValueError, r"Invalid step_sizes\[0\]")]),
+    OptimInfo("adafactor", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01, beta2_decay=-0.5, eps=(1e-30, 1e-2),
+                                                d=2.0, maximize=True)],
+              ({"lr": 0.1}, 2000), ({"lr": 0.05}, 10000),
+              COMMON_ERRORS + [(dict(weight_decay=-0.1), ValueError, r"Invalid weight_decay"),
+                               (dict(beta2_decay=0.5), ValueError, r"Invalid beta2_decay: 0\.5; expected"),
+                               (dict(eps=1e-3), TypeError, r"Invalid eps: 0\.001; expected a pair"),
+                               (dict(eps=(-1.0, 1e-3)), ValueError, r"Invalid eps\[0\]"),
+                               (dict(eps=(None, -1e-3)), ValueError, r"Invalid eps\[1\]"),
+                               (dict(d=0.5), ValueError, r"Invalid d: 0\.5; expected \[1, inf\]")]),
+    OptimInfo("lion", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.1, decay_scale="schedule", betas=(0.95, 0.98))],
+              ({"lr": 3e-3}, 3000), ({"lr": 1e-3}, 6000),
+              COMMON_ERRORS + _beta_errors() + [
+                  (dict(weight_decay=-0.1), ValueError, r"Invalid weight_decay"),
+                  (dict(decay_scale="epoch"), ValueError, r"Invalid decay_scale: 'epoch'")]),
+    OptimInfo("schedulefree-sgd", [dict(lr=0.05), dict(lr=0.05, momentum=0.5, weight_decay=0.01, warmup_steps=3,
+                                                       r=1.0, weight_lr_power=1.0)],
+              ({"lr": 0.1}, 2000), ({"lr": 2e-3, "momentum": 0.5}, 12000),
+              COMMON_ERRORS + SCHEDULE_FREE_ERRORS + [
+                  (dict(momentum=1.0), ValueError, r"Invalid momentum: 1\.0; expected \(0, 1\)"),
+                  (dict(momentum=0.0), ValueError, r"Invalid momentum"),
+                  (dict(weight_decay=-0.1), ValueError, r"Invalid weight_decay")]),
+    OptimInfo("schedulefree-adamw", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01, warmup_steps=3,
+                                                         bias_correction="lr"),
+                                     dict(lr=0.01, inner_momentum=0.9, r=0.5, maximize=True)],
+              ({"lr": 0.05}, 2000), ({"lr": 0.01}, 8000),
+              COMMON_ERRORS + EPS_WD_ERRORS + _beta_errors() + SCHEDULE_FREE_ERRORS + [
+                  (dict(betas=(0.0, 0.999)), ValueError, r"Invalid betas\[0\]: 0\.0"),
+                  (dict(inner_momentum=1.0), ValueError, r"Invalid inner_momentum"),
+                  (dict(bias_correction="m"), ValueError, r"Invalid bias_correction: 'm'")]),
+    OptimInfo("ademamix", [dict(lr=0.01), dict(lr=0.01, alpha=5.0, beta3_warmup=5, alpha_warmup=5, weight_decay=0.01),
+                           dict(lr=0.01, betas=(0.0, 0.999, 0.999), alpha_warmup=4, warmup_from_zero=True)],
+              ({"lr": 0.02, "betas": (0.9, 0.999, 0.99)}, 3000), ({"lr": 0.01, "betas": (0.9, 0.999, 0.99)}, 4000),
+              COMMON_ERRORS + EPS_WD_ERRORS + [
+                  (dict(betas=(0.9, 0.999)), TypeError, r"Invalid betas: \(0\.9, 0\.999\); expected a triple"),
+                  (dict(betas=(1.0, 0.999, 0.9999)), ValueError, r"Invalid betas\[0\]: 1\.0"),
+                  (dict(betas=(0.9, 0.999, 1.0)), ValueError, r"Invalid betas\[2\]: 1\.0"),
+                  (dict(alpha=-1.0), ValueError, r"Invalid alpha"),
+                  (dict(alpha_warmup=0), ValueError, r"Invalid alpha_warmup: 0; expected None or an int >= 1"),
+                  (dict(beta3_warmup=2.5), ValueError, r"Invalid beta3_warmup")]),
+    OptimInfo("mars", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01, amsgrad=True, optimize_1d=True),
+                       dict(lr=0.01, mars_type="mars-lion", weight_decay=0.01, maximize=True)],
+              ({"lr": 0.02, "optimize_1d": True}, 3000), ({"lr": 0.01, "optimize_1d": True}, 4000),
+              COMMON_ERRORS + EPS_WD_ERRORS + _beta_errors() + [
+                  (dict(gamma=-0.1), ValueError, r"Invalid gamma"),
+                  (dict(mars_type="mars-shampoo"), ValueError, r"Invalid mars_type: 'mars-shampoo'"),
+                  (dict(lr_1d=-1.0), ValueError, r"Invalid lr_1d"),
+                  (dict(betas_1d=(0.9, 1.0)), ValueError, r"Invalid betas_1d\[1\]"),
+                  (dict(weight_decay_1d=-0.1), ValueError, r"Invalid weight_decay_1d"),
+                  (dict(amsgrad=1), TypeError, r"Invalid amsgrad")]),
+    OptimInfo("prodigy", [dict(lr=1.0), dict(lr=1.0, weight_decay=0.01, decouple=False, use_bias_correction=True,
+                                             safeguard_warmup=True, betas=(0.0, 0.99)),
+                          dict(lr=1.0, weight_decay=0.01, growth_rate=1.5, d_coef=2.0, beta3=0.9, maximize=True)],
+              ({"lr": 1.0}, 2000), ({"lr": 1.0, "d_coef": 0.2}, 4000),
+              COMMON_ERRORS + EPS_WD_ERRORS + _beta_errors() + [
+                  (dict(beta3=1.0), ValueError, r"Invalid beta3"),
+                  (dict(d0=0.0), ValueError, r"Invalid d0: 0\.0; expected d0 > 0"),
+                  (dict(d_coef=-1.0), ValueError, r"Invalid d_coef"),
+                  (dict(growth_rate=0.5), ValueError, r"Invalid growth_rate"),
+                  (dict(decouple=1), TypeError, r"Invalid decouple")]),
+    OptimInfo("adopt", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01, decouple=True, clip_lambda=None),
+                        dict(lr=0.01, weight_decay=0.01, maximize=True)],
+              ({"lr": 0.02}, 3000), ({"lr": 0.01, "betas": (0.9, 0.99)}, 4000),
+              COMMON_ERRORS + EPS_WD_ERRORS + _beta_errors() + [
+                  (dict(decouple="yes"), TypeError, r"Invalid decouple")]),
+]
+BY_NAME = {info.name: info for info in DB}
+CASES = [(info, cfg) for info in DB for cfg in info.configs]
+#: Optimizers whose param groups share one estimate (Prodigy's D), so groups with different lrs are refused.
+SHARED_GROUPS = {"prodigy"}
+#: Optimizers whose first step only initialises state (ADOPT: the second moment), so the parameters move from step 2.
+FIRST_STEP_STILL = {"adopt"}
+#: Optimizers that refuse float16 parameters (Prodigy: its d-scaled moments, d0^2 = 1e-12, underflow in float16).
+NO_FLOAT16 = {"prodigy"}

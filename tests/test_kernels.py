@@ -332,3 +332,68 @@ def test_second_pass_finishes_eagerly_when_its_kernel_cannot_run(name, monkeypat
     assert len(first_passes) == 5  # the compiled first pass ran on every step of the foreach run
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+# -- ops added for the optimizers after Adam (issue 12): abs, sign, comparisons, where, copy_ -------------------------
+def _sign_and_mask_ops(x, y, z):
+    """abs, sign, gt/ge/lt/le, where (tensor and scalar branches) and copy_, through :mod:`optimlab.core.ops`."""
+    s = F.sign(F.mul(x, y))
+    grown = F.where(F.gt(s, 0.0), F.mul(z, 1.2), F.where(F.lt(s, 0.0), F.mul(z, 0.5), z))
+    F.copy_(z, F.clamp_(grown, 1e-3, None))
+    a = F.abs(x)
+    F.add_(x, F.where(F.ge(a, y), a, F.sign(y)))
+    F.add_(x, F.where(F.le(y, -0.5), 0.0, F.add_scalar(y, 0.25)))
+    return [F.where(F.le(x, 0.5), x, 0.0), F.abs(F.sign(y)), F.where(F.gt(x, y), 1.0, z)]
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sign_abs_comparisons_where_match_torch_with_nan_and_signed_zero(dtype):
+    """Bit for bit (these ops are exact): NaN and -0.0 in the inputs, where torch says sign(NaN) = sign(-0.0) = 0,
+    |-0.0| = +0.0, |NaN| = NaN, and every comparison with NaN is false."""
+    sizes = (1, 17, 300, 4099)
+    compiled = _tensors(3, sizes, dtype)
+    for lst in compiled[:2]:
+        for t in lst:
+            t[::7] = float("nan")
+            t[1::7] = -0.0
+    eager = [[t.clone() for t in lst] for lst in compiled]
+    sums = kernels.run(_sign_and_mask_ops, compiled)
+    want = [_sign_and_mask_ops(*(lst[i] for lst in eager)) for i in range(len(sizes))]
+    for j in range(3):
+        for a, b in zip(compiled[j], eager[j], strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+            assert torch.equal(torch.signbit(a), torch.signbit(b))  # -0.0 vs +0.0 too
+    expected = torch.tensor([[float(w[r].sum(dtype=torch.float64)) for w in want] for r in range(3)],
+                            dtype=torch.float64)
+    torch.testing.assert_close(sums, expected, rtol=1e-6 if dtype == torch.float32 else 1e-13, atol=0,
+                               equal_nan=True)
+
+
+@needs_compiler
+def test_abs_and_sign_of_special_values():
+    nan, inf = float("nan"), float("inf")
+    x = torch.tensor([nan, -0.0, 0.0, -inf, inf, -2.5, 3.0, 1e-40], dtype=torch.float32)
+
+    def rule(a, b):
+        F.copy_(b, F.sign(a))
+        F.copy_(a, F.abs(a))
+
+    got = [[x.clone()], [torch.zeros_like(x)]]
+    assert kernels.run(rule, got) is None
+    assert torch.equal(got[0][0].isnan(), x.abs().isnan())
+    torch.testing.assert_close(got[0][0], x.abs(), rtol=0, atol=0, equal_nan=True)
+    assert not torch.signbit(got[0][0][1])
+    torch.testing.assert_close(got[1][0], torch.sign(x), rtol=0, atol=0)  # sign(NaN) = 0 in torch
+
+
+def test_where_of_two_scalars_is_refused():
+    with pytest.raises(TypeError, match="a or b must be a tensor"):
+        F.where(torch.ones(2, dtype=torch.bool), 1.0, 0.0)
+
+
+@needs_compiler
+def test_copy_into_the_gradient_is_refused():
+    lists = _tensors(2, (8,), torch.float32)
+    with pytest.raises(RuntimeError, match="never modify p.grad"):
+        kernels.run(lambda p, g: F.copy_(g, p), lists, readonly=(1,))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from optim_db import BY_NAME, CASES, DB, case_id
+from optim_db import BY_NAME, CASES, DB, FIRST_STEP_STILL, NO_FLOAT16, SHARED_GROUPS, case_id
 from problems import loss_at, make_params, run
 
 import optimlab
@@ -23,6 +23,12 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 def test_every_registered_optimizer_is_under_test():
     assert set(optimlab.OPTIMIZERS) == set(BY_NAME)
+
+
+def _default_eps(info) -> float:
+    """The default eps where it is a number (Adafactor's is a pair (eps1, eps2), with eps1 from the dtype)."""
+    eps = info.cls([torch.zeros(1)], lr=0.1).defaults.get("eps", 1.0)
+    return eps if isinstance(eps, float) else 1.0
 
 
 def quadratic(x):
@@ -134,7 +140,9 @@ def test_dtypes(case, dtype):
     from the same values. (torch 2.13's fused SGD kernel, which leaves float16/bfloat16 elements unwritten on CPU,
     fails both.)"""
     info, cfg = case
-    if dtype == torch.float16 and cfg.get("eps", info.cls([torch.zeros(1)], lr=0.1).defaults.get("eps", 1)) < 1e-4:
+    if dtype == torch.float16 and info.name in NO_FLOAT16:
+        pytest.skip("refuses float16 parameters (a clear error, tested with the optimizer)")
+    if dtype == torch.float16 and isinstance(cfg.get("eps", 1.0), float) and cfg.get("eps", _default_eps(info)) < 1e-4:
         # eps=1e-8 rounds to 0 in float16, so Adam-type steps divide by zero where v underflows (as in torch);
         # the optimizers warn about it (test_float16_eps_warning). Use the customary fp16 eps here.
         cfg = {**cfg, "eps": 1e-4}
@@ -195,7 +203,7 @@ def test_zero_lr_freezes_the_group(info):
 @INFOS
 def test_float16_eps_warning(info):
     p = torch.zeros(3, dtype=torch.float16, requires_grad=True)
-    if info.cls([torch.zeros(1)], lr=0.1).defaults.get("eps", 1.0) < 6.1e-5:
+    if _default_eps(info) < 6.1e-5:
         with pytest.warns(UserWarning, match="eps=.* rounds to zero in float16"):
             info.make([p], **info.configs[0])
 
@@ -236,6 +244,8 @@ def test_maximize_is_minimizing_the_negated_loss(info):
 @INFOS
 def test_param_groups_are_independent(info):
     """Two groups with their own lr equal two separate optimizers; add_param_group later works."""
+    if info.name in SHARED_GROUPS:
+        pytest.skip("one estimate for all groups (Prodigy's D): groups with different lrs are refused")
     cfg = dict(info.configs[0])
     params = make_params()
     first, second = [copy.deepcopy(p.detach()).requires_grad_() for p in params[:2]], \
@@ -256,7 +266,8 @@ def test_param_groups_are_independent(info):
     grouped.add_param_group({"params": [extra], "lr": cfg["lr"]})
     extra.grad = torch.ones_like(extra)
     before = extra.detach().clone()
-    grouped.step()
+    for _ in range(2 if info.name in FIRST_STEP_STILL else 1):
+        grouped.step()
     assert not torch.equal(extra, before)
 
 
@@ -350,6 +361,10 @@ def test_tensor_lr_and_torch_scheduler(info):
 def test_grad_scaler_and_hooks(info):
     params = make_params(torch.float32)
     opt = info.make(params, **info.configs[0])
+    if info.name in FIRST_STEP_STILL:  # its first step only initialises state: take it before the checks
+        loss_at(params, 0).backward()
+        opt.step()
+        opt.zero_grad()
     seen = []
     opt.register_step_pre_hook(lambda o, a, k: seen.append("pre"))
     opt.register_step_post_hook(lambda o, a, k: seen.append("post"))
@@ -379,7 +394,8 @@ def test_zero_grad(info):
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "adabound", "lamb",
-                                  "swats", "lars", "sgdw"])
+                                  "swats", "lars", "sgdw", "adamax", "adadelta", "asgd", "rprop", "lion",
+                                  "schedulefree-sgd", "schedulefree-adamw", "ademamix", "prodigy", "adopt"])
 def test_complex_params_match_view_as_real(name):
     info = BY_NAME[name]
     cfg = dict(info.configs[0])
@@ -572,6 +588,11 @@ STATE_BYTES = {  # documented fp32 state per parameter (0-d counters aside), for
     "sgd": 0, "sgdm": 4, "nesterov": 4, "sgdw": 4, "adagrad": 4, "rmsprop": 4, "adam": 8, "amsgrad": 12,
     "adamw": 8, "nadam": 8, "radam": 8, "adabound": 8, "amsbound": 12, "lars": 4, "lamb": 8, "swats": 8,
 }
+STATE_BYTES.update({  # after Adam. Adafactor: n + m floats per matrix, here 31 floats for the 60 parameters; MARS:
+    # 12 B for the 2-D tensor (exp_avg, exp_avg_sq, last_grad), 8 B (AdamW) for the 30 other parameters
+    "adamax": 8, "adadelta": 8, "asgd": 4, "rprop": 8, "adafactor": 4 * 31 / 60, "lion": 4, "schedulefree-sgd": 4,
+    "schedulefree-adamw": 8, "ademamix": 12, "mars": 10, "prodigy": 16, "adopt": 8,
+})
 
 
 @INFOS

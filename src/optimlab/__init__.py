@@ -12,19 +12,32 @@ and, on top, the lab (``optimlab.lab``), which imports the library and never the
 
 from . import schedules
 from .algorithms import (
+    ADOPT,
+    ASGD,
     LAMB,
     LARS,
+    MARS,
     SGD,
     SGDW,
     SWATS,
     AdaBound,
+    Adadelta,
+    Adafactor,
     Adagrad,
     Adam,
+    Adamax,
     AdamW,
+    AdEMAMix,
     AMSBound,
+    Lion,
     NAdam,
+    Prodigy,
     RAdam,
     RMSprop,
+    Rprop,
+    ScheduleFreeAdamW,
+    ScheduleFreeSGD,
+    schedule_free_bn_update,
 )
 from .core import Optimizer
 from .lr_finder import LRFinderResult, lr_find
@@ -62,3 +75,5 @@ __all__ = [
     "schedules",
     "update_bn",
 ]
+__all__ += ["ADOPT", "ASGD", "AdEMAMix", "Adadelta", "Adafactor", "Adamax", "Lion", "MARS", "Prodigy", "Rprop",
+            "ScheduleFreeAdamW", "ScheduleFreeSGD", "schedule_free_bn_update"]

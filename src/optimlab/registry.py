@@ -50,6 +50,35 @@ register_optimizer("lars", LARS, "LARS")
 register_optimizer("lamb", LAMB, "LAMB")
 register_optimizer("swats", SWATS, "SWATS: Adam, then SGD with momentum")
 
+# After Adam (issue 12): the other torch.optim classes and the element-wise optimizers that came after Adam.
+from .algorithms import (  # noqa: E402
+    ADOPT,
+    ASGD,
+    MARS,
+    Adadelta,
+    Adafactor,
+    Adamax,
+    AdEMAMix,
+    Lion,
+    Prodigy,
+    Rprop,
+    ScheduleFreeAdamW,
+    ScheduleFreeSGD,
+)
+
+register_optimizer("adamax", Adamax, "Adamax: Adam with the infinity norm")
+register_optimizer("adadelta", Adadelta, "Adadelta")
+register_optimizer("asgd", ASGD, "averaged SGD")
+register_optimizer("rprop", Rprop, "Rprop: per-element step sizes from gradient signs")
+register_optimizer("adafactor", Adafactor, "Adafactor: factored second moment, relative step size")
+register_optimizer("lion", Lion, "Lion: sign of an interpolated momentum")
+register_optimizer("schedulefree-sgd", ScheduleFreeSGD, "Schedule-Free SGD (call train()/eval())")
+register_optimizer("schedulefree-adamw", ScheduleFreeAdamW, "Schedule-Free AdamW (call train()/eval())")
+register_optimizer("ademamix", AdEMAMix, "AdEMAMix: Adam plus a slow momentum")
+register_optimizer("mars", MARS, "MARS-AdamW: variance-reduced AdamW")
+register_optimizer("prodigy", Prodigy, "Prodigy: Adam with an estimated step size (lr 1)")
+register_optimizer("adopt", ADOPT, "ADOPT: Adam normalised by the previous second moment")
+
 # Options that switch layer-wise adaptation off, for the optimizers that have it.
 _ADAPTATION_OFF = {"layer_adaptation": False}
 

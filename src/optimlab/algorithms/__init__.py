@@ -13,3 +13,16 @@ from .swats import SWATS
 
 __all__ = ["AMSBound", "AdaBound", "Adagrad", "Adam", "AdamW", "LAMB", "LARS", "NAdam", "RAdam", "RMSprop", "SGD",
            "SGDW", "SWATS"]
+
+# After Adam: the remaining torch.optim classes and the element-wise optimizers of 2023-2025.
+from .adadelta import Adadelta  # noqa: E402
+from .adafactor import Adafactor  # noqa: E402
+from .adam_variants import ADOPT, Adamax, AdEMAMix  # noqa: E402
+from .asgd import ASGD  # noqa: E402
+from .mars import MARS  # noqa: E402
+from .prodigy import Prodigy  # noqa: E402
+from .schedulefree import ScheduleFreeAdamW, ScheduleFreeSGD, schedule_free_bn_update  # noqa: E402
+from .sign import Lion, Rprop  # noqa: E402
+
+__all__ += ["ADOPT", "ASGD", "AdEMAMix", "Adadelta", "Adafactor", "Adamax", "Lion", "MARS", "Prodigy", "Rprop",
+            "ScheduleFreeAdamW", "ScheduleFreeSGD", "schedule_free_bn_update"]

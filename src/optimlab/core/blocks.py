@@ -1,8 +1,10 @@
 """The building blocks the seeds' taxonomy is made of, one small function each.
 
 Adam = momentum (``ema_``) + RMSProp (``ema_sq_``) + ``bias_correction``; AdamW = Adam + ``decoupled_decay_``;
-AMSGrad = Adam + ``amsgrad_max_``; LAMB/LARS = Adam/SGDM + ``trust_ratio``. Each block takes a tensor or a list of
-tensors (see :mod:`optimlab.core.ops`) and never writes into the gradient it is given.
+AMSGrad = Adam + ``amsgrad_max_``; LAMB/LARS = Adam/SGDM + ``trust_ratio``. After Adam: Adamax = momentum +
+``ema_inf_``; Lion = an interpolated momentum + ``sign_step_``; Schedule-Free = a base step +
+``schedule_free_step_``. Each block takes a tensor or a list of tensors (see :mod:`optimlab.core.ops`) and never
+writes into the gradient it is given.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ __all__ = [
     "decoupled_decay_",
     "decoupled_decay_factor",
     "ema_",
+    "ema_inf_",
     "ema_sq_",
     "l2_decay",
     "momentum_",
     "schedule_multiplier",
+    "schedule_free_step_",
+    "sign_step_",
     "trust_ratio",
 ]
 
@@ -84,6 +89,33 @@ def ema_sq_(v: TensorOrList, g: TensorOrList, beta: float) -> TensorOrList:
     """Second moment (RMSProp): ``v = beta * v + (1 - beta) * g^2``."""
     F.mul_(v, beta)
     return F.addcmul_(v, g, g, value=1 - beta)
+
+
+def ema_inf_(u: TensorOrList, g: TensorOrList, beta: float, eps: float) -> TensorOrList:
+    """Adamax's infinity norm (Kingma & Ba 2015, Alg. 2, with torch's ``eps``): ``u = max(beta * u, |g| + eps)``."""
+    return F.maximum_(F.mul_(u, beta), F.add_scalar_(F.abs(g), eps))
+
+
+def sign_step_(p: TensorOrList, u: TensorOrList, lr: float) -> TensorOrList:
+    """A sign step (Lion, signSGD): ``p -= lr * sign(u)``, so every element moves by exactly ``lr`` (or not at all
+    where ``u`` is 0)."""
+    return F.add_(p, F.sign(u), alpha=-lr)
+
+
+def schedule_free_step_(y: TensorOrList, z: TensorOrList, u: TensorOrList, lr: float, beta: float,
+                        c: float) -> None:
+    r"""Schedule-Free's averaging (Defazio et al. 2024) after a base step ``u`` taken at the gradient point ``y``:
+
+    .. math::
+        z_{t+1} = z_t - \gamma u_t, \qquad x_{t+1} = (1 - c_{t+1}) x_t + c_{t+1} z_{t+1}, \qquad
+        y_{t+1} = (1 - \beta) z_{t+1} + \beta x_{t+1}
+
+    kept without storing :math:`x` (as the ``schedulefree`` package does): ``y = lerp(y, z, c)`` then
+    ``y += lr * (beta * (1 - c) - 1) * u`` and ``z -= lr * u``.
+    """
+    F.lerp_(y, z, c)
+    F.add_(y, u, alpha=lr * (beta * (1 - c) - 1))
+    F.add_(z, u, alpha=-lr)
 
 
 def bias_correction(beta: float, step: float) -> float:

@@ -9,7 +9,8 @@ compiler, cached on disk and called through :mod:`ctypes` on the tensors' memory
 once; the kernel is what the rule *is*, element by element.
 
 What a kernel supports: element-wise arithmetic (``add``, ``mul``, ``div``, ``lerp``, ``addcmul``,
-``addcdiv``, ``sqrt``, ``maximum``, ``clamp``, ``reciprocal``, ``neg``) on float32 and float64 contiguous CPU
+``addcdiv``, ``sqrt``, ``maximum``, ``clamp``, ``reciprocal``, ``neg``, ``abs``, ``sign``), comparisons (``gt``,
+``ge``, ``lt``, ``le``: a mask held as 1 or 0 in the compute type) and ``where`` on float32 and float64 contiguous CPU
 tensors, with state stored in bfloat16 beside float32 parameters (widened on load, rounded to nearest even on
 store); Python-number hyperparameters, passed at run time, so a schedule changing the lr does not recompile;
 per-tensor scalars (a LAMB trust ratio); and per-tensor sums of any traced expression (``||w||^2``,
@@ -154,6 +155,29 @@ class Sym:
     def maximum(self, other: Sym) -> Sym:
         return self._new("max", self, other)
 
+    def abs(self) -> Sym:
+        return self._new("abs", self)
+
+    def sign(self) -> Sym:
+        return self._new("sign", self)
+
+    # comparisons: a mask (1 or 0 in the compute type), consumed by ``torch.where``
+    def gt(self, other: Any) -> Sym:
+        return self._new("gt", self, other)
+
+    def ge(self, other: Any) -> Sym:
+        return self._new("ge", self, other)
+
+    def lt(self, other: Any) -> Sym:
+        return self._new("lt", self, other)
+
+    def le(self, other: Any) -> Sym:
+        return self._new("le", self, other)
+
+    def _where(self, a: Any, b: Any) -> Sym:
+        """``torch.where(self, a, b)``: ``self`` is the mask."""
+        return self._new("where", self, a, b)
+
     def clamp(self, min: float | None = None, max: float | None = None) -> Sym:  # noqa: A002 - torch's names
         out = self
         if min is not None:
@@ -187,6 +211,12 @@ class Sym:
     def sqrt_(self) -> Sym:
         return self._set(self.sqrt())
 
+    def abs_(self) -> Sym:
+        return self._set(self.abs())
+
+    def sign_(self) -> Sym:
+        return self._set(self.sign())
+
     def neg_(self) -> Sym:
         return self._set(self.neg())
 
@@ -195,6 +225,11 @@ class Sym:
 
     def clamp_(self, min: float | None = None, max: float | None = None) -> Sym:  # noqa: A002
         return self._set(self.clamp(min, max))
+
+    def copy_(self, other: Sym) -> Sym:  # no instruction: the symbol now names ``other``'s value
+        if not isinstance(other, Sym) or other.trace is not self.trace:
+            raise Untraceable("copy_ from something that is not a symbol of this trace")
+        return self._set(other)
 
     def lerp_(self, end: Sym, weight: float) -> Sym:
         return self._set(self.lerp(end, weight))
@@ -210,6 +245,11 @@ class Sym:
     __mul__ = __rmul__ = mul
     __truediv__ = div
     __neg__ = neg
+    __abs__ = abs
+    __gt__ = gt
+    __ge__ = ge
+    __lt__ = lt
+    __le__ = le
 
     def __sub__(self, other: Any) -> Sym:
         return self.sub(other)
@@ -226,7 +266,9 @@ class Sym:
     _FUNCTIONS: dict[Any, str] = {torch.neg: "neg", torch.add: "add", torch.sub: "sub", torch.mul: "mul",
                                   torch.div: "div", torch.sqrt: "sqrt", torch.maximum: "maximum",
                                   torch.clamp: "clamp", torch.lerp: "lerp", torch.addcmul: "addcmul",
-                                  torch.addcdiv: "addcdiv", torch.reciprocal: "reciprocal"}
+                                  torch.addcdiv: "addcdiv", torch.reciprocal: "reciprocal", torch.abs: "abs",
+                                  torch.sign: "sign", torch.gt: "gt", torch.ge: "ge", torch.lt: "lt",
+                                  torch.le: "le", torch.where: "_where"}
 
     @classmethod
     def __torch_function__(cls, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None) -> Any:
@@ -244,6 +286,9 @@ class Sym:
 
 
 # -- C source -------------------------------------------------------------------------------------------------
+_COMPARE = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
 def _expr(ins: tuple[str, ...], sqrt: str, bf16: frozenset[int]) -> str:
     op, a = ins[0], ins[1:]
     match op:
@@ -263,6 +308,14 @@ def _expr(ins: tuple[str, ...], sqrt: str, bf16: frozenset[int]) -> str:
             return f"{sqrt}({a[0]})"
         case "recip":
             return f"(T)1 / {a[0]}"
+        case "abs":  # fabs on the value widened to double: exact, and -0.0 -> +0.0, NaN -> NaN as torch.abs
+            return f"(T)fabs((double){a[0]})"
+        case "sign":  # torch.sign: -1, 0 or 1, and 0 for -0.0 and for NaN
+            return f"(T)(({a[0]} > (T)0) - ({a[0]} < (T)0))"
+        case "gt" | "ge" | "lt" | "le":  # a mask, 1 or 0; NaN compares false
+            return f"(T)({a[0]} {_COMPARE[op]} {a[1]})"
+        case "where":
+            return f"{a[0]} != (T)0 ? {a[1]} : {a[2]}"
         case "max":  # torch.maximum propagates NaN from either side
             return f"({a[0]} > {a[1]} || {a[0]} != {a[0]}) ? {a[0]} : {a[1]}"
         case "clampmin":  # NaN stays NaN, as in torch.clamp

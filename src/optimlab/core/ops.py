@@ -13,6 +13,8 @@ a tensor (its result, as ``sqrt`` and ``reciprocal``, or an operand, as ``mul``,
 ``maximum``) keeps a copy, so the rule may go on to modify the original in place (a temporary this step, a state
 tensor the next step), as torch's own differentiable paths clone (``param.addcdiv_(exp_avg.clone(), denom)``).
 Outside autograd (every other step) these are the plain kernels, with no copy.
+Comparisons (``gt``, ``ge``, ``lt``, ``le``) return boolean masks, which ``where`` consumes (sign-based rules such
+as Rprop's step-size adaptation); torch has no ``_foreach_`` form of these, so on lists they loop over the tensors.
 """
 
 from __future__ import annotations
@@ -24,24 +26,33 @@ from torch import Tensor
 
 __all__ = [
     "TensorOrList",
+    "abs",
     "add",
     "add_",
+    "add_scalar",
     "add_scalar_",
     "addcdiv_",
     "addcmul_",
     "clamp_",
     "clone",
+    "copy_",
     "div",
     "div_",
     "first",
+    "ge",
+    "gt",
+    "le",
     "lerp_",
+    "lt",
     "maximum_",
     "mul",
     "mul_",
     "neg",
     "norms",
     "reciprocal_",
+    "sign",
     "sqrt",
+    "where",
 ]
 
 TensorOrList = Tensor | list[Tensor]
@@ -83,6 +94,24 @@ def add_(x: TensorOrList, y: TensorOrList, alpha: float = 1.0) -> TensorOrList:
         torch._foreach_add_(x, y, alpha=alpha)
     else:
         x.add_(y, alpha=alpha)
+    return x
+
+
+def add_scalar(x: TensorOrList, s: float) -> TensorOrList:
+    """``x + s`` for a scalar ``s``, as a new tensor (or list)."""
+    return list(torch._foreach_add(x, s)) if _is_list(x) else torch.add(x, s)
+
+
+def copy_(x: TensorOrList, y: TensorOrList) -> TensorOrList:
+    """``x = y`` element-wise, in place (into ``x``'s memory)."""
+    if _is_list(x):
+        if all(type(t) is Tensor or isinstance(t, torch.nn.Parameter) for t in x):
+            torch._foreach_copy_(x, y)
+        else:  # DTensor shards: no sharding rule for _foreach_copy_
+            for a, b in zip(x, y, strict=True):
+                a.copy_(b)
+    else:
+        x.copy_(y)
     return x
 
 
@@ -169,11 +198,13 @@ def maximum_(x: TensorOrList, y: TensorOrList) -> TensorOrList:
     return x
 
 
-def clamp_(x: TensorOrList, lo: float, hi: float) -> TensorOrList:
-    """Clamp ``x`` to ``[lo, hi]`` in place."""
+def clamp_(x: TensorOrList, lo: float | None, hi: float | None) -> TensorOrList:
+    """Clamp ``x`` to ``[lo, hi]`` in place (``None``: no bound on that side)."""
     if _is_list(x):
-        torch._foreach_clamp_min_(x, lo)
-        torch._foreach_clamp_max_(x, hi)
+        if lo is not None:
+            torch._foreach_clamp_min_(x, lo)
+        if hi is not None:
+            torch._foreach_clamp_max_(x, hi)
     else:
         x.clamp_(lo, hi)
     return x
@@ -195,6 +226,56 @@ def reciprocal_(x: TensorOrList) -> TensorOrList:
     else:
         x.reciprocal_()
     return x
+
+
+def abs(x: TensorOrList) -> TensorOrList:  # noqa: A001 - torch's name
+    """``|x|`` as a new tensor (or list)."""
+    return list(torch._foreach_abs(x)) if _is_list(x) else torch.abs(x)
+
+
+def sign(x: TensorOrList) -> TensorOrList:
+    """``sign(x)`` in {-1, 0, 1} as a new tensor (or list); as torch: ``sign(-0.0) = sign(NaN) = 0``."""
+    return list(torch._foreach_sign(x)) if _is_list(x) else torch.sign(x)
+
+
+def _compare(fn: object, x: TensorOrList, y: float | TensorOrList) -> TensorOrList:
+    if _is_list(x):
+        ys = y if _is_list(y) else [y] * len(x)  # type: ignore[list-item]
+        return [fn(a, b) for a, b in zip(x, ys, strict=True)]  # type: ignore[operator]
+    return fn(x, y)  # type: ignore[operator]
+
+
+def gt(x: TensorOrList, y: float | TensorOrList) -> TensorOrList:
+    """The mask ``x > y`` (``y`` a scalar or a tensor/list like ``x``); NaN compares false."""
+    return _compare(torch.gt, x, y)
+
+
+def ge(x: TensorOrList, y: float | TensorOrList) -> TensorOrList:
+    """The mask ``x >= y``; NaN compares false."""
+    return _compare(torch.ge, x, y)
+
+
+def lt(x: TensorOrList, y: float | TensorOrList) -> TensorOrList:
+    """The mask ``x < y``; NaN compares false."""
+    return _compare(torch.lt, x, y)
+
+
+def le(x: TensorOrList, y: float | TensorOrList) -> TensorOrList:
+    """The mask ``x <= y``; NaN compares false."""
+    return _compare(torch.le, x, y)
+
+
+def where(mask: TensorOrList, a: float | TensorOrList, b: float | TensorOrList) -> TensorOrList:
+    """``a`` where ``mask`` holds, else ``b``, as a new tensor (or list). ``a`` or ``b`` may be a scalar, not both:
+    ``torch.where`` of two Python numbers gives a tensor of the default dtype (float32), whatever the rule's dtype."""
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        raise TypeError("where: a or b must be a tensor (two scalars would give a default-dtype tensor)")
+    if _is_list(mask):
+        n = len(mask)
+        aa = a if _is_list(a) else [a] * n  # type: ignore[list-item]
+        bb = b if _is_list(b) else [b] * n  # type: ignore[list-item]
+        return [torch.where(m, x, y) for m, x, y in zip(mask, aa, bb, strict=True)]
+    return torch.where(mask, a, b)  # type: ignore[arg-type]
 
 
 def first(x: TensorOrList) -> Tensor:

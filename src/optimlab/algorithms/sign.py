@@ -1,0 +1,137 @@
+"""Sign-based methods: Rprop (the sign of successive gradients sets per-element step sizes) and Lion (the sign of an
+interpolated momentum is the step)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..core import blocks as B
+from ..core import ops as F
+from ..core import validation as V
+from ..core.base import Optimizer, ParamsT, _number, new_step
+from ..core.ops import TensorOrList
+
+__all__ = ["Lion", "Rprop"]
+
+
+class Rprop(Optimizer):
+    r"""Rprop, resilient backpropagation (Riedmiller & Braun 1993), in the iRprop- form torch implements.
+
+    A drop-in for :class:`torch.optim.Rprop` (arguments, defaults, state keys ``step``, ``prev``, ``step_size`` and
+    the trajectory): each element keeps its own step size :math:`\Delta`, grown by :math:`\eta_+` while the gradient
+    keeps its sign and shrunk by :math:`\eta_-` when it flips; after a flip the element does not move and its
+    gradient is forgotten:
+
+    .. math::
+        s_t &= \operatorname{sign}(g_t\, g_{t-1}) \\
+        \Delta_t &= \operatorname{clip}\bigl(\Delta_{t-1} \cdot
+            \{\eta_+ \text{ if } s_t > 0;\ \eta_- \text{ if } s_t < 0;\ 1 \text{ otherwise}\},
+            \Delta_{\min}, \Delta_{\max}\bigr) \\
+        \tilde g_t &= 0 \text{ where } s_t < 0, \text{ else } g_t, \qquad
+            \theta_t = \theta_{t-1} - \operatorname{sign}(\tilde g_t)\, \Delta_t, \qquad g_{t-1} \leftarrow \tilde g_t
+
+    :math:`\Delta_0` is the lr at the first step (later changes of the lr have no effect, as in torch). A complex
+    parameter is two real ones (its step sizes start at ``lr + lr i``).
+
+    Args:
+        lr: :math:`\Delta_0` (1e-2). etas: :math:`(\eta_-, \eta_+)`, ``0 < eta_- < 1 < eta_+`` ((0.5, 1.2)).
+        step_sizes: :math:`(\Delta_{\min}, \Delta_{\max})` ((1e-6, 50)). maximize, foreach: as :class:`optimlab.SGD`.
+
+    References: Riedmiller & Braun, "A Direct Adaptive Method for Faster Backpropagation Learning: The RPROP
+    Algorithm", ICNN 1993; Igel & Hüsken 2000 (iRprop-); torch.optim.Rprop.
+    """
+
+    _elementwise = True
+
+    def __init__(self, params: ParamsT, lr: float = 1e-2, etas: tuple[float, float] = (0.5, 1.2),
+                 step_sizes: tuple[float, float] = (1e-6, 50), *, foreach: bool | None = None,
+                 maximize: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize, foreach=foreach))
+
+    def _validate(self, group: dict[str, Any]) -> None:
+        super()._validate(group)
+        etas, sizes = group["etas"], group["step_sizes"]
+        if not isinstance(etas, tuple | list) or len(etas) != 2:
+            V.fail("etas", etas, "a pair (eta_minus, eta_plus)", TypeError)
+        if not 0.0 < etas[0] < 1.0 < etas[1]:
+            V.fail("etas", etas, "0 < etas[0] < 1 < etas[1]")
+        if not isinstance(sizes, tuple | list) or len(sizes) != 2:
+            V.fail("step_sizes", sizes, "a pair (min, max)", TypeError)
+        V.check_nonneg("step_sizes[0]", sizes[0])
+        if not sizes[0] <= sizes[1]:
+            V.fail("step_sizes", sizes, "step_sizes[0] <= step_sizes[1]")
+
+    def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        lr = _number(group["lr"])
+        state["step"] = new_step()
+        state["prev"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["step_size"] = torch.full_like(p, complex(lr, lr) if p.is_complex() else lr,
+                                             memory_format=torch.preserve_format)
+
+    def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+        eta_minus, eta_plus = h["etas"]
+        lo, hi = h["step_sizes"]
+        prev, step_size = s["prev"], s["step_size"]
+        sign = F.sign(F.mul(g, prev))
+        up, down = F.gt(sign, 0.0), F.lt(sign, 0.0)
+        grown = F.where(up, F.mul(step_size, eta_plus), F.where(down, F.mul(step_size, eta_minus), step_size))
+        F.copy_(step_size, F.clamp_(grown, lo, hi))
+        g = F.where(down, 0.0, g)
+        F.addcmul_(p, F.sign(g), step_size, value=-1.0)
+        F.copy_(prev, g)
+
+
+class Lion(Optimizer):
+    r"""Lion, "EvoLved Sign Momentum" (Chen et al. 2023, Algorithm 2), found by program search.
+
+    Faithful to the authors' PyTorch code (google/automl ``lion/lion_pytorch.py``):
+
+    .. math::
+        \theta_t &= \theta_{t-1}(1 - \eta_t\lambda) \\
+        c_t &= \beta_1 m_{t-1} + (1-\beta_1) g_t, \qquad
+            \theta_t \leftarrow \theta_t - \eta_t \operatorname{sign}(c_t) \\
+        m_t &= \beta_2 m_{t-1} + (1-\beta_2) g_t
+
+    Every element moves by exactly :math:`\eta_t` before decay (or not at all where :math:`c_t = 0`), so the update
+    norm is fixed by the lr: the paper's guidance is an lr 3-10x smaller than AdamW's and a weight decay
+    correspondingly larger (the effective decay is :math:`\eta\lambda`). One state tensor (``exp_avg``), 4 bytes
+    per fp32 parameter. A complex parameter takes the sign of its real and imaginary parts (lucidrains'
+    ``lion-pytorch`` takes ``sgn``, the complex unit, instead).
+
+    Where the references disagree: the authors decay by :math:`\eta_t\lambda` (``decay_scale="lr"``, default);
+    lucidrains' ``lion-pytorch`` with ``decoupled_weight_decay=True`` decays by :math:`(\eta_t/\eta_0)\lambda`
+    (``decay_scale="schedule"``, as the AdamW paper).
+
+    Args:
+        lr: :math:`\eta` (1e-4). betas: :math:`(\beta_1, \beta_2)` ((0.9, 0.99)). weight_decay: :math:`\lambda` (0).
+        decay_scale: ``"lr"`` or ``"schedule"`` (see above). maximize, foreach: as :class:`optimlab.SGD`.
+
+    Reference: Chen et al., "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023.
+    """
+
+    _elementwise = True
+    _scalar_state = ()
+
+    def __init__(self, params: ParamsT, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
+                 weight_decay: float = 0.0, *, decay_scale: str = "lr", maximize: bool = False,
+                 foreach: bool | None = None) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay, decay_scale=decay_scale,
+                                      maximize=maximize, foreach=foreach))
+
+    def _validate(self, group: dict[str, Any]) -> None:
+        super()._validate(group)
+        V.check_choice("decay_scale", group["decay_scale"], {"lr", "schedule"})
+
+    def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
+        beta1, beta2 = h["betas"]
+        m = s["exp_avg"]
+        B.decoupled_decay_(p, h)
+        c = F.add(F.mul(m, beta1), g, alpha=1 - beta1)
+        B.sign_step_(p, c, h["lr"])
+        F.add_(F.mul_(m, beta2), g, alpha=1 - beta2)
