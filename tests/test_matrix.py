@@ -116,7 +116,7 @@ def test_skipped_parameters_keep_their_step(case):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 def test_dtypes(case, dtype):
     info, cfg = case
-    if dtype == torch.float16 and cfg.get("eps", info.cls([torch.zeros(1)], lr=0.1).defaults.get("eps", 1)) < 1e-4:
+    if dtype == torch.float16 and cfg.get("eps", info.cls([info.tensor(1)], lr=0.1).defaults.get("eps", 1)) < 1e-4:
         # eps=1e-8 rounds to 0 in float16, so Adam-type steps divide by zero where v underflows (as in torch);
         # the optimizers warn about it (test_float16_eps_warning). Use the customary fp16 eps here.
         cfg = {**cfg, "eps": 1e-4}
@@ -131,7 +131,7 @@ def test_dtypes(case, dtype):
 @INFOS
 def test_float16_eps_warning(info):
     p = torch.zeros(3, dtype=torch.float16, requires_grad=True)
-    if info.cls([torch.zeros(1)], lr=0.1).defaults.get("eps", 1.0) < 6.1e-5:
+    if info.cls([info.tensor(1)], lr=0.1).defaults.get("eps", 1.0) < 6.1e-5:
         with pytest.warns(UserWarning, match="eps=.* rounds to zero in float16"):
             info.make([p], **info.configs[0])
 
@@ -188,7 +188,7 @@ def test_param_groups_are_independent(info):
             o.step()
     for a, b in zip(params, first + second, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
-    extra = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    extra = torch.randn((3, 3) if info.matrix_only else (3,), dtype=torch.float64, requires_grad=True)
     grouped.add_param_group({"params": [extra], "lr": cfg["lr"]})
     extra.grad = torch.ones_like(extra)
     before = extra.detach().clone()
@@ -217,12 +217,12 @@ def test_closure_is_evaluated_once_and_returned(info):
 def test_error_table(info):
     for kwargs, exc, pattern in info.errors:
         with pytest.raises(exc, match=pattern):
-            info.cls([torch.zeros(2, requires_grad=True)], **{"lr": 0.01, **kwargs})
-        opt = info.cls([torch.zeros(2, requires_grad=True)], lr=0.01)
+            info.cls([info.tensor(2)], **{"lr": 0.01, **kwargs})
+        opt = info.cls([info.tensor(2)], lr=0.01)
         if "bogus" in kwargs or "momentm" in kwargs:
             continue
         with pytest.raises(exc, match=pattern):
-            opt.add_param_group({"params": [torch.zeros(3, requires_grad=True)], **kwargs})
+            opt.add_param_group({"params": [info.tensor(3)], **kwargs})
         assert len(opt.param_groups) == 1  # a rejected group is not kept
 
 
@@ -493,6 +493,8 @@ STATE_BYTES = {  # documented fp32 state per parameter (0-d counters aside), for
     "sgd": 0, "sgdm": 4, "nesterov": 4, "sgdw": 4, "adagrad": 4, "rmsprop": 4, "adam": 8, "amsgrad": 12,
     "adamw": 8, "nadam": 8, "radam": 8, "adabound": 8, "amsbound": 12, "lars": 4, "lamb": 8, "swats": 8,
 }
+# issue12b, on make_params (60 elements): Muon keeps 4 B for its 54 matrix elements, AdamW 8 B for the other 6.
+STATE_BYTES.update(muon=(54 * 4 + 6 * 8) / 60)
 
 
 @INFOS

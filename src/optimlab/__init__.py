@@ -22,6 +22,7 @@ from .algorithms import (
     Adam,
     AdamW,
     AMSBound,
+    Muon,  # noqa: E402  (the matrix optimizers, issue 12)
     NAdam,
     RAdam,
     RMSprop,
@@ -62,3 +63,4 @@ __all__ = [
     "schedules",
     "update_bn",
 ]
+__all__ += ["Muon"]

@@ -13,3 +13,8 @@ from .swats import SWATS
 
 __all__ = ["AMSBound", "AdaBound", "Adagrad", "Adam", "AdamW", "LAMB", "LARS", "NAdam", "RAdam", "RMSprop", "SGD",
            "SGDW", "SWATS"]
+
+# The matrix optimizers (issue 12): their step needs whole matrices (see ._matrix_step).
+from .muon import Muon  # noqa: E402
+
+__all__ += ["Muon"]
