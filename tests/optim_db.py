@@ -23,6 +23,7 @@ class OptimInfo:
     rosenbrock: tuple[dict[str, Any], int]  # same on Rosenbrock from (-1.5, 2)
     errors: list[tuple[dict[str, Any], type[Exception], str]] = field(default_factory=list)
     matrix_only: bool = False  # the class itself takes matrices only (Muon); create_optimizer takes anything
+    first_step_moves: bool = True  # False: a parameter's first step only builds a preconditioner (SOAP)
 
     def tensor(self, n: int) -> torch.Tensor:
         """A small parameter the class itself accepts: a vector, or a square matrix for a matrix-only class."""
@@ -141,6 +142,18 @@ DB += [
                (dict(adam_eps=0.0), ValueError, r"Invalid adam_eps"),
                (dict(bogus=1), TypeError, r"bogus")],
               matrix_only=True),
+    OptimInfo("soap", [dict(lr=0.01, precondition_frequency=2),
+                       dict(lr=0.01, precondition_frequency=3, merge_dims=True, precondition_1d=True,
+                            normalize_grads=True, weight_decay=0.0),
+                       dict(lr=0.01, max_precond_dim=5, betas=(0.9, 0.99), shampoo_beta=0.9, maximize=True,
+                            correct_bias=False)],
+              ({"lr": 0.02, "weight_decay": 0.0}, 2000), ({"lr": 0.01, "weight_decay": 0.0}, 3000),
+              ADAM_ERRORS + [(dict(shampoo_beta=1.0), ValueError, r"Invalid shampoo_beta: 1\.0"),
+                             (dict(precondition_frequency=0), ValueError, r"Invalid precondition_frequency: 0"),
+                             (dict(max_precond_dim=2.5), ValueError, r"Invalid max_precond_dim"),
+                             (dict(merge_dims=1), TypeError, r"Invalid merge_dims"),
+                             (dict(data_format="nhwc"), ValueError, r"Invalid data_format: 'nhwc'")],
+              first_step_moves=False),
 ]
 
 BY_NAME = {info.name: info for info in DB}

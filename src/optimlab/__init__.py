@@ -16,13 +16,14 @@ from .algorithms import (
     LARS,
     SGD,
     SGDW,
+    SOAP,
     SWATS,
     AdaBound,
     Adagrad,
     Adam,
     AdamW,
     AMSBound,
-    Muon,  # noqa: E402  (the matrix optimizers, issue 12)
+    Muon,
     NAdam,
     RAdam,
     RMSprop,
@@ -63,4 +64,4 @@ __all__ = [
     "schedules",
     "update_bn",
 ]
-__all__ += ["Muon"]
+__all__ += ["Muon", "SOAP"]

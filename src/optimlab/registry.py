@@ -51,9 +51,10 @@ register_optimizer("lamb", LAMB, "LAMB")
 register_optimizer("swats", SWATS, "SWATS: Adam, then SGD with momentum")
 
 # The matrix optimizers (issue 12). A class with a ``from_model`` builds its own groups in create_optimizer.
-from .algorithms import Muon  # noqa: E402
+from .algorithms import SOAP, Muon  # noqa: E402
 
 register_optimizer("muon", Muon, "Muon (Newton-Schulz-orthogonalized momentum) for hidden matrices, AdamW for the rest")
+register_optimizer("soap", SOAP, "SOAP: Adam in the eigenbasis of Shampoo's preconditioner")
 
 # Options that switch layer-wise adaptation off, for the optimizers that have it.
 _ADAPTATION_OFF = {"layer_adaptation": False}
