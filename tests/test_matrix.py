@@ -500,7 +500,10 @@ STATE_BYTES = {  # documented fp32 state per parameter (0-d counters aside), for
 # issue12b, on make_params (60 elements): Muon keeps 4 B for its 54 matrix elements, AdamW 8 B for the other 6.
 # SOAP: m and v (8 B), plus a factor and a basis per rotated dimension: (6, 5) has 2 (36 + 25) floats, (2, 3, 4)
 # 2 (4 + 9 + 16), the vector and the scalar none (precondition_1d is off): (480 + 4 * 122 + 4 * 58) / 60 = 20 B.
-STATE_BYTES.update(muon=(54 * 4 + 6 * 8) / 60, soap=(480 + 4 * 122 + 4 * 58) / 60)
+# Shampoo's defaults merge each of these into one dimension (30, 5, 1, 24): a factor and its inverse root each, plus
+# the filtered gradient and the grafting state (8 B): (4 * (120 + 2 * (900 + 25 + 1 + 576))) / 60 B.
+STATE_BYTES.update(muon=(54 * 4 + 6 * 8) / 60, soap=(480 + 4 * 122 + 4 * 58) / 60,
+                   shampoo=(4 * (120 + 2 * (900 + 25 + 1 + 576))) / 60)
 
 
 @INFOS

@@ -27,6 +27,7 @@ from .algorithms import (
     NAdam,
     RAdam,
     RMSprop,
+    Shampoo,
 )
 from .core import Optimizer
 from .lr_finder import LRFinderResult, lr_find
@@ -64,4 +65,4 @@ __all__ = [
     "schedules",
     "update_bn",
 ]
-__all__ += ["Muon", "SOAP"]
+__all__ += ["Muon", "SOAP", "Shampoo"]

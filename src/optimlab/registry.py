@@ -51,10 +51,11 @@ register_optimizer("lamb", LAMB, "LAMB")
 register_optimizer("swats", SWATS, "SWATS: Adam, then SGD with momentum")
 
 # The matrix optimizers (issue 12). A class with a ``from_model`` builds its own groups in create_optimizer.
-from .algorithms import SOAP, Muon  # noqa: E402
+from .algorithms import SOAP, Muon, Shampoo  # noqa: E402
 
 register_optimizer("muon", Muon, "Muon (Newton-Schulz-orthogonalized momentum) for hidden matrices, AdamW for the rest")
 register_optimizer("soap", SOAP, "SOAP: Adam in the eigenbasis of Shampoo's preconditioner")
+register_optimizer("shampoo", Shampoo, "Shampoo with Adam grafting and blocking (Distributed Shampoo's recipe)")
 
 # Options that switch layer-wise adaptation off, for the optimizers that have it.
 _ADAPTATION_OFF = {"layer_adaptation": False}

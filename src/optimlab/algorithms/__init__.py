@@ -16,6 +16,7 @@ __all__ = ["AMSBound", "AdaBound", "Adagrad", "Adam", "AdamW", "LAMB", "LARS", "
 
 # The matrix optimizers (issue 12): their step needs whole matrices (see ._matrix_step).
 from .muon import Muon  # noqa: E402
+from .shampoo import Shampoo  # noqa: E402
 from .soap import SOAP  # noqa: E402
 
-__all__ += ["Muon", "SOAP"]
+__all__ += ["Muon", "SOAP", "Shampoo"]

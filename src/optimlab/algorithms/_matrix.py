@@ -190,11 +190,10 @@ def merge_dims_soap(shape: Sequence[int], max_dim: int) -> list[int]:
 def merge_small_dims(shape: Sequence[int], threshold: int | float) -> tuple[int, ...]:
     """facebookresearch/optimizers ``merge_small_dims`` with ``target_parameter_dimensionality=1`` (its default):
     drop size-1 dimensions, then merge neighbours from the last one backwards while the product stays <=
-    ``threshold``. ``()`` becomes ``(1,)``; a shape with a 0 becomes ``(0,)``."""
+    ``threshold``. ``()`` becomes ``(1,)``; a shape with a 0 becomes ``(0,)``. As there, ``threshold=math.inf``
+    merges everything into one dimension (a full-matrix preconditioner of the flattened parameter)."""
     if 0 in shape:
         return (0,)
-    if threshold == math.inf:
-        return tuple(shape) if shape else (1,)
     squeezed = [s for s in reversed(shape) if s != 1] or [1]
     merged = [squeezed[0]]
     for size in squeezed[1:]:
