@@ -295,3 +295,34 @@ def test_merge_dims_rule():
 def test_complex_parameters_are_refused():
     with pytest.raises(ValueError, match=r"Invalid params\[0\]"):
         optimlab.SOAP([torch.zeros(3, 3, dtype=torch.complex64, requires_grad=True)])
+
+
+@pytest.mark.parametrize("name", ["soap", "shampoo", "muon"])
+def test_bfloat16_state_keeps_its_dtypes_through_a_state_dict(name):
+    """torch's load_state_dict casts floating state (and index tensors) to the parameter's dtype; the matrix
+    optimizers keep float32 factors and bases for bfloat16 parameters, so the resumed run equals the unbroken one."""
+    def make():
+        p = torch.randn(6, 5, generator=torch.Generator().manual_seed(0)).bfloat16().requires_grad_()
+        return p, optimlab.create_optimizer(name, [p], lr=0.01, **({"precondition_frequency": 2}
+                                                                    if name != "muon" else {}))
+
+    def run(p, opt, start, steps):
+        for k in range(start, start + steps):
+            p.grad = torch.randn(6, 5, generator=torch.Generator().manual_seed(k)).bfloat16()
+            opt.step()
+
+    a, oa = make()
+    run(a, oa, 0, 4)
+    saved = {k: v for k, v in oa.state_dict().items()}
+    b, ob = make()
+    with torch.no_grad():
+        b.copy_(a)
+    ob.load_state_dict(saved)
+    for key, value in oa.state[a].items():
+        other = ob.state[b][key]
+        for x, y in zip(value if isinstance(value, list) else [value], other if isinstance(other, list) else [other],
+                        strict=True):
+            assert x.dtype == y.dtype and torch.equal(x, y), key
+    run(a, oa, 4, 5)
+    run(b, ob, 4, 5)
+    assert torch.equal(a, b)
