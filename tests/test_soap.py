@@ -204,6 +204,7 @@ CASES = [
     ((11,), {}),
     ((), dict(merge_dims=True)),
     ((8, 6), dict(correct_bias=False, precondition_frequency=5, eps=1e-6)),
+    ((10, 6), dict(betas=(0.9, 0.99), precondition_frequency=4)),  # shampoo_beta -1: the factors use betas[1]
 ]
 
 
