@@ -27,7 +27,7 @@ def test_every_registered_optimizer_is_under_test():
 
 def _default_eps(info) -> float:
     """The default eps where it is a number (Adafactor's is a pair (eps1, eps2), with eps1 from the dtype)."""
-    eps = info.cls([torch.zeros(1)], lr=0.1).defaults.get("eps", 1.0)
+    eps = info.cls([info.tensor(1)], lr=0.1).defaults.get("eps", 1.0)
     return eps if isinstance(eps, float) else 1.0
 
 
@@ -262,7 +262,7 @@ def test_param_groups_are_independent(info):
             o.step()
     for a, b in zip(params, first + second, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
-    extra = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    extra = torch.randn((3, 3) if info.matrix_only else (3,), dtype=torch.float64, requires_grad=True)
     grouped.add_param_group({"params": [extra], "lr": cfg["lr"]})
     extra.grad = torch.ones_like(extra)
     before = extra.detach().clone()
@@ -292,12 +292,12 @@ def test_closure_is_evaluated_once_and_returned(info):
 def test_error_table(info):
     for kwargs, exc, pattern in info.errors:
         with pytest.raises(exc, match=pattern):
-            info.cls([torch.zeros(2, requires_grad=True)], **{"lr": 0.01, **kwargs})
-        opt = info.cls([torch.zeros(2, requires_grad=True)], lr=0.01)
+            info.cls([info.tensor(2)], **{"lr": 0.01, **kwargs})
+        opt = info.cls([info.tensor(2)], lr=0.01)
         if "bogus" in kwargs or "momentm" in kwargs:
             continue
         with pytest.raises(exc, match=pattern):
-            opt.add_param_group({"params": [torch.zeros(3, requires_grad=True)], **kwargs})
+            opt.add_param_group({"params": [info.tensor(3)], **kwargs})
         assert len(opt.param_groups) == 1  # a rejected group is not kept
 
 
@@ -593,6 +593,13 @@ STATE_BYTES.update({  # after Adam. Adafactor: n + m floats per matrix, here 31 
     "adamax": 8, "adadelta": 8, "asgd": 4, "rprop": 8, "adafactor": 4 * 31 / 60, "lion": 4, "schedulefree-sgd": 4,
     "schedulefree-adamw": 8, "ademamix": 12, "mars": 10, "prodigy": 16, "adopt": 8,
 })
+# issue12b, on make_params (60 elements): Muon keeps 4 B for its 54 matrix elements, AdamW 8 B for the other 6.
+# SOAP: m and v (8 B), plus a factor and a basis per rotated dimension: (6, 5) has 2 (36 + 25) floats, (2, 3, 4)
+# 2 (4 + 9 + 16), the vector and the scalar none (precondition_1d is off): (480 + 4 * 122 + 4 * 58) / 60 = 20 B.
+# Shampoo's defaults merge each of these into one dimension (30, 5, 1, 24): a factor and its inverse root each, plus
+# the filtered gradient and the grafting state (8 B): (4 * (120 + 2 * (900 + 25 + 1 + 576))) / 60 B.
+STATE_BYTES.update(muon=(54 * 4 + 6 * 8) / 60, soap=(480 + 4 * 122 + 4 * 58) / 60,
+                   shampoo=(4 * (120 + 2 * (900 + 25 + 1 + 576))) / 60)
 
 
 @INFOS
@@ -600,11 +607,20 @@ def test_state_takes_the_documented_bytes_and_does_not_grow(info):
     params = make_params(torch.float32)
     opt = info.make(params, lr=1e-3)
     run(opt, params, steps=3)
-    layout = {i: {k: (v.shape, v.dtype) for k, v in opt.state[p].items()} for i, p in enumerate(params)}
+    layout = {i: {k: _layout(v) for k, v in opt.state[p].items()} for i, p in enumerate(params)}
     numel = sum(p.numel() for p in params)
     counters = set(opt._scalar_state) | {"sgd_lr_ema", "sgd_lr", "switch_lr", "switch_step"}  # SWATS's 0-d state
-    state = sum(v.numel() * v.element_size() for p in params for k, v in opt.state[p].items()
-                if isinstance(v, torch.Tensor) and k not in counters)
+    state = sum(_nbytes(v) for p in params for k, v in opt.state[p].items() if k not in counters)
     assert state / numel == STATE_BYTES[info.name]
     run(opt, params, steps=50, start=3)
-    assert layout == {i: {k: (v.shape, v.dtype) for k, v in opt.state[p].items()} for i, p in enumerate(params)}
+    assert layout == {i: {k: _layout(v) for k, v in opt.state[p].items()} for i, p in enumerate(params)}
+
+
+def _layout(v):  # a state tensor's shape and dtype, or those of each tensor of a list (SOAP's factors, bases)
+    return [_layout(x) for x in v] if isinstance(v, list) else (v.shape, v.dtype)
+
+
+def _nbytes(v):
+    if isinstance(v, list):
+        return sum(_nbytes(x) for x in v)
+    return v.numel() * v.element_size() if isinstance(v, torch.Tensor) else 0

@@ -19,6 +19,7 @@ from .algorithms import (
     MARS,
     SGD,
     SGDW,
+    SOAP,
     SWATS,
     AdaBound,
     Adadelta,
@@ -30,6 +31,7 @@ from .algorithms import (
     AdEMAMix,
     AMSBound,
     Lion,
+    Muon,
     NAdam,
     Prodigy,
     RAdam,
@@ -38,6 +40,7 @@ from .algorithms import (
     ScheduleFreeAdamW,
     ScheduleFreeSGD,
     schedule_free_bn_update,
+    Shampoo,
 )
 from .core import Optimizer
 from .lr_finder import LRFinderResult, lr_find
@@ -77,3 +80,4 @@ __all__ = [
 ]
 __all__ += ["ADOPT", "ASGD", "AdEMAMix", "Adadelta", "Adafactor", "Adamax", "Lion", "MARS", "Prodigy", "Rprop",
             "ScheduleFreeAdamW", "ScheduleFreeSGD", "schedule_free_bn_update"]
+__all__ += ["Muon", "SOAP", "Shampoo"]

@@ -79,6 +79,13 @@ register_optimizer("mars", MARS, "MARS-AdamW: variance-reduced AdamW")
 register_optimizer("prodigy", Prodigy, "Prodigy: Adam with an estimated step size (lr 1)")
 register_optimizer("adopt", ADOPT, "ADOPT: Adam normalised by the previous second moment")
 
+# The matrix optimizers (issue 12). A class with a ``from_model`` builds its own groups in create_optimizer.
+from .algorithms import SOAP, Muon, Shampoo  # noqa: E402
+
+register_optimizer("muon", Muon, "Muon (Newton-Schulz-orthogonalized momentum) for hidden matrices, AdamW for the rest")
+register_optimizer("soap", SOAP, "SOAP: Adam in the eigenbasis of Shampoo's preconditioner")
+register_optimizer("shampoo", Shampoo, "Shampoo with Adam grafting and blocking (Distributed Shampoo's recipe)")
+
 # Options that switch layer-wise adaptation off, for the optimizers that have it.
 _ADAPTATION_OFF = {"layer_adaptation": False}
 
@@ -139,6 +146,9 @@ def create_optimizer(name: str, params_or_model: nn.Module | Iterable[Any], *,
         raise ValueError(f"Invalid name: {name!r}; expected one of {sorted(OPTIMIZERS)}")
     spec = OPTIMIZERS[key]
     options = {**spec.preset, **kwargs}
+    from_model = getattr(spec.cls, "from_model", None)
+    if from_model is not None:  # the class splits the model into its own groups (Muon: hidden matrices / AdamW)
+        return from_model(params_or_model, exclude_from_decay=exclude_from_decay, **options)
     if exclude_from_decay:
         if not isinstance(params_or_model, nn.Module):
             raise TypeError("Invalid params_or_model for exclude_from_decay: expected an nn.Module, got "

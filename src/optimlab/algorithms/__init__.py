@@ -26,3 +26,10 @@ from .sign import Lion, Rprop  # noqa: E402
 
 __all__ += ["ADOPT", "ASGD", "AdEMAMix", "Adadelta", "Adafactor", "Adamax", "Lion", "MARS", "Prodigy", "Rprop",
             "ScheduleFreeAdamW", "ScheduleFreeSGD", "schedule_free_bn_update"]
+
+# The matrix optimizers (issue 12): their step needs whole matrices (see ._matrix_step).
+from .muon import Muon  # noqa: E402
+from .shampoo import Shampoo  # noqa: E402
+from .soap import SOAP  # noqa: E402
+
+__all__ += ["Muon", "SOAP", "Shampoo"]
