@@ -39,8 +39,8 @@ from .algorithms import (
     Rprop,
     ScheduleFreeAdamW,
     ScheduleFreeSGD,
-    schedule_free_bn_update,
     Shampoo,
+    schedule_free_bn_update,
 )
 from .core import Optimizer
 from .lr_finder import LRFinderResult, lr_find
