@@ -330,8 +330,19 @@ def test_generated_kernels_compile_for_a_gpu(monkeypatch):
         assert compiled.asm["cubin"]
 
 
-def test_low_precision_and_unaligned_variants_compile_for_a_gpu(monkeypatch):
+def test_low_precision_unaligned_and_sum_kernels_compile_for_a_gpu(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET")
     for dtypes in ([torch.bfloat16, torch.bfloat16, torch.float32], [torch.float16] * 3, [torch.float64] * 3):
         for aligned in (True, False):
             assert tk.compile_offline(_every_op, dtypes, readonly=(1,), aligned=aligned).asm["cubin"]
+    assert tk._compile_sums_offline().asm["cubin"]
+
+
+def test_nothing_imports_triton_until_a_kernel_runs():
+    import subprocess
+    import sys
+
+    code = ("import sys, torch, optimlab, optimlab.core.triton_kernels as tk; "
+            "a = [[torch.zeros(3)], [torch.zeros(3)]]; tk.usable(a); print('triton' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

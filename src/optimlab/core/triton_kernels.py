@@ -39,9 +39,11 @@ readonly=())``, so a caller picks the backend by the tensors' device.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import linecache
 import os
+import re
 import struct
 import threading
 import warnings
@@ -56,6 +58,7 @@ from torch.nn import Parameter
 from . import kernels
 
 __all__ = [
+    "MIN_TRITON",
     "OPS",
     "available",
     "compile_offline",
@@ -68,6 +71,9 @@ __all__ = [
     "usable",
 ]
 
+#: The oldest Triton release these kernels are tested with (3.9.0 in full; 3.5.1: compiled kernels and the
+#: interpreter, whose per-tensor sum kernel then falls back to torch).
+MIN_TRITON = (3, 5)
 #: Elements per program and warps per program: 8 fp32 elements per thread, two 128-bit accesses per operand.
 _BLOCK = 1024
 _NUM_WARPS = 4
@@ -164,10 +170,16 @@ class _Unsupported(Exception):
 
 
 def available() -> bool:
-    """Whether Triton is installed (checked without importing it)."""
+    """Whether Triton :data:`MIN_TRITON` or newer is installed (checked without importing it)."""
     global _available
     if _available is None:
-        _available = importlib.util.find_spec("triton") is not None
+        _available = False
+        if importlib.util.find_spec("triton") is not None:
+            try:
+                release = tuple(int(x) for x in re.findall(r"\d+", importlib.metadata.version("triton"))[:2])
+            except importlib.metadata.PackageNotFoundError:
+                release = ()
+            _available = release >= MIN_TRITON
     return _available
 
 
@@ -488,3 +500,17 @@ def compile_offline(rule: Callable[..., Any], dtypes: Sequence[torch.dtype], n_p
                     attrs={(k,): [["tt.divisibility", 16]] for k in range(3)})
     return triton.compile(src, target=GPUTarget("cuda", arch, 32),
                           options={"num_warps": _NUM_WARPS, "enable_fp_fusion": True})
+
+
+def _compile_sums_offline(arch: int = 90) -> Any:
+    """:func:`compile_offline` for the fixed per-tensor sum kernel."""
+    import triton  # noqa: PLC0415 - optional dependency, imported on use
+    from triton.backends.compiler import GPUTarget  # noqa: PLC0415
+    from triton.compiler import ASTSource  # noqa: PLC0415
+
+    fn = _helpers(False)["_segment_sums"]
+    signature = {"meta": "*i64", "part": "*fp64", "red": "*fp64", "n": "i64", "nblk": "i64", "first": "i64",
+                 "SB": "constexpr"}
+    src = ASTSource(fn=fn, signature=signature, constexprs={"SB": _SUM_BLOCK},
+                    attrs={(k,): [["tt.divisibility", 16]] for k in range(3)})
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": 1})
