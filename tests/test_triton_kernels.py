@@ -113,6 +113,74 @@ def test_nan_and_inf_propagate_as_in_torch():
     torch.testing.assert_close(got[1][0], y.clamp(-1.0, 1.0), equal_nan=True)
 
 
+class _Trace:
+    """A hand-written trace, as :func:`optimlab.core.kernels.trace_rule` records one."""
+
+    def __init__(self, instrs, scalars):
+        self.instrs, self.scalars = instrs, scalars
+
+
+def test_sign_abs_comparison_and_where_ops_match_torch_bit_for_bit(monkeypatch):
+    """The ops issue 12 adds to the tracer (abs, sign, gt/ge/lt/le as 1/0 masks, where), from a hand-written trace
+    (this branch's tracer does not record them yet): exact ops, so equal to torch bit for bit, NaN and -0.0 too."""
+    instrs = [("load", "0"), ("load", "1"), ("load", "2"), ("load", "3"), ("load", "4"),  # x y a b c
+              ("abs", "n0"), ("sign", "n1"), ("gt", "n0", "n1"), ("where", "n7", "n5", "n6"),  # n8 -> a
+              ("ge", "n0", "s0"), ("le", "n1", "s0"), ("add", "n9", "n10", "s1"),  # n11 = ge + 2 le -> b
+              ("lt", "n1", "n0"), ("le", "n0", "n1"), ("where", "n13", "s2", "n0"), ("add", "n14", "n12", "s3")]
+    scalars = [0.0, 2.0, 7.5, 3.0]  # n15 = where(le(x, y), 7.5, x) + 3 lt(y, x) -> c
+    stores = [(2, "n8"), (3, "n11"), (4, "n15")]
+    monkeypatch.setattr(tk.kernels, "trace_rule", lambda *a, **k: (_Trace(instrs, scalars), stores, ["n6", "n12"]))
+    nan, inf = float("nan"), float("inf")
+    specials = [nan, -0.0, 0.0, -inf, inf, -2.5, 3.0, 1e-40, 1.0]
+    for dtype in (torch.float32, torch.float64):
+        gen = torch.Generator().manual_seed(3)
+        x = torch.cat([torch.tensor(specials * 9), torch.randn(1100, generator=gen)]).to(dtype)
+        y = torch.cat([torch.tensor(specials).repeat_interleave(9), x[81:].roll(1)]).to(dtype)
+        y[81::5] = x[81::5]  # equal pairs: gt/lt false, ge/le true
+        lists = [[x.clone()], [y.clone()], [torch.zeros_like(x)], [torch.zeros_like(x)], [torch.zeros_like(x)]]
+        sums = tk.run(None, lists)
+        one = torch.ones((), dtype=dtype)
+        a = torch.where(x > y, x.abs(), y.sign())
+        b = (x >= 0.0).to(dtype) + 2.0 * (y <= 0.0).to(dtype)
+        c = torch.where(x <= y, 7.5 * one, x) + 3.0 * (y < x).to(dtype)
+        for got, want in zip([lst[0] for lst in lists[2:]], (a, b, c), strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+            assert torch.equal(torch.signbit(got), torch.signbit(want)), dtype  # -0.0 and +0.0 told apart
+        for got, want in ((lists[0][0], x), (lists[1][0], y)):  # inputs untouched
+            torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+        assert float(sums[0, 0]) == float(y.sign().sum(dtype=torch.float64))
+        assert float(sums[1, 0]) == float((y < x).sum())
+
+
+def test_issue12_rule_with_sign_and_mask_ops_once_traced():
+    """issue 12's own rule of those ops (tests/test_kernels.py), traced, once its tracer support is merged."""
+    import test_kernels
+
+    rule = getattr(test_kernels, "_sign_and_mask_ops", None)
+    if rule is None or not hasattr(kernels.Sym, "sign"):
+        pytest.skip("the tracer does not record abs/sign/comparisons/where yet (issue 12's ops not merged)")
+    sizes = (1, 17, 300, 4099)
+    for dtype in (torch.float32, torch.float64):
+        got = _tensors(3, sizes, dtype)
+        for lst in got[:2]:
+            for t in lst:
+                t[::7] = float("nan")
+                t[1::7] = -0.0
+        eager = [[t.clone() for t in lst] for lst in got]
+        runs = tk.stats()["runs"]
+        sums = tk.run(rule, got)
+        assert tk.stats()["runs"] == runs + 1
+        want = [rule(*(lst[i] for lst in eager)) for i in range(len(sizes))]
+        for j in range(3):
+            for a, b in zip(got[j], eager[j], strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+                assert torch.equal(torch.signbit(a), torch.signbit(b))
+        expected = torch.tensor([[float(w[r].sum(dtype=torch.float64)) for w in want] for r in range(3)],
+                                dtype=torch.float64)
+        torch.testing.assert_close(sums, expected, rtol=1e-6 if dtype == torch.float32 else 1e-13, atol=0,
+                                   equal_nan=True)
+
+
 def test_per_tensor_scalars_and_sums_over_many_blocks(monkeypatch):
     """Small blocks, so tensors span many programs and the sum kernel loops: per-tensor scalars reach every block
     of their tensor and the block sums add up per tensor; empty tensors have no block and sum to 0."""

@@ -84,11 +84,11 @@ _MAX_LAYOUTS = 64
 
 
 class _Float:
-    """Division and square root rounded to nearest in a compute dtype, as Triton source (Triton's own ``/`` and
-    ``tl.sqrt`` are approximate in float32: ``div.full.f32``, ``sqrt.approx.ftz.f32``)."""
+    """A compute dtype as Triton source: its type (``t``) and its division and square root rounded to nearest
+    (Triton's own ``/`` and ``tl.sqrt`` are approximate in float32: ``div.full.f32``, ``sqrt.approx.ftz.f32``)."""
 
-    def __init__(self, div: str, sqrt: str) -> None:
-        self._div, self._sqrt = div, sqrt
+    def __init__(self, t: str, div: str, sqrt: str) -> None:
+        self.t, self._div, self._sqrt = t, div, sqrt
 
     def div(self, a: str, b: str) -> str:
         return self._div.format(a, b)
@@ -97,12 +97,13 @@ class _Float:
         return self._sqrt.format(a)
 
 
-_FLOAT = {torch.float32: _Float("tl.fdiv({}, {}, ieee_rounding=True)", "tl.sqrt_rn({})"),
-          torch.float64: _Float("(({}) / ({}))", "tl.sqrt({})")}  # float64 division and sqrt are IEEE already
+_FLOAT = {torch.float32: _Float("tl.float32", "tl.fdiv({}, {}, ieee_rounding=True)", "tl.sqrt_rn({})"),
+          torch.float64: _Float("tl.float64", "(({}) / ({}))", "tl.sqrt({})")}  # float64 div and sqrt: IEEE already
 
 #: The traced operations: one Triton expression each, from the instruction's operands ``a`` (node, scalar and
-#: per-tensor names, in the order :class:`~optimlab.core.kernels.Sym` records them) and ``f``, the compute dtype's
-#: correctly rounded division and square root. Adding a traced op is one line here.
+#: per-tensor names, in the order :class:`~optimlab.core.kernels.Sym` records them) and ``f``, the compute dtype
+#: (its type ``f.t``, its correctly rounded division and square root). Adding a traced op is one line here; an op
+#: missing here makes :func:`run` return False (the caller's eager path runs), never a wrong kernel.
 OPS: dict[str, Callable[[Sequence[str], _Float], str]] = {
     "neg": lambda a, f: f"-{a[0]}",
     "add": lambda a, f: f"{a[0]} + {a[2]} * {a[1]}",  # x + alpha * y
@@ -118,6 +119,14 @@ OPS: dict[str, Callable[[Sequence[str], _Float], str]] = {
                           f"{a[1]} - ({a[1]} - {a[0]}) * (1.0 - {a[2]}))"),
     "addcmul": lambda a, f: f"{a[0]} + {a[3]} * {a[1]} * {a[2]}",
     "addcdiv": lambda a, f: f"{a[0]} + " + f.div(f"{a[3]} * {a[1]}", a[2]),
+    # sign and comparison ops (traced once issue 12's ops are in kernels.Sym): exact, so equal to torch bit for bit
+    "abs": lambda a, f: f"tl.abs({a[0]})",  # clears the sign bit: |-0.0| = +0.0, |NaN| = NaN
+    "sign": lambda a, f: f"(({a[0]} > 0).to({f.t}) - ({a[0]} < 0).to({f.t}))",  # sign(NaN) = sign(-0.0) = 0
+    "gt": lambda a, f: f"({a[0]} > {a[1]}).to({f.t})",  # a mask, 1 or 0 in the compute type; NaN compares false
+    "ge": lambda a, f: f"({a[0]} >= {a[1]}).to({f.t})",
+    "lt": lambda a, f: f"({a[0]} < {a[1]}).to({f.t})",
+    "le": lambda a, f: f"({a[0]} <= {a[1]}).to({f.t})",
+    "where": lambda a, f: f"tl.where({a[0]} != 0, {a[1]}, {a[2]})",
 }
 
 _TL_TYPES = {torch.float32: "tl.float32", torch.float64: "tl.float64", torch.bfloat16: "tl.bfloat16",
