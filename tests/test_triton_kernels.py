@@ -23,6 +23,8 @@ from optimlab.core import ops as F
 from optimlab.core import triton_kernels as tk
 
 pytest.importorskip("triton", reason="Triton is not installed (pip install 'optimlab[gpu]'; scripts/setup.sh test)")
+if not tk.available():
+    pytest.skip(f"Triton older than {'.'.join(map(str, tk.MIN_TRITON))}", allow_module_level=True)
 
 ALL = pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
 
