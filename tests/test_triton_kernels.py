@@ -12,9 +12,10 @@ from __future__ import annotations
 import copy
 import re
 
+import optim_db
 import pytest
 import torch
-from optim_db import CASES, case_id
+from optim_db import CASES, DB, case_id
 from problems import loss_at, make_params
 from test_kernels import _every_op, _tensors
 
@@ -40,9 +41,28 @@ def interpreter(monkeypatch):
 def triton_path(monkeypatch):
     """The optimizers' list path on Triton kernels: torch's fused kernels off, the Triton backend in the C
     backend's place (``usable``/``run`` have the same contract)."""
+    asked = {"usable": 0}  # how often a list path asked for a kernel and could have one
+
+    def usable(lists):
+        ok = tk.usable(lists)
+        asked["usable"] += ok
+        return ok
+
     monkeypatch.setattr(blocked, "fused_kernels_support", lambda tensors: False)
-    monkeypatch.setattr(kernels, "usable", tk.usable)
+    monkeypatch.setattr(kernels, "usable", usable)
     monkeypatch.setattr(kernels, "run", tk.run)
+    return asked
+
+
+def _assert_a_kernel_ran(runs_before, asked, info):
+    """A Triton kernel ran; or the optimizer's list path never asks for a traced kernel (a rule that is not
+    element-wise, e.g. Adafactor's factored moments): then there is nothing of this backend to test."""
+    if tk.stats()["runs"] > runs_before:
+        return
+    if not asked["usable"]:
+        pytest.skip(f"{info.name}: its list path asks for no traced kernel")
+    pytest.fail("the list path asked for a kernel on usable tensors, yet no Triton kernel ran (an op missing "
+                "from triton_kernels.OPS?)")
 
 
 # -- the traced ops -------------------------------------------------------------------------------------------
@@ -298,9 +318,9 @@ def test_triton_path_equals_plain_loop(case, dtype, triton_path):
     """Every optimizer's list path, run as Triton kernels, gives the plain loop's parameters and state."""
     info, cfg = case
     pa, oa = _trajectory(info, cfg, foreach=False, dtype=dtype)
-    runs = tk.stats()["runs"]
+    runs, triton_path["usable"] = tk.stats()["runs"], 0
     pb, ob = _trajectory(info, cfg, foreach=True, dtype=dtype)
-    assert tk.stats()["runs"] > runs, "no Triton kernel ran"
+    _assert_a_kernel_ran(runs, triton_path, info)
     tol = dict(rtol=1e-12, atol=1e-14) if dtype == torch.float64 else dict(rtol=2e-5, atol=1e-6)
     for a, b in zip(pa, pb, strict=True):
         torch.testing.assert_close(a, b, **tol)
@@ -310,13 +330,17 @@ def test_triton_path_equals_plain_loop(case, dtype, triton_path):
             torch.testing.assert_close(sa[key], sb[key], **tol, msg=key)
 
 
-@ALL
+@pytest.mark.parametrize("info", DB, ids=[info.name for info in DB])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_low_precision_parameters_step_in_float32(case, dtype, triton_path):
+def test_low_precision_parameters_step_in_float32(info, dtype, triton_path):
     """bfloat16/float16 parameters and state: a Triton step equals one float32 plain-loop step on the widened
-    values, rounded once (to within one unit in the last place of the stored dtype)."""
-    info, cfg = case
-    if dtype == torch.float16 and cfg.get("eps", info.cls([torch.zeros(1)], lr=0.1).defaults.get("eps", 1)) < 1e-4:
+    values, rounded once (to within one unit in the last place of the stored dtype). Each optimizer's first
+    configuration (the others' kernels differ in arithmetic, tested above, not in how they load and store)."""
+    cfg = info.configs[0]
+    if dtype == torch.float16 and info.name in getattr(optim_db, "NO_FLOAT16", ()):
+        pytest.skip("refuses float16 parameters (a clear error, tested with the optimizer)")
+    eps = cfg.get("eps", info.cls([torch.zeros(1)], lr=0.1).defaults.get("eps", 1.0))
+    if dtype == torch.float16 and isinstance(eps, float) and eps < 1e-4:
         cfg = {**cfg, "eps": 1e-4}  # as test_matrix.test_dtypes: eps below float16's range warns, and overflows
     params, opt = _trajectory(info, cfg, foreach=True, dtype=dtype, steps=2)
     wide = [p.detach().float().requires_grad_() for p in params]
@@ -329,9 +353,9 @@ def test_low_precision_parameters_step_in_float32(case, dtype, triton_path):
     loss_at(params, 9).backward()
     for w, p in zip(wide, params, strict=True):
         w.grad = p.grad.float()
-    runs = tk.stats()["runs"]
+    runs, triton_path["usable"] = tk.stats()["runs"], 0
     opt.step()
-    assert tk.stats()["runs"] > runs, "no Triton kernel ran"
+    _assert_a_kernel_ran(runs, triton_path, info)
     ref.step()
     ulp = 2.0**-7 if dtype == torch.bfloat16 else 2.0**-10
     for p, w in zip(params, wide, strict=True):
@@ -366,8 +390,6 @@ def test_bfloat16_first_moment_beside_float32_parameters(triton_path):
 # -- the real compiler ----------------------------------------------------------------------------------------
 def _recorded_structures(monkeypatch):
     """Every rule structure the optimizers' first configurations hand to the backend (float32)."""
-    from optim_db import DB
-
     seen: dict[tuple, tuple] = {}
     real = tk.run
 
