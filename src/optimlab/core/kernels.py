@@ -67,6 +67,7 @@ __all__ = [
     "run",
     "set_enabled",
     "stats",
+    "trace_rule",
     "usable",
 ]
 
@@ -283,6 +284,24 @@ class Sym:
         if not isinstance(out, Sym):
             raise Untraceable("out= a real tensor")
         return out._set(result)
+
+
+def trace_rule(rule: Callable[..., Any], n_lists: int, n_per_tensor: int = 0, readonly: Sequence[int] = ()
+               ) -> tuple[_Trace, list[tuple[int, str]], list[str]] | None:
+    """Call ``rule(*syms, *per_tensor_syms)`` once on symbols (see :func:`run`) and return its record: the trace,
+    the stores ``(list index, node)`` of the lists it wrote, and the nodes it asked to sum; None if it cannot be
+    traced. Shared by every backend that turns a trace into a kernel (this module's C, the Triton kernels)."""
+    trace = _Trace()
+    syms = [Sym(trace, trace.node("load", str(j)), readonly=j in readonly) for j in range(n_lists)]
+    scalars = [Sym(trace, f"q{k}") for k in range(n_per_tensor)]
+    start = [s.node for s in syms]
+    try:
+        result = rule(*syms, *scalars)
+        sums = list(result) if isinstance(result, list | tuple) else []  # a lambda may return its last Sym
+        sum_nodes = [trace.operand(x) for x in sums]
+    except Untraceable:
+        return None
+    return trace, [(j, s.node) for j, s in enumerate(syms) if s.node != start[j]], sum_nodes
 
 
 # -- C source -------------------------------------------------------------------------------------------------
@@ -810,17 +829,10 @@ def run(rule: Callable[..., Sequence[Sym] | None], lists: Sequence[Sequence[Tens
     sums as a float64 tensor of shape ``(len(returned), len(lists[0]))`` (None when it returned nothing).
     ``usable(lists)`` must hold.
     """
-    trace = _Trace()
-    syms = [Sym(trace, trace.node("load", str(j)), readonly=j in readonly) for j in range(len(lists))]
-    scalars = [Sym(trace, f"q{k}") for k in range(len(per_tensor))]
-    start = [s.node for s in syms]
-    try:
-        result = rule(*syms, *scalars)
-        sums = list(result) if isinstance(result, list | tuple) else []  # a lambda may return its last Sym
-        sum_nodes = [trace.operand(x) for x in sums]
-    except Untraceable:
+    traced = trace_rule(rule, len(lists), len(per_tensor), readonly)
+    if traced is None:
         return False
-    stores = [(j, s.node) for j, s in enumerate(syms) if s.node != start[j]]
+    trace, stores, sum_nodes = traced
     dtypes = [lst[0].dtype for lst in lists]
     structure = (tuple(trace.instrs), tuple(stores), tuple(sum_nodes), tuple(dtypes), len(trace.scalars),
                  len(per_tensor))
@@ -837,7 +849,7 @@ def run(rule: Callable[..., Sequence[Sym] | None], lists: Sequence[Sequence[Tens
           if per_tensor else torch.zeros(1, dtype=torch.float64))
     total = int(off[-1])
     threads = max(1, min(torch.get_num_threads(), 64, total // _MIN_PARALLEL_ELEMS))
-    red = torch.zeros(threads, max(1, len(sums)), n, dtype=torch.float64)
+    red = torch.zeros(threads, max(1, len(sum_nodes)), n, dtype=torch.float64)
     fn(n, off.data_ptr(), ptrs.data_ptr(), sc.data_ptr(), pt.data_ptr(), red.data_ptr(), red[0].numel(), threads)
     _stats["runs"] += 1
-    return red.sum(0)[: len(sums)] if sums else None
+    return red.sum(0)[: len(sum_nodes)] if sum_nodes else None
