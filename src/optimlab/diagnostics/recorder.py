@@ -1,0 +1,238 @@
+r"""A recorder of what an optimizer does to the weights, attached to any ``torch.optim.Optimizer`` by step hooks.
+
+Every ``every`` steps (and at steps a callable chooses) it records, cheaply and without changing the
+trajectory (it only reads parameters, gradients and state, between steps):
+
+* the cosine between the update :math:`\Delta\theta_t = \theta_t - \theta_{t-1}` and the previous update
+  :math:`\Delta\theta_{t-1}`, for the whole model and per layer (Xing, Arpit, Tsirigotis & Bengio, "A Walk with
+  SGD", 2018: full-batch GD with a large lr settles at -1, oscillating across a valley; SGD wanders);
+* the distance from the initialization :math:`\|\theta_t - \theta_0\|` and its square (ibid.: SGD travels much
+  farther than GD), per layer too;
+* the norms of the update, the gradient and the weights, and the effective lr per layer
+  :math:`\|\Delta\theta\| / \|g\|`;
+* the trust ratios of LAMB and LARS (:mod:`optimlab.diagnostics.trust`);
+* histograms of :math:`|g|`, :math:`|\Delta\theta|` and of the effective per-parameter step size
+  :math:`|\Delta\theta_i| / |g_i|` (Adam's spread of step sizes; counted as zero where :math:`g_i = 0`) on fixed
+  log-spaced bins
+  (:mod:`optimlab.diagnostics.histograms`; the RAdam paper's Figure 2);
+* on request (:meth:`Recorder.record_noise_scale`), the gradient noise scale (McCandlish et al., 2018).
+
+A "layer" is a parameter tensor, as for LAMB and LARS. The update is measured around the ``step()`` of the
+optimizer the recorder is attached to, so for a wrapper it includes what the wrapper does (Lookahead's
+synchronisation, SWA nothing, gradient noise's effect): attach it to the object you call ``step()`` on, before
+the first step (the weights at attachment are :math:`\theta_0`). Recording step :math:`t` needs the weights
+before steps :math:`t-1` and :math:`t` (for the cosine), so the recorder copies them just before those two steps
+only; between records it costs a counter increment. Memory: three copies of the parameters (:math:`\theta_0`,
+the previous update and the pre-step weights).
+
+``recorder.history`` is plain Python (lists of floats, NaN where undefined); :meth:`Recorder.to_dict` is its
+JSON-serialisable form (non-finite values as ``None``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from ..core.validation import fail
+from .histograms import LogBins, abs_histogram
+from .noise_scale import NoiseScaleTracker, gradient_noise_scale
+from .trust import has_trust_ratios, trust_ratios
+
+__all__ = ["Recorder", "WHOLE_KEYS", "LAYER_KEYS", "HISTOGRAM_KEYS"]
+
+WHOLE_KEYS = ("lr", "update_norm", "grad_norm", "weight_norm", "cos_prev", "dist_init", "dist_init_sq")
+LAYER_KEYS = ("update_norm", "grad_norm", "weight_norm", "cos_prev", "dist_init", "effective_lr", "trust_ratio")
+HISTOGRAM_KEYS = ("grad", "update", "step_size")
+
+
+def _nan_div(a: Tensor, b: Tensor) -> Tensor:
+    return torch.where(b > 0, a / torch.where(b > 0, b, torch.ones_like(b)), torch.full_like(a, math.nan))
+
+
+class Recorder:
+    """Records update angles, distances, norms, trust ratios and histograms every ``every`` steps.
+
+    Args:
+        optimizer: any ``torch.optim.Optimizer`` (optimlab wrappers included); hooks are registered on it.
+        model: optional, for layer names (``model.named_parameters()``); else ``"group{g}.{i}"``.
+        every: record steps ``every, 2*every, ...`` (steps count from 1), or a callable ``step -> bool``.
+        histograms: record the three histograms (the most expensive part; ``False`` to skip).
+        bins: the histogram bins (default :class:`~optimlab.diagnostics.histograms.LogBins`: 1e-12 to 1e2,
+            4 per decade).
+
+    Use ``with Recorder(opt) as rec: ...`` or call :meth:`close` to remove the hooks.
+    """
+
+    def __init__(self, optimizer: Optimizer, model: nn.Module | None = None, *, every: int | Callable[[int], bool]
+                 = 10, histograms: bool = True, bins: LogBins | None = None) -> None:
+        if not isinstance(optimizer, Optimizer):
+            fail("optimizer", type(optimizer).__name__, "a torch.optim.Optimizer", TypeError)
+        if callable(every):
+            self._should = every
+        elif isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            fail("every", every, "a positive integer or a callable step -> bool")
+        else:
+            self._should = lambda t, n=every: t % n == 0
+        self.every = every
+        self.optimizer = optimizer
+        seen: set[int] = set()
+        self.params: list[Tensor] = []
+        names: list[str] = []
+        by_id = {id(p): n for n, p in model.named_parameters()} if model is not None else {}
+        for gi, group in enumerate(optimizer.param_groups):
+            for i, p in enumerate(group["params"]):
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    self.params.append(p)
+                    names.append(by_id.get(id(p), f"group{gi}.{i}"))
+        if not self.params:
+            fail("optimizer", "an optimizer without parameters", "at least one parameter")
+        self.layers = names
+        self.histograms = bool(histograms)
+        self.bins = LogBins() if bins is None else bins
+        self.trust = has_trust_ratios(optimizer)
+        self.steps = 0
+        self._theta0 = [p.detach().clone() for p in self.params]
+        self._before: list[Tensor] | None = None  # weights before the current step (when copied)
+        self._prev: list[Tensor] | None = None  # the previous update, when it was measured
+        self._prev_step = -1
+        self._copied = False
+        self.history: dict[str, Any] = {"step": [], **{k: [] for k in WHOLE_KEYS},
+                                        "layer": {k: [] for k in LAYER_KEYS},
+                                        "hist": {k: [] for k in HISTOGRAM_KEYS},
+                                        "hist_outside": {k: [] for k in HISTOGRAM_KEYS},
+                                        "noise": {"step": [], "b_simple": [], "b_simple_ema": [], "g2": [],
+                                                  "trace": []}}
+        self._noise = NoiseScaleTracker()
+        self._handles = [optimizer.register_step_pre_hook(self._pre), optimizer.register_step_post_hook(self._post)]
+
+    # -- hooks -------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Remove the hooks (the history stays)."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _pre(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+        t = self.steps + 1  # the step about to be taken
+        if self._should(t) or self._should(t + 1):
+            with torch.no_grad():
+                if self._before is None:
+                    self._before = [p.detach().clone() for p in self.params]
+                else:
+                    torch._foreach_copy_(self._before, [p.detach() for p in self.params])
+            self._copied = True
+        else:
+            self._copied = False
+
+    @torch.no_grad()
+    def _post(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+        self.steps += 1
+        t = self.steps
+        if not self._copied or self._before is None:
+            return
+        params = [p.detach() for p in self.params]
+        record = self._should(t)
+        ratios = trust_ratios(self.optimizer, self.params, self._before) if (record and self.trust) else None
+        # the update, in place of the pre-step copy: delta = theta_t - theta_{t-1}
+        delta = self._before
+        torch._foreach_sub_(delta, params)
+        torch._foreach_neg_(delta)
+        if record:
+            self._record(t, params, delta, ratios)
+        # keep this update for the cosine at step t + 1 (swap buffers: no copy)
+        self._before, self._prev, self._prev_step = self._prev, delta, t
+
+    def _record(self, t: int, params: list[Tensor], delta: list[Tensor], ratios: list[float] | None) -> None:
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        grads = [g.detach() for g in grads]
+        u2 = torch.stack([n.to("cpu", torch.float64) for n in torch._foreach_norm(delta)]) ** 2
+        g2 = torch.stack([n.to("cpu", torch.float64) for n in torch._foreach_norm(grads)]) ** 2
+        w2 = torch.stack([n.to("cpu", torch.float64) for n in torch._foreach_norm(params)]) ** 2
+        dist = torch._foreach_sub(params, self._theta0)
+        d2 = torch.stack([n.to("cpu", torch.float64) for n in torch._foreach_norm(dist)]) ** 2
+        n = len(self.params)
+        if self._prev is not None and self._prev_step == t - 1:
+            dots = torch.stack([torch.vdot(a.reshape(-1), b.reshape(-1)).real.to("cpu", torch.float64)
+                                for a, b in zip(delta, self._prev, strict=True)])
+            p2 = torch.stack([x.to("cpu", torch.float64) for x in torch._foreach_norm(self._prev)]) ** 2
+            cos_layer = _nan_div(dots, (u2 * p2).sqrt())
+            cos_whole = _nan_div(dots.sum(), (u2.sum() * p2.sum()).sqrt())
+        else:
+            cos_layer = torch.full((n,), math.nan, dtype=torch.float64)
+            cos_whole = torch.tensor(math.nan, dtype=torch.float64)
+        eff = _nan_div(u2.sqrt(), g2.sqrt())
+        whole = torch.stack([u2.sum().sqrt(), g2.sum().sqrt(), w2.sum().sqrt(), cos_whole, d2.sum().sqrt(),
+                             d2.sum()]).tolist()
+        layer = torch.stack([u2.sqrt(), g2.sqrt(), w2.sqrt(), cos_layer, d2.sqrt(), eff]).tolist()
+        h = self.history
+        h["step"].append(t)
+        lr = self.optimizer.param_groups[0]["lr"]
+        h["lr"].append(float(lr))
+        for key, value in zip(WHOLE_KEYS[1:], whole, strict=True):
+            h[key].append(value)
+        for key, value in zip(LAYER_KEYS[:-1], layer, strict=True):
+            h["layer"][key].append(value)
+        h["layer"]["trust_ratio"].append(ratios if ratios is not None else [math.nan] * n)
+        if self.histograms:
+            abs_d = torch._foreach_abs(delta)
+            abs_g = torch._foreach_abs(grads)
+            ratio = [torch.where(g > 0, d / torch.where(g > 0, g, torch.ones_like(g)), torch.zeros_like(d))
+                     for d, g in zip(abs_d, abs_g, strict=True)]
+            for key, tensors in (("grad", abs_g), ("update", abs_d), ("step_size", ratio)):
+                hist = abs_histogram(tensors, self.bins)
+                h["hist"][key].append(hist.counts.tolist())
+                h["hist_outside"][key].append([hist.zero, hist.under, hist.over, hist.nonfinite])
+
+    # -- gradient noise scale ----------------------------------------------------------------------------------
+    def record_noise_scale(self, model: nn.Module, loss_fn: Callable[[Any, Any], Tensor], batch: tuple[Any, Any],
+                           parts: int = 4) -> float:
+        """Estimate the gradient noise scale on ``batch`` now (``parts`` backward passes; nothing of the run is
+        touched, see :func:`~optimlab.diagnostics.noise_scale.gradient_noise_scale`), store it with the current
+        step and return the smoothed :math:`B_\\text{simple}`."""
+        est = gradient_noise_scale(model, loss_fn, batch, parts)
+        smooth = self._noise.update(est)
+        n = self.history["noise"]
+        n["step"].append(self.steps)
+        n["b_simple"].append(est.b_simple)
+        n["b_simple_ema"].append(smooth)
+        n["g2"].append(est.g2)
+        n["trace"].append(est.trace)
+        return smooth
+
+    # -- results -----------------------------------------------------------------------------------------------
+    def array(self, key: str) -> np.ndarray:
+        """A recorded series as an array: whole-model keys (records,), ``"layer.<key>"`` (records, layers),
+        ``"hist.<key>"`` (records, bins)."""
+        if key.startswith("layer.") or key.startswith("hist."):
+            group, name = key.split(".", 1)
+            return np.asarray(self.history[group][name], dtype=float)
+        return np.asarray(self.history[key], dtype=float)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The history, the layer names and the bins, JSON-serialisable (non-finite values as ``None``)."""
+        return {"layers": list(self.layers), "bins": self.bins.to_dict(), "every": self.every
+                if isinstance(self.every, int) else None, **_jsonable(self.history)}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
