@@ -63,7 +63,9 @@ class Recorder:
         optimizer: any ``torch.optim.Optimizer`` (optimlab wrappers included); hooks are registered on it.
         model: optional, for layer names (``model.named_parameters()``); else ``"group{g}.{i}"``.
         every: record steps ``every, 2*every, ...`` (steps count from 1), or a callable ``step -> bool``.
-        histograms: record the three histograms (the most expensive part; ``False`` to skip).
+        histograms: record the three histograms at every recorded step (``True``), at none (``False``), or at the
+            recorded steps a callable ``step -> bool`` chooses (the most expensive part of a record). The
+            histogram lists hold one entry per record, ``None`` where none was taken.
         bins: the histogram bins (default :class:`~optimlab.diagnostics.histograms.LogBins`: 1e-12 to 1e2,
             4 per decade).
 
@@ -71,7 +73,7 @@ class Recorder:
     """
 
     def __init__(self, optimizer: Optimizer, model: nn.Module | None = None, *, every: int | Callable[[int], bool]
-                 = 10, histograms: bool = True, bins: LogBins | None = None) -> None:
+                 = 10, histograms: bool | Callable[[int], bool] = True, bins: LogBins | None = None) -> None:
         if not isinstance(optimizer, Optimizer):
             fail("optimizer", type(optimizer).__name__, "a torch.optim.Optimizer", TypeError)
         if callable(every):
@@ -95,7 +97,7 @@ class Recorder:
         if not self.params:
             fail("optimizer", "an optimizer without parameters", "at least one parameter")
         self.layers = names
-        self.histograms = bool(histograms)
+        self.histograms = histograms if callable(histograms) else (lambda t, on=bool(histograms): on)
         self.bins = LogBins() if bins is None else bins
         self.trust = has_trust_ratios(optimizer)
         self.steps = 0
@@ -187,7 +189,11 @@ class Recorder:
         for key, value in zip(LAYER_KEYS[:-1], layer, strict=True):
             h["layer"][key].append(value)
         h["layer"]["trust_ratio"].append(ratios if ratios is not None else [math.nan] * n)
-        if self.histograms:
+        if not self.histograms(t):
+            for key in HISTOGRAM_KEYS:
+                h["hist"][key].append(None)
+                h["hist_outside"][key].append(None)
+        else:
             abs_d = torch._foreach_abs(delta)
             abs_g = torch._foreach_abs(grads)
             ratio = [torch.where(g > 0, d / torch.where(g > 0, g, torch.ones_like(g)), torch.zeros_like(d))
@@ -216,11 +222,17 @@ class Recorder:
     # -- results -----------------------------------------------------------------------------------------------
     def array(self, key: str) -> np.ndarray:
         """A recorded series as an array: whole-model keys (records,), ``"layer.<key>"`` (records, layers),
-        ``"hist.<key>"`` (records, bins)."""
-        if key.startswith("layer.") or key.startswith("hist."):
-            group, name = key.split(".", 1)
-            return np.asarray(self.history[group][name], dtype=float)
+        ``"hist.<key>"`` (histograms taken, bins; see :meth:`histogram_steps`)."""
+        if key.startswith("hist."):
+            rows = [r for r in self.history["hist"][key[5:]] if r is not None]
+            return np.asarray(rows, dtype=float).reshape(len(rows), self.bins.count)
+        if key.startswith("layer."):
+            return np.asarray(self.history["layer"][key[6:]], dtype=float)
         return np.asarray(self.history[key], dtype=float)
+
+    def histogram_steps(self) -> list[int]:
+        """The steps at which histograms were taken."""
+        return [t for t, r in zip(self.history["step"], self.history["hist"]["grad"], strict=True) if r is not None]
 
     def to_dict(self) -> dict[str, Any]:
         """The history, the layer names and the bins, JSON-serialisable (non-finite values as ``None``)."""
