@@ -271,7 +271,8 @@ def plot_interpolation(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, m
         ax.set_xlabel("α: (1 − α) θ_init + α θ_final")
         ax.grid(alpha=0.3)
     _legend_right(fig, axes, [r[0] for r in runs])
-    fig.text(1.0, 0.12, "solid: train subset\ndashed: validation", fontsize=8, ha="left")
+    if any("val" in res for _, res in runs):
+        fig.text(1.0, 0.12, "solid: train subset\ndashed: validation", fontsize=8, ha="left")
     fig.suptitle(title or "From the initialization to the solution")
     fig.tight_layout()
     return _save(fig, path)
@@ -437,8 +438,13 @@ def plot_waterfall(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, kinds
     "bins": {"low", "high", "per_decade"}, kind: [[counts] per step]})``; later steps are drawn darker."""
     plt = _plt()
     n, m = len(runs), len(kinds)
-    fig, axes = plt.subplots(n, m, figsize=(4.6 * m + 0.6, 2.5 * n + 0.9), squeeze=False, sharex="col",
-                             layout="constrained")
+    wrap = min(n, 4) if m == 1 else 1  # a single kind: the optimizers side by side, 4 to a row
+    rows_, cols_ = (math.ceil(n / wrap), wrap) if m == 1 else (n, m)
+    fig, grid = plt.subplots(rows_, cols_, figsize=(4.3 * cols_ + 0.6, 2.6 * rows_ + 0.9), squeeze=False,
+                             sharex="all" if m == 1 else "col", layout="constrained")
+    for ax in list(grid.flat)[n * m:]:
+        ax.set_visible(False)
+    axes = [[grid.flat[i]] for i in range(n)] if m == 1 else grid
     for col, kind in enumerate(kinds):  # one x range per column, over every run: the histograms line up
         rows_all = [np.asarray(r, dtype=float) / max(sum(r), 1) for _, h in runs for r in h[kind] if r is not None]
         mass = np.sum(rows_all, axis=0) if rows_all else np.zeros(0)
@@ -476,6 +482,10 @@ def plot_waterfall(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, kinds
             ax.set_yticks(ticks, [str(shown[t]) for t in ticks])
             ax.set_ylabel("step")
             ax.set_xlabel(_HIST_TITLES.get(kind, kind))
+            if m == 1:
+                ax.set_title(label, color=color, fontsize=10)
+                ax.xaxis.set_tick_params(labelbottom=True)  # every panel labelled (some have no panel below)
+                continue
             if row == 0:
                 ax.set_title(_HIST_TITLES.get(kind, kind))
             if col == 0:
@@ -638,7 +648,8 @@ def diagnostics_panels(records: Sequence[dict[str, Any]], out: Path, key: str = 
                                f"{task}: |g| over the first steps (seed 0)")
             paths.append(p)
             parts.append("<h3>Gradient histograms</h3>" + figure_html(
-                p, f"Histograms of |g| on fixed log bins, stacked by step (earliest lightest). After "
+                p, "Histograms of |g| on fixed log bins, stacked along y by step, earliest lightest (the recorded "
+                   "steps: each of the first ones, then a few spread over the run, as labelled). After "
                    f"{CITATIONS['histograms']}."))
         sharp = []
         for name, recs in groups.items():

@@ -231,7 +231,7 @@ class DiagnosticsCallback(Callback):
     * ``"sharpness"`` and ``"interpolation"``: :func:`final_weights_diagnostics` at the end of the run
       (``final=False`` skips them).
 
-    JSON-serialisable (``None`` for non-finite values). Cost measured on the default task: see
+    JSON-serialisable (``None`` for non-finite values; floats to 6 significant digits). Cost measured on the default task: see
     ``benchmarks/diagnostics_speed.py``.
     """
 
@@ -282,7 +282,18 @@ class DiagnosticsCallback(Callback):
                                                      sharpness_examples=self.sharpness_examples, iters=self.iters))
             except ValueError as e:  # e.g. a task without evaluation batches: keep the rest
                 out["final_error"] = str(e)
-        ctx.extras[self.key] = out
+        ctx.extras[self.key] = _rounded(out)
+
+
+def _rounded(value: Any, digits: int = 6) -> Any:
+    """Floats to ``digits`` significant digits (the record stays small: about half the characters)."""
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v, digits) for v in value]
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}") if math.isfinite(value) else None
+    return value
 
 
 def rerun_with_diagnostics(record: dict[str, Any] | RunConfig, data_dir: str | None = None,
