@@ -61,7 +61,8 @@ class Recorder:
 
     Args:
         optimizer: any ``torch.optim.Optimizer`` (optimlab wrappers included); hooks are registered on it.
-        model: optional, for layer names (``model.named_parameters()``); else ``"group{g}.{i}"``.
+        model: optional, for layer names and order (``model.named_parameters()``); else the param groups' order
+            and names ``"group{g}.{i}"``.
         every: record steps ``every, 2*every, ...`` (steps count from 1), or a callable ``step -> bool``.
         histograms: record the three histograms at every recorded step (``True``), at none (``False``), or at the
             recorded steps a callable ``step -> bool`` chooses (the most expensive part of a record). The
@@ -88,12 +89,15 @@ class Recorder:
         self.params: list[Tensor] = []
         names: list[str] = []
         by_id = {id(p): n for n, p in model.named_parameters()} if model is not None else {}
-        for gi, group in enumerate(optimizer.param_groups):
-            for i, p in enumerate(group["params"]):
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    self.params.append(p)
-                    names.append(by_id.get(id(p), f"group{gi}.{i}"))
+        in_groups = [(p, f"group{gi}.{i}") for gi, g in enumerate(optimizer.param_groups)
+                     for i, p in enumerate(g["params"])]
+        ids = {id(p) for p, _ in in_groups}
+        ordered = [(p, n) for n, p in model.named_parameters() if id(p) in ids] if model is not None else []
+        for p, name in ordered + in_groups:  # the model's order where a model is given, then the groups'
+            if id(p) not in seen:
+                seen.add(id(p))
+                self.params.append(p)
+                names.append(by_id.get(id(p), name))
         if not self.params:
             fail("optimizer", "an optimizer without parameters", "at least one parameter")
         self.layers = names

@@ -95,7 +95,8 @@ def add_commands(subparsers: Any) -> None:
     i = subparsers.add_parser("interpolate", formatter_class=fmt,
                               help="loss on the line from the initialization to the solution (Goodfellow et al.)")
     _common(i, ["sgdm", "adam"])
-    i.add_argument("--alphas", default="-0.25:1.25:31", help="'lo:hi:points' or a list")
+    i.add_argument("--alphas", default="-0.25:1.25:31",
+                   help="'lo:hi:points' or a list (a negative start: --alphas=-0.5:1.5:41)")
 
     la = subparsers.add_parser("landscape", formatter_class=fmt,
                                help="filter-normalized 1-D/2-D/3-D landscapes and the PCA path (Li et al. 2018)")
@@ -334,6 +335,10 @@ def _interpolate(args: argparse.Namespace) -> int:
 # landscape
 
 
+def _examples(batches: list[tuple[Any, Any]]) -> int:
+    return sum(int(y.shape[0]) if isinstance(y, torch.Tensor) else 1 for _, y in batches)
+
+
 def _axes_directions(model: torch.nn.Module) -> list[list[torch.Tensor]]:
     (p,) = [p for p in model.parameters()]
     return [[torch.eye(p.numel(), dtype=p.dtype)[i].reshape(p.shape)] for i in range(min(2, p.numel()))]
@@ -355,7 +360,7 @@ def _landscape(args: argparse.Namespace) -> int:
     points = (grid.size if "1d" in plots else 0) + (grid.size**2 if plots & {"2d", "3d"} else 0) \
         + (grid.size**2 if "trajectory" in plots else 0)
     print(f"optimlab landscape: {task.name}, {len(specs)} optimizer(s), {steps} steps; then per optimizer "
-          f"{points} points x {len(batches)} batch(es) ({sum(len(b[1]) for b in batches)} examples) -> {out}",
+          f"{points} points x {len(batches)} batch(es) ({_examples(batches)} examples) -> {out}",
           flush=True)
     metric = task.metric if isinstance(task, ClassificationTask) else None
     payload, one, two, paths, table = {}, [], [], [], []
@@ -386,7 +391,13 @@ def _landscape(args: argparse.Namespace) -> int:
             row.append(f"{r2.cost.forward_passes} passes")
         if "trajectory" in plots and len(run.checkpoints) >= 3:
             cks = [w for _, w in run.checkpoints]
-            pca = D.trajectory_pca(cks, center=run.final, model=model, ignore=None if synthetic else "biasbn")
+            try:
+                pca = D.trajectory_pca(cks, center=run.final, model=model, ignore=None if synthetic else "biasbn")
+            except ValueError as e:  # e.g. a path along a line: no plane to draw
+                print(f"  {spec}: no PCA plane ({e})", flush=True)
+                payload[spec] = entry
+                table.append(row + ["-"])
+                continue
             c = pca.coords
             span = np.ptp(c, axis=0)
             pad = 0.2 * np.maximum(span, 1e-3 * max(span.max(), 1e-12))

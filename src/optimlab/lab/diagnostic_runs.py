@@ -231,8 +231,8 @@ class DiagnosticsCallback(Callback):
     * ``"sharpness"`` and ``"interpolation"``: :func:`final_weights_diagnostics` at the end of the run
       (``final=False`` skips them).
 
-    JSON-serialisable (``None`` for non-finite values; floats to 6 significant digits). Cost measured on the default task: see
-    ``benchmarks/diagnostics_speed.py``.
+    JSON-serialisable (``None`` for non-finite values; floats to 6 significant digits). Its cost on the default
+    task: ``benchmarks/diagnostics_speed.py``.
     """
 
     def __init__(self, every: int | None = None, first: int = 20, hist_every: int | None = None,
