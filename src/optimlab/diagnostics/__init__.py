@@ -5,7 +5,7 @@ Torch and numpy only, no plotting (the lab draws the figures: ``optimlab walk``,
 
     from optimlab import diagnostics as D
 
-    rec = D.Recorder(opt, model, every=10)               # step hooks: update angles, distance from init, norms,
+    rec = D.Recorder(opt, model, every=20)               # step hooks: update angles, distance from init, norms,
     ...train...                                          # per-layer effective lr, trust ratios, |g| histograms
     rec.history["cos_prev"], rec.history["dist_init_sq"]
 

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from ..core.validation import fail
-from .histograms import LogBins, abs_histogram
+from .histograms import LogBins, abs_histograms
 from .noise_scale import NoiseScaleTracker, gradient_noise_scale
 from .trust import has_trust_ratios, trust_ratios
 
@@ -50,10 +50,6 @@ __all__ = ["Recorder", "WHOLE_KEYS", "LAYER_KEYS", "HISTOGRAM_KEYS"]
 WHOLE_KEYS = ("lr", "update_norm", "grad_norm", "weight_norm", "cos_prev", "dist_init", "dist_init_sq")
 LAYER_KEYS = ("update_norm", "grad_norm", "weight_norm", "cos_prev", "dist_init", "effective_lr", "trust_ratio")
 HISTOGRAM_KEYS = ("grad", "update", "step_size")
-
-
-def _nan_div(a: Tensor, b: Tensor) -> Tensor:
-    return torch.where(b > 0, a / torch.where(b > 0, b, torch.ones_like(b)), torch.full_like(a, math.nan))
 
 
 class Recorder:
@@ -74,7 +70,7 @@ class Recorder:
     """
 
     def __init__(self, optimizer: Optimizer, model: nn.Module | None = None, *, every: int | Callable[[int], bool]
-                 = 10, histograms: bool | Callable[[int], bool] = True, bins: LogBins | None = None) -> None:
+                 = 20, histograms: bool | Callable[[int], bool] = True, bins: LogBins | None = None) -> None:
         if not isinstance(optimizer, Optimizer):
             fail("optimizer", type(optimizer).__name__, "a torch.optim.Optimizer", TypeError)
         if callable(every):
@@ -107,7 +103,7 @@ class Recorder:
         self.steps = 0
         self._theta0 = [p.detach().clone() for p in self.params]
         self._before: list[Tensor] | None = None  # weights before the current step (when copied)
-        self._prev: list[Tensor] | None = None  # the previous update, when it was measured
+        self._prev: list[Tensor] | None = None  # minus the previous update, when it was measured
         self._prev_step = -1
         self._copied = False
         self.history: dict[str, Any] = {"step": [], **{k: [] for k in WHOLE_KEYS},
@@ -134,15 +130,13 @@ class Recorder:
 
     def _pre(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
         t = self.steps + 1  # the step about to be taken
-        if self._should(t) or self._should(t + 1):
+        self._copied = self._should(t) or self._should(t + 1)
+        if self._copied:
             with torch.no_grad():
                 if self._before is None:
                     self._before = [p.detach().clone() for p in self.params]
                 else:
-                    torch._foreach_copy_(self._before, [p.detach() for p in self.params])
-            self._copied = True
-        else:
-            self._copied = False
+                    torch._foreach_copy_(self._before, self.params)
 
     @torch.no_grad()
     def _post(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
@@ -150,44 +144,48 @@ class Recorder:
         t = self.steps
         if not self._copied or self._before is None:
             return
-        params = [p.detach() for p in self.params]
         record = self._should(t)
         ratios = trust_ratios(self.optimizer, self.params, self._before) if (record and self.trust) else None
-        # the update, in place of the pre-step copy: delta = theta_t - theta_{t-1}
-        delta = self._before
-        torch._foreach_sub_(delta, params)
-        torch._foreach_neg_(delta)
+        # minus the update, in place of the pre-step copy: theta_{t-1} - theta_t (the sign cancels in every
+        # quantity recorded: cosines of two such vectors, norms, magnitudes)
+        back = self._before
+        torch._foreach_sub_(back, self.params)
         if record:
-            self._record(t, params, delta, ratios)
+            self._record(t, back, ratios)
         # keep this update for the cosine at step t + 1 (swap buffers: no copy)
-        self._before, self._prev, self._prev_step = self._prev, delta, t
+        self._before, self._prev, self._prev_step = self._prev, back, t
 
-    def _record(self, t: int, params: list[Tensor], delta: list[Tensor], ratios: list[float] | None) -> None:
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        grads = [g.detach() for g in grads]
-        u2 = torch.stack([n.to("cpu", torch.float64) for n in torch._foreach_norm(delta)]) ** 2
-        g2 = torch.stack([n.to("cpu", torch.float64) for n in torch._foreach_norm(grads)]) ** 2
-        w2 = torch.stack([n.to("cpu", torch.float64) for n in torch._foreach_norm(params)]) ** 2
-        dist = torch._foreach_sub(params, self._theta0)
-        d2 = torch.stack([n.to("cpu", torch.float64) for n in torch._foreach_norm(dist)]) ** 2
-        n = len(self.params)
-        if self._prev is not None and self._prev_step == t - 1:
-            dots = torch.stack([torch.vdot(a.reshape(-1), b.reshape(-1)).real.to("cpu", torch.float64)
-                                for a, b in zip(delta, self._prev, strict=True)])
-            p2 = torch.stack([x.to("cpu", torch.float64) for x in torch._foreach_norm(self._prev)]) ** 2
-            cos_layer = _nan_div(dots, (u2 * p2).sqrt())
-            cos_whole = _nan_div(dots.sum(), (u2.sum() * p2.sum()).sqrt())
-        else:
-            cos_layer = torch.full((n,), math.nan, dtype=torch.float64)
-            cos_whole = torch.tensor(math.nan, dtype=torch.float64)
-        eff = _nan_div(u2.sqrt(), g2.sqrt())
-        whole = torch.stack([u2.sum().sqrt(), g2.sum().sqrt(), w2.sum().sqrt(), cos_whole, d2.sum().sqrt(),
-                             d2.sum()]).tolist()
-        layer = torch.stack([u2.sqrt(), g2.sqrt(), w2.sqrt(), cos_layer, d2.sqrt(), eff]).tolist()
+    def _record(self, t: int, back: list[Tensor], ratios: list[float] | None) -> None:
+        """One record from as few tensor operations as possible (a record of a small model costs a few dozen
+        kernel launches whatever its number of layers: every per-layer number comes from list operations)."""
+        params = self.params
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        n = len(params)
+        norms = [torch._foreach_norm(back), torch._foreach_norm(grads), torch._foreach_norm(params),
+                 torch._foreach_norm(torch._foreach_sub(params, self._theta0))]
+        have_prev = self._prev is not None and self._prev_step == t - 1
+        if have_prev:  # <a, b> from ||a + b||^2 = ||a||^2 + ||b||^2 + 2 <a, b>: two list operations per record
+            norms += [torch._foreach_norm(self._prev), torch._foreach_norm(torch._foreach_add(back, self._prev))]
+        # every per-layer norm in one tensor, then the small arithmetic in numpy (float64)
+        table = torch.stack([v for x in norms for v in x]).to("cpu", torch.float64).numpy().reshape(len(norms), n)
+        u2, g2, w2, d2 = table[0] ** 2, table[1] ** 2, table[2] ** 2, table[3] ** 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if have_prev:
+                p2, s2 = table[4] ** 2, table[5] ** 2
+                dots = (s2 - u2 - p2) / 2
+                cos_layer = np.clip(np.where(u2 * p2 > 0, dots / np.sqrt(u2 * p2), np.nan), -1, 1)
+                den = math.sqrt(u2.sum() * p2.sum())
+                cos_whole = min(1.0, max(-1.0, dots.sum() / den)) if den > 0 else math.nan
+            else:
+                cos_layer = np.full(n, np.nan)
+                cos_whole = math.nan
+            eff = np.where(table[1] > 0, table[0] / table[1], np.nan)
+        whole = [math.sqrt(u2.sum()), math.sqrt(g2.sum()), math.sqrt(w2.sum()), float(cos_whole),
+                 math.sqrt(d2.sum()), float(d2.sum())]
+        layer = np.stack([table[0], table[1], table[2], cos_layer, table[3], eff]).tolist()
         h = self.history
         h["step"].append(t)
-        lr = self.optimizer.param_groups[0]["lr"]
-        h["lr"].append(float(lr))
+        h["lr"].append(float(self.optimizer.param_groups[0]["lr"]))
         for key, value in zip(WHOLE_KEYS[1:], whole, strict=True):
             h[key].append(value)
         for key, value in zip(LAYER_KEYS[:-1], layer, strict=True):
@@ -197,15 +195,13 @@ class Recorder:
             for key in HISTOGRAM_KEYS:
                 h["hist"][key].append(None)
                 h["hist_outside"][key].append(None)
-        else:
-            abs_d = torch._foreach_abs(delta)
-            abs_g = torch._foreach_abs(grads)
-            ratio = [torch.where(g > 0, d / torch.where(g > 0, g, torch.ones_like(g)), torch.zeros_like(d))
-                     for d, g in zip(abs_d, abs_g, strict=True)]
-            for key, tensors in (("grad", abs_g), ("update", abs_d), ("step_size", ratio)):
-                hist = abs_histogram(tensors, self.bins)
-                h["hist"][key].append(hist.counts.tolist())
-                h["hist_outside"][key].append([hist.zero, hist.under, hist.over, hist.nonfinite])
+            return
+        ag = torch.cat([g.reshape(-1) for g in grads]).abs()
+        ad = torch.cat([d.reshape(-1) for d in back]).abs()
+        ratio = torch.where(ag > 0, ad / torch.where(ag > 0, ag, torch.ones_like(ag)), torch.zeros_like(ad))
+        for key, hist in zip(HISTOGRAM_KEYS, abs_histograms(torch.stack([ag, ad, ratio]), self.bins), strict=True):
+            h["hist"][key].append(hist.counts.tolist())
+            h["hist_outside"][key].append([hist.zero, hist.under, hist.over, hist.nonfinite])
 
     # -- gradient noise scale ----------------------------------------------------------------------------------
     def record_noise_scale(self, model: nn.Module, loss_fn: Callable[[Any, Any], Tensor], batch: tuple[Any, Any],

@@ -49,58 +49,74 @@ def _real(t: Tensor) -> Tensor:
     return torch.view_as_real(t) if t.is_complex() else t
 
 
-def _norm(t: Tensor) -> float:
-    return float(torch.linalg.vector_norm(_real(t).to(torch.float64)))
-
-
-def _guarded(w_norm: float, u_norm: float, coefficient: float = 1.0) -> float:
-    return coefficient * w_norm / u_norm if (w_norm > 0 and u_norm > 0) else 1.0
+def _stack(norms: Sequence[Tensor]) -> Tensor:
+    return torch.stack(list(norms)).to("cpu", torch.float64)
 
 
 @torch.no_grad()
 def trust_ratios(optimizer: Optimizer, params: Sequence[Tensor], weights_before: Sequence[Tensor]
                  ) -> list[float] | None:
     """The trust ratio of each tensor of ``params`` at the step just taken, or ``None`` for an optimizer without
-    trust ratios. Call it after ``optimizer.step()`` with the weights from before it (``p.grad`` unchanged)."""
-    inner, chain = unwrap(optimizer)
+    trust ratios. Call it after ``optimizer.step()`` with the weights from before it (``p.grad`` unchanged).
+
+    Computed with list operations per bucket of tensors sharing a param group and a step count (a handful of
+    kernel launches whatever the number of layers), in the parameters' precision, as the optimizers do."""
+    inner, _ = unwrap(optimizer)
     if not has_trust_ratios(optimizer):
         return None
-    group_of = {id(p): g for g in inner.param_groups for p in g["params"]}
-    out = []
-    for p, w in zip(params, weights_before, strict=True):
-        group = group_of.get(id(p))
+    group_of = {id(p): (gi, g) for gi, g in enumerate(inner.param_groups) for p in g["params"]}
+    out = [math.nan] * len(params)
+    buckets: dict[tuple, list[int]] = {}
+    for i, p in enumerate(params):
+        gi, group = group_of.get(id(p), (None, None))
         state = inner.state.get(p, {})
         if group is None or not group.get("layer_adaptation", True) or p.grad is None or not state:
-            out.append(math.nan)
             continue
-        w64 = _real(w).to(torch.float64)
+        step = float(state["step"]) if isinstance(inner, LAMB) else 0.0
+        buckets.setdefault((gi, step, p.dtype, p.device), []).append(i)
+    for (gi, step, _, _), idx in buckets.items():
+        group = inner.param_groups[gi]
+        w = [_real(weights_before[i]) for i in idx]
         if isinstance(inner, LAMB):
-            out.append(_lamb_ratio(w64, state, group))
+            st = [inner.state[params[i]] for i in idx]
+            ratios = _lamb_ratios(w, [_real(s["exp_avg"]) for s in st], [_real(s["exp_avg_sq"]) for s in st],
+                                  step, group)
         else:
-            out.append(_lars_ratio(w64, _real(p.grad).to(torch.float64), group))
+            ratios = _lars_ratios(w, [_real(params[i].grad) for i in idx], group)
+        for i, r in zip(idx, ratios, strict=True):
+            out[i] = r
     return out
 
 
-def _lamb_ratio(w: Tensor, state: dict, group: dict) -> float:
+def _guarded(w_norm: Tensor, u_norm: Tensor) -> list[float]:
+    ok = (w_norm > 0) & (u_norm > 0)
+    return torch.where(ok, w_norm / torch.where(ok, u_norm, torch.ones_like(u_norm)), torch.ones_like(w_norm)).tolist()
+
+
+def _lamb_ratios(w: list[Tensor], m: list[Tensor], v: list[Tensor], step: float, group: dict) -> list[float]:
     beta1, beta2 = (float(b) for b in group["betas"])
-    step = float(state["step"])
-    m = _real(state["exp_avg"]).to(torch.float64)
-    v = _real(state["exp_avg_sq"]).to(torch.float64)
     bc1, bc2 = (1 - beta1**step, 1 - beta2**step) if group["bias_correction"] else (1.0, 1.0)
-    r = m / bc1 / (v.sqrt() / math.sqrt(bc2) + float(group["eps"]))
+    denom = torch._foreach_sqrt(v)
+    torch._foreach_div_(denom, math.sqrt(bc2))
+    torch._foreach_add_(denom, float(group["eps"]))
+    r = torch._foreach_div(m, denom)
+    torch._foreach_div_(r, bc1)
     if group["weight_decay"] != 0:
-        r = r + float(group["weight_decay"]) * w
-    w_norm = _norm(w)
+        torch._foreach_add_(r, w, alpha=float(group["weight_decay"]))
+    w_norm = _stack(torch._foreach_norm(w))
     if group.get("max_weight_norm") is not None:
-        w_norm = min(w_norm, float(group["max_weight_norm"]))
-    return _guarded(w_norm, _norm(r))
+        w_norm = w_norm.clamp(max=float(group["max_weight_norm"]))
+    return _guarded(w_norm, _stack(torch._foreach_norm(r)))
 
 
-def _lars_ratio(w: Tensor, g: Tensor, group: dict) -> float:
-    g = -g if group["maximize"] else g
+def _lars_ratios(w: list[Tensor], g: list[Tensor], group: dict) -> list[float]:
+    if group["maximize"]:
+        g = torch._foreach_neg(g)
     wd, eps, eta = float(group["weight_decay"]), float(group["eps"]), float(group["trust_coefficient"])
-    w_norm, g_norm = _norm(w), _norm(g)
-    if w_norm == 0 or g_norm == 0:
-        return 1.0
-    denom = g_norm + wd * w_norm + eps if group["trust_denominator"] == "sum" else _norm(g + wd * w) + eps
-    return eta * w_norm / denom
+    w_norm, g_norm = _stack(torch._foreach_norm(w)), _stack(torch._foreach_norm(g))
+    if group["trust_denominator"] == "sum":
+        denom = g_norm + wd * w_norm + eps
+    else:
+        denom = _stack(torch._foreach_norm(torch._foreach_add(g, w, alpha=wd))) + eps
+    ok = (w_norm > 0) & (g_norm > 0)
+    return torch.where(ok, eta * w_norm / denom, torch.ones_like(w_norm)).tolist()

@@ -151,7 +151,7 @@ class RecorderCallback(Callback):
     ``noise_every`` (0: never): estimate the gradient noise scale every so many steps on a training batch drawn
     from a stream of its own (seeded from the run's seed), split into ``noise_parts`` slices."""
 
-    def __init__(self, every: int | Callable[[int], bool] = 10, histograms: bool | Callable[[int], bool] = False,
+    def __init__(self, every: int | Callable[[int], bool] = 20, histograms: bool | Callable[[int], bool] = False,
                  noise_every: int = 0, noise_parts: int = 4, key: str = "recorder",
                  data_dir: str | None = None) -> None:
         self.every, self.histograms, self.key = every, histograms, key
