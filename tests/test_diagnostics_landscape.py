@@ -136,6 +136,7 @@ def test_landscape_restores_the_model_and_handles_batchnorm_and_dropout():
         want = float(nn.functional.cross_entropy(ref(x), y))
     assert rec.loss[0, 0] == pytest.approx(want, rel=1e-6)
     assert rec.cost.bn_batches == 3 and rec.cost.forward_passes == 6
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # statistics put back
     batch = D.landscape(model, nn.functional.cross_entropy, [(x, y)], dirs[:1], grid=[0.0], bn="batch")
     ref.train()
     for m in ref.modules():
