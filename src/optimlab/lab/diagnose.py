@@ -103,7 +103,8 @@ def add_commands(subparsers: Any) -> None:
     _common(la, ["sgdm", "adam"])
     la.add_argument("--plots", nargs="+", default=["1d", "2d", "3d", "trajectory"],
                     choices=["1d", "2d", "3d", "trajectory"])
-    la.add_argument("--grid", type=_positive("--grid"), default=21, help="points per axis")
+    la.add_argument("--grid", type=_positive("--grid"), default=21,
+                    help="points per axis of the 2-D grids (the 1-D curve: at least 51)")
     la.add_argument("--range", type=float, default=1.0, help="coordinates from -range to range")
     la.add_argument("--checkpoints", type=_positive("--checkpoints"), default=20,
                     help="checkpoints for the PCA trajectory")
@@ -352,12 +353,13 @@ def _landscape(args: argparse.Namespace) -> int:
     if not (args.range > 0 and math.isfinite(args.range)):
         raise ValueError(f"--range must be a positive number, got {args.range}")
     grid = np.linspace(-args.range, args.range, args.grid)
+    line = np.linspace(-args.range, args.range, max(args.grid, 51) | 1)  # curves are cheap: at least 51 points
     batches = eval_batches(task, data, "train", args.examples)
     plots = set(args.plots)
     synthetic = isinstance(task, SyntheticTask)
     n_ck = min(args.checkpoints, steps)
     ck_steps = sorted({int(round(s)) for s in np.linspace(0, steps, n_ck + 1)}) if "trajectory" in plots else []
-    points = (grid.size if "1d" in plots else 0) + (grid.size**2 if plots & {"2d", "3d"} else 0) \
+    points = (line.size if "1d" in plots else 0) + (grid.size**2 if plots & {"2d", "3d"} else 0) \
         + (grid.size**2 if "trajectory" in plots else 0)
     print(f"optimlab landscape: {task.name}, {len(specs)} optimizer(s), {steps} steps; then per optimizer "
           f"{points} points x {len(batches)} batch(es) ({_examples(batches)} examples) -> {out}",
@@ -372,13 +374,13 @@ def _landscape(args: argparse.Namespace) -> int:
         entry: dict[str, Any] = {"config": run.record["config"], "final": _final(run)}
         row = [spec, f"{run.config.lr:g}", _fmt(_final(run)["train_loss"])]
         if "1d" in plots:
-            bar = make_progress(grid.size, f"{spec}: 1-D", show, "point")
-            r1 = D.landscape(model, task.loss_fn, batches, dirs[:1], grid, metric_fn=metric_fn(task), bn=args.bn,
+            bar = make_progress(line.size, f"{spec}: 1-D", show, "point")
+            r1 = D.landscape(model, task.loss_fn, batches, dirs[:1], line, metric_fn=metric_fn(task), bn=args.bn,
                              progress=bar)
             bar.close()
             entry["1d"] = r1.to_dict()
             one.append((spec, entry["1d"]))
-            mid = grid.size // 2
+            mid = line.size // 2
             edge = np.nanmean([r1.loss[0], r1.loss[-1]])
             row.append(_fmt(edge / r1.loss[mid] if r1.loss[mid] > 0 else None))
         if plots & {"2d", "3d"} and len(dirs) > 1:
