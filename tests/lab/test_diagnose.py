@@ -8,11 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from optimlab import diagnostics as D
 from optimlab.lab.cli import main
 from optimlab.lab.diagnose import parse_range
 from optimlab.lab.diagnostic_plots import diagnostics_panels
-from optimlab.lab.diagnostic_runs import DiagnosticsCallback, Progress, RecorderCallback, rerun_with_diagnostics
+from optimlab.lab.diagnostic_runs import (
+    CaptureCallback,
+    DiagnosticsCallback,
+    Progress,
+    RecorderCallback,
+    eval_batches,
+    final_value,
+    metric_fn,
+    rerun_with_diagnostics,
+)
 from optimlab.lab.runner import RunConfig, run
+from optimlab.lab.tasks import get_task
 
 TINY = ["--task", "mnist1d-mlp", "--steps", "24", "--examples", "200", "--no-progress"]
 
@@ -131,7 +142,8 @@ def test_diagnostics_callback_leaves_the_run_unchanged_and_records_json(tmp_path
     plain = run(config)
     cb = DiagnosticsCallback(first=5, every=10, examples=100, sharpness_examples=64, iters=10)
     noisy = RecorderCallback(every=1, histograms=True, noise_every=3)
-    rec = run(config, callbacks=[cb, noisy])
+    capture = CaptureCallback()
+    rec = run(config, callbacks=[cb, noisy, capture])
     for key in ("train_loss", "val_accuracy", "test_loss", "batch_loss"):
         assert rec["history"][key] == plain["history"][key]  # bit for bit, with noise-scale backward passes too
     d = json.loads(json.dumps(rec["extras"]["diagnostics"], allow_nan=False))
@@ -140,6 +152,16 @@ def test_diagnostics_callback_leaves_the_run_unchanged_and_records_json(tmp_path
     assert d["sharpness"]["value"] > 0 and d["sharpness"]["examples"] == 64
     assert len(d["interpolation"]["alphas"]) == 15 and d["interpolation"]["examples"] == 100
     assert d["layer"]["trust_ratio"][0][0] is not None
+    # the final-weights numbers are those of the trained model: the line from its initialization, its sharpness
+    task = get_task("mnist1d-cnn")
+    data = task.load()
+    model, theta0 = capture.model, capture.theta0
+    line = D.interpolate(model, theta0, D.current_weights(model), task.loss_fn, eval_batches(task, data, "train", 100),
+                         D.default_alphas(15), metric_fn=metric_fn(task))
+    np.testing.assert_allclose(d["interpolation"]["loss"], line.loss, rtol=1e-5)
+    np.testing.assert_allclose(d["interpolation"]["metric"], line.metric, rtol=1e-5)
+    top = D.top_hessian_eigenvalue(model, task.loss_fn, (data.x_train[:64], data.y_train[:64]), iters=10)
+    assert d["sharpness"]["value"] == pytest.approx(top.value, rel=1e-5)
     # the record reproduces: the same extras from the finished record's config
     again = rerun_with_diagnostics(rec, callback=DiagnosticsCallback(first=5, every=10, examples=100,
                                                                       sharpness_examples=64, iters=10))
@@ -153,3 +175,50 @@ def test_diagnostics_callback_leaves_the_run_unchanged_and_records_json(tmp_path
     assert all(p.stat().st_size > 5000 for p in paths)
     assert fragment.count("<img") == 4 and "arXiv:1802.08770" in fragment
     assert diagnostics_panels([plain], tmp_path) == ([], "")
+
+
+def test_final_value_reads_both_record_forms():
+    curves = {"history": {"train_loss": [2.0, 1.0], "test_accuracy": [0.1, 0.8]}}
+    assert final_value(curves, "train_loss") == 1.0 and final_value(curves, "test_accuracy") == 0.8
+    once = {"history": {"train_loss": [2.0, 1.0]}, "test": {"loss": 0.5, "accuracy": 0.9}}
+    assert final_value(once, "test_accuracy") == 0.9 and final_value(once, "val_accuracy") is None
+    assert final_value({"history": {}, "test": None}, "test_loss") is None
+
+
+def test_diagnostics_callback_measures_an_optimizer_with_eval_mode_at_its_evaluation_weights():
+    import torch
+
+    from optimlab.lab.runner import RunContext
+
+    class Shifted(torch.optim.SGD):  # stands for Schedule-Free: eval() moves the model to other weights
+        def eval(self):
+            with torch.no_grad():
+                for p in self.param_groups[0]["params"]:
+                    p.mul_(0.5)  # exact: train() gives back the same bits
+
+        def train(self):
+            with torch.no_grad():
+                for p in self.param_groups[0]["params"]:
+                    p.mul_(2.0)
+
+    task = get_task("mnist1d-mlp")
+    data = task.load()
+    torch.manual_seed(0)
+    model = task.model(data)
+    opt = Shifted(model.parameters(), lr=0.1)
+    ctx = RunContext(RunConfig("mnist1d-mlp", "sgd", 0.1, steps=1), task, model, opt)
+    cb = DiagnosticsCallback(examples=100, sharpness_examples=64, iters=5)
+    cb.on_run_start(ctx)
+    theta0 = D.current_weights(model)
+    x, y = data.x_train[:32], data.y_train[:32]
+    task.loss_fn(model(x), y).backward()
+    opt.step()
+    ctx.step = 1
+    trained = D.current_weights(model)
+    cb.on_run_end(ctx)
+    assert all(torch.equal(a, b) for a, b in zip(D.current_weights(model), trained, strict=True))  # train() again
+    at_eval = [t * 0.5 for t in trained]
+    want = D.interpolate(model, theta0, at_eval, task.loss_fn, eval_batches(task, data, "train", 100), [1.0])
+    got = ctx.extras["diagnostics"]["interpolation"]
+    assert got["alphas"][12] == pytest.approx(1.0)
+    assert got["loss"][12] == pytest.approx(float(want.loss[0]), rel=1e-5)

@@ -21,7 +21,7 @@ import torch
 
 from optimlab import diagnostics as D
 from optimlab.lab import diagnostic_plots as P
-from optimlab.lab.diagnostic_runs import TrainedRun, eval_batches, make_progress, metric_fn, train
+from optimlab.lab.diagnostic_runs import TrainedRun, eval_batches, final_value, make_progress, metric_fn, train
 from optimlab.lab.optimizers import parse_spec, preset_lr
 from optimlab.lab.runner import RunConfig
 from optimlab.lab.tasks import DEFAULT_TASK, TASKS, ClassificationTask, SyntheticTask, Task, get_task
@@ -161,10 +161,9 @@ def _config(task: Task, spec: str, args: argparse.Namespace, steps: int, batch: 
 
 
 def _final(run: TrainedRun) -> dict[str, Any]:
-    h = run.record["history"]
-    m = run.record["metric"]
-    return {"train_loss": h["train_loss"][-1], f"val_{m}": h[f"val_{m}"][-1], f"test_{m}": h[f"test_{m}"][-1],
-            "status": run.record["status"], "steps_done": run.record["steps_done"]}
+    r, m = run.record, run.record["metric"]
+    return {"train_loss": final_value(r, "train_loss"), f"val_{m}": final_value(r, f"val_{m}"),
+            f"test_{m}": final_value(r, f"test_{m}"), "status": r["status"], "steps_done": r["steps_done"]}
 
 
 def _fmt(x: Any, pct: bool = False) -> str:

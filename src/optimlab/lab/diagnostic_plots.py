@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from optimlab.lab.diagnostic_runs import final_value
 from optimlab.lab.style import color_for
 
 __all__ = [
@@ -656,7 +657,7 @@ def diagnostics_panels(records: Sequence[dict[str, Any]], out: Path, key: str = 
             tops = [r["extras"][key].get("sharpness", {}).get("value") for r in recs]
             if not any(v is not None for v in tops):
                 continue
-            test = [(r["history"].get(f"test_{metric}") or [None])[-1] for r in recs]
+            test = [final_value(r, f"test_{metric}") for r in recs]
             sharp.append((name, {"top": tops, "test": test if metric != "loss" else []}))
         if sharp:
             p = plot_sharpness(sharp, out / f"{prefix}diag_sharpness_{task}.png", metric if metric != "loss" else None,

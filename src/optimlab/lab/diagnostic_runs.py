@@ -43,6 +43,7 @@ __all__ = [
     "train",
     "final_weights_diagnostics",
     "rerun_with_diagnostics",
+    "final_value",
 ]
 
 
@@ -199,6 +200,27 @@ class CaptureCallback(Callback):
         self.model = ctx.model
 
 
+def final_value(record: dict[str, Any], key: str) -> Any:
+    """The last value of ``key`` (e.g. ``"train_loss"``, ``"test_accuracy"``) in a run record, or ``None``.
+
+    Learning curves live in ``record["history"]``; a record whose test split is evaluated once at the end keeps
+    it in ``record["test"]`` (``{"loss": ..., metric: ...}``) instead: both forms are read."""
+    values = record.get("history", {}).get(key)
+    if values:
+        return values[-1]
+    split, _, name = key.partition("_")
+    return (record.get(split) or {}).get(name) if split == "test" else None
+
+
+def _optimizer_eval(optimizer: Any) -> Callable[[], None]:
+    """Put an optimizer with ``eval()``/``train()`` (Schedule-Free) in eval mode, so the model holds the weights
+    it is evaluated at; returns the call that undoes it (nothing for other optimizers)."""
+    if callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None)):
+        optimizer.eval()
+        return optimizer.train
+    return lambda: None
+
+
 def final_weights_diagnostics(task: Task, data: Any, model: nn.Module, theta0: Any, *, examples: int = 1000,
                               sharpness_examples: int = 500, iters: int = 50, tol: float = 1e-3,
                               alphas: Iterable[float] | None = None, seed: int = 0) -> dict[str, Any]:
@@ -276,12 +298,17 @@ class DiagnosticsCallback(Callback):
                            "grad_outside": [h for h in d["hist_outside"]["grad"] if h is not None]},
         }
         if self.final and ctx.step > 0:
+            data = getattr(ctx, "data", None)  # the run's data where the runner passes it, else loaded
+            undo = _optimizer_eval(ctx.optimizer)  # the weights the run is evaluated at (Schedule-Free: x)
             try:
-                out.update(final_weights_diagnostics(ctx.task, ctx.task.load(self.data_dir), ctx.model,
-                                                     self._theta0, examples=self.examples,
+                out.update(final_weights_diagnostics(ctx.task, data if data is not None else
+                                                     ctx.task.load(self.data_dir), ctx.model, self._theta0,
+                                                     examples=self.examples,
                                                      sharpness_examples=self.sharpness_examples, iters=self.iters))
             except ValueError as e:  # e.g. a task without evaluation batches: keep the rest
                 out["final_error"] = str(e)
+            finally:
+                undo()
         ctx.extras[self.key] = _rounded(out)
 
 
@@ -300,7 +327,11 @@ def rerun_with_diagnostics(record: dict[str, Any] | RunConfig, data_dir: str | N
                            callback: DiagnosticsCallback | None = None) -> dict[str, Any]:
     """The ``DiagnosticsCallback`` extras of a finished run, by running its config again (the same numbers: a run
     is a pure function of its config and thread count)."""
-    config = record if isinstance(record, RunConfig) else RunConfig(**record["config"])
+    if isinstance(record, RunConfig):
+        config = record
+    else:  # RunConfig.from_dict where the runner has it (JSON turns tuple fields into lists)
+        from_dict = getattr(RunConfig, "from_dict", None)
+        config = from_dict(record["config"]) if from_dict else RunConfig(**record["config"])
     cb = callback or DiagnosticsCallback(data_dir=data_dir)
     rec = run(config, callbacks=[cb], data_dir=data_dir)
     return rec["extras"][cb.key]
