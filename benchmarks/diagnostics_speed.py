@@ -11,6 +11,8 @@
 
     PYTHONPATH=src python3 benchmarks/diagnostics_speed.py            # full
     PYTHONPATH=src python3 benchmarks/diagnostics_speed.py --quick    # smoke test (small, noisy)
+    PYTHONPATH=src python3 benchmarks/diagnostics_speed.py --only 2 3 # some parts (1 recorder, 2 landscape,
+                                                                      # 3 eigenvalue, 4 compare run)
 
 Timings on a shared machine are noisy: the recorder's overhead is a difference of two medians; run on a quiet
 machine before trusting the figure.
@@ -127,12 +129,34 @@ def compare_run_cost(steps: int) -> tuple[float, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="a smoke test: small and noisy")
-    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--rounds", type=int, default=None, help="rounds of part 1 (default 8; --quick: 2)")
+    p.add_argument("--only", type=int, nargs="+", choices=[1, 2, 3, 4], default=[1, 2, 3, 4], help="parts to run")
     args = p.parse_args()
     rounds = args.rounds or (2 if args.quick else 8)
     block = 50 if args.quick else 200
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), optimlab {optimlab.__version__}; "
           "task mnist1d-cnn (batch 100)")
+    if 1 in args.only:
+        recorder_table(rounds, block)
+    if 2 in args.only:
+        grid = 5 if args.quick else 21
+        secs, cost = landscape_time(grid, 2000)
+        print(f"\n2. {grid}x{grid} filter-normalized landscape on 2,000 examples: {secs:.1f} s ({cost}); "
+              "target for 21x21: < 120 s")
+    if 3 in args.only:
+        print("\n3. top Hessian eigenvalue by power iteration (iters <= 100, tol 1e-3); target < 10 s")
+        for n in (100, 1000):
+            secs, e = eigen_time(n)
+            print(f"   batch of {n:4d}: {secs:.2f} s, lambda_max = {e.value:.4g} after {e.iterations} products "
+                  f"({'converged' if e.converged else 'not converged'})")
+    if 4 in args.only:
+        steps = 200 if args.quick else 2000
+        plain, diag = compare_run_cost(steps)
+        print(f"\n4. one default run of {steps} steps (adam): {plain:.1f} s plain, {diag:.1f} s with "
+              f"DiagnosticsCallback (+{diag - plain:.1f} s, {100 * (diag / plain - 1):.0f}%)")
+
+
+def recorder_table(rounds: int, block: int) -> None:
     print(f"\n1. recorder overhead on a training step (blocks of {block} steps with and without, interleaved, "
           f"{rounds} rounds; medians)")
     print(f"{'optimizer':10s} {'every':>5s} {'plain ms':>9s} {'recorded ms':>12s} {'recorder ms':>12s} "
@@ -143,19 +167,6 @@ def main() -> None:
             a, b, c, pct = recorder_overhead(spec, every, rounds, block)
             print(f"{spec:10s} {every:5d} {a:9.3f} {b:12.3f} {c:12.4f} {pct:8.1f}%" + ("   (default interval)"
                                                                                   if every == default else ""))
-    grid = 5 if args.quick else 21
-    secs, cost = landscape_time(grid, 2000)
-    print(f"\n2. {grid}x{grid} filter-normalized landscape on 2,000 examples: {secs:.1f} s ({cost}); "
-          "target for 21x21: < 120 s")
-    print("\n3. top Hessian eigenvalue by power iteration (iters <= 100, tol 1e-3); target < 10 s")
-    for n in (100, 1000):
-        secs, e = eigen_time(n)
-        print(f"   batch of {n:4d}: {secs:.2f} s, lambda_max = {e.value:.4g} after {e.iterations} products "
-              f"({'converged' if e.converged else 'not converged'})")
-    steps = 200 if args.quick else 2000
-    plain, diag = compare_run_cost(steps)
-    print(f"\n4. one default run of {steps} steps (adam): {plain:.1f} s plain, {diag:.1f} s with "
-          f"DiagnosticsCallback (+{diag - plain:.1f} s, {100 * (diag / plain - 1):.0f}%)")
 
 
 if __name__ == "__main__":
