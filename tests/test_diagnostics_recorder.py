@@ -167,7 +167,9 @@ def _layer_steps(make, steps=6):
     return out
 
 
-@pytest.mark.parametrize("cfg", [dict(), dict(trust_denominator="norm"), dict(maximize=True, weight_decay=0.0)])
+# maximize with weight decay and the "norm" denominator: the only case where the ratio sees the sign of g
+@pytest.mark.parametrize("cfg", [dict(), dict(trust_denominator="norm"), dict(maximize=True, weight_decay=0.0),
+                                 dict(maximize=True, trust_denominator="norm")])
 def test_lars_trust_ratios_are_the_ones_applied(cfg):
     cfg = dict(cfg)
     lr, wd = 0.5, cfg.pop("weight_decay", 0.01)
