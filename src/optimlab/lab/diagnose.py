@@ -442,7 +442,8 @@ def _landscape(args: argparse.Namespace) -> int:
     if two and "3d" in plots:
         parts.append(P.figure_html(P.plot_landscape_3d(two, out / "landscape_3d.png",
                                                        f"{task.name}: loss surfaces"),
-                                   f"The same grids as surfaces (z: log10 train loss). {P.CITATIONS['landscape']}."))
+                                   "The same grids as surfaces (z: the train loss on a log scale). "
+                                   f"{P.CITATIONS['landscape']}."))
     if paths:
         parts.append(P.figure_html(P.plot_trajectory(paths, out / "trajectory_pca.png",
                                                      f"{task.name}: paths on the PCA plane of their checkpoints"),

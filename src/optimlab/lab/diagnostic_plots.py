@@ -74,10 +74,48 @@ def _plt() -> Any:
     return plt
 
 
+def _tidy_log_axes(fig: Any) -> None:
+    """On log axes spanning less than two decades matplotlib labels minor ticks (2x10^1, 3x10^1, ...), which
+    overlap on narrow panels: label 1, 2, 5 x 10^k in plain numbers there instead, minor ticks unlabelled."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for ax in fig.axes:
+        for axis, scale, lim in ((ax.xaxis, ax.get_xscale(), ax.get_xlim()),
+                                 (ax.yaxis, ax.get_yscale(), ax.get_ylim())):
+            lo, hi = sorted(lim)
+            if scale != "log" or not (lo > 0 and hi / lo < 100):
+                continue
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
+
+
+def _loss_ticks(levels: np.ndarray) -> tuple[list[float], list[str]]:
+    """Ticks for a colour bar (or z axis) in log10(loss): at losses 1, 2, 5 x 10^k (1..9 x 10^k on a short
+    range), labelled with the loss itself."""
+    lo, hi = float(levels[0]), float(levels[-1])
+    for subs in ((1, 2, 5), tuple(range(1, 10))):
+        vals = [m * 10.0**k for k in range(math.floor(lo) - 1, math.ceil(hi) + 1) for m in subs]
+        pos = [math.log10(v) for v in vals if lo - 1e-9 <= math.log10(v) <= hi + 1e-9]
+        if len(pos) >= 3:
+            break
+    if len(pos) < 2:
+        pos = list(np.linspace(lo, hi, 4))
+    return pos, [f"{10 ** x:.3g}" for x in pos]
+
+
+def _loss_colorbar(fig: Any, cs: Any, axes: Any, levels: np.ndarray) -> None:
+    cb = fig.colorbar(cs, ax=axes.ravel().tolist(), shrink=0.85)
+    pos, labels = _loss_ticks(levels)
+    cb.set_ticks(pos, labels=labels)
+    cb.set_label("train loss (log scale)")
+
+
 def _save(fig: Any, path: Path) -> Path:
     plt = _plt()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _tidy_log_axes(fig)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -348,14 +386,13 @@ def plot_landscape_2d(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, ti
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     if cs is not None:
-        cb = fig.colorbar(cs, ax=axes.ravel().tolist(), shrink=0.85)
-        cb.set_label("log10 train loss")
+        _loss_colorbar(fig, cs, axes, levels)
     fig.suptitle(title or "2-D loss landscape around each solution")
     return _save(fig, path)
 
 
 def plot_landscape_3d(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, title: str = "") -> Path:
-    """Surfaces of log10(loss) over the 2-D grid, one panel per optimizer (Li et al.'s 3-D pictures)."""
+    """Surfaces of the loss on a log z axis over the 2-D grid, one panel per optimizer (Li et al.'s 3-D pictures)."""
     plt = _plt()
     n = len(runs)
     cols = min(n, 3)
@@ -372,12 +409,14 @@ def plot_landscape_3d(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, ti
         ax.plot_surface(gx, gy, lz, cmap="viridis", vmin=levels[0], vmax=levels[-1], rstride=1, cstride=1,
                         linewidth=0.1, edgecolor="0.3", antialiased=True)
         ax.set_zlim(levels[0], levels[-1])
+        pos, labels = _loss_ticks(levels)
+        ax.set_zticks(pos, labels=labels)
         ax.set_title(label, color=_color(label), fontsize=10)
         ax.set_xlabel("δ")
         ax.set_ylabel("η")
-        ax.set_zlabel("log10 loss")
+        ax.set_zlabel("train loss (log scale)")
         ax.view_init(elev=32, azim=-55)
-    fig.suptitle(title or "Loss surfaces (log10 of the train loss)")
+    fig.suptitle(title or "Loss surfaces (train loss on a log z axis)")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -412,8 +451,7 @@ def plot_trajectory(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, titl
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     if cs is not None:
-        cb = fig.colorbar(cs, ax=axes.ravel().tolist(), shrink=0.85)
-        cb.set_label("log10 train loss")
+        _loss_colorbar(fig, cs, axes, levels)
     fig.suptitle(title or "Optimization paths on the PCA plane of their checkpoints (square: start, star: end)")
     return _save(fig, path)
 
