@@ -515,9 +515,16 @@ def plot_waterfall(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, kinds
             for k in range(len(rows) - 1, -1, -1):  # earliest on top, so the first steps stay visible
                 y0 = k
                 ax.fill_between(centres[lo:hi], y0, y0 + scale * dens[k, lo:hi], color=_blend(color, 0.25 + 0.75 *
-                                k / max(len(rows) - 1, 1)), lw=0.6, edgecolor="white", zorder=len(rows) - k)
+                                k / max(len(rows) - 1, 1)), lw=0.6, edgecolor="white",
+                                zorder=1 + (len(rows) - k) / (len(rows) + 1))  # ordered, under the spines
             ax.set_xscale("log")
+            # where every step was shown and then only some (compare's first steps, then a few): a dashed line
+            gaps = np.diff(shown)
+            jumps = [k for k in range(1, len(shown)) if gaps[k - 1] > 1 and k >= 2 and gaps[k - 2] == 1]
+            for k in jumps:
+                ax.axhline(k - 0.3, color="0.35", lw=0.8, ls="--", zorder=2.6)
             ticks = np.linspace(0, len(rows) - 1, min(6, len(rows))).round().astype(int)
+            ticks = sorted({int(t) for t in ticks if all(abs(t - j) > 1.5 for j in jumps)} | set(jumps))
             ax.set_yticks(ticks, [str(shown[t]) for t in ticks])
             ax.set_ylabel("step")
             ax.set_xlabel(_HIST_TITLES.get(kind, kind))
@@ -555,8 +562,10 @@ def plot_sharpness(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, metri
     axes = list(axes[0])
     ax = axes.pop(0)
     y = np.arange(len(runs))
-    hi_all = np.nanmax([np.nanmax(np.abs(_arr(r["top"]))) for _, r in runs if np.isfinite(_arr(r["top"])).any()]
-                       or [1.0])
+    finite_tops = [np.abs(_arr(r["top"])) for _, r in runs if np.isfinite(_arr(r["top"])).any()]
+    hi_all = float(np.nanmax([np.nanmax(v) for v in finite_tops])) if finite_tops else 1.0
+    lo_all = float(np.nanmin([np.nanmin(v) for v in finite_tops])) if finite_tops else 1.0
+    hi_all, lo_all = (hi_all, lo_all) if lo_all > 0 else (max(hi_all, 1.0), max(hi_all, 1.0) * 1e-3)
     for i, (label, r) in enumerate(runs):
         vals = np.abs(_arr(r["top"]))
         color = _color(label)
@@ -571,9 +580,9 @@ def plot_sharpness(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, metri
         note = f"   tr H ≈ {np.nanmean(tr):.3g}" if tr.size and np.isfinite(tr).any() else ""
         ax.annotate(f"{mean:.3g}{note}", (np.nanmax(vals), i), xytext=(8, 0), textcoords="offset points",
                     va="center", fontsize=7)
-    ax.set_xlim(right=hi_all * 3)
+    ax.set_xscale("log")  # before the limits: a linear autoscale can leave a non-positive left limit
+    ax.set_xlim(lo_all / 2, hi_all * 3)  # room on the right for the annotations
     ax.set_yticks(y, [label for label, _ in runs])
-    ax.set_xscale("log")
     ax.set_xlabel("top Hessian eigenvalue |λ_max| (log)")
     ax.set_title("sharpness of the final weights")
     ax.grid(axis="x", alpha=0.3)
