@@ -78,9 +78,16 @@ def _common(p: argparse.ArgumentParser, optimizers: list[str], examples: int = 2
     p.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except ``None`` ones (their help says what happens when the option is not given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return (action.help or "") if action.default is None else super()._get_help_string(action)
+
+
 def add_commands(subparsers: Any) -> None:
     """Register the five diagnostics subcommands on ``build_parser()``'s subparsers."""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Defaults
     w = subparsers.add_parser("walk", formatter_class=fmt,
                               help="update angles, distance from init, loss between consecutive iterates "
                                    "(Xing et al. 2018)")
