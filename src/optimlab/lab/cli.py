@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="PNG path (default: schedule_NAME.png)")
 
     sub.add_parser("list", help="list tasks, optimizers and schedules")
+
+    from optimlab.lab.diagnose import add_commands  # walk, interpolate, landscape, histograms, sharpness
+
+    add_commands(sub)
     return p
 
 
@@ -317,6 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "schedule": _schedule,
         "list": _list,
     }
+    from optimlab.lab.diagnose import COMMANDS as DIAGNOSTICS
+
+    commands.update(DIAGNOSTICS)
     try:
         return commands[args.command](args)
     except DatasetNotFoundError as e:
