@@ -53,8 +53,7 @@ def tiny_shakespeare(tmp_path: Path) -> Path:
     folder.mkdir()
     texts = {
         "hamlet_gut.txt": "HAMLET\n\nBer.\nWho's there?\n\nFran.\nNay, answer me: stand, unfold.\n" * 40,
-        "tempest_gut.txt": "THE TEMPEST\n\nMaster.\nBoatswain!\n\nBoatswain.\nHere, master: what cheer?\n"
-        * 40,
+        "tempest_gut.txt": "THE TEMPEST\n\nMaster.\nBoatswain!\n\nBoatswain.\nHere, master: what cheer?\n" * 40,
         "sonnets_gut.txt": "ZZZZ poem text that must be left out ZZZZ\n",
         "hamlet_gut_f.txt": "QQQQ folio spelling left out QQQQ\n",
     }
