@@ -1,7 +1,9 @@
-"""Fixtures for the lab tests: tiny stand-in data files with the real formats, and an isolated data search."""
+"""Fixtures for the lab tests: tiny stand-in data files with the real formats, an isolated data search, and one
+tiny tuned comparison shared by the tests that read its folder."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import struct
@@ -10,8 +12,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lab_args import TINY
 
 from optimlab.lab import data as datasets
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``optimlab compare`` of sgdm and adam on the TINY protocol, run once per session: (folder, printed text).
+    Tests must not write into the folder."""
+    from optimlab.lab.cli import main
+
+    out = tmp_path_factory.mktemp("tiny-study") / "out"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["compare", *TINY, "--optimizers", "sgdm,adam", "--out", str(out)])
+    assert code == 0, printed.getvalue()[-2000:]
+    return out, printed.getvalue()
 
 
 @pytest.fixture

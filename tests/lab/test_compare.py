@@ -16,15 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lab_args import TINY
 
 from optimlab.lab import sweep as sweep_module
 from optimlab.lab.cli import main, parse_seeds, split_specs
 from optimlab.lab.runner import Callback, RunConfig, RunContext, run
 from optimlab.lab.sweep import expand, load_records, run_sweep
 from optimlab.lab.tuning import TUNING_SEED_BASE
-
-TINY = ["--task", "mnist1d-mlp", "--steps", "40", "--eval-every", "20", "--seeds", "3", "--budget", "3"]
-TINY += ["--batch-size", "50", "--no-progress", "--jobs", "1"]
 
 # the columns of summary.csv that are pure functions of the configs (timings are not)
 DETERMINISTIC = [
@@ -58,10 +56,8 @@ def _numbers(rec: dict) -> dict:
     return {"key": rec["key"], "history": h, "test": rec["test"], "status": rec["status"]}
 
 
-def test_tiny_compare_prints_the_answer_and_writes_results_csv_and_report_that_agree(tmp_path: Path, capsys) -> None:
-    out = tmp_path / "out"
-    assert main(["compare", *TINY, "--optimizers", "sgdm,adam", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+def test_tiny_compare_prints_the_answer_and_writes_results_csv_and_report_that_agree(tiny_study) -> None:
+    out, printed = tiny_study
     records = load_records(out)
     assert len(records) == 2 * (3 + 3)  # optimizers x (trials + final seeds)
     finals = [r for r in records if r["config"]["seed"] < TUNING_SEED_BASE]
@@ -426,3 +422,44 @@ def test_python_dash_m_optimlab_runs_the_cli() -> None:
     done = subprocess.run([sys.executable, "-m", "optimlab", "list"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "mnist1d-cnn" in done.stdout and "lookahead" in done.stdout
+
+
+def _trajectory_callbacks(config: RunConfig) -> list[Callback]:
+    from optimlab.lab.runner import TrajectoryCallback
+
+    class Steps(Callback):
+        def after_step(self, ctx: RunContext) -> None:
+            ctx.extras["steps_seen"] = ctx.step
+
+    return [Steps()] if config.optimizer == "adam" else [TrajectoryCallback()]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_executor_attaches_callbacks_in_the_process_that_runs(tmp_path: Path, jobs: int) -> None:
+    from optimlab.lab.sweep import LocalExecutor
+
+    lrs = {"sgd": [0.05], "adam": [0.1]}
+    configs = expand("quadratic", ["sgd", "adam"], lrs, [0], steps=6, batch_size=1, eval_every=3)
+    with LocalExecutor(jobs=jobs, threads=1, progress=False, callbacks=_trajectory_callbacks) as executor:
+        run_sweep(configs, tmp_path, executor=executor)
+    by_opt = {r["config"]["optimizer"]: r for r in load_records(tmp_path)}
+    assert by_opt["adam"]["extras"]["steps_seen"] == 6
+    assert len(by_opt["sgd"]["extras"]["trajectory"]) == 7
+
+
+def test_a_plugin_module_adds_subcommands(tmp_path: Path, monkeypatch, capsys) -> None:
+    from optimlab.lab import cli
+
+    (tmp_path / "optimlab_test_plugin.py").write_text(
+        "def add_commands(sub):\n"
+        "    p = sub.add_parser('hello', help='say hello')\n"
+        "    p.add_argument('--name', default='world')\n"
+        "def _hello(args):\n"
+        "    print('hello', args.name)\n"
+        "    return 0\n"
+        "COMMANDS = {'hello': _hello}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "PLUGINS", ["optimlab_test_plugin", "optimlab_no_such_plugin"])
+    assert main(["hello", "--name", "lab"]) == 0 and capsys.readouterr().out == "hello lab\n"
+    assert main(["list"]) == 0  # the built-in commands are still there

@@ -357,7 +357,7 @@ def command(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     bars = not args.no_progress and sys.stderr.isatty()
-    printer = ProgressPrinter(total_steps, lines=not bars)
+    printer = ProgressPrinter(total_steps, lines=not bars or not sys.stdout.isatty())
 
     def on_event(kind: str, **info: Any) -> None:
         if kind == "task":

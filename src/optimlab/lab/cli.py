@@ -6,7 +6,8 @@
 writes the report.
 
 Subcommands live in :data:`COMMANDS` (name -> :class:`Command`); another module adds one with
-:func:`register_command` (its arguments, its handler) and it appears in ``optimlab --help``.
+:func:`register_command` (its arguments, its handler) and it appears in ``optimlab --help``, or is listed in
+:data:`PLUGINS` (a module with ``add_commands(subparsers)`` and ``COMMANDS``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "Command",
     "COMMANDS",
     "register_command",
+    "PLUGINS",
     "ProgressPrinter",
 ]
 
@@ -386,14 +388,14 @@ def _compare(args: argparse.Namespace) -> int:
     print(
         f"optimlab compare: {task.name}, {len(specs)} optimizer(s), {jobs} job(s) -> {out}\n"
         f"protocol: {protocol.describe()}\n"
-        f"plan: {len(protocol.tuning_configs(specs[0])) * len(specs)} tuning trials + "
+        f"plan: {protocol.trials_per_optimizer() * len(specs)} tuning trials + "
         f"{len(protocol.seeds) * len(specs)} final runs; still to do: {cost.describe()}",
         flush=True,
     )
     if args.dry_run:
         return 0
     bars = not args.no_progress and sys.stderr.isatty()
-    printer = ProgressPrinter(cost.train_steps, lines=not bars)
+    printer = ProgressPrinter(cost.train_steps, lines=not bars or not sys.stdout.isatty())
     start = time.perf_counter()
     with LocalExecutor(jobs=jobs, data_dir=args.data_dir, progress=bars) as executor:
         study = tune_and_run(task, specs, protocol, out, executor=executor, on_event=printer)
@@ -639,12 +641,30 @@ def _register_builtin() -> None:
 
 _register_builtin()
 
+# Modules that add subcommands of their own, by name: each defines ``add_commands(subparsers)`` (adds its
+# parsers to ``optimlab``'s) and ``COMMANDS`` (name -> handler). A module that is not there is skipped.
+PLUGINS: list[str] = ["optimlab.lab.diagnose"]  # walk, interpolate, landscape, histograms, sharpness
+
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``optimlab`` parser: the commands of :data:`COMMANDS`, then those of the :data:`PLUGINS`; each
+    subparser's ``_handler`` default is the function that runs it."""
+    import importlib
+    import importlib.util
+
     p = argparse.ArgumentParser(prog="optimlab", description="Compare deep-learning optimizers on real data.")
     sub = p.add_subparsers(dest="command", required=True)
     for name, cmd in COMMANDS.items():
-        cmd.configure(sub.add_parser(name, help=cmd.help, description=cmd.help))
+        parser = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        cmd.configure(parser)
+        parser.set_defaults(_handler=cmd.handler)
+    for module_name in PLUGINS:
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        module = importlib.import_module(module_name)
+        module.add_commands(sub)
+        for name, handler in module.COMMANDS.items():
+            sub.choices[name].set_defaults(_handler=handler)
     return p
 
 
@@ -654,7 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command].handler(args)
+        return args._handler(args)
     except DatasetNotFoundError as e:
         print(f"optimlab: {e}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from optimlab.lab.runner import RECORD_VERSION, RunConfig, run
+from optimlab.lab.runner import RECORD_VERSION, Callback, RunConfig, run
 
 __all__ = [
     "RESULTS_FILE",
@@ -158,12 +158,17 @@ class Executor(Protocol):
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(threads: int, data_dir: str | None, slots: Any, lock: Any, show_progress: bool) -> None:
+CallbackFactory = Callable[[RunConfig], Sequence[Callback]]
+
+
+def _init_worker(
+    threads: int, data_dir: str | None, slots: Any, lock: Any, show_progress: bool, callbacks: CallbackFactory | None
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
     import torch
 
     torch.set_num_threads(threads)
-    _WORKER.update(data_dir=data_dir, slot=slots.get(), show_progress=show_progress)
+    _WORKER.update(data_dir=data_dir, slot=slots.get(), show_progress=show_progress, callbacks=callbacks)
     if lock is not None:
         from tqdm.auto import tqdm
 
@@ -189,7 +194,9 @@ def _progress_bar(config: RunConfig, position: int, enabled: bool) -> Any:
 def _worker_run(config: RunConfig) -> dict[str, Any]:
     bar = _progress_bar(config, _WORKER["slot"] + 1, _WORKER["show_progress"])
     try:
-        return run(config, data_dir=_WORKER["data_dir"], progress=bar)
+        factory = _WORKER["callbacks"]
+        callbacks = list(factory(config)) if factory is not None else []
+        return run(config, callbacks, data_dir=_WORKER["data_dir"], progress=bar)
     finally:
         if bar is not None:
             bar.close()
@@ -198,14 +205,21 @@ def _worker_run(config: RunConfig) -> dict[str, Any]:
 class LocalExecutor:
     """Runs configs on this machine: in this process (``jobs == 1``) or in ``jobs`` spawned worker processes
     with ``threads`` torch threads each (default: CPU count // jobs, at least 1). ``progress``: per-run tqdm
-    bars (``None``: only on a terminal).
+    bars (``None``: only on a terminal). ``callbacks``: a function ``config -> [Callback, ...]`` called for every
+    run, in the process that runs it (with ``jobs > 1`` it must be picklable: a module-level function), e.g. the
+    diagnostics that ``compare --diagnostics`` attaches; whatever they put in ``ctx.extras`` is in the record.
 
     The worker pool is started on first use and kept for later calls (a tuning phase and a final phase share
     it); :meth:`close` (or leaving a ``with`` block) stops it. Ctrl-C or an error terminates it.
     """
 
     def __init__(
-        self, jobs: int = 1, threads: int | None = None, data_dir: str | None = None, progress: bool | None = None
+        self,
+        jobs: int = 1,
+        threads: int | None = None,
+        data_dir: str | None = None,
+        progress: bool | None = None,
+        callbacks: CallbackFactory | None = None,
     ):
         if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
             raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
@@ -215,6 +229,7 @@ class LocalExecutor:
         self.threads = threads or max(1, (os.cpu_count() or 1) // jobs)
         self.data_dir = data_dir
         self.progress = sys.stderr.isatty() if progress is None else progress
+        self.callbacks = callbacks
         self._pool: Any = None
 
     def __enter__(self) -> LocalExecutor:
@@ -253,8 +268,9 @@ class LocalExecutor:
         try:
             for config in configs:
                 bar = _progress_bar(config, 1, self.progress)
+                callbacks = list(self.callbacks(config)) if self.callbacks is not None else []
                 try:
-                    record = run(config, data_dir=self.data_dir, progress=bar)
+                    record = run(config, callbacks, data_dir=self.data_dir, progress=bar)
                 finally:
                     if bar is not None:
                         bar.close()
@@ -277,7 +293,7 @@ class LocalExecutor:
             self._pool = ctx.Pool(
                 self.jobs,
                 initializer=_init_worker,
-                initargs=(self.threads, self.data_dir, slots, lock, self.progress),
+                initargs=(self.threads, self.data_dir, slots, lock, self.progress, self.callbacks),
             )
         return self._pool
 
