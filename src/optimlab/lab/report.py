@@ -14,6 +14,7 @@ import csv
 import html
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,18 @@ def _notes(ts: TaskSummary) -> list[str]:
                 notes.append(f"{r.spec}: every tuning trial diverged; its final runs use the smallest lr tried")
         if r.diverged:
             notes.append(f"{r.spec}: {r.diverged} of {r.n} final seeds diverged; it cannot be in the best set")
+    best = next((r for r in ts.rows if ts.best is not None and r.spec == ts.best.best), None)
+    if best is not None and ts.best.tested and best.headline is not None and best.headline.n > 1:
+        b = best.headline.half_width
+        for r in ts.rows:
+            if r.in_best_set and r is not best and r.headline is not None and r.headline.half_width > 3 * b:
+                unit = " pp" if ts.metric == "accuracy" else ""
+                s = _scale(ts.metric)
+                notes.append(
+                    f"{r.spec} is in the indistinguishable set because its seeds vary widely (95% CI ±"
+                    f"{s * r.headline.half_width:.3g}{unit} against ±{s * b:.3g}{unit} for {best.spec}), not "
+                    "because it is as good: more seeds would be needed to separate them"
+                )
     if ts.study.stale:
         notes.append(f"{ts.study.stale} record(s) in the folder belong to no run of this protocol and are ignored")
     return notes
@@ -385,8 +398,11 @@ def _log_x(ax: Any) -> None:
     ax.tick_params(axis="x", which="minor", labelsize=7)
 
 
-def _band(recs: list[dict[str, Any]], key: str, x_key: str = "step") -> tuple[np.ndarray, ...] | None:
-    """x, mean and 95 % band over seeds of ``history[key]`` on the evaluations every seed has."""
+def _band(
+    recs: list[dict[str, Any]], key: str, x_key: str = "step", log: bool = False
+) -> tuple[np.ndarray, ...] | None:
+    """x, mean and 95 % band over seeds of ``history[key]`` on the evaluations every seed has; with ``log``,
+    the mean and band of the logarithm (a geometric mean, whose band stays positive on a log axis)."""
     from optimlab.lab.stats import t_quantile
 
     recs = [r for r in recs if key in r["history"]]
@@ -397,11 +413,17 @@ def _band(recs: list[dict[str, Any]], key: str, x_key: str = "step") -> tuple[np
         return None
     x = np.array(recs[0]["history"][x_key][:n], dtype=float)
     v = np.array([[np.nan if a is None else a for a in r["history"][key][:n]] for r in recs], dtype=float)
-    mean = np.nanmean(v, axis=0) if np.isfinite(v).any() else np.full(n, np.nan)
-    if len(recs) < 2:
-        return x, mean, mean, mean
-    half = t_quantile(0.975, len(recs) - 1) * np.nanstd(v, axis=0, ddof=1) / math.sqrt(len(recs))
-    return x, mean, mean - half, mean + half
+    if log:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.log(np.where(v > 0, v, np.nan))
+    back = np.exp if log else (lambda a: a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an evaluation at which every seed had diverged
+        mean = np.nanmean(v, axis=0)
+        if len(recs) < 2:
+            return x, back(mean), back(mean), back(mean)
+        half = t_quantile(0.975, len(recs) - 1) * np.nanstd(v, axis=0, ddof=1) / math.sqrt(len(recs))
+    return x, back(mean), back(mean - half), back(mean + half)
 
 
 def _plot_curves(ts: TaskSummary, path: Path) -> bool:
@@ -410,14 +432,16 @@ def _plot_curves(ts: TaskSummary, path: Path) -> bool:
         return False
     plt = _plt()
     m = ts.metric
-    panels = [("train_loss", "training loss (fixed training subset)")]
+    panels = [("train_loss", "training loss (fixed training subset), geometric mean")]
     if ts.study.task.selection_split == "val":
-        panels.append((f"val_{m}", f"validation {m}{_unit(m)}"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.6), squeeze=False)
+        kind = "mean" if m == "accuracy" else "geometric mean"
+        panels.append((f"val_{m}", f"validation {m}{_unit(m)}, {kind}"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels) + 1.6, 4.6), squeeze=False)
     for ax, (key, title) in zip(axes[0], panels, strict=True):
         s = _scale(m) if key.endswith("accuracy") else 1.0
+        log = key.endswith("loss") or key.endswith("perplexity")
         for r in rows:
-            band = _band(r.records, key)
+            band = _band(r.records, key, log=log)
             if band is None:
                 continue
             x, mean, lo, hi = band
@@ -427,15 +451,15 @@ def _plot_curves(ts: TaskSummary, path: Path) -> bool:
         if key.startswith("val") and ts.target is not None:
             ax.axhline(s * ts.target, color="k", ls="--", lw=0.8, label="target")
         ax.set_xlabel("step")
-        ax.set_title(title)
-        if key.endswith("loss") or key.endswith("perplexity"):
+        ax.set_title(title, fontsize=10)
+        if log:
             _log_y(ax)
         if key.endswith("accuracy"):  # the interesting range: from the worst final value to the top
             finals = [s * r.val.mean for r in rows if r.val is not None]
             if finals:
                 ax.set_ylim(max(0.0, min(finals) - 10), min(100.0, max(finals) + 2))
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, ncol=2, loc="best")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # beside the data
     n = max(r.n for r in rows)
     fig.suptitle(f"{ts.study.task.name}: mean and 95% band over {n} seed(s), at the selected settings", fontsize=11)
     _save(plt, fig, path)
@@ -502,7 +526,8 @@ def _plot_lr_sensitivity(ts: TaskSummary, path: Path) -> bool:
     key = f"{task.selection_split}_{m}"
     cols = min(5, len(rows))
     nrows = math.ceil(len(rows) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(2.7 * cols, 2.3 * nrows + 0.8), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.7 * cols, 2.5 * nrows + 0.9), sharey=True, squeeze=False)
+    fig.subplots_adjust(hspace=0.55, wspace=0.12)
     values_all = []
     for r in rows:
         for rec in r.selection.trials:
@@ -535,10 +560,13 @@ def _plot_lr_sensitivity(ts: TaskSummary, path: Path) -> bool:
             mec="k",
             mew=0.6,
         )
-        if r.selection and ts.study.results[r.spec].space is not None:
+        tried = [x for x, _ in pts]
+        low, high = min(tried), max(tried)
+        if ts.study.results[r.spec].space is not None:
             lr = ts.study.results[r.spec].space.lr
-            ax.axvspan(lr.low, lr.high, color=c, alpha=0.06, lw=0)
-            ax.set_xlim(lr.low / 1.5, lr.high * 1.5)
+            ax.axvspan(lr.low, lr.high, color=c, alpha=0.08, lw=0)
+            low, high = min(low, lr.low), max(high, lr.high)  # refining trials may lie past the range's edge
+        ax.set_xlim(low / 1.6, high * 1.6)
         ax.set_xscale("log")
         ax.set_title(r.spec + (" (edge)" if r.selection.edges else ""), fontsize=9, color=c)
         ax.tick_params(labelsize=7)
@@ -554,48 +582,53 @@ def _plot_lr_sensitivity(ts: TaskSummary, path: Path) -> bool:
     p = ts.study.protocol
     fig.suptitle(
         f"{task.name}: final {task.selection_split} {m} of each tuning trial ({p.trial_steps} steps, 1 seed) "
-        "against its lr\nstar: selected; x: diverged; shaded: the lr range searched",
+        "against its lr\nstar: selected; x: diverged; shaded: the search space (refining trials may go past it)",
         fontsize=10,
+        y=0.995 + 0.02 / nrows,
     )
     _save(plt, fig, path)
     return True
 
 
 def _plot_generalization(ts: TaskSummary, path: Path) -> bool:
-    rows = [r for r in _complete_rows(ts) if r.headline is not None and (r.train_metric or r.train_loss)]
+    """Test metric against the final training loss (log scale): fitting and generalization together, so that an
+    optimizer with a small generalization gap because it barely fits the training data is seen for what it is."""
+    from optimlab.lab.stats import mean_ci
+
+    rows = [r for r in _complete_rows(ts) if r.headline is not None and r.train_loss is not None]
     if not rows or ts.headline_split != "test":
         return False
     plt = _plt()
     m = ts.metric
     s = _scale(m)
-    use_metric = rows[0].train_metric is not None
-    fig, ax = plt.subplots(figsize=(7, 5.2))
+    fig, ax = plt.subplots(figsize=(8, 5.4))
     for r in rows:
         c = color_for(r.spec)
-        xi = r.train_metric if use_metric else r.train_loss
-        yi = r.headline
-        xs, ys = s * xi.mean if use_metric else xi.mean, s * yi.mean
-        if xi.n > 1:
-            lo, hi = (s * xi.low, s * xi.high) if use_metric else (xi.low, xi.high)
-            ax.plot([lo, hi], [ys, ys], color=c, lw=1)
-            ax.plot([xs, xs], [s * yi.low, s * yi.high], color=c, lw=1)
+        losses = [rec["history"]["train_loss"][-1] for rec in r.records]
+        if any(v is None or not v > 0 for v in losses):
+            continue
+        logs = mean_ci([math.log(v) for v in losses])
+        xs, ys = math.exp(logs.mean), s * r.headline.mean
+        if logs.n > 1:
+            ax.plot([math.exp(logs.low), math.exp(logs.high)], [ys, ys], color=c, lw=1)
+            ax.plot([xs, xs], [s * r.headline.low, s * r.headline.high], color=c, lw=1)
         ax.plot([xs], [ys], "o", color=c, ms=6, mfc=c if r.in_best_set else "white", mew=1.5)
-        ax.annotate(r.spec, (xs, ys), fontsize=7, xytext=(4, 3), textcoords="offset points", color=c)
-    if use_metric:
-        lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
-        hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
-        ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8, ls="--")
-        ax.set_xlabel(f"final training {m}{_unit(m)} (fixed training subset)")
-        note = "dashed: test = train; the gap is the distance below it; points to the left fit the data less"
-    else:
-        ax.set_xscale("log")
-        ax.set_xlabel("final training loss (fixed training subset)")
-        note = "points to the right fit the training data less"
+        gap = f", gap {s * r.gap.mean:+.1f}{'' if m != 'accuracy' else ' pp'}" if r.gap is not None else ""
+        ax.annotate(f"{r.spec}{gap}", (xs, ys), fontsize=7, xytext=(4, 3), textcoords="offset points", color=c)
+    ax.set_xscale("log")
+    ax.set_xlabel("final training loss (fixed training subset; geometric mean, 95% CI)")
     if m in ("perplexity", "loss"):
         _log_y(ax)
-    ax.set_ylabel(f"{_metric_name(ts)}{_unit(m)}")
-    ax.set_title(f"{ts.study.task.name}: generalization (mean, 95% CI)\n{note}", fontsize=9)
-    ax.grid(alpha=0.3)
+    elif m == "accuracy":
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, min(hi, 100.0))
+    ax.set_ylabel(f"{_metric_name(ts)}{_unit(m)} (mean, 95% CI)")
+    ax.set_title(
+        f"{ts.study.task.name}: generalization against fit\npoints to the right fit the training data less; "
+        "gap: train minus test (a small gap far right is underfitting, not generalization)",
+        fontsize=9,
+    )
+    ax.grid(alpha=0.3, which="both")
     _save(plt, fig, path)
     return True
 
