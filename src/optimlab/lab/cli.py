@@ -590,11 +590,14 @@ def _schedule(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from optimlab.lab import library
     from optimlab.lab.optimizers import DEFAULT_OPTIMIZERS, PRESETS, WRAPPERS, search_space
+    from optimlab.lab.report import fmt_value
     from optimlab.lab.tasks import DEFAULT_TASK, TASKS
 
-    print("tasks (validation target):")
+    print("tasks (the target of 'time to target': a validation metric; the training loss on the 2-D tasks):")
     for t in TASKS.values():
-        target = "" if t.target is None else f"target {t.target:g}"
+        unit = " %" if t.metric == "accuracy" else ""
+        split = "validation" if t.selection_split == "val" else "training"
+        target = "" if t.target is None else f"target: {split} {t.metric} {fmt_value(t.target, t.metric)}{unit}"
         print(f"  {t.name:19s} {t.description}; {target}{'  (default)' if t.name == DEFAULT_TASK else ''}")
     print("optimizers (* = in the default comparison): preset lr, settings, search space -- source")
     for name, p in PRESETS.items():

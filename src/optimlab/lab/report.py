@@ -376,15 +376,14 @@ def _plot_answer(ts: TaskSummary, path: Path) -> bool:
     ax.grid(axis="x", alpha=0.3)
     n = max(r.n for r in rows)
     tested = ts.best is not None and ts.best.tested
-    ax.set_title(
-        f"{ts.study.task.name}: {_metric_name(ts)}, mean and 95% CI over {n} seed(s)\n"
-        + (
+    if tested:
+        title = (
+            f"{ts.study.task.name}: {_metric_name(ts)}, mean and 95% CI over {n} seeds\n"
             "filled: indistinguishable from the best (grey band: its CI); ticks: seeds"
-            if tested
-            else "deterministic task: one run per optimizer"
-        ),
-        fontsize=10,
-    )
+        )
+    else:
+        title = f"{ts.study.task.name}: {_metric_name(ts)} of one run per optimizer\nfilled: the best (and exact ties)"
+    ax.set_title(title, fontsize=10)
     _save(plt, fig, path)
     return True
 
@@ -663,8 +662,8 @@ def _plot_trajectories(ts: TaskSummary, path: Path) -> bool:
     ax.set_ylim(y0, y1)
     ax.set_xlabel("x")
     ax.set_ylabel("y")
-    ax.set_title(f"{task.name}: trajectories at the selected settings (contours: log10 of the function)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"{task.name}: trajectories at the selected settings (contours: log10 of the function)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # beside the data
     _save(plt, fig, path)
     return True
 

@@ -258,9 +258,13 @@ class Protocol:
         else:
             what = f"{self.budget} quasi-random (Halton) trials"
         split = "validation" if task.selection_split == "val" else "training loss (no data splits)"
+        if task.deterministic:
+            finals = "then one final run at the selected setting (a deterministic task: every seed is the same run)"
+        else:
+            finals = f"then {len(self.seeds)} fresh seed(s) {seeds} at the selected setting"
         return (
             f"tuned: {what} per optimizer, {self.trial_steps} steps each, 1 seed, study {self.study}, selected on "
-            f"{split}; then {len(self.seeds)} fresh seed(s) {seeds} at the selected setting; {run}"
+            f"{split}; {finals}; {run}"
         )
 
     def to_dict(self) -> dict[str, Any]:
