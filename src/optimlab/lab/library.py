@@ -61,17 +61,15 @@ def _warmup_cosine(total: int, warmup: float = 0.05, end_factor: float = 0.0) ->
     from optimlab import schedules
 
     w = _steps(warmup, total, "warmup")
+    if w == 0:  # a run too short for 5 % of it to be a step (or warmup=0): no warm-up
+        return schedules.cosine_decay(total, end_factor=end_factor)
     return schedules.warmup(schedules.cosine_decay(max(1, total - w), end_factor=end_factor), warmup_steps=w)
 
 
-def _wsd(
-    total: int, warmup: float = 0.05, decay: float = 0.2, end_factor: float = 0.0
-) -> Callable[[int], float]:
+def _wsd(total: int, warmup: float = 0.05, decay: float = 0.2, end_factor: float = 0.0) -> Callable[[int], float]:
     from optimlab import schedules
 
-    return schedules.wsd(
-        total, _steps(warmup, total, "warmup"), _steps(decay, total, "decay"), end_factor=end_factor
-    )
+    return schedules.wsd(total, _steps(warmup, total, "warmup"), _steps(decay, total, "decay"), end_factor=end_factor)
 
 
 def _one_cycle(total: int, **kwargs: Any) -> Callable[[int], float]:
@@ -80,9 +78,7 @@ def _one_cycle(total: int, **kwargs: Any) -> Callable[[int], float]:
     return schedules.one_cycle(total, **kwargs)
 
 
-def _step(
-    total: int, milestones: tuple[float, ...] = (0.5, 0.75), gamma: float = 0.1
-) -> Callable[[int], float]:
+def _step(total: int, milestones: tuple[float, ...] = (0.5, 0.75), gamma: float = 0.1) -> Callable[[int], float]:
     from optimlab import schedules
 
     return schedules.multistep_decay([_steps(m, total, "milestones") for m in milestones], gamma=gamma)

@@ -1,11 +1,16 @@
-"""Optimizer specs for the lab: names with their commonly used settings, composed with wrappers.
+"""Optimizer specs for the lab: names with their commonly used settings and search spaces, composed with wrappers.
 
 A spec is a string ``[wrapper[@k=v,...]+]...base[@k=v,...]``, for example ``sgdm``, ``nesterov``,
 ``adam@lr=3e-4,betas=(0.9,0.99)``, ``lookahead+radam`` or ``lookahead@k=10,alpha=0.8+sgdm``. Values are Python
-literals. The base names are the library's registry names plus the lab's presets (``sgdm``, ``nesterov``);
-each preset records the settings used in the paper or in the reference/torch defaults, and a default LR grid
-around its preset LR for tuning on a validation split (DeepOBS and AlgoPerf count the tuning budget in the
-result).
+literals. The base names are the library's registry names plus the lab's presets (``sgdm``, ``nesterov``).
+
+Each :class:`Preset` is the one entry an optimizer needs in the lab: its library name, its commonly used settings
+(from the paper or the reference/torch defaults) and its search space for tuning: the lr, log-uniform over
+``lr_range`` (default: a tenth of the preset lr to a hundred times it, three decades; presets come from papers on
+larger models and longer runs, whose best lr is usually lower than a small model's), and optionally a second
+hyperparameter where the literature tunes one (``tune``, e.g. AdamW's weight decay). Adding an optimizer to the
+lab is one entry in :data:`PRESETS`; adding it to the default comparison is one name in
+:data:`DEFAULT_OPTIMIZERS`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 import torch
 
 from optimlab.lab import library
+from optimlab.lab.space import MIN_LR_DECADES, Param, SearchSpace
 
 __all__ = [
     "Preset",
@@ -24,24 +30,41 @@ __all__ = [
     "PRESETS",
     "WRAPPERS",
     "DEFAULT_OPTIMIZERS",
-    "LR_GRID_FACTORS",
+    "LR_RANGE_FACTORS",
     "parse_spec",
     "parse_kwargs",
     "preset_lr",
-    "lr_grid",
+    "search_space",
+    "fixed_settings",
     "build_optimizer",
+    "check_spec",
 ]
+
+
+# The default lr range of a preset: from LR_RANGE_FACTORS[0] x its lr to LR_RANGE_FACTORS[1] x its lr.
+LR_RANGE_FACTORS: tuple[float, float] = (0.1, 100.0)
 
 
 @dataclass(frozen=True)
 class Preset:
-    """A named optimizer: the library registry name, its commonly used settings and their source."""
+    """A named optimizer: the library registry name, its commonly used settings and their source, and how the
+    lab tunes it (``lr_range``: the lr's log-uniform range, default :data:`LR_RANGE_FACTORS` around ``lr``;
+    ``tune``: further tuned hyperparameters; ``schedule``: a schedule the optimizer needs instead of the
+    protocol's, e.g. ``"constant"`` for Schedule-Free methods)."""
 
     library_name: str
     lr: float
     kwargs: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     exclude_from_decay: bool = False  # biases and norm weights: no decay, no layer-wise adaptation
+    lr_range: tuple[float, float] | None = None
+    tune: tuple[Param, ...] = ()
+    schedule: str | None = None
+
+    @property
+    def lr_space(self) -> Param:
+        low, high = self.lr_range or (self.lr * LR_RANGE_FACTORS[0], self.lr * LR_RANGE_FACTORS[1])
+        return Param("lr", float(f"{low:.4g}"), float(f"{high:.4g}"))
 
 
 _ADAM = {"betas": (0.9, 0.999), "eps": 1e-8}
@@ -53,13 +76,14 @@ PRESETS: dict[str, Preset] = {
     "nesterov": Preset("nesterov", 0.05, {"momentum": 0.9, "nesterov": True},
                        "Nesterov momentum 0.9 in torch's form (Sutskever et al., 2013)"),
     "sgdw": Preset("sgdw", 0.05, {"momentum": 0.9, "weight_decay": 5e-4},
-                   "decoupled decay (Loshchilov & Hutter, 2019)"),
+                   "decoupled decay (Loshchilov & Hutter, 2019)", tune=(Param("weight_decay", 1e-5, 1e-2),)),
     "adagrad": Preset("adagrad", 0.01, {}, "Duchi et al., 2011; torch's default lr"),
     "rmsprop": Preset("rmsprop", 1e-3, {"alpha": 0.9}, "Tieleman & Hinton, 2012 (lecture 6e): decay 0.9"),
     "adam": Preset("adam", 1e-3, _ADAM, "Kingma & Ba, 2015"),
     "amsgrad": Preset("amsgrad", 1e-3, _ADAM, "Reddi et al., 2018"),
     "adamw": Preset("adamw", 1e-3, {**_ADAM, "weight_decay": 1e-2},
-                    "Loshchilov & Hutter, 2019; torch's default decay 0.01"),
+                    "Loshchilov & Hutter, 2019; torch's default decay 0.01",
+                    tune=(Param("weight_decay", 1e-4, 1.0),)),
     "nadam": Preset("nadam", 2e-3, _ADAM, "Dozat, 2016; Keras' default lr 2e-3"),
     "radam": Preset("radam", 1e-3, _ADAM, "Liu et al., 2020"),
     "adabound": Preset("adabound", 1e-3, {"final_lr": 0.1, "gamma": 1e-3}, "Luo et al., 2019"),
@@ -98,9 +122,6 @@ DEFAULT_OPTIMIZERS: tuple[str, ...] = (
     "swats",
     "lookahead+adam",
 )
-
-# The default grid multiplies the preset LR by these factors (half-decades around it).
-LR_GRID_FACTORS: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -142,9 +163,7 @@ def parse_kwargs(text: str, spec: str) -> tuple[tuple[str, Any], ...]:
         try:
             parsed = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError) as e:
-            raise ValueError(
-                f"optimizer spec {spec!r}: value of {key.strip()!r} is not a literal: {value!r}"
-            ) from e
+            raise ValueError(f"optimizer spec {spec!r}: value of {key.strip()!r} is not a literal: {value!r}") from e
         out.append((key.strip(), parsed))
     return tuple(out)
 
@@ -176,16 +195,34 @@ def preset_lr(spec: str) -> float:
     return float(dict(parsed.kwargs).get("lr", parsed.preset.lr))
 
 
-def lr_grid(spec: str) -> list[float]:
-    """The default LR grid for a spec: its preset LR times :data:`LR_GRID_FACTORS`."""
-    base = preset_lr(spec)
-    return [float(f"{base * f:.6g}") for f in LR_GRID_FACTORS]
-
-
-def build_optimizer(spec: str, model: torch.nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
-    """Construct the optimizer a spec names for ``model``; ``lr`` overrides the spec's/preset's LR."""
+def search_space(spec: str) -> SearchSpace:
+    """The search space the lab tunes ``spec`` over: its preset's lr range (centred on an ``@lr=`` override when
+    the spec gives one, with the same width) and its ``tune`` hyperparameters that the spec does not fix."""
     parsed = parse_spec(spec)
-    kwargs = {**parsed.preset.kwargs, **dict(parsed.kwargs)}
+    preset = parsed.preset
+    lr = preset.lr_space
+    given = dict(parsed.kwargs)
+    if "lr" in given:
+        factor = float(given["lr"]) / preset.lr
+        lr = Param("lr", float(f"{lr.low * factor:.4g}"), float(f"{lr.high * factor:.4g}"))
+    return SearchSpace((lr, *(p for p in preset.tune if p.name not in given)))
+
+
+def fixed_settings(spec: str) -> dict[str, Any]:
+    """The settings a spec runs with apart from the lr: the preset's, overridden by the spec's ``@k=v``."""
+    parsed = parse_spec(spec)
+    out = {**parsed.preset.kwargs, **dict(parsed.kwargs)}
+    out.pop("lr", None)
+    return out
+
+
+def build_optimizer(
+    spec: str, model: torch.nn.Module, lr: float | None = None, **hparams: Any
+) -> torch.optim.Optimizer:
+    """Construct the optimizer a spec names for ``model``; ``lr`` and ``hparams`` (tuned values, e.g.
+    ``weight_decay=3e-3``) override the spec's and the preset's settings."""
+    parsed = parse_spec(spec)
+    kwargs = {**parsed.preset.kwargs, **dict(parsed.kwargs), **hparams}
     kwargs["lr"] = preset_lr(spec) if lr is None else float(lr)
     optimizer = library.create_optimizer(
         parsed.preset.library_name, model, exclude_from_decay=parsed.preset.exclude_from_decay, **kwargs
@@ -193,3 +230,35 @@ def build_optimizer(spec: str, model: torch.nn.Module, lr: float | None = None) 
     for name, wkwargs in reversed(parsed.wrappers):
         optimizer = _WRAPPER_FACTORIES[name](optimizer, **{**WRAPPERS[name], **dict(wkwargs)})
     return optimizer
+
+
+def check_spec(spec: str, hparams: dict[str, Any] | None = None) -> None:
+    """Build ``spec`` on a tiny model and take one step, so that a bad name, an unknown argument
+    (``adam@lrr=1e-3``) or an invalid value fails here, with one message, before any run starts."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LayerNorm(2))
+    try:
+        optimizer = build_optimizer(spec, model, **(hparams or {}))
+        model(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+    except TypeError as e:
+        raise ValueError(f"optimizer spec {spec!r}{_with(hparams)}: {e}") from None
+    except ValueError as e:
+        raise ValueError(f"optimizer spec {spec!r}{_with(hparams)}: {e}") from None
+
+
+def _with(hparams: dict[str, Any] | None) -> str:
+    return f" with {hparams}" if hparams else ""
+
+
+def _check_presets() -> None:
+    """Every preset's lr range spans at least :data:`MIN_LR_DECADES` decades around its lr."""
+    for name, p in PRESETS.items():
+        lr = p.lr_space
+        if not (lr.low <= p.lr <= lr.high and lr.decades >= MIN_LR_DECADES - 1e-9):
+            raise ValueError(
+                f"preset {name!r}: lr range {lr.low:g}..{lr.high:g} must contain its lr {p.lr:g} and span at "
+                f"least {MIN_LR_DECADES:g} decades"
+            )
+
+
+_check_presets()

@@ -1,9 +1,20 @@
 """One training run as a pure function of its config: ``run(RunConfig) -> record``.
 
-The record holds the config, the optimizer's full settings, the learning curves (train/validation/test loss
-and metric at every evaluation, with LR and cumulative training time), summary numbers, and where it ran
-(package versions, machine, threads). On CPU a config gives the same numbers every time it runs with the same
-thread count.
+The record holds the config, the optimizer's full settings, the learning curves (loss and metric on each split
+the config names, at every evaluation, with the LR and the cumulative training time), summary numbers, and where
+it ran (package versions, machine, threads). On CPU a config gives the same numbers every time it runs with the
+same thread count.
+
+Timing: training time excludes evaluation. Each step's forward+backward and ``optimizer.step()`` are timed apart,
+in wall time and in this process's CPU time (``time.process_time``, which other processes on a busy machine do
+not inflate the way they inflate wall time); the record keeps the medians over steps, so the optimizer's own
+overhead is reported apart from the model's cost.
+
+Evaluation: when the optimizer has ``eval()``/``train()`` methods (Schedule-Free optimizers, whose weights for
+evaluation differ from those they train), ``optimizer.eval()`` is called before every evaluation and
+``optimizer.train()`` after it; :meth:`Task.before_eval` is the hook where BatchNorm statistics would be
+recomputed under those weights. A config that does not name the ``test`` split never sees it: the run gets its
+data with the test split removed (tuning runs).
 
 Hooks: pass ``callbacks`` (subclasses of :class:`Callback`) to observe or record anything during training --
 update angles, distance from init, gradient histograms, per-layer trust ratios. Whatever a callback puts in
@@ -41,12 +52,17 @@ __all__ = [
     "parse_schedule",
 ]
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that determines a run's numbers. ``key()`` is its identity for resume."""
+    """Everything that determines a run's numbers. ``key()`` is its identity for resume.
+
+    ``hparams``: tuned settings besides the lr, as sorted ``(name, value)`` pairs (e.g. ``(("weight_decay",
+    3e-3),)``). ``splits``: the splits evaluated (tuning runs name no ``test``: they never see it).
+    """
 
     task: str
     optimizer: str
@@ -56,13 +72,25 @@ class RunConfig:
     batch_size: int = 100
     eval_every: int = 100
     schedule: str = "constant"
+    hparams: tuple[tuple[str, float], ...] = ()
+    splits: tuple[str, ...] = SPLITS
 
     def __post_init__(self) -> None:
         get_task(self.task)
         parse_spec(self.optimizer)
         schedule_name, schedule_kwargs = parse_schedule(self.schedule)
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+        if isinstance(self.lr, bool) or not (
+            isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)
+        ):
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        hp = tuple((str(k), v) for k, v in self.hparams)
+        if list(hp) != sorted(hp) or len({k for k, _ in hp}) != len(hp) or "lr" in dict(hp):
+            raise ValueError(f"hparams must be sorted (name, value) pairs without 'lr', got {self.hparams!r}")
+        for k, v in hp:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"hparams: {k} must be a finite number, got {v!r}")
+        if not self.splits or any(s not in SPLITS for s in self.splits) or len(set(self.splits)) != len(self.splits):
+            raise ValueError(f"splits must be distinct names among {SPLITS}, got {self.splits!r}")
         for name in ("steps", "batch_size", "eval_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -76,6 +104,14 @@ class RunConfig:
         """A stable hash of the config (16 hex digits)."""
         blob = json.dumps(asdict(self), sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> RunConfig:
+        """The config stored in a record (JSON turned tuples into lists)."""
+        d = dict(d)
+        d["hparams"] = tuple((k, v) for k, v in d.get("hparams", ()))
+        d["splits"] = tuple(d.get("splits", SPLITS))
+        return RunConfig(**d)
 
 
 def parse_schedule(spec: str) -> tuple[str, dict[str, Any]]:
@@ -97,6 +133,7 @@ class RunContext:
     step: int = 0
     loss: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    data: Any = None
 
 
 class Callback:
@@ -173,14 +210,15 @@ def run(
         torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
-def _run(
-    config: RunConfig, callbacks: Sequence[Callback], data_dir: str | None, progress: Any
-) -> dict[str, Any]:
+def _run(config: RunConfig, callbacks: Sequence[Callback], data_dir: str | None, progress: Any) -> dict[str, Any]:
     task = get_task(config.task)
     data = task.load(data_dir)
+    if "test" not in config.splits:
+        data = task.hide_test(data)  # a run that does not report the test split cannot read it
     torch.manual_seed(config.seed)
     model = task.model(data)
-    optimizer = build_optimizer(config.optimizer, model, lr=config.lr)
+    optimizer = build_optimizer(config.optimizer, model, lr=config.lr, **dict(config.hparams))
+    settings = _settings(optimizer)  # as constructed: a schedule changes the lr from here on
     sched_name, sched_kwargs = parse_schedule(config.schedule)
     schedule = library.create_schedule(sched_name, config.steps, **sched_kwargs)
     scheduler = library.attach_schedule(optimizer, schedule)
@@ -189,31 +227,46 @@ def _run(
         callbacks.append(TrajectoryCallback())
     generator = torch.Generator().manual_seed(config.seed)
     batches = task.batches(data, config.batch_size, generator)
-    ctx = RunContext(config, task, model, optimizer)
+    ctx = RunContext(config, task, model, optimizer, data=data)
+    has_modes = callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None))
 
-    keys = ["step", "lr", "time", "batch_loss"] + [
-        f"{s}_{m}" for s in ("train", "val", "test") for m in _metric_names(task)
-    ]
+    curve_splits = [s for s in config.splits if s != "test"]  # the test split is evaluated once, at the end
+    keys = ["step", "lr", "time", "cpu", "batch_loss"] + [f"{s}_{m}" for s in curve_splits for m in _metric_names(task)]
+    test: dict[str, float | None] = {}
     history: dict[str, list[Any]] = {k: [] for k in keys}
-    step_times: list[float] = []
+    clock = {"wall": 0.0, "cpu": 0.0}
+    fwd_bwd_cpu: list[float] = []
+    step_cpu: list[float] = []
+    step_wall: list[float] = []
+    train_step_wall: list[float] = []
     batch_losses: list[float] = []
     status = "ok"
 
-    def evaluate() -> None:
+    def evaluate(final: bool = False) -> None:
+        if has_modes:
+            optimizer.eval()  # Schedule-Free: evaluate at the averaged point
+        task.before_eval(model, optimizer, data)
         model.eval()
         history["step"].append(ctx.step)
         history["lr"].append(optimizer.param_groups[0]["lr"])
-        history["time"].append(sum(step_times))
+        history["time"].append(clock["wall"])
+        history["cpu"].append(clock["cpu"])
         history["batch_loss"].append(_finite(float(np.mean(batch_losses))) if batch_losses else None)
         batch_losses.clear()
         metrics = {}
-        for split in ("train", "val", "test"):
+        for split in curve_splits:
             for name, value in task.evaluate(model, data, split).items():
                 history[f"{split}_{name}"].append(_finite(value))
                 metrics[f"{split}_{name}"] = value
+        if final and "test" in config.splits:
+            for name, value in task.evaluate(model, data, "test").items():
+                test[name] = _finite(value)
+                metrics[f"test_{name}"] = value
         for cb in callbacks:
             cb.on_eval(ctx, metrics)
         model.train()
+        if has_modes:
+            optimizer.train()
 
     wall_start = time.perf_counter()
     for cb in callbacks:
@@ -221,22 +274,31 @@ def _run(
     evaluate()
     model.train()
     for step in range(config.steps):
-        t0 = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.process_time()
         x, y = next(batches)
         loss = task.loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        c1 = time.process_time()
         ctx.loss = loss
         for cb in callbacks:
             cb.after_backward(ctx)
+        w2, c2 = time.perf_counter(), time.process_time()
         optimizer.step()
+        w3, c3 = time.perf_counter(), time.process_time()
         if scheduler is not None:
             scheduler.step()
         ctx.step = step + 1
         for cb in callbacks:
             cb.after_step(ctx)
         loss_value = loss.item()
-        step_times.append(time.perf_counter() - t0)
+        w4, c4 = time.perf_counter(), time.process_time()
+        fwd_bwd_cpu.append(c1 - c0)
+        step_cpu.append(c3 - c2)
+        step_wall.append(w3 - w2)
+        train_step_wall.append(w4 - w0)
+        clock["wall"] += w4 - w0
+        clock["cpu"] += c4 - c0
         batch_losses.append(loss_value)
         if progress is not None:
             progress.update(1)
@@ -244,13 +306,16 @@ def _run(
             status = "diverged"
             break
         if ctx.step % config.eval_every == 0 or ctx.step == config.steps:
-            evaluate()
+            evaluate(final=ctx.step == config.steps)
             if progress is not None:
-                progress.set_postfix_str(_postfix(task, history))
+                progress.set_postfix_str(_postfix(task, history, curve_splits))
     if status == "diverged":
-        evaluate()
+        evaluate(final=True)
     for cb in callbacks:
         cb.on_run_end(ctx)
+
+    def median_ms(values: list[float]) -> float | None:
+        return 1e3 * float(np.median(values)) if values else None
 
     record: dict[str, Any] = {
         "version": RECORD_VERSION,
@@ -260,11 +325,16 @@ def _run(
         "metric": task.metric,
         "higher_is_better": task.higher_is_better,
         "target": task.target,
-        "optimizer_settings": _settings(optimizer),
+        "optimizer_settings": settings,
         "history": history,
+        "test": test if "test" in config.splits else None,
         "steps_done": ctx.step,
-        "train_seconds": sum(step_times),
-        "time_per_step": float(np.median(step_times)) if step_times else None,
+        "train_seconds": clock["wall"],
+        "train_cpu_seconds": clock["cpu"],
+        "time_per_step": float(np.median(train_step_wall)) if train_step_wall else None,
+        "step_cpu_ms": median_ms(step_cpu),
+        "step_wall_ms": median_ms(step_wall),
+        "fwd_bwd_cpu_ms": median_ms(fwd_bwd_cpu),
         "wall_seconds": time.perf_counter() - wall_start,
         "environment": environment(),
     }
@@ -277,9 +347,10 @@ def _metric_names(task: Task) -> list[str]:
     return ["loss"] if task.metric == "loss" else ["loss", task.metric]
 
 
-def _postfix(task: Task, history: dict[str, list[Any]]) -> str:
-    value = history[f"val_{task.metric}"][-1]
-    return f"val {task.metric} {value:.4g}" if value is not None else "val diverged"
+def _postfix(task: Task, history: dict[str, list[Any]], splits: Sequence[str]) -> str:
+    split = "val" if "val" in splits else splits[0]
+    value = history[f"{split}_{task.metric}"][-1]
+    return f"{split} {task.metric} {value:.4g}" if value is not None else f"{split} diverged"
 
 
 def _settings(optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -1,8 +1,15 @@
-"""A sweep: the grid of run configs, executed serially or in parallel processes, resumable.
+"""A sweep: run configs, keep every finished record, resume by config key.
 
-Finished runs are appended, one JSON record per line, to ``OUT/results.jsonl`` as soon as each finishes (only
-the parent process writes it). Re-running the same sweep skips every config whose key is already there. Ctrl-C
-stops the workers and keeps what has finished.
+Two pieces, so that either can be replaced:
+
+- an **executor** runs configs and yields each record as it completes (:class:`Executor`; the default,
+  :class:`LocalExecutor`, runs them in this process or in a pool of spawned processes). An executor never writes
+  anything;
+- the **driver**, :func:`run_sweep`, skips the configs whose key is already in ``OUT/results.jsonl``, hands the
+  rest to the executor and appends each record it yields, one JSON line, flushed and fsync'ed, as it arrives.
+  Only the driver writes records, so a sweep started by one executor can be resumed by another: resume is by
+  config key alone. Ctrl-C stops the executor and keeps what has finished; a hard kill loses at most the
+  runs in flight (a torn last line is ignored on reading).
 """
 
 from __future__ import annotations
@@ -12,16 +19,31 @@ import multiprocessing as mp
 import os
 import signal
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from optimlab.lab.runner import RunConfig, run
+from optimlab.lab.runner import RECORD_VERSION, Callback, RunConfig, run
 
-__all__ = ["RESULTS_FILE", "expand", "load_records", "finished_keys", "run_sweep", "SweepOutcome"]
+__all__ = [
+    "RESULTS_FILE",
+    "Executor",
+    "LocalExecutor",
+    "expand",
+    "load_records",
+    "finished_keys",
+    "run_sweep",
+    "SweepOutcome",
+    "check_writable",
+    "ResultsVersionError",
+]
 
 RESULTS_FILE = "results.jsonl"
+
+
+class ResultsVersionError(ValueError):
+    """A results folder written by another version of the lab's record format."""
 
 
 def expand(
@@ -35,7 +57,7 @@ def expand(
     eval_every: int,
     schedule: str = "constant",
 ) -> list[RunConfig]:
-    """All configs of a sweep, seed-major (every optimizer gets seed 0 before any gets seed 1)."""
+    """All configs of a plain grid sweep, seed-major (every optimizer gets seed 0 before any gets seed 1)."""
     return [
         RunConfig(
             task=task,
@@ -54,7 +76,10 @@ def expand(
 
 
 def load_records(out: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records in ``out/results.jsonl`` (the last one wins per key; a torn last line is ignored)."""
+    """The records in ``out/results.jsonl`` (the last one wins per key; a torn last line is ignored).
+
+    Raises :class:`ResultsVersionError` when the folder holds records of another format version.
+    """
     path = Path(out) / RESULTS_FILE
     records: dict[str, dict[str, Any]] = {}
     if path.exists():
@@ -67,12 +92,37 @@ def load_records(out: str | os.PathLike) -> list[dict[str, Any]]:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut short by a hard kill
+                if rec.get("version") != RECORD_VERSION:
+                    raise ResultsVersionError(
+                        f"{path} holds results of another optimlab version (record format "
+                        f"{rec.get('version')!r}; this version reads and writes format {RECORD_VERSION}). "
+                        "Nothing was changed: move that folder away or choose another one with --out."
+                    )
                 records[rec["key"]] = rec
     return list(records.values())
 
 
 def finished_keys(out: str | os.PathLike) -> set[str]:
     return {r["key"] for r in load_records(out)}
+
+
+def check_writable(out: str | os.PathLike) -> Path:
+    """Create ``out`` if needed and make sure files can be written there (raises ``PermissionError`` with
+    a clear message otherwise): checked before any run starts, so no computation is lost to it."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+        results = out / RESULTS_FILE
+        if results.exists() and not os.access(results, os.W_OK):
+            raise PermissionError(f"{results} is read-only")
+    except OSError as e:
+        raise PermissionError(
+            f"cannot write to the results folder {out} ({e.strerror or e}); choose a writable folder with --out"
+        ) from None
+    return out
 
 
 def _append(out: Path, record: dict[str, Any]) -> None:
@@ -92,19 +142,33 @@ class SweepOutcome:
     interrupted: bool
 
 
+class Executor(Protocol):
+    """Runs configs and yields each run's record as it completes, in any order; writes nothing.
+
+    Closing the returned iterator early (Ctrl-C in the driver) must stop the runs still in flight.
+    """
+
+    def run(self, configs: Sequence[RunConfig]) -> Iterator[dict[str, Any]]: ...
+
+
 # ----------------------------------------------------------------------------------------------------
-# Worker side
+# The local executor: this process, or a pool of spawned processes
 
 
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(threads: int, data_dir: str | None, slots: Any, lock: Any, show_progress: bool) -> None:
+CallbackFactory = Callable[[RunConfig], Sequence[Callback]]
+
+
+def _init_worker(
+    threads: int, data_dir: str | None, slots: Any, lock: Any, show_progress: bool, callbacks: CallbackFactory | None
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
     import torch
 
     torch.set_num_threads(threads)
-    _WORKER.update(data_dir=data_dir, slot=slots.get(), show_progress=show_progress)
+    _WORKER.update(data_dir=data_dir, slot=slots.get(), show_progress=show_progress, callbacks=callbacks)
     if lock is not None:
         from tqdm.auto import tqdm
 
@@ -118,7 +182,7 @@ def _progress_bar(config: RunConfig, position: int, enabled: bool) -> Any:
 
     return tqdm(
         total=config.steps,
-        desc=f"{config.optimizer} lr={config.lr:g} s{config.seed}",
+        desc=f"{config.optimizer} lr={config.lr:.3g} s{config.seed}",
         position=position,
         leave=False,
         unit="step",
@@ -130,96 +194,176 @@ def _progress_bar(config: RunConfig, position: int, enabled: bool) -> Any:
 def _worker_run(config: RunConfig) -> dict[str, Any]:
     bar = _progress_bar(config, _WORKER["slot"] + 1, _WORKER["show_progress"])
     try:
-        return run(config, data_dir=_WORKER["data_dir"], progress=bar)
+        factory = _WORKER["callbacks"]
+        callbacks = list(factory(config)) if factory is not None else []
+        return run(config, callbacks, data_dir=_WORKER["data_dir"], progress=bar)
     finally:
         if bar is not None:
             bar.close()
 
 
+class LocalExecutor:
+    """Runs configs on this machine: in this process (``jobs == 1``) or in ``jobs`` spawned worker processes
+    with ``threads`` torch threads each (default: CPU count // jobs, at least 1). ``progress``: per-run tqdm
+    bars (``None``: only on a terminal). ``callbacks``: a function ``config -> [Callback, ...]`` called for every
+    run, in the process that runs it (with ``jobs > 1`` it must be picklable: a module-level function), e.g. the
+    diagnostics that ``compare --diagnostics`` attaches; whatever they put in ``ctx.extras`` is in the record.
+
+    The worker pool is started on first use and kept for later calls (a tuning phase and a final phase share
+    it); :meth:`close` (or leaving a ``with`` block) stops it. Ctrl-C or an error terminates it.
+    """
+
+    def __init__(
+        self,
+        jobs: int = 1,
+        threads: int | None = None,
+        data_dir: str | None = None,
+        progress: bool | None = None,
+        callbacks: CallbackFactory | None = None,
+    ):
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        self.jobs = jobs
+        self.threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+        self.data_dir = data_dir
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.callbacks = callbacks
+        self._pool: Any = None
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the worker processes (if any were started)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+            self._pool = None
+
+    def _terminate(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def run(self, configs: Sequence[RunConfig]) -> Iterator[dict[str, Any]]:
+        configs = list(configs)
+        if not configs:
+            return
+        if self.jobs == 1:
+            yield from self._serial(configs)
+        else:
+            yield from self._parallel(configs)
+
+    def _serial(self, configs: list[RunConfig]) -> Iterator[dict[str, Any]]:
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            for config in configs:
+                bar = _progress_bar(config, 1, self.progress)
+                callbacks = list(self.callbacks(config)) if self.callbacks is not None else []
+                try:
+                    record = run(config, callbacks, data_dir=self.data_dir, progress=bar)
+                finally:
+                    if bar is not None:
+                        bar.close()
+                yield record
+        finally:
+            torch.set_num_threads(previous)
+
+    def _start(self) -> Any:
+        if self._pool is None:
+            ctx = mp.get_context("spawn")
+            slots = ctx.Queue()
+            for i in range(self.jobs):
+                slots.put(i)
+            lock = None
+            if self.progress:
+                from tqdm.auto import tqdm
+
+                lock = ctx.RLock()
+                tqdm.set_lock(lock)
+            self._pool = ctx.Pool(
+                self.jobs,
+                initializer=_init_worker,
+                initargs=(self.threads, self.data_dir, slots, lock, self.progress, self.callbacks),
+            )
+        return self._pool
+
+    def _parallel(self, configs: list[RunConfig]) -> Iterator[dict[str, Any]]:
+        pool = self._start()
+        try:
+            yield from pool.imap_unordered(_worker_run, configs)
+        except BaseException:  # Ctrl-C, an error in a run, or the driver closing this generator early
+            self._terminate()
+            raise
+
+
 # ----------------------------------------------------------------------------------------------------
-# Parent side
+# The driver
 
 
 def run_sweep(
     configs: Iterable[RunConfig],
     out: str | os.PathLike,
     *,
+    executor: Executor | None = None,
     jobs: int = 1,
     threads: int | None = None,
     data_dir: str | None = None,
     progress: bool | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> SweepOutcome:
-    """Run every config not yet in ``out``; return counts. ``progress=None`` shows bars only on a terminal.
+    """Run every config not yet in ``out`` with ``executor`` (default: a :class:`LocalExecutor` of ``jobs``,
+    ``threads``, ``data_dir``, ``progress``), appending each record as it arrives; return counts.
 
-    With ``jobs > 1`` runs go to ``jobs`` spawned processes with ``threads`` torch threads each (default:
-    CPU count // jobs, at least 1). ``jobs == 1`` runs in this process.
+    ``on_record(record)`` is called after each record is safely written (progress lines, selection).
     """
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    owned = executor is None
+    if executor is None:
+        executor = LocalExecutor(jobs=jobs, threads=threads, data_dir=data_dir, progress=progress)
+    out = check_writable(out)
     configs = list(configs)
     done = finished_keys(out)
-    todo = [c for c in configs if c.key() not in done]
+    seen: set[str] = set()
+    todo = []
+    for c in configs:
+        if c.key() not in done and c.key() not in seen:
+            seen.add(c.key())
+            todo.append(c)
     skipped = len(configs) - len(todo)
-    show = sys.stderr.isatty() if progress is None else progress
-    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    show = getattr(executor, "progress", False)
     finished = 0
     interrupted = False
     sweep_bar = None
-    if show:
+    if show and todo:
         from tqdm.auto import tqdm
 
-        sweep_bar = tqdm(
-            total=len(configs), initial=skipped, desc="sweep", unit="run", position=0, dynamic_ncols=True
-        )
+        sweep_bar = tqdm(total=len(configs), initial=skipped, desc="sweep", unit="run", position=0, dynamic_ncols=True)
+    stream = executor.run(todo)
     try:
-        if jobs == 1:
-            import torch
-
-            previous = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            try:
-                for config in todo:
-                    bar = _progress_bar(config, 1, show)
-                    try:
-                        record = run(config, data_dir=data_dir, progress=bar)
-                    finally:
-                        if bar is not None:
-                            bar.close()
-                    _append(out, record)
-                    finished += 1
-                    if sweep_bar is not None:
-                        sweep_bar.update(1)
-            finally:
-                torch.set_num_threads(previous)
-        elif todo:
-            ctx = mp.get_context("spawn")
-            slots = ctx.Queue()
-            for i in range(jobs):
-                slots.put(i)
-            lock = None
-            if show:
-                from tqdm.auto import tqdm
-
-                lock = ctx.RLock()
-                tqdm.set_lock(lock)
-            pool = ctx.Pool(jobs, initializer=_init_worker, initargs=(threads, data_dir, slots, lock, show))
-            try:
-                for record in pool.imap_unordered(_worker_run, todo):
-                    _append(out, record)
-                    finished += 1
-                    if sweep_bar is not None:
-                        sweep_bar.update(1)
-                pool.close()
-            except BaseException:
-                pool.terminate()
-                raise
-            finally:
-                pool.join()
+        for record in stream:
+            _append(out, record)
+            finished += 1
+            if sweep_bar is not None:
+                sweep_bar.update(1)
+            if on_record is not None:
+                on_record(record)
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+        if owned:
+            executor.close()  # type: ignore[attr-defined]
         if sweep_bar is not None:
             sweep_bar.close()
     return SweepOutcome(total=len(configs), skipped=skipped, finished=finished, interrupted=interrupted)

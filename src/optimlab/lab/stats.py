@@ -1,0 +1,329 @@
+"""Statistics that decide: intervals, tests against the best, the indistinguishable set, performance profiles.
+
+Every function here is pure (numbers in, numbers out; the only randomness is a seeded generator) and is tested
+against known answers in ``tests/lab/test_stats.py``.
+
+- :func:`mean_ci`: mean and Student-t confidence interval over seeds.
+- :func:`welch_test`, :func:`paired_test`: two-sided t tests; :func:`holm`: Holm's step-down adjustment.
+- :func:`best_set`: the optimizers *indistinguishable from the best*. Each optimizer is compared with the one of
+  best mean by a Welch t statistic; because "the best" is itself chosen from the data, the statistics are
+  calibrated by simulating the whole procedure (choosing the best included) under the hypothesis that the
+  compared optimizers are equal, with each optimizer's own spread and seed count (a parametric bootstrap of the
+  maximum statistic, stepped down as in Westfall & Young, 1993). Stated rate: when all optimizers are equal, the
+  chance that any is declared worse than the best is ``alpha`` (5 %) whatever their number; a plain Welch test
+  against the observed best with Holm's correction holds that rate only for two optimizers (the tests show both).
+- :func:`time_to_target`: the first evaluation at which a validation curve reaches its target (``inf`` if never).
+- :func:`performance_ratios`, :func:`performance_profile`, :func:`integrated_score`: Dolan & Moré (2002)
+  performance profiles over tasks and AlgoPerf's benchmark score (Dahl et al., 2023): ratios to the fastest
+  optimizer per task, ratios above ``r_max = 4`` count as misses, and the score is the profile's integral over
+  ``[1, r_max]`` divided by ``r_max - 1`` (computed exactly; AlgoPerf's ``scoring/performance_profile.py``
+  approximates the same integral with the trapezoid rule on 100 points).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "Interval",
+    "TestResult",
+    "BestSet",
+    "mean_ci",
+    "welch_test",
+    "paired_test",
+    "holm",
+    "best_set",
+    "time_to_target",
+    "performance_ratios",
+    "performance_profile",
+    "integrated_score",
+    "R_MAX",
+    "t_quantile",
+    "t_sf",
+]
+
+R_MAX = 4.0
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (``scipy.special.stdtrit``)."""
+    from scipy.special import stdtrit
+
+    return float(stdtrit(df, p))
+
+
+def t_sf(t: float, df: float) -> float:
+    """``P(T > t)`` for Student's t with ``df`` degrees of freedom."""
+    from scipy.special import stdtr
+
+    return float(stdtr(df, -t))
+
+
+def _values(values: Sequence[float], name: str = "values") -> np.ndarray:
+    x = np.asarray(list(values), dtype=float)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"Invalid {name}: {list(values)!r}; expected a non-empty sequence of numbers")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"Invalid {name}: {x.tolist()!r}; expected finite numbers")
+    return x
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean with its two-sided confidence interval (``low``/``high`` are NaN for a single value)."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    sd: float
+    confidence: float = 0.95
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
+    """Mean and Student-t interval ``mean ± t_{(1+c)/2, n-1} · sd / sqrt(n)`` (exact for normal data)."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"Invalid confidence: {confidence!r}; expected 0 < confidence < 1")
+    x = _values(values)
+    n, mean = x.size, float(x.mean())
+    if n == 1:
+        return Interval(mean, math.nan, math.nan, 1, math.nan, confidence)
+    sd = float(x.std(ddof=1))
+    half = t_quantile(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n, sd, confidence)
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """A two-sided t test: statistic, degrees of freedom, p-value."""
+
+    t: float
+    df: float
+    p: float
+
+
+def welch_test(a: Sequence[float], b: Sequence[float]) -> TestResult:
+    """Welch's unequal-variance t test of ``mean(a) == mean(b)`` (Satterthwaite degrees of freedom)."""
+    x, y = _values(a, "a"), _values(b, "b")
+    if x.size < 2 or y.size < 2:
+        raise ValueError(f"Invalid sample sizes: {x.size}, {y.size}; expected at least 2 values each")
+    va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    diff = float(x.mean() - y.mean())
+    se2 = va + vb
+    if se2 == 0.0:
+        return TestResult(0.0 if diff == 0 else math.copysign(math.inf, diff), math.inf, 1.0 if diff == 0 else 0.0)
+    df = se2**2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1))
+    t = diff / math.sqrt(se2)
+    return TestResult(t, float(df), 2 * t_sf(abs(t), df))
+
+
+def paired_test(a: Sequence[float], b: Sequence[float]) -> TestResult:
+    """Paired t test of ``mean(a - b) == 0`` (``a[i]`` and ``b[i]`` share seed ``i``)."""
+    x, y = _values(a, "a"), _values(b, "b")
+    if x.size != y.size or x.size < 2:
+        raise ValueError(f"Invalid sample sizes: {x.size}, {y.size}; expected two equal sizes of at least 2")
+    d = x - y
+    sd = d.std(ddof=1)
+    mean = float(d.mean())
+    if sd == 0.0:
+        return TestResult(0.0 if mean == 0 else math.copysign(math.inf, mean), x.size - 1, 1.0 if mean == 0 else 0.0)
+    t = mean / (sd / math.sqrt(d.size))
+    return TestResult(float(t), d.size - 1, 2 * t_sf(abs(t), d.size - 1))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's (1979) step-down adjusted p-values (reject where ``adjusted <= alpha``; controls the FWER)."""
+    p = np.asarray(list(pvalues), dtype=float)
+    if p.size and (np.any(~np.isfinite(p)) or np.any(p < 0) or np.any(p > 1)):
+        raise ValueError(f"Invalid pvalues: {p.tolist()!r}; expected numbers in [0, 1]")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+@dataclass(frozen=True)
+class BestSet:
+    """The optimizer of best mean and those not shown worse than it.
+
+    ``adjusted_p[name]`` is the multiplicity-adjusted p-value of "``name`` is as good as the best" (1.0 for the
+    best itself); ``members`` are the names with ``adjusted_p > alpha``, best first. ``tested`` is False when
+    the samples hold a single value each (then only exact ties with the best are members).
+    """
+
+    best: str
+    members: tuple[str, ...]
+    adjusted_p: dict[str, float] = field(default_factory=dict)
+    alpha: float = 0.05
+    method: str = "max-t"
+    tested: bool = True
+
+
+def _oriented(samples: Mapping[str, Sequence[float]], higher_is_better: bool) -> dict[str, np.ndarray]:
+    if not samples:
+        raise ValueError("Invalid samples: {}; expected at least one optimizer")
+    sign = 1.0 if higher_is_better else -1.0
+    return {name: sign * _values(v, f"samples[{name!r}]") for name, v in samples.items()}
+
+
+def _t_stats(means: np.ndarray, var_n: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """(mean_best - mean_i) / sqrt(var_best/n_best + var_i/n_i), broadcasting over leading axes."""
+    diff = np.take_along_axis(means, best[..., None], -1) - means
+    se = np.sqrt(np.take_along_axis(var_n, best[..., None], -1) + var_n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = diff / se
+    return np.where(diff == 0, 0.0, np.where(se == 0, np.inf, t))
+
+
+def best_set(
+    samples: Mapping[str, Sequence[float]],
+    *,
+    higher_is_better: bool,
+    alpha: float = 0.05,
+    method: str = "max-t",
+    simulations: int = 4000,
+    seed: int = 0,
+) -> BestSet:
+    """The set of optimizers indistinguishable from the one with the best mean.
+
+    ``samples`` maps a name to its per-seed values (finite). ``method="max-t"`` (default): Welch statistics of
+    each optimizer against the best, calibrated by a parametric bootstrap of the largest statistic under "all
+    remaining optimizers are equal" (the best re-chosen in every simulated experiment) and stepped down; the
+    family-wise rate of declaring an equal optimizer worse is ``alpha`` for any number of optimizers.
+    ``method="holm"``: Welch p-values against the observed best, Holm-adjusted (nominal only for two).
+    Deterministic: the simulation uses ``numpy.random.default_rng(seed)``.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"Invalid alpha: {alpha!r}; expected 0 < alpha < 1")
+    if method not in ("max-t", "holm"):
+        raise ValueError(f"Invalid method: {method!r}; expected 'max-t' or 'holm'")
+    if not isinstance(simulations, int) or simulations < 100:
+        raise ValueError(f"Invalid simulations: {simulations!r}; expected an integer >= 100")
+    data = _oriented(samples, higher_is_better)
+    names = list(data)
+    means = np.array([data[n].mean() for n in names])
+    best_i = int(np.argmax(means))  # first of equal means: the order of ``samples`` breaks ties
+    best = names[best_i]
+    if any(data[n].size < 2 for n in names):
+        members = tuple([best] + [n for i, n in enumerate(names) if i != best_i and means[i] == means[best_i]])
+        p = {n: (1.0 if n in members else 0.0) for n in names}
+        return BestSet(best, members, p, alpha, method, tested=False)
+
+    sizes = np.array([data[n].size for n in names], dtype=float)
+    var_n = np.array([data[n].var(ddof=1) for n in names]) / sizes
+    t_obs = _t_stats(means, var_n, np.array(best_i))
+    others = [i for i in range(len(names)) if i != best_i]
+    adjusted = {best: 1.0}
+    if method == "holm":
+        raw = [welch_test(data[best], data[names[i]]).p for i in others]
+        for i, q in zip(others, holm(raw), strict=True):
+            adjusted[names[i]] = q
+    else:
+        rng = np.random.default_rng(seed)
+        sim_means = np.empty((simulations, len(names)))
+        sim_var_n = np.empty_like(sim_means)
+        sds = np.sqrt(var_n * sizes)
+        for j, n in enumerate(sizes.astype(int)):
+            draws = rng.standard_normal((simulations, n)) * sds[j]
+            sim_means[:, j] = draws.mean(axis=1)
+            sim_var_n[:, j] = draws.var(axis=1, ddof=1) / n
+        order = sorted(others, key=lambda i: -t_obs[i])
+        active = list(range(len(names)))
+        running = 0.0
+        for i in order:
+            idx = np.array(active)
+            m, v = sim_means[:, idx], sim_var_n[:, idx]
+            t_sim = _t_stats(m, v, np.argmax(m, axis=1)).max(axis=1)
+            running = max(running, float(np.mean(t_sim >= t_obs[i])))
+            adjusted[names[i]] = running
+            active.remove(i)
+    members = tuple([best] + [names[i] for i in sorted(others, key=lambda i: -means[i]) if adjusted[names[i]] > alpha])
+    return BestSet(best, members, {n: adjusted[n] for n in names}, alpha, method)
+
+
+def time_to_target(
+    steps: Sequence[float], values: Sequence[float | None], target: float, *, higher_is_better: bool
+) -> float:
+    """The first ``steps[i]`` (a step count or seconds) at which ``values[i]`` reaches ``target``; ``inf`` if never.
+
+    ``None`` values (a diverged evaluation) never reach it.
+    """
+    if len(steps) != len(values):
+        raise ValueError(f"Invalid lengths: {len(steps)} steps, {len(values)} values; expected equal lengths")
+    if not math.isfinite(target):
+        raise ValueError(f"Invalid target: {target!r}; expected a finite number")
+    for s, v in zip(steps, values, strict=True):
+        if v is not None and math.isfinite(v) and (v >= target if higher_is_better else v <= target):
+            return float(s)
+    return math.inf
+
+
+def performance_ratios(times: Mapping[str, Mapping[str, float]], r_max: float = R_MAX) -> dict[str, dict[str, float]]:
+    """``times[task][optimizer]`` (time to target, ``inf`` for a miss) -> ratio to the fastest on each task.
+
+    As in AlgoPerf, a ratio above ``r_max`` counts as a miss (``inf``), and a task no optimizer solved gives
+    every optimizer ``inf``.
+    """
+    if not r_max > 1:
+        raise ValueError(f"Invalid r_max: {r_max!r}; expected a number > 1")
+    out: dict[str, dict[str, float]] = {}
+    for task, row in times.items():
+        if not row:
+            raise ValueError(f"Invalid times[{task!r}]: {{}}; expected at least one optimizer")
+        for name, t in row.items():
+            if math.isnan(t) or t < 0:
+                raise ValueError(f"Invalid times[{task!r}][{name!r}]: {t!r}; expected a time >= 0 or inf")
+        fastest = min(row.values())
+        ratios = {}
+        for name, t in row.items():
+            if not math.isfinite(t) or not math.isfinite(fastest):
+                ratios[name] = math.inf
+            else:
+                r = 1.0 if t == fastest else (t / fastest if fastest > 0 else math.inf)
+                ratios[name] = r if r <= r_max else math.inf
+        out[task] = ratios
+    return out
+
+
+def performance_profile(ratios: Mapping[str, Mapping[str, float]], taus: Sequence[float]) -> dict[str, list[float]]:
+    """Dolan–Moré profile ``rho_o(tau)``: the fraction of tasks on which optimizer ``o`` is within ``tau`` of the
+    fastest, for each ``tau`` in ``taus``. Every task must list the same optimizers."""
+    tasks = list(ratios)
+    if not tasks:
+        raise ValueError("Invalid ratios: {}; expected at least one task")
+    names = list(ratios[tasks[0]])
+    for t in tasks:
+        if set(ratios[t]) != set(names):
+            raise ValueError(f"Invalid ratios[{t!r}]: optimizers {sorted(ratios[t])}; expected {sorted(names)}")
+    return {n: [sum(ratios[t][n] <= tau for t in tasks) / len(tasks) for tau in taus] for n in names}
+
+
+def integrated_score(ratios: Mapping[str, Mapping[str, float]], r_max: float = R_MAX) -> dict[str, float]:
+    """AlgoPerf's benchmark score: ``(1 / (r_max - 1)) ∫_1^{r_max} rho(tau) dtau`` per optimizer, in [0, 1].
+
+    Exact for the step-function profile: each task contributes ``(r_max - r) / (r_max - 1)`` for a ratio
+    ``r <= r_max`` and 0 for a miss, averaged over tasks (1 = fastest everywhere).
+    """
+    if not r_max > 1:
+        raise ValueError(f"Invalid r_max: {r_max!r}; expected a number > 1")
+    tasks = list(ratios)
+    if not tasks:
+        raise ValueError("Invalid ratios: {}; expected at least one task")
+    names = list(ratios[tasks[0]])
+    return {
+        n: sum((r_max - max(1.0, ratios[t][n])) / (r_max - 1) if ratios[t][n] <= r_max else 0.0 for t in tasks)
+        / len(tasks)
+        for n in names
+    }
