@@ -12,6 +12,7 @@ from ..core import blocked, kernels
 from ..core import ops as F
 from ..core import validation as V
 from ..core.base import Optimizer, ParamsT, new_step
+from ..core.blocks import schedule_multiplier
 from ..core.ops import TensorOrList
 
 __all__ = ["MARS"]
@@ -139,8 +140,10 @@ class MARS(Optimizer):
         v = F.addcmul_(F.mul_(s["exp_avg_sq"], beta2), g, g, value=1.0 - beta2)
         u = self._adam_direction(m, v, s, (beta1, beta2), h)
         F.add_(u, p, alpha=h["weight_decay_1d"])
-        lr0 = h["initial_lr"]
-        F.add_(p, u, alpha=-h["lr"] * (h["lr_1d"] / lr0) if lr0 != 0 else -h["lr_1d"])
+        F.add_(p, u, alpha=-h["lr_1d"] * schedule_multiplier(h))  # lr_1d follows the group's schedule
+
+    def _needs_base_lr(self, group: dict[str, Any]) -> bool:
+        return not group["optimize_1d"]  # lr_1d is scaled by the schedule multiplier lr_t / lr_0
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         if "last_grad" not in s:

@@ -143,7 +143,7 @@ class Muon(MatrixOptimizer):
         V.check_choice("momentum_form", group["momentum_form"], {"ema", "sum"})
         V.check_betas(group["adam_betas"], "adam_betas")
         V.check_positive("adam_eps", group["adam_eps"])
-        if group["use_muon"]:
+        if group["use_muon"] and "params" in group:  # the defaults are validated before params are read
             names = group.get("param_names") or [None] * len(group["params"])
             for i, (p, name) in enumerate(zip(group["params"], names, strict=True)):
                 label = repr(name) if name is not None else f"params[{i}]"

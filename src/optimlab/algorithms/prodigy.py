@@ -102,7 +102,7 @@ class Prodigy(Optimizer):
         for flag in ("decouple", "use_bias_correction", "safeguard_warmup", "fsdp_in_use"):
             if not isinstance(group[flag], bool):
                 V.fail(flag, group[flag], "a bool", TypeError)
-        if self.param_groups and group is not self.param_groups[0]:
+        if getattr(self, "param_groups", None) and group is not self.param_groups[0]:  # defaults: none yet
             first = self.param_groups[0]
             for key in _GLOBAL:
                 if group[key] != first[key]:

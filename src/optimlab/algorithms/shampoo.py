@@ -147,7 +147,7 @@ class Shampoo(MatrixOptimizer):
             V.fail("inverse_exponent_override", override, "None or {order: exponent >= 0}", TypeError)
         if group["factor_dtype"] not in (None, torch.float32, torch.float64):
             V.fail("factor_dtype", group["factor_dtype"], "None, torch.float32 or torch.float64", TypeError)
-        for i, p in enumerate(group["params"]):
+        for i, p in enumerate(group.get("params", ())):  # the defaults are validated before params are read
             if p.is_complex():
                 V.fail(f"params[{i}]", p.dtype, "a real parameter (Shampoo's factors are real)")
 

@@ -100,7 +100,7 @@ class SOAP(MatrixOptimizer):
             if not isinstance(group[flag], bool):
                 V.fail(flag, group[flag], "a bool", TypeError)
         V.check_choice("data_format", group["data_format"], {"channels_first", "channels_last"})
-        for i, p in enumerate(group["params"]):
+        for i, p in enumerate(group.get("params", ())):  # the defaults are validated before params are read
             if p.is_complex():
                 V.fail(f"params[{i}]", p.dtype, "a real parameter (SOAP's eigenbases are real)")
 

@@ -196,7 +196,7 @@ def _worker_run(config: RunConfig) -> dict[str, Any]:
     try:
         factory = _WORKER["callbacks"]
         callbacks = list(factory(config)) if factory is not None else []
-        return run(config, callbacks, data_dir=_WORKER["data_dir"], progress=bar)
+        return run(config, callbacks=callbacks, data_dir=_WORKER["data_dir"], progress=bar)
     finally:
         if bar is not None:
             bar.close()
@@ -270,7 +270,7 @@ class LocalExecutor:
                 bar = _progress_bar(config, 1, self.progress)
                 callbacks = list(self.callbacks(config)) if self.callbacks is not None else []
                 try:
-                    record = run(config, callbacks, data_dir=self.data_dir, progress=bar)
+                    record = run(config, callbacks=callbacks, data_dir=self.data_dir, progress=bar)
                 finally:
                     if bar is not None:
                         bar.close()
