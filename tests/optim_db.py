@@ -301,5 +301,7 @@ SHARED_GROUPS = {"prodigy"}
 #: Optimizers whose first step only initialises state (ADOPT: the second moment; SOAP: its preconditioner), so the
 #: parameters move from step 2.
 FIRST_STEP_STILL = {"adopt"} | {info.name for info in DB if not info.first_step_moves}
+#: Optimizers whose step needs whole matrices (eigenbases, Newton-Schulz): not element-wise.
+MATRIX_OPTIMIZERS = {"muon", "soap", "shampoo"}
 #: Optimizers that refuse float16 parameters (Prodigy: its d-scaled moments, d0^2 = 1e-12, underflow in float16).
 NO_FLOAT16 = {"prodigy"}

@@ -339,7 +339,7 @@ def test_low_precision_parameters_step_in_float32(info, dtype, triton_path):
     cfg = info.configs[0]
     if dtype == torch.float16 and info.name in getattr(optim_db, "NO_FLOAT16", ()):
         pytest.skip("refuses float16 parameters (a clear error, tested with the optimizer)")
-    eps = cfg.get("eps", info.cls([torch.zeros(1)], lr=0.1).defaults.get("eps", 1.0))
+    eps = cfg.get("eps", info.cls([info.tensor(1)], lr=0.1).defaults.get("eps", 1.0))
     if dtype == torch.float16 and isinstance(eps, float) and eps < 1e-4:
         cfg = {**cfg, "eps": 1e-4}  # as test_matrix.test_dtypes: eps below float16's range warns, and overflows
     params, opt = _trajectory(info, cfg, foreach=True, dtype=dtype, steps=2)
