@@ -632,10 +632,14 @@ DIFFERENTIABLE = {
     "AdamW": [dict(lr=0.1, weight_decay=0.1)],
     "NAdam": [dict(lr=0.1, weight_decay=0.1), dict(lr=0.1, weight_decay=0.1, decoupled_weight_decay=True)],
     "RAdam": [dict(lr=0.1, weight_decay=0.1), dict(lr=0.1, weight_decay=0.1, decoupled_weight_decay=True)],
+    "Adamax": [dict(lr=0.1, weight_decay=0.1), dict(lr=0.1, maximize=True)],
+    "Adadelta": [dict(lr=0.5, rho=0.8, weight_decay=0.1), dict(lr=0.5, maximize=True)],
+    "Rprop": [dict(lr=0.1), dict(lr=0.1, etas=(0.3, 1.5), step_sizes=(0.01, 0.5), maximize=True)],
 }
 STATE_KEYS = {"SGD": ["momentum_buffer"], "Adagrad": ["sum"], "RMSprop": ["square_avg", "momentum_buffer", "grad_avg"],
               "Adam": ["exp_avg", "exp_avg_sq"], "AdamW": ["exp_avg", "exp_avg_sq"], "NAdam": ["exp_avg", "exp_avg_sq"],
-              "RAdam": ["exp_avg", "exp_avg_sq"]}
+              "RAdam": ["exp_avg", "exp_avg_sq"], "Adamax": ["exp_avg", "exp_inf"],
+              "Adadelta": ["square_avg", "acc_delta"], "ASGD": ["ax"], "Rprop": ["prev", "step_size"]}
 
 
 def _differentiable_step(cls, kwargs, inputs, keys, steps):
@@ -647,6 +651,9 @@ def _differentiable_step(cls, kwargs, inputs, keys, steps):
     opt.state[p]["step"] = torch.tensor(10.0, dtype=torch.float64)
     if cls.__name__ == "NAdam":
         opt.state[p]["mu_product"] = torch.tensor(0.5, dtype=torch.float64)
+    if cls.__name__ == "ASGD":  # torch keeps eta and mu as tensors; a step count past t0 makes mu < 1
+        opt.state[p]["eta"] = torch.tensor(0.05, dtype=torch.float64)
+        opt.state[p]["mu"] = torch.tensor(0.25, dtype=torch.float64)
     for _ in range(steps):
         opt.step()
     weights = torch.arange(1, p0.numel() + 1, dtype=torch.float64)
@@ -677,13 +684,15 @@ def test_differentiable_step_has_torchs_gradients(name):
 @pytest.mark.parametrize("name,kwargs", [("SGDW", dict(lr=0.1, momentum=0.9, weight_decay=0.1,
                                                            decay_scale="schedule")),
                                           ("Adam", dict(lr=0.1, amsgrad=True, amsgrad_max="v_hat")),
-                                          ("RMSprop", dict(lr=0.1, centered=True, momentum=0.5))])
+                                          ("RMSprop", dict(lr=0.1, centered=True, momentum=0.5)),
+                                          ("ASGD", dict(lr=0.1, weight_decay=0.1, t0=1.0))])
 def test_differentiable_steps_pass_gradcheck(name, kwargs):
-    """Three steps of options torch has not (or where torch's own backward fails, RMSprop centered over several
-    steps), against finite differences."""
+    """Three steps of options torch has not (or where torch's own backward fails: RMSprop centered over several
+    steps; ASGD, whose differentiable step writes its ``eta``/``mu`` tensors in place after using them, so torch's
+    backward raises), against finite differences."""
     cls = getattr(optimlab, name)
     keys = {"SGDW": ["momentum_buffer"], "Adam": ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
-            "RMSprop": ["square_avg", "momentum_buffer", "grad_avg"]}[name]
+            "RMSprop": ["square_avg", "momentum_buffer", "grad_avg"], "ASGD": ["ax"]}[name]
     gen = torch.Generator().manual_seed(9)
     inputs = [(torch.rand(6, generator=gen, dtype=torch.float64) + (1.0 if k == "square_avg" else 0.0))
               .requires_grad_() for k in ["p", "g", *keys]]

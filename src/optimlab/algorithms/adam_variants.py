@@ -43,12 +43,15 @@ class Adamax(Optimizer):
     """
 
     _elementwise = True
+    _supports_differentiable = True
 
     def __init__(self, params: ParamsT, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, foreach: bool | None = None, *,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False, differentiable: bool = False, capturable: bool = False,
+                 fused: bool | None = None) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
-                                      foreach=foreach))
+                                      foreach=foreach, differentiable=differentiable, capturable=capturable,
+                                      fused=fused))
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["step"] = new_step()
@@ -122,10 +125,12 @@ class AdEMAMix(Optimizer):
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float, float] = (0.9, 0.999, 0.9999),
                  alpha: float = 2.0, beta3_warmup: int | None = None, alpha_warmup: int | None = None,
                  eps: float = 1e-8, weight_decay: float = 0.0, *, warmup_from_zero: bool = False,
-                 maximize: bool = False, foreach: bool | None = None) -> None:
+                 maximize: bool = False, foreach: bool | None = None,
+                 fused: bool | None = None, capturable: bool = False, differentiable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, alpha=alpha, beta3_warmup=beta3_warmup,
                                       alpha_warmup=alpha_warmup, eps=eps, weight_decay=weight_decay,
-                                      warmup_from_zero=warmup_from_zero, maximize=maximize, foreach=foreach))
+                                      warmup_from_zero=warmup_from_zero, maximize=maximize, foreach=foreach,
+                                      fused=fused, capturable=capturable, differentiable=differentiable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         betas = group["betas"]
@@ -200,12 +205,14 @@ class ADOPT(Optimizer):
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.9999),
                  eps: float = 1e-6, clip_lambda: Callable[[int], float] | None = adopt_clip,
                  weight_decay: float = 0.0, decouple: bool = False, *, maximize: bool = False,
-                 foreach: bool | None = None) -> None:
+                 foreach: bool | None = None,
+                 fused: bool | None = None, capturable: bool = False, differentiable: bool = False) -> None:
         if clip_lambda is not None and not callable(clip_lambda):
             V.fail("clip_lambda", clip_lambda, "None or a function of the step", TypeError)
         self.clip_lambda = clip_lambda
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decouple=decouple,
-                                      maximize=maximize, foreach=foreach))
+                                      maximize=maximize, foreach=foreach,
+                                      fused=fused, capturable=capturable, differentiable=differentiable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)

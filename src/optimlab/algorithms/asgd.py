@@ -47,13 +47,16 @@ class ASGD(Optimizer):
     """
 
     _elementwise = True
+    _supports_differentiable = True
     _scalar_state = ("step", "eta", "mu")
 
     def __init__(self, params: ParamsT, lr: float = 1e-2, lambd: float = 1e-4, alpha: float = 0.75,
                  t0: float = 1e6, weight_decay: float = 0.0, foreach: bool | None = None,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False, differentiable: bool = False, capturable: bool = False, *,
+                 fused: bool | None = None) -> None:
         super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
-                                      maximize=maximize, foreach=foreach))
+                                      maximize=maximize, foreach=foreach, differentiable=differentiable,
+                                      capturable=capturable, fused=fused))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)

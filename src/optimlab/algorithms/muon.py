@@ -99,12 +99,14 @@ class Muon(MatrixOptimizer):
                  nesterov: bool = True, ns_coefficients: Any = M.QUINTIC, eps: float = 1e-7, ns_steps: int = 5,
                  adjust_lr_fn: str | None = None, *, ns_dtype: torch.dtype | None = torch.bfloat16,
                  momentum_form: str = "ema", use_muon: bool = True, adam_betas: tuple[float, float] = (0.9, 0.95),
-                 adam_eps: float = 1e-10, maximize: bool = False, foreach: bool | None = None) -> None:
+                 adam_eps: float = 1e-10, maximize: bool = False, foreach: bool | None = None,
+                 fused: bool | None = None, capturable: bool = False, differentiable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                                       ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
                                       adjust_lr_fn=adjust_lr_fn, ns_dtype=ns_dtype, momentum_form=momentum_form,
                                       use_muon=use_muon, adam_betas=adam_betas, adam_eps=adam_eps,
-                                      maximize=maximize, foreach=foreach))
+                                      maximize=maximize, foreach=foreach,
+                                      fused=fused, capturable=capturable, differentiable=differentiable))
 
     # -- validation ------------------------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:

@@ -80,13 +80,15 @@ class SOAP(MatrixOptimizer):
                  shampoo_beta: float = -1, eps: float = 1e-8, weight_decay: float = 0.01,
                  precondition_frequency: int = 10, max_precond_dim: int = 10000, merge_dims: bool = False,
                  precondition_1d: bool = False, normalize_grads: bool = False, data_format: str = "channels_first",
-                 correct_bias: bool = True, *, maximize: bool = False, foreach: bool | None = None) -> None:
+                 correct_bias: bool = True, *, maximize: bool = False, foreach: bool | None = None,
+                 fused: bool | None = None, capturable: bool = False, differentiable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, shampoo_beta=shampoo_beta, eps=eps,
                                       weight_decay=weight_decay, precondition_frequency=precondition_frequency,
                                       max_precond_dim=max_precond_dim, merge_dims=merge_dims,
                                       precondition_1d=precondition_1d, normalize_grads=normalize_grads,
                                       data_format=data_format, correct_bias=correct_bias, maximize=maximize,
-                                      foreach=foreach))
+                                      foreach=foreach,
+                                      fused=fused, capturable=capturable, differentiable=differentiable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
