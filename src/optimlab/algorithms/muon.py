@@ -154,9 +154,9 @@ class Muon(MatrixOptimizer):
                                      "conv filter (3-D/4-D, orthogonalized as (out, in*k)) in a Muon group; put "
                                      "embeddings, heads, gains and biases in a group with use_muon=False (AdamW), "
                                      "or build the groups with optimlab.create_optimizer('muon', model)")
-                if p.is_complex():
-                    raise ValueError(f"Invalid param {label}: dtype {p.dtype}; expected a real matrix (Muon does "
-                                     "not support complex parameters)")
+                if p.is_complex():  # RuntimeError: torch.optim.Muon's type for this case
+                    raise RuntimeError(f"Invalid param {label}: dtype {p.dtype}; expected a real matrix (Muon does "
+                                       "not support complex parameters)")
 
     # -- AdamW for the use_muon=False groups (the base class's element-wise path) --------------------------------------
     _elementwise = True
