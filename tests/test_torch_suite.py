@@ -171,7 +171,9 @@ def test_param_groups_weight_decay_and_lr(info):
         kwargs = {**inp.kwargs, "lr": inp.kwargs.get("lr") or 1e-3}
         irrelevant = Parameter(torch.randn(2, 2))
         kept = irrelevant.detach().clone()
-        opt = cls([dict(params=[w], **kwargs), dict(params=[irrelevant])], lr=1e-28)
+        # Rprop's step sizes are clamped to step_sizes[0] (1e-6) however small lr is: torch's test sets (0, 50)
+        outer = {"lr": 1e-28, **({"step_sizes": (0, 50)} if info.optim_cls.__name__ == "Rprop" else {})}
+        opt = cls([dict(params=[w], **kwargs), dict(params=[irrelevant])], **outer)
         for _ in range(5):
             opt.zero_grad()
             w.mv(x).pow(2).sum().backward()
@@ -423,6 +425,8 @@ def test_steps_without_gradients_and_with_zero_gradients(info):
         opt = cls([p], **kwargs)
         p.grad = torch.zeros_like(p)
         opt.step()
+        if info.optim_cls.__name__ == "ASGD":  # its lambd decay moves p without a gradient (optim_db skips ASGD)
+            before = before * (1 - kwargs.get("lambd", 1e-4) * float(kwargs.get("lr", 1e-2)))
         torch.testing.assert_close(p.detach(), before, msg=inp.desc)  # AdamW's default decay at lr 1e-5: round-off
 
 
