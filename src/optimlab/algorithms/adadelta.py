@@ -32,7 +32,8 @@ class Adadelta(Optimizer):
 
     Args:
         lr: :math:`\gamma` (1.0). rho: :math:`\rho` in [0, 1] (0.9). eps: :math:`\epsilon` (1e-6).
-        weight_decay: L2 :math:`\lambda` (0). foreach, maximize: as in :class:`optimlab.SGD`.
+        weight_decay: L2 :math:`\lambda` (0). foreach, capturable, maximize, differentiable: as in
+        :class:`optimlab.SGD` (torch's arguments). fused: only ``None``/``False``.
 
     References: Zeiler, "ADADELTA: An Adaptive Learning Rate Method", arXiv:1212.5701, 2012; torch.optim.Adadelta.
     """

@@ -57,7 +57,8 @@ class Adafactor(Optimizer):
     Args:
         lr: :math:`\gamma` (1e-2). beta2_decay: :math:`\tau \le 0` (-0.8). eps: :math:`(\epsilon_1, \epsilon_2)`
             ((None, 1e-3)). d: the clipping threshold :math:`d \ge 1` (1.0). weight_decay: :math:`\lambda` (0).
-        foreach, maximize: as :class:`optimlab.SGD`.
+        foreach, maximize: as :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
 
     References: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost", ICML 2018;
     torch.optim.Adafactor.

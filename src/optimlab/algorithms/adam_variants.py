@@ -36,7 +36,8 @@ class Adamax(Optimizer):
 
     Args:
         lr: :math:`\gamma` (2e-3). betas: :math:`(\beta_1, \beta_2)` ((0.9, 0.999)). eps: :math:`\epsilon` (1e-8).
-        weight_decay: L2 :math:`\lambda` (0). foreach, maximize: as :class:`optimlab.SGD`.
+        weight_decay: L2 :math:`\lambda` (0). foreach, maximize, differentiable, capturable: as
+        :class:`optimlab.SGD` (torch's arguments). fused: only ``None``/``False`` (torch has no fused Adamax).
 
     References: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, Section 7.1;
     torch.optim.Adamax.
@@ -115,7 +116,8 @@ class AdEMAMix(Optimizer):
         lr: :math:`\eta` (1e-3). betas: :math:`(\beta_1, \beta_2, \beta_3)` ((0.9, 0.999, 0.9999)). alpha:
             :math:`\alpha` (2.0). beta3_warmup, alpha_warmup: warm-up lengths in steps (None: no warm-up).
         eps: :math:`\epsilon` (1e-8). weight_decay: :math:`\lambda` (0). warmup_from_zero: see above.
-        maximize, foreach: as :class:`optimlab.SGD`.
+        maximize, foreach: as :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
 
     Reference: Pagliardini, Ablin & Grangier, "The AdEMAMix Optimizer: Better, Faster, Older", ICLR 2025.
     """
@@ -195,7 +197,8 @@ class ADOPT(Optimizer):
         lr: :math:`\gamma` (1e-3). betas: ((0.9, 0.9999)). eps: :math:`\epsilon` (1e-6). clip_lambda: a function of
             the step (default :func:`adopt_clip`; kept on the optimizer, not in the ``state_dict``, as the
             reference). weight_decay: :math:`\lambda` (0). decouple: see above. maximize, foreach: as
-            :class:`optimlab.SGD`.
+            :class:`optimlab.SGD`; fused, capturable, differentiable: torch's flags (``True`` raises, as a torch
+            class without the feature does; README).
 
     Reference: Taniguchi et al., "ADOPT: Modified Adam Can Converge with Any β2 with the Optimal Rate", NeurIPS 2024.
     """

@@ -40,7 +40,8 @@ class ASGD(Optimizer):
     Args:
         lr: :math:`\gamma` (1e-2). lambd: the decay term :math:`\lambda` (1e-4). alpha: the power :math:`\alpha`
             (0.75). t0: the step :math:`t_0` at which averaging starts (1e6). weight_decay: L2
-            :math:`\lambda_{wd}` (0). foreach, maximize: as :class:`optimlab.SGD`.
+            :math:`\lambda_{wd}` (0). foreach, maximize, differentiable, capturable: as :class:`optimlab.SGD`
+            (torch's arguments). fused: only ``None``/``False``.
 
     References: Polyak & Juditsky, "Acceleration of Stochastic Approximation by Averaging", SIAM J. Control Optim.
     1992; Bottou, "Stochastic Gradient Descent Tricks", 2012; torch.optim.ASGD.

@@ -59,7 +59,8 @@ class MARS(Optimizer):
             :math:`\lambda` (0). amsgrad: keep the max of :math:`v` (the reference's option). gamma: :math:`\gamma`,
             the scale of the correction (0.025). mars_type: ``"mars-adamw"`` or ``"mars-lion"``.
         optimize_1d: MARS for every parameter (False). lr_1d: (3e-3). betas_1d: ((0.9, 0.95)). weight_decay_1d:
-            (0.1). maximize, foreach: as :class:`optimlab.SGD`.
+            (0.1). maximize, foreach: as :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
 
     Reference: Yuan, Liu, Wu, Zhou, Gu, Sun & Wang, "MARS: Unleashing the Power of Variance Reduction for Training
     Large Models", ICML 2025 (arXiv:2411.10438).

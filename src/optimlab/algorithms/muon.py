@@ -87,7 +87,8 @@ class Muon(MatrixOptimizer):
         use_muon: the default for groups that do not say (True).
         adam_betas, adam_eps: AdamW's for ``use_muon=False`` groups ((0.9, 0.95) and 1e-10, KellerJordan's
             ``MuonWithAuxAdam``).
-        maximize, foreach: as in :class:`optimlab.SGD`.
+        maximize, foreach: as in :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
 
     References: K. Jordan et al., "Muon: An optimizer for hidden layers in neural networks", 2024,
     https://kellerjordan.github.io/posts/muon/ (code: KellerJordan/Muon ``muon.py``); J. Liu et al., "Muon is

@@ -74,7 +74,9 @@ class Prodigy(Optimizer):
         beta3: (None: :math:`\sqrt{\beta_2}`). eps: :math:`\epsilon` (1e-8). weight_decay: :math:`\lambda` (0).
         decouple: AdamW-style decay (True) or L2 into the gradient. use_bias_correction: (False).
         safeguard_warmup: (False). d0: :math:`d_0` (1e-6). d_coef: :math:`c`, the knob to tune (1.0).
-        growth_rate: :math:`\omega` (inf). fsdp_in_use: see above. maximize, foreach: as :class:`optimlab.SGD`.
+        growth_rate: :math:`\omega` (inf). fsdp_in_use: see above.
+        maximize, foreach: as :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
     """
 
     _elementwise = True

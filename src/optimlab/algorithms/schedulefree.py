@@ -145,7 +145,8 @@ class ScheduleFreeSGD(_ScheduleFree):
     Args:
         lr: :math:`\gamma` (1.0; the package suggests 10-50x a classical SGD lr). momentum: :math:`\beta` in (0, 1)
             (0.9). weight_decay: :math:`\lambda`, taken at :math:`y` (0). warmup_steps: :math:`T_w` (0). r: (0.0).
-            weight_lr_power: :math:`p` (2.0). maximize, foreach: as :class:`optimlab.SGD`.
+            weight_lr_power: :math:`p` (2.0). maximize, foreach: as :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
 
     Reference: Defazio, Yang, Mehta, Mishchenko, Khaled & Cutkosky, "The Road Less Scheduled", NeurIPS 2024.
     """
@@ -197,7 +198,8 @@ class ScheduleFreeAdamW(_ScheduleFree):
         lr: :math:`\gamma` (0.0025). betas: :math:`(\beta_1, \beta_2)` ((0.9, 0.999)). eps: (1e-8). weight_decay:
             :math:`\lambda` at :math:`y` (0). warmup_steps, r, weight_lr_power: as :class:`ScheduleFreeSGD`.
         inner_momentum: :math:`\mu` (0: none). bias_correction: ``"v"`` or ``"lr"`` (see above).
-        maximize, foreach: as :class:`optimlab.SGD`.
+        maximize, foreach: as :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
     """
 
     def __init__(self, params: ParamsT, lr: float = 0.0025, betas: tuple[float, float] = (0.9, 0.999),

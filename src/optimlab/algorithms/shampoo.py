@@ -91,7 +91,8 @@ class Shampoo(MatrixOptimizer):
         inverse_exponent_override: ``{order: exponent}``, the exponent :math:`1/p` for blocks of that order (0: do not
             precondition); default :math:`1/(2o)`.
         factor_dtype: dtype of factors and roots (None: float32, or float64 for float64 parameters).
-        maximize, foreach: as in :class:`optimlab.SGD`.
+        maximize, foreach: as in :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
 
     References: V. Gupta, T. Koren, Y. Singer, "Shampoo: Preconditioned Stochastic Tensor Optimization", ICML 2018;
     R. Anil et al., "Scalable Second Order Optimization for Deep Learning", arXiv:2002.09018; H.-J. M. Shi et al., "A

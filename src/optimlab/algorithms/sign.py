@@ -38,7 +38,8 @@ class Rprop(Optimizer):
 
     Args:
         lr: :math:`\Delta_0` (1e-2). etas: :math:`(\eta_-, \eta_+)`, ``0 < eta_- < 1 < eta_+`` ((0.5, 1.2)).
-        step_sizes: :math:`(\Delta_{\min}, \Delta_{\max})` ((1e-6, 50)). maximize, foreach: as :class:`optimlab.SGD`.
+        step_sizes: :math:`(\Delta_{\min}, \Delta_{\max})` ((1e-6, 50)). capturable, foreach, maximize,
+        differentiable: as :class:`optimlab.SGD` (torch's arguments). fused: only ``None``/``False``.
 
     References: Riedmiller & Braun, "A Direct Adaptive Method for Faster Backpropagation Learning: The RPROP
     Algorithm", ICNN 1993; Igel & Hüsken 2000 (iRprop-); torch.optim.Rprop.
@@ -110,7 +111,9 @@ class Lion(Optimizer):
 
     Args:
         lr: :math:`\eta` (1e-4). betas: :math:`(\beta_1, \beta_2)` ((0.9, 0.99)). weight_decay: :math:`\lambda` (0).
-        decay_scale: ``"lr"`` or ``"schedule"`` (see above). maximize, foreach: as :class:`optimlab.SGD`.
+        decay_scale: ``"lr"`` or ``"schedule"`` (see above).
+        maximize, foreach: as :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
 
     Reference: Chen et al., "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023.
     """

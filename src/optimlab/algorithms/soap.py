@@ -70,7 +70,8 @@ class SOAP(MatrixOptimizer):
         weight_decay: :math:`\lambda` (0.01). precondition_frequency: steps between basis refreshes (10).
         max_precond_dim: largest dimension that gets a factor (10000). merge_dims (False), precondition_1d (False),
         normalize_grads (False), data_format (``"channels_first"``), correct_bias (True): as above.
-        maximize, foreach: as in :class:`optimlab.SGD`.
+        maximize, foreach: as in :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
 
     References: N. Vyas, D. Morwani, R. Zhao, I. Shapira, D. Brandfonbrener, L. Janson, S. Kakade, "SOAP: Improving
     and Stabilizing Shampoo using Adam", arXiv:2409.11321 (ICLR 2025); nikhilvyas/SOAP ``soap.py``.
