@@ -249,7 +249,7 @@ def test_a_parameter_muon_cannot_take_is_named():
         optimlab.Muon(model.parameters())
     with pytest.raises(ValueError, match=r"Invalid param '0.bias': shape \(8,\)"):
         optimlab.Muon(model.named_parameters())
-    with pytest.raises(ValueError, match="complex"):
+    with pytest.raises(RuntimeError, match="complex"):
         optimlab.Muon([torch.zeros(3, 3, dtype=torch.complex64, requires_grad=True)])
     with pytest.raises(TypeError, match="Invalid betas.*adam_betas"):
         optimlab.Muon([{"params": [torch.zeros(3, requires_grad=True)], "use_muon": False, "betas": (0.9, 0.9)}])

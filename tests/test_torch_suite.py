@@ -31,8 +31,15 @@ import optimlab
 common = pytest.importorskip("torch.testing._internal.common_optimizers")  # needs expecttest (the test extra)
 
 SEVEN = ("SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam")
-INFOS = [info for info in common.optim_db if info.optim_cls.__name__ in SEVEN]
+#: issue 12's element-wise drop-ins; Muon (2-D parameters only) runs the tests below that take its shapes.
+NEW = ("Adamax", "Adadelta", "ASGD", "Rprop", "Adafactor")
+INFOS = [info for info in common.optim_db if info.optim_cls.__name__ in SEVEN + NEW]
+MUON = next(info for info in common.optim_db if info.optim_cls.__name__ == "Muon")
+WITH_MUON = [*INFOS, MUON]
 BY_INFO = pytest.mark.parametrize("info", INFOS, ids=[i.optim_cls.__name__ for i in INFOS])
+BY_INFO_AND_MUON = pytest.mark.parametrize("info", WITH_MUON, ids=[i.optim_cls.__name__ for i in WITH_MUON])
+COMPLEX = [i for i in INFOS if i.supports_complex]
+BY_COMPLEX = pytest.mark.parametrize("info", COMPLEX, ids=[i.optim_cls.__name__ for i in COMPLEX])
 DEVICE = "cpu"
 
 
@@ -55,7 +62,7 @@ def _linear_closure(opt, w, b, x, sparse=False):
 
 
 # -- errors -----------------------------------------------------------------------------------------------------------
-@BY_INFO
+@BY_INFO_AND_MUON
 def test_errors(info):
     """Every error input raises (or warns) the exception type torch's class raises, in the same situation (the
     messages are optimlab's: ``Invalid <name>: <value>; expected <range>``). torch refuses a tensor lr or tensor
@@ -72,6 +79,15 @@ def test_errors(info):
             before = p.detach().clone()
             opt.step()
             assert not torch.equal(p.detach(), before), inp.desc
+            continue
+        if info.optim_cls.__name__ == "Muon" and inp.desc == "only support 2D parameters":
+            # documented difference: optimlab's Muon takes conv filters (3-D/4-D), orthogonalized as (out, in*k)
+            p = Parameter(torch.randn(2, 3, 4))
+            opt = cls([p], **kwargs)
+            p.grad = torch.randn_like(p)
+            before = p.detach().clone()
+            opt.step()
+            assert (p.detach() != before).all(), inp.desc
             continue
         def attempt(params=params, kwargs=kwargs, error=error):
             opt = cls(params, **kwargs)
@@ -155,7 +171,9 @@ def test_param_groups_weight_decay_and_lr(info):
         kwargs = {**inp.kwargs, "lr": inp.kwargs.get("lr") or 1e-3}
         irrelevant = Parameter(torch.randn(2, 2))
         kept = irrelevant.detach().clone()
-        opt = cls([dict(params=[w], **kwargs), dict(params=[irrelevant])], lr=1e-28)
+        # Rprop's step sizes are clamped to step_sizes[0] (1e-6) however small lr is: torch's test sets (0, 50)
+        outer = {"lr": 1e-28, **({"step_sizes": (0, 50)} if info.optim_cls.__name__ == "Rprop" else {})}
+        opt = cls([dict(params=[w], **kwargs), dict(params=[irrelevant])], **outer)
         for _ in range(5):
             opt.zero_grad()
             w.mv(x).pow(2).sum().backward()
@@ -259,11 +277,11 @@ def test_fused_takes_torchs_kernel_and_errors_on_meta_params(info, monkeypatch):
         cls(model.parameters(), fused=True, differentiable=True)
 
 
-@pytest.mark.parametrize("info", [i for i in INFOS if "fused" not in i.supported_impls],
-                         ids=[i.optim_cls.__name__ for i in INFOS if "fused" not in i.supported_impls])
+@pytest.mark.parametrize("info", [i for i in WITH_MUON if "fused" not in i.supported_impls],
+                         ids=[i.optim_cls.__name__ for i in WITH_MUON if "fused" not in i.supported_impls])
 def test_fused_true_without_a_fused_kernel_raises_and_capturable_is_refused(info):
     cls = cls_of(info)
-    p = Parameter(torch.randn(3))
+    p = Parameter(torch.randn(3, 2))  # 2-D: Muon's shape too
     with pytest.raises(RuntimeError, match="no fused implementation"):
         cls([p], fused=True)
     cls([p], fused=False).step()  # the defaults and False are always accepted
@@ -349,7 +367,7 @@ def test_rosenbrock_sparse(info, with_lrsched):
             assert p.detach().dist(torch.tensor([1.0, 1.0])) <= start, kwargs
 
 
-@BY_INFO
+@BY_COMPLEX
 def test_complex(info):
     cls = cls_of(info)
     for inp in all_inputs(info, torch.complex64, skip=("differentiable", "fused")):
@@ -370,7 +388,7 @@ def test_complex(info):
                 assert torch.equal(torch.view_as_real(c) if c.is_complex() else c, r), inp.desc
 
 
-@BY_INFO
+@BY_COMPLEX
 def test_complex_2d(info):
     cls = cls_of(info)
     for inp in all_inputs(info, torch.complex64, skip=("differentiable", "fused")):
@@ -407,6 +425,8 @@ def test_steps_without_gradients_and_with_zero_gradients(info):
         opt = cls([p], **kwargs)
         p.grad = torch.zeros_like(p)
         opt.step()
+        if info.optim_cls.__name__ == "ASGD":  # its lambd decay moves p without a gradient (optim_db skips ASGD)
+            before = before * (1 - kwargs.get("lambd", 1e-4) * float(kwargs.get("lr", 1e-2)))
         torch.testing.assert_close(p.detach(), before, msg=inp.desc)  # AdamW's default decay at lr 1e-5: round-off
 
 
@@ -632,10 +652,14 @@ DIFFERENTIABLE = {
     "AdamW": [dict(lr=0.1, weight_decay=0.1)],
     "NAdam": [dict(lr=0.1, weight_decay=0.1), dict(lr=0.1, weight_decay=0.1, decoupled_weight_decay=True)],
     "RAdam": [dict(lr=0.1, weight_decay=0.1), dict(lr=0.1, weight_decay=0.1, decoupled_weight_decay=True)],
+    "Adamax": [dict(lr=0.1, weight_decay=0.1), dict(lr=0.1, maximize=True)],
+    "Adadelta": [dict(lr=0.5, rho=0.8, weight_decay=0.1), dict(lr=0.5, maximize=True)],
+    "Rprop": [dict(lr=0.1), dict(lr=0.1, etas=(0.3, 1.5), step_sizes=(0.01, 0.5), maximize=True)],
 }
 STATE_KEYS = {"SGD": ["momentum_buffer"], "Adagrad": ["sum"], "RMSprop": ["square_avg", "momentum_buffer", "grad_avg"],
               "Adam": ["exp_avg", "exp_avg_sq"], "AdamW": ["exp_avg", "exp_avg_sq"], "NAdam": ["exp_avg", "exp_avg_sq"],
-              "RAdam": ["exp_avg", "exp_avg_sq"]}
+              "RAdam": ["exp_avg", "exp_avg_sq"], "Adamax": ["exp_avg", "exp_inf"],
+              "Adadelta": ["square_avg", "acc_delta"], "ASGD": ["ax"], "Rprop": ["prev", "step_size"]}
 
 
 def _differentiable_step(cls, kwargs, inputs, keys, steps):
@@ -647,6 +671,9 @@ def _differentiable_step(cls, kwargs, inputs, keys, steps):
     opt.state[p]["step"] = torch.tensor(10.0, dtype=torch.float64)
     if cls.__name__ == "NAdam":
         opt.state[p]["mu_product"] = torch.tensor(0.5, dtype=torch.float64)
+    if cls.__name__ == "ASGD":  # torch keeps eta and mu as tensors; a step count past t0 makes mu < 1
+        opt.state[p]["eta"] = torch.tensor(0.05, dtype=torch.float64)
+        opt.state[p]["mu"] = torch.tensor(0.25, dtype=torch.float64)
     for _ in range(steps):
         opt.step()
     weights = torch.arange(1, p0.numel() + 1, dtype=torch.float64)
@@ -677,13 +704,15 @@ def test_differentiable_step_has_torchs_gradients(name):
 @pytest.mark.parametrize("name,kwargs", [("SGDW", dict(lr=0.1, momentum=0.9, weight_decay=0.1,
                                                            decay_scale="schedule")),
                                           ("Adam", dict(lr=0.1, amsgrad=True, amsgrad_max="v_hat")),
-                                          ("RMSprop", dict(lr=0.1, centered=True, momentum=0.5))])
+                                          ("RMSprop", dict(lr=0.1, centered=True, momentum=0.5)),
+                                          ("ASGD", dict(lr=0.1, weight_decay=0.1, t0=1.0))])
 def test_differentiable_steps_pass_gradcheck(name, kwargs):
-    """Three steps of options torch has not (or where torch's own backward fails, RMSprop centered over several
-    steps), against finite differences."""
+    """Three steps of options torch has not (or where torch's own backward fails: RMSprop centered over several
+    steps; ASGD, whose differentiable step writes its ``eta``/``mu`` tensors in place after using them, so torch's
+    backward raises), against finite differences."""
     cls = getattr(optimlab, name)
     keys = {"SGDW": ["momentum_buffer"], "Adam": ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
-            "RMSprop": ["square_avg", "momentum_buffer", "grad_avg"]}[name]
+            "RMSprop": ["square_avg", "momentum_buffer", "grad_avg"], "ASGD": ["ax"]}[name]
     gen = torch.Generator().manual_seed(9)
     inputs = [(torch.rand(6, generator=gen, dtype=torch.float64) + (1.0 if k == "square_avg" else 0.0))
               .requires_grad_() for k in ["p", "g", *keys]]
@@ -698,3 +727,55 @@ def test_differentiable_refuses_what_it_cannot_differentiate():
         optimlab.Adam([p], lr=torch.tensor(0.1, requires_grad=True), differentiable=True)
     with pytest.raises(RuntimeError, match="foreach"):
         optimlab.Adam([p], differentiable=True, foreach=True)
+
+
+# -- drop-in signatures and torch's flags everywhere -----------------------------------------------------------------
+@pytest.mark.parametrize("name", SEVEN + NEW + ("Muon",))
+def test_signature_is_torchs(name):
+    """Each of torch's arguments, with torch's default, in torch's order and kind (positional or keyword-only), so a
+    call written for ``torch.optim.<name>`` means the same on optimlab's class. optimlab's own options and the
+    flags torch's class lacks (``fused``, ``capturable``, ...) may follow, keyword-only."""
+    import inspect
+
+    ours = inspect.signature(getattr(optimlab, name).__init__).parameters
+    theirs = inspect.signature(getattr(torch.optim, name).__init__).parameters
+    for arg, param in theirs.items():
+        assert arg in ours, f"{name} lacks torch's argument {arg}"
+        assert ours[arg].default == param.default, (arg, ours[arg].default, param.default)
+    positional = [a for a, p in theirs.items() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    assert [a for a in ours if ours[a].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD][:len(positional)] == positional
+    for arg in ours:
+        if arg not in theirs:
+            assert ours[arg].kind is inspect.Parameter.KEYWORD_ONLY or arg in ("capturable", "fused", "foreach",
+                                                                             "maximize", "differentiable"), arg
+
+
+CLASSES = sorted({spec.cls.__name__ for spec in optimlab.OPTIMIZERS.values()})
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_every_optimizer_takes_torchs_flags(name):
+    """torch's four implementation flags on every registered optimizer, with torch's defaults and meaning:
+    ``fused=True`` raises RuntimeError without a fused kernel, ``capturable=True`` NotImplementedError,
+    ``differentiable=True`` records the step or raises NotImplementedError, ``False``/``None`` always run."""
+    import inspect
+
+    cls = getattr(optimlab, name)
+    params = inspect.signature(cls.__init__).parameters
+    for flag, default in (("foreach", None), ("fused", None), ("capturable", False), ("differentiable", False),
+                          ("maximize", False)):
+        assert flag in params and params[flag].default is default, (name, flag)
+    p = Parameter(torch.randn(4, 3))  # a matrix: Muon's shape too
+    lr = {"lr": 0.1} if params["lr"].default is inspect.Parameter.empty else {}  # LARS: lr is required, as torch SGD's
+    opt = cls([p], fused=False, capturable=False, differentiable=False, **lr)
+    p.grad = torch.randn(4, 3)
+    opt.step()
+    assert opt.param_groups[0]["fused"] is False and opt.param_groups[0]["capturable"] is False
+    if not getattr(cls, "_has_fused", False):
+        with pytest.raises(RuntimeError, match="fused"):
+            cls([p], fused=True, **lr)
+    with pytest.raises(NotImplementedError, match="capturable"):
+        cls([p], capturable=True, **lr)
+    if not getattr(cls, "_supports_differentiable", False):
+        with pytest.raises(NotImplementedError, match="differentiable"):
+            cls([p], differentiable=True, **lr)

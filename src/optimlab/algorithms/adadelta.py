@@ -32,17 +32,21 @@ class Adadelta(Optimizer):
 
     Args:
         lr: :math:`\gamma` (1.0). rho: :math:`\rho` in [0, 1] (0.9). eps: :math:`\epsilon` (1e-6).
-        weight_decay: L2 :math:`\lambda` (0). foreach, maximize: as in :class:`optimlab.SGD`.
+        weight_decay: L2 :math:`\lambda` (0). foreach, capturable, maximize, differentiable: as in
+        :class:`optimlab.SGD` (torch's arguments). fused: only ``None``/``False``.
 
     References: Zeiler, "ADADELTA: An Adaptive Learning Rate Method", arXiv:1212.5701, 2012; torch.optim.Adadelta.
     """
 
     _elementwise = True
+    _supports_differentiable = True
 
     def __init__(self, params: ParamsT, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
-                 weight_decay: float = 0.0, foreach: bool | None = None, *, maximize: bool = False) -> None:
+                 weight_decay: float = 0.0, foreach: bool | None = None, *, capturable: bool = False,
+                 maximize: bool = False, differentiable: bool = False, fused: bool | None = None) -> None:
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
-                                      foreach=foreach))
+                                      foreach=foreach, capturable=capturable, differentiable=differentiable,
+                                      fused=fused))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)

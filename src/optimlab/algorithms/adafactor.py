@@ -57,7 +57,8 @@ class Adafactor(Optimizer):
     Args:
         lr: :math:`\gamma` (1e-2). beta2_decay: :math:`\tau \le 0` (-0.8). eps: :math:`(\epsilon_1, \epsilon_2)`
             ((None, 1e-3)). d: the clipping threshold :math:`d \ge 1` (1.0). weight_decay: :math:`\lambda` (0).
-        foreach, maximize: as :class:`optimlab.SGD`.
+        foreach, maximize: as :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
 
     References: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost", ICML 2018;
     torch.optim.Adafactor.
@@ -65,9 +66,11 @@ class Adafactor(Optimizer):
 
     def __init__(self, params: ParamsT, lr: float = 1e-2, beta2_decay: float = -0.8,
                  eps: tuple[float | None, float] = (None, 1e-3), d: float = 1.0, weight_decay: float = 0.0, *,
-                 foreach: bool | None = None, maximize: bool = False) -> None:
+                 foreach: bool | None = None, maximize: bool = False,
+                 fused: bool | None = None, capturable: bool = False, differentiable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay,
-                                      maximize=maximize, foreach=foreach))
+                                      maximize=maximize, foreach=foreach,
+                                      fused=fused, capturable=capturable, differentiable=differentiable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate({k: v for k, v in group.items() if k != "eps"})

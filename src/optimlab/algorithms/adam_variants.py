@@ -36,19 +36,23 @@ class Adamax(Optimizer):
 
     Args:
         lr: :math:`\gamma` (2e-3). betas: :math:`(\beta_1, \beta_2)` ((0.9, 0.999)). eps: :math:`\epsilon` (1e-8).
-        weight_decay: L2 :math:`\lambda` (0). foreach, maximize: as :class:`optimlab.SGD`.
+        weight_decay: L2 :math:`\lambda` (0). foreach, maximize, differentiable, capturable: as
+        :class:`optimlab.SGD` (torch's arguments). fused: only ``None``/``False`` (torch has no fused Adamax).
 
     References: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, Section 7.1;
     torch.optim.Adamax.
     """
 
     _elementwise = True
+    _supports_differentiable = True
 
     def __init__(self, params: ParamsT, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, foreach: bool | None = None, *,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False, differentiable: bool = False, capturable: bool = False,
+                 fused: bool | None = None) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
-                                      foreach=foreach))
+                                      foreach=foreach, differentiable=differentiable, capturable=capturable,
+                                      fused=fused))
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["step"] = new_step()
@@ -112,7 +116,8 @@ class AdEMAMix(Optimizer):
         lr: :math:`\eta` (1e-3). betas: :math:`(\beta_1, \beta_2, \beta_3)` ((0.9, 0.999, 0.9999)). alpha:
             :math:`\alpha` (2.0). beta3_warmup, alpha_warmup: warm-up lengths in steps (None: no warm-up).
         eps: :math:`\epsilon` (1e-8). weight_decay: :math:`\lambda` (0). warmup_from_zero: see above.
-        maximize, foreach: as :class:`optimlab.SGD`.
+        maximize, foreach: as :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
 
     Reference: Pagliardini, Ablin & Grangier, "The AdEMAMix Optimizer: Better, Faster, Older", ICLR 2025.
     """
@@ -122,10 +127,12 @@ class AdEMAMix(Optimizer):
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float, float] = (0.9, 0.999, 0.9999),
                  alpha: float = 2.0, beta3_warmup: int | None = None, alpha_warmup: int | None = None,
                  eps: float = 1e-8, weight_decay: float = 0.0, *, warmup_from_zero: bool = False,
-                 maximize: bool = False, foreach: bool | None = None) -> None:
+                 maximize: bool = False, foreach: bool | None = None,
+                 fused: bool | None = None, capturable: bool = False, differentiable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, alpha=alpha, beta3_warmup=beta3_warmup,
                                       alpha_warmup=alpha_warmup, eps=eps, weight_decay=weight_decay,
-                                      warmup_from_zero=warmup_from_zero, maximize=maximize, foreach=foreach))
+                                      warmup_from_zero=warmup_from_zero, maximize=maximize, foreach=foreach,
+                                      fused=fused, capturable=capturable, differentiable=differentiable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         betas = group["betas"]
@@ -190,7 +197,8 @@ class ADOPT(Optimizer):
         lr: :math:`\gamma` (1e-3). betas: ((0.9, 0.9999)). eps: :math:`\epsilon` (1e-6). clip_lambda: a function of
             the step (default :func:`adopt_clip`; kept on the optimizer, not in the ``state_dict``, as the
             reference). weight_decay: :math:`\lambda` (0). decouple: see above. maximize, foreach: as
-            :class:`optimlab.SGD`.
+            :class:`optimlab.SGD`; fused, capturable, differentiable: torch's flags (``True`` raises, as a torch
+            class without the feature does; README).
 
     Reference: Taniguchi et al., "ADOPT: Modified Adam Can Converge with Any β2 with the Optimal Rate", NeurIPS 2024.
     """
@@ -200,12 +208,14 @@ class ADOPT(Optimizer):
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.9999),
                  eps: float = 1e-6, clip_lambda: Callable[[int], float] | None = adopt_clip,
                  weight_decay: float = 0.0, decouple: bool = False, *, maximize: bool = False,
-                 foreach: bool | None = None) -> None:
+                 foreach: bool | None = None,
+                 fused: bool | None = None, capturable: bool = False, differentiable: bool = False) -> None:
         if clip_lambda is not None and not callable(clip_lambda):
             V.fail("clip_lambda", clip_lambda, "None or a function of the step", TypeError)
         self.clip_lambda = clip_lambda
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decouple=decouple,
-                                      maximize=maximize, foreach=foreach))
+                                      maximize=maximize, foreach=foreach,
+                                      fused=fused, capturable=capturable, differentiable=differentiable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)

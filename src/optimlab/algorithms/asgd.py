@@ -40,20 +40,24 @@ class ASGD(Optimizer):
     Args:
         lr: :math:`\gamma` (1e-2). lambd: the decay term :math:`\lambda` (1e-4). alpha: the power :math:`\alpha`
             (0.75). t0: the step :math:`t_0` at which averaging starts (1e6). weight_decay: L2
-            :math:`\lambda_{wd}` (0). foreach, maximize: as :class:`optimlab.SGD`.
+            :math:`\lambda_{wd}` (0). foreach, maximize, differentiable, capturable: as :class:`optimlab.SGD`
+            (torch's arguments). fused: only ``None``/``False``.
 
     References: Polyak & Juditsky, "Acceleration of Stochastic Approximation by Averaging", SIAM J. Control Optim.
     1992; Bottou, "Stochastic Gradient Descent Tricks", 2012; torch.optim.ASGD.
     """
 
     _elementwise = True
+    _supports_differentiable = True
     _scalar_state = ("step", "eta", "mu")
 
     def __init__(self, params: ParamsT, lr: float = 1e-2, lambd: float = 1e-4, alpha: float = 0.75,
                  t0: float = 1e6, weight_decay: float = 0.0, foreach: bool | None = None,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False, differentiable: bool = False, capturable: bool = False, *,
+                 fused: bool | None = None) -> None:
         super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
-                                      maximize=maximize, foreach=foreach))
+                                      maximize=maximize, foreach=foreach, differentiable=differentiable,
+                                      capturable=capturable, fused=fused))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)

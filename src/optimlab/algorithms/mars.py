@@ -59,7 +59,8 @@ class MARS(Optimizer):
             :math:`\lambda` (0). amsgrad: keep the max of :math:`v` (the reference's option). gamma: :math:`\gamma`,
             the scale of the correction (0.025). mars_type: ``"mars-adamw"`` or ``"mars-lion"``.
         optimize_1d: MARS for every parameter (False). lr_1d: (3e-3). betas_1d: ((0.9, 0.95)). weight_decay_1d:
-            (0.1). maximize, foreach: as :class:`optimlab.SGD`.
+            (0.1). maximize, foreach: as :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
 
     Reference: Yuan, Liu, Wu, Zhou, Gu, Sun & Wang, "MARS: Unleashing the Power of Variance Reduction for Training
     Large Models", ICML 2025 (arXiv:2411.10438).
@@ -71,11 +72,13 @@ class MARS(Optimizer):
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, gamma: float = 0.025, *,
                  mars_type: str = "mars-adamw", optimize_1d: bool = False, lr_1d: float = 3e-3,
                  betas_1d: tuple[float, float] = (0.9, 0.95), weight_decay_1d: float = 0.1,
-                 maximize: bool = False, foreach: bool | None = None) -> None:
+                 maximize: bool = False, foreach: bool | None = None,
+                 fused: bool | None = None, capturable: bool = False, differentiable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                                       gamma=gamma, mars_type=mars_type, optimize_1d=optimize_1d, lr_1d=lr_1d,
                                       betas_1d=betas_1d, weight_decay_1d=weight_decay_1d, maximize=maximize,
-                                      foreach=foreach))
+                                      foreach=foreach,
+                                      fused=fused, capturable=capturable, differentiable=differentiable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)

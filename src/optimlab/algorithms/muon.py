@@ -87,7 +87,8 @@ class Muon(MatrixOptimizer):
         use_muon: the default for groups that do not say (True).
         adam_betas, adam_eps: AdamW's for ``use_muon=False`` groups ((0.9, 0.95) and 1e-10, KellerJordan's
             ``MuonWithAuxAdam``).
-        maximize, foreach: as in :class:`optimlab.SGD`.
+        maximize, foreach: as in :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
 
     References: K. Jordan et al., "Muon: An optimizer for hidden layers in neural networks", 2024,
     https://kellerjordan.github.io/posts/muon/ (code: KellerJordan/Muon ``muon.py``); J. Liu et al., "Muon is
@@ -99,12 +100,14 @@ class Muon(MatrixOptimizer):
                  nesterov: bool = True, ns_coefficients: Any = M.QUINTIC, eps: float = 1e-7, ns_steps: int = 5,
                  adjust_lr_fn: str | None = None, *, ns_dtype: torch.dtype | None = torch.bfloat16,
                  momentum_form: str = "ema", use_muon: bool = True, adam_betas: tuple[float, float] = (0.9, 0.95),
-                 adam_eps: float = 1e-10, maximize: bool = False, foreach: bool | None = None) -> None:
+                 adam_eps: float = 1e-10, maximize: bool = False, foreach: bool | None = None,
+                 fused: bool | None = None, capturable: bool = False, differentiable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                                       ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
                                       adjust_lr_fn=adjust_lr_fn, ns_dtype=ns_dtype, momentum_form=momentum_form,
                                       use_muon=use_muon, adam_betas=adam_betas, adam_eps=adam_eps,
-                                      maximize=maximize, foreach=foreach))
+                                      maximize=maximize, foreach=foreach,
+                                      fused=fused, capturable=capturable, differentiable=differentiable))
 
     # -- validation ------------------------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -152,9 +155,9 @@ class Muon(MatrixOptimizer):
                                      "conv filter (3-D/4-D, orthogonalized as (out, in*k)) in a Muon group; put "
                                      "embeddings, heads, gains and biases in a group with use_muon=False (AdamW), "
                                      "or build the groups with optimlab.create_optimizer('muon', model)")
-                if p.is_complex():
-                    raise ValueError(f"Invalid param {label}: dtype {p.dtype}; expected a real matrix (Muon does "
-                                     "not support complex parameters)")
+                if p.is_complex():  # RuntimeError: torch.optim.Muon's type for this case
+                    raise RuntimeError(f"Invalid param {label}: dtype {p.dtype}; expected a real matrix (Muon does "
+                                       "not support complex parameters)")
 
     # -- AdamW for the use_muon=False groups (the base class's element-wise path) --------------------------------------
     _elementwise = True

@@ -74,7 +74,9 @@ class Prodigy(Optimizer):
         beta3: (None: :math:`\sqrt{\beta_2}`). eps: :math:`\epsilon` (1e-8). weight_decay: :math:`\lambda` (0).
         decouple: AdamW-style decay (True) or L2 into the gradient. use_bias_correction: (False).
         safeguard_warmup: (False). d0: :math:`d_0` (1e-6). d_coef: :math:`c`, the knob to tune (1.0).
-        growth_rate: :math:`\omega` (inf). fsdp_in_use: see above. maximize, foreach: as :class:`optimlab.SGD`.
+        growth_rate: :math:`\omega` (inf). fsdp_in_use: see above.
+        maximize, foreach: as :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
     """
 
     _elementwise = True
@@ -84,13 +86,15 @@ class Prodigy(Optimizer):
                  beta3: float | None = None, eps: float = 1e-8, weight_decay: float = 0.0, decouple: bool = True,
                  use_bias_correction: bool = False, safeguard_warmup: bool = False, d0: float = 1e-6,
                  d_coef: float = 1.0, growth_rate: float = float("inf"), fsdp_in_use: bool = False, *,
-                 maximize: bool = False, foreach: bool | None = None) -> None:
+                 maximize: bool = False, foreach: bool | None = None,
+                 fused: bool | None = None, capturable: bool = False, differentiable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, beta3=beta3, eps=eps, weight_decay=weight_decay,
                                       decouple=decouple, use_bias_correction=use_bias_correction,
                                       safeguard_warmup=safeguard_warmup, d0=d0, d_coef=d_coef,
                                       growth_rate=growth_rate, fsdp_in_use=fsdp_in_use, d=d0, d_max=d0,
                                       d_numerator=0.0, d_denom=0.0, d_hat=d0, k=0, maximize=maximize,
-                                      foreach=foreach))
+                                      foreach=foreach,
+                                      fused=fused, capturable=capturable, differentiable=differentiable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)

@@ -145,17 +145,20 @@ class ScheduleFreeSGD(_ScheduleFree):
     Args:
         lr: :math:`\gamma` (1.0; the package suggests 10-50x a classical SGD lr). momentum: :math:`\beta` in (0, 1)
             (0.9). weight_decay: :math:`\lambda`, taken at :math:`y` (0). warmup_steps: :math:`T_w` (0). r: (0.0).
-            weight_lr_power: :math:`p` (2.0). maximize, foreach: as :class:`optimlab.SGD`.
+            weight_lr_power: :math:`p` (2.0). maximize, foreach: as :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
 
     Reference: Defazio, Yang, Mehta, Mishchenko, Khaled & Cutkosky, "The Road Less Scheduled", NeurIPS 2024.
     """
 
     def __init__(self, params: ParamsT, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0.0,
                  warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0, *, maximize: bool = False,
-                 foreach: bool | None = None) -> None:
+                 foreach: bool | None = None,
+                 fused: bool | None = None, capturable: bool = False, differentiable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                                       warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power,
-                                      maximize=maximize, foreach=foreach))
+                                      maximize=maximize, foreach=foreach,
+                                      fused=fused, capturable=capturable, differentiable=differentiable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
@@ -195,17 +198,20 @@ class ScheduleFreeAdamW(_ScheduleFree):
         lr: :math:`\gamma` (0.0025). betas: :math:`(\beta_1, \beta_2)` ((0.9, 0.999)). eps: (1e-8). weight_decay:
             :math:`\lambda` at :math:`y` (0). warmup_steps, r, weight_lr_power: as :class:`ScheduleFreeSGD`.
         inner_momentum: :math:`\mu` (0: none). bias_correction: ``"v"`` or ``"lr"`` (see above).
-        maximize, foreach: as :class:`optimlab.SGD`.
+        maximize, foreach: as :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
     """
 
     def __init__(self, params: ParamsT, lr: float = 0.0025, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
                  weight_lr_power: float = 2.0, *, inner_momentum: float = 0.0, bias_correction: str = "v",
-                 maximize: bool = False, foreach: bool | None = None) -> None:
+                 maximize: bool = False, foreach: bool | None = None,
+                 fused: bool | None = None, capturable: bool = False, differentiable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power,
                                       inner_momentum=inner_momentum, bias_correction=bias_correction,
-                                      maximize=maximize, foreach=foreach))
+                                      maximize=maximize, foreach=foreach,
+                                      fused=fused, capturable=capturable, differentiable=differentiable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)

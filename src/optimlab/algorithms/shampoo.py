@@ -91,7 +91,8 @@ class Shampoo(MatrixOptimizer):
         inverse_exponent_override: ``{order: exponent}``, the exponent :math:`1/p` for blocks of that order (0: do not
             precondition); default :math:`1/(2o)`.
         factor_dtype: dtype of factors and roots (None: float32, or float64 for float64 parameters).
-        maximize, foreach: as in :class:`optimlab.SGD`.
+        maximize, foreach: as in :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
 
     References: V. Gupta, T. Koren, Y. Singer, "Shampoo: Preconditioned Stochastic Tensor Optimization", ICML 2018;
     R. Anil et al., "Scalable Second Order Optimization for Deep Learning", arXiv:2002.09018; H.-J. M. Shi et al., "A
@@ -105,7 +106,8 @@ class Shampoo(MatrixOptimizer):
                  start_preconditioning_step: int = -1, use_bias_correction: bool = True,
                  grafting: str | None = "adam", grafting_beta2: float = 0.999, grafting_epsilon: float = 1e-8,
                  inverse_exponent_override: dict[int, float] | None = None, factor_dtype: torch.dtype | None = None,
-                 maximize: bool = False, foreach: bool | None = None) -> None:
+                 maximize: bool = False, foreach: bool | None = None,
+                 fused: bool | None = None, capturable: bool = False, differentiable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, epsilon=epsilon, weight_decay=weight_decay,
                                       weight_decay_type=weight_decay_type,
                                       max_preconditioner_dim=max_preconditioner_dim,
@@ -114,7 +116,8 @@ class Shampoo(MatrixOptimizer):
                                       use_bias_correction=use_bias_correction, grafting=grafting,
                                       grafting_beta2=grafting_beta2, grafting_epsilon=grafting_epsilon,
                                       inverse_exponent_override=inverse_exponent_override,
-                                      factor_dtype=factor_dtype, maximize=maximize, foreach=foreach))
+                                      factor_dtype=factor_dtype, maximize=maximize, foreach=foreach,
+                                      fused=fused, capturable=capturable, differentiable=differentiable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate({k: v for k, v in group.items() if k != "betas"})  # beta2 = 1 is allowed here

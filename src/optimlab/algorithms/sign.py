@@ -38,18 +38,22 @@ class Rprop(Optimizer):
 
     Args:
         lr: :math:`\Delta_0` (1e-2). etas: :math:`(\eta_-, \eta_+)`, ``0 < eta_- < 1 < eta_+`` ((0.5, 1.2)).
-        step_sizes: :math:`(\Delta_{\min}, \Delta_{\max})` ((1e-6, 50)). maximize, foreach: as :class:`optimlab.SGD`.
+        step_sizes: :math:`(\Delta_{\min}, \Delta_{\max})` ((1e-6, 50)). capturable, foreach, maximize,
+        differentiable: as :class:`optimlab.SGD` (torch's arguments). fused: only ``None``/``False``.
 
     References: Riedmiller & Braun, "A Direct Adaptive Method for Faster Backpropagation Learning: The RPROP
     Algorithm", ICNN 1993; Igel & Hüsken 2000 (iRprop-); torch.optim.Rprop.
     """
 
     _elementwise = True
+    _supports_differentiable = True
 
     def __init__(self, params: ParamsT, lr: float = 1e-2, etas: tuple[float, float] = (0.5, 1.2),
-                 step_sizes: tuple[float, float] = (1e-6, 50), *, foreach: bool | None = None,
-                 maximize: bool = False) -> None:
-        super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize, foreach=foreach))
+                 step_sizes: tuple[float, float] = (1e-6, 50), *, capturable: bool = False,
+                 foreach: bool | None = None, maximize: bool = False, differentiable: bool = False,
+                 fused: bool | None = None) -> None:
+        super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize, foreach=foreach,
+                                      capturable=capturable, differentiable=differentiable, fused=fused))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
@@ -107,7 +111,9 @@ class Lion(Optimizer):
 
     Args:
         lr: :math:`\eta` (1e-4). betas: :math:`(\beta_1, \beta_2)` ((0.9, 0.99)). weight_decay: :math:`\lambda` (0).
-        decay_scale: ``"lr"`` or ``"schedule"`` (see above). maximize, foreach: as :class:`optimlab.SGD`.
+        decay_scale: ``"lr"`` or ``"schedule"`` (see above).
+        maximize, foreach: as :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
 
     Reference: Chen et al., "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023.
     """
@@ -117,9 +123,11 @@ class Lion(Optimizer):
 
     def __init__(self, params: ParamsT, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
                  weight_decay: float = 0.0, *, decay_scale: str = "lr", maximize: bool = False,
-                 foreach: bool | None = None) -> None:
+                 foreach: bool | None = None,
+                 fused: bool | None = None, capturable: bool = False, differentiable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay, decay_scale=decay_scale,
-                                      maximize=maximize, foreach=foreach))
+                                      maximize=maximize, foreach=foreach,
+                                      fused=fused, capturable=capturable, differentiable=differentiable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)

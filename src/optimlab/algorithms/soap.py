@@ -70,7 +70,8 @@ class SOAP(MatrixOptimizer):
         weight_decay: :math:`\lambda` (0.01). precondition_frequency: steps between basis refreshes (10).
         max_precond_dim: largest dimension that gets a factor (10000). merge_dims (False), precondition_1d (False),
         normalize_grads (False), data_format (``"channels_first"``), correct_bias (True): as above.
-        maximize, foreach: as in :class:`optimlab.SGD`.
+        maximize, foreach: as in :class:`optimlab.SGD`; fused, capturable,
+        differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
 
     References: N. Vyas, D. Morwani, R. Zhao, I. Shapira, D. Brandfonbrener, L. Janson, S. Kakade, "SOAP: Improving
     and Stabilizing Shampoo using Adam", arXiv:2409.11321 (ICLR 2025); nikhilvyas/SOAP ``soap.py``.
@@ -80,13 +81,15 @@ class SOAP(MatrixOptimizer):
                  shampoo_beta: float = -1, eps: float = 1e-8, weight_decay: float = 0.01,
                  precondition_frequency: int = 10, max_precond_dim: int = 10000, merge_dims: bool = False,
                  precondition_1d: bool = False, normalize_grads: bool = False, data_format: str = "channels_first",
-                 correct_bias: bool = True, *, maximize: bool = False, foreach: bool | None = None) -> None:
+                 correct_bias: bool = True, *, maximize: bool = False, foreach: bool | None = None,
+                 fused: bool | None = None, capturable: bool = False, differentiable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, shampoo_beta=shampoo_beta, eps=eps,
                                       weight_decay=weight_decay, precondition_frequency=precondition_frequency,
                                       max_precond_dim=max_precond_dim, merge_dims=merge_dims,
                                       precondition_1d=precondition_1d, normalize_grads=normalize_grads,
                                       data_format=data_format, correct_bias=correct_bias, maximize=maximize,
-                                      foreach=foreach))
+                                      foreach=foreach,
+                                      fused=fused, capturable=capturable, differentiable=differentiable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
