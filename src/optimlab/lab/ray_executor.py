@@ -1,4 +1,4 @@
-"""Run the lab's sweeps on a Ray cluster: :class:`RayExecutor`, a drop-in for :class:`~optimlab.lab.sweep.LocalExecutor`.
+"""Run the lab's sweeps on a Ray cluster: :class:`RayExecutor`, a drop-in for the local process pool.
 
 Every run is one Ray task that asks for its CPUs (``cpus_per_run``, also its torch thread count, so a run gives
 the same numbers as on the local backend with the same threads) and GPUs (``gpus_per_run``, for runs that use
@@ -167,8 +167,8 @@ class RayExecutor:
             raise ValueError(f"Invalid address: {address!r}; expected None (a local cluster) or 'auto' / 'HOST:PORT'")
         for name, value, low in (("cpus_per_run", cpus_per_run, 0), ("gpus_per_run", gpus_per_run, -1)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > low:
-                raise ValueError(f"Invalid {name}: {value!r}; expected a number > {low}" if low == 0 else
-                                 f"Invalid {name}: {value!r}; expected a number >= 0")
+                expected = "a number > 0" if low == 0 else "a number >= 0"
+                raise ValueError(f"Invalid {name}: {value!r}; expected {expected}")
         for name, value in (("num_cpus", num_cpus), ("threads", threads)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"Invalid {name}: {value!r}; expected a positive integer")

@@ -207,13 +207,16 @@ class MlflowTracker:
         return self._experiments[name]
 
     def log(self, record: dict[str, Any]) -> None:
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
 
         eid = self._experiment_id(self.experiment or f"optimlab/{record['config']['task']}")
         if record["key"] in self._logged[eid]:
             return
-        tags = {"optimlab.key": record["key"], "optimlab.status": str(record.get("status")), "mlflow.runName":
-                run_name(record)}
+        tags = {
+            "optimlab.key": record["key"],
+            "optimlab.status": str(record.get("status")),
+            "mlflow.runName": run_name(record),
+        }
         run = self.client.create_run(eid, run_name=run_name(record), tags=tags)
         run_id = run.info.run_id
         try:
