@@ -1,0 +1,167 @@
+"""The Ray backend on a real local cluster (127.0.0.1, 2 CPUs): its records equal the local backend's, a worker
+killed mid-run costs one retry and no record is lost or doubled, Ctrl-C keeps the finished runs, and a sweep
+resumes on the other backend. One cluster serves the whole module (Ray's start-up is the cost of this file)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (scripts/setup.sh test installs it)")
+
+from optimlab.lab.ray_executor import RayExecutor, RunsFailedError  # noqa: E402
+from optimlab.lab.runner import RunConfig  # noqa: E402
+from optimlab.lab.sweep import RESULTS_FILE, LocalExecutor, load_records, run_sweep  # noqa: E402
+
+# what a run measures of its own speed differs between any two runs; everything else must be equal
+TIMING = ("train_seconds", "train_cpu_seconds", "time_per_step", "step_cpu_ms", "step_wall_ms", "fwd_bwd_cpu_ms")
+TIMING += ("wall_seconds",)
+
+
+def numbers(record: dict[str, Any]) -> dict[str, Any]:
+    r = {k: v for k, v in record.items() if k not in TIMING}
+    r["history"] = {k: v for k, v in record["history"].items() if k not in ("time", "cpu")}
+    return r
+
+
+def configs(steps: int, n: int = 4) -> list[RunConfig]:
+    opts = ["sgd", "adam", "rmsprop", "adagrad", "lion", "nadam"][:n]
+    return [RunConfig(task="quadratic", optimizer=o, lr=0.05, seed=1, steps=steps, eval_every=steps // 4) for o in opts]
+
+
+SHORT = configs(60)
+LONG = configs(2000, n=2)  # long enough (a few seconds) to be killed mid-run
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Any:
+    log = io.StringIO()
+    owner = RayExecutor(num_cpus=2, progress=False, log=log)
+    owner.start()
+    assert "127.0.0.1" in log.getvalue() and "start-up" in log.getvalue(), log.getvalue()
+    assert ray.cluster_resources()["CPU"] == 2
+    yield owner
+    owner.close()
+    assert not ray.is_initialized()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """The local backend's records (in this process, 1 thread: what a Ray task with 1 CPU uses)."""
+    out = tmp_path_factory.mktemp("local")
+    with LocalExecutor(jobs=1, threads=1, progress=False) as ex:
+        run_sweep(SHORT + LONG, out, executor=ex)
+    return {r["key"]: numbers(r) for r in load_records(out)}
+
+
+def lines(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(s) for s in (out / RESULTS_FILE).read_text().splitlines() if s.strip()]
+
+
+def test_records_equal_local_and_resume_from_local(cluster: Any, reference: Any, tmp_path: Path) -> None:
+    with LocalExecutor(jobs=1, threads=1, progress=False) as ex:  # half the sweep on the local backend
+        run_sweep(SHORT[:2], tmp_path, executor=ex)
+    ex = RayExecutor(progress=False)  # joins the module's cluster
+    outcome = run_sweep(SHORT, tmp_path, executor=ex)
+    assert (outcome.skipped, outcome.finished, outcome.interrupted) == (2, 2, False)
+    got = lines(tmp_path)
+    assert len(got) == 4 and len({r["key"] for r in got}) == 4
+    for record in got:
+        assert numbers(record) == reference[record["key"]], record["config"]
+    assert ex.status() == {"running": 0, "failed": 0, "retried": 0}
+
+
+def _kill_one_run(ex: RayExecutor, killed: list[int], stop: threading.Event) -> None:
+    """From the test: SIGKILL the worker process of the first run seen past step 100, once."""
+    while not stop.is_set() and not killed:
+        for info in ex.running().values():
+            if info["attempt"] == 1 and info["step"] >= 100:
+                os.kill(info["pid"], signal.SIGKILL)
+                killed.append(info["pid"])
+                return
+        time.sleep(0.05)
+
+
+def test_killed_worker_is_retried_once_without_duplicates(cluster: Any, reference: Any, tmp_path: Path) -> None:
+    ex = RayExecutor(progress=False, max_retries=2)
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_one_run, args=(ex, killed, stop), daemon=True)
+    killer.start()
+    try:
+        outcome = run_sweep(LONG, tmp_path, executor=ex)
+    finally:
+        stop.set()
+        killer.join()
+    assert len(killed) == 1, "no run was seen running past step 100"
+    assert ex.retried == 1 and not ex.failed
+    assert outcome.finished == 2 and not outcome.interrupted
+    got = lines(tmp_path)
+    assert sorted(r["key"] for r in got) == sorted(c.key() for c in LONG)  # complete, each once
+    for record in got:  # the retried run starts over: the same numbers as an unbroken one
+        assert numbers(record) == reference[record["key"]]
+
+
+def test_no_retries_left_loses_only_that_run(cluster: Any, reference: Any, tmp_path: Path) -> None:
+    ex = RayExecutor(progress=False, max_retries=0)
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_one_run, args=(ex, killed, stop), daemon=True)
+    killer.start()
+    try:
+        with pytest.raises(RunsFailedError, match="1 run\\(s\\) failed after their retries"):
+            run_sweep(LONG, tmp_path, executor=ex)
+    finally:
+        stop.set()
+        killer.join()
+    assert len(killed) == 1 and len(ex.failed) == 1
+    got = lines(tmp_path)
+    assert [r["key"] for r in got] == [c.key() for c in LONG if c.key() != ex.failed[0][0].key()]
+    assert numbers(got[0]) == reference[got[0]["key"]]
+
+
+def test_ctrl_c_keeps_finished_runs_and_local_resumes(cluster: Any, reference: Any, tmp_path: Path) -> None:
+    ex = RayExecutor(progress=False)
+
+    def interrupt_after_first(record: dict[str, Any]) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C of the driver, while runs are in flight
+
+    outcome = run_sweep(SHORT, tmp_path, executor=ex, on_record=interrupt_after_first)
+    assert outcome.interrupted and outcome.finished == 1
+    kept = lines(tmp_path)
+    assert len(kept) == 1 and numbers(kept[0]) == reference[kept[0]["key"]]
+    deadline = time.monotonic() + 30  # the runs in flight were cancelled: the cluster is free again
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ray.available_resources().get("CPU", 0) == 2
+    with LocalExecutor(jobs=1, threads=1, progress=False) as local:
+        resumed = run_sweep(SHORT, tmp_path, executor=local)
+    assert (resumed.skipped, resumed.finished) == (1, 3)
+    got = lines(tmp_path)
+    assert sorted(r["key"] for r in got) == sorted(c.key() for c in SHORT)
+    for record in got:
+        assert numbers(record) == reference[record["key"]]
+
+
+def test_compare_cli_on_ray_equals_local(cluster: Any, tmp_path: Path) -> None:
+    from optimlab.lab.cli import main
+
+    args = ["compare", "--task", "quadratic", "--optimizers", "sgd,adam", "--steps", "40", "--budget", "2"]
+    args += ["--seeds", "1", "--no-progress"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([*args, "--jobs", "2", "--out", str(tmp_path / "local")]) == 0
+        assert main([*args, "--jobs", "2", "--backend", "ray", "--out", str(tmp_path / "ray")]) == 0
+    assert "Ray cluster" in printed.getvalue()
+    local = {r["key"]: numbers(r) for r in load_records(tmp_path / "local")}
+    on_ray = {r["key"]: numbers(r) for r in load_records(tmp_path / "ray")}
+    assert len(local) >= 4 and on_ray == local
