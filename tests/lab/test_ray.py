@@ -156,12 +156,15 @@ def test_compare_cli_on_ray_equals_local(cluster: Any, tmp_path: Path) -> None:
     from optimlab.lab.cli import main
 
     args = ["compare", "--task", "quadratic", "--optimizers", "sgd,adam", "--steps", "40", "--budget", "2"]
-    args += ["--seeds", "1", "--no-progress"]
+    args += ["--seeds", "1", "--no-progress", "--jobs", "2", "--backend", "ray", "--out", str(tmp_path / "ray")]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert main([*args, "--jobs", "2", "--out", str(tmp_path / "local")]) == 0
-        assert main([*args, "--jobs", "2", "--backend", "ray", "--out", str(tmp_path / "ray")]) == 0
-    assert "Ray cluster" in printed.getvalue()
+        assert main(args) == 0
+    assert "local Ray cluster" in printed.getvalue() and "results.jsonl" in printed.getvalue()
+    on_ray = {r["key"]: r for r in load_records(tmp_path / "ray")}
+    assert len(on_ray) >= 4  # tuning trials and the final run of each optimizer
+    # the same configs on the local backend, with the threads --jobs 2 gives each local worker (1)
+    with LocalExecutor(jobs=1, threads=1, progress=False) as ex:
+        run_sweep([RunConfig.from_dict(r["config"]) for r in on_ray.values()], tmp_path / "local", executor=ex)
     local = {r["key"]: numbers(r) for r in load_records(tmp_path / "local")}
-    on_ray = {r["key"]: numbers(r) for r in load_records(tmp_path / "ray")}
-    assert len(local) >= 4 and on_ray == local
+    assert {k: numbers(r) for k, r in on_ray.items()} == local
