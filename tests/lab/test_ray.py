@@ -1,6 +1,7 @@
-"""The Ray backend on a real local cluster (127.0.0.1, 2 CPUs): its records equal the local backend's, a worker
-killed mid-run costs one retry and no record is lost or doubled, Ctrl-C keeps the finished runs, and a sweep
-resumes on the other backend. One cluster serves the whole module (Ray's start-up is the cost of this file)."""
+"""The Ray backend on a real local cluster (2 CPUs, listening on 127.0.0.1 only): its records equal the local
+backend's, a worker killed mid-run costs one retry and no record is lost or doubled, Ctrl-C keeps the finished
+runs, and a sweep resumes on the other backend. One cluster serves the whole module (Ray's start-up is the cost
+of this file)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,20 @@ SHORT = configs(60)
 LONG = configs(2000, n=2)  # long enough (a few seconds) to be killed mid-run
 
 
+def listening_addresses() -> set[str]:
+    """The addresses every process of this test and its children (Ray's) listens on, TCP and UDP."""
+    import psutil  # Ray depends on it
+
+    me = psutil.Process()
+    found = set()
+    for proc in [me, *me.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            for conn in proc.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN or (conn.type == 2 and not conn.raddr):  # 2: SOCK_DGRAM
+                    found.add(conn.laddr.ip)
+    return found
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Any:
     log = io.StringIO()
@@ -49,6 +64,9 @@ def cluster() -> Any:
     owner.start()
     assert "127.0.0.1" in log.getvalue() and "start-up" in log.getvalue(), log.getvalue()
     assert ray.cluster_resources()["CPU"] == 2
+    assert [n["NodeManagerAddress"] for n in ray.nodes()] == ["127.0.0.1"]
+    ray.get(ray.remote(lambda: os.getpid()).remote())  # a worker is up too
+    assert listening_addresses() <= {"127.0.0.1", "::ffff:127.0.0.1"}  # GCS, raylet, workers, this driver
     yield owner
     owner.close()
     assert not ray.is_initialized()
@@ -131,15 +149,17 @@ def test_no_retries_left_loses_only_that_run(cluster: Any, reference: Any, tmp_p
 
 def test_ctrl_c_keeps_finished_runs_and_local_resumes(cluster: Any, reference: Any, tmp_path: Path) -> None:
     ex = RayExecutor(progress=False)
+    # a run far longer than this test, first in line so that it is in flight when Ctrl-C comes
+    huge = RunConfig(task="quadratic", optimizer="sgd", lr=0.01, seed=3, steps=100_000, eval_every=50_000)
 
     def interrupt_after_first(record: dict[str, Any]) -> None:
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C of the driver, while runs are in flight
 
-    outcome = run_sweep(SHORT, tmp_path, executor=ex, on_record=interrupt_after_first)
+    outcome = run_sweep([huge, *SHORT], tmp_path, executor=ex, on_record=interrupt_after_first)
     assert outcome.interrupted and outcome.finished == 1
     kept = lines(tmp_path)
     assert len(kept) == 1 and numbers(kept[0]) == reference[kept[0]["key"]]
-    deadline = time.monotonic() + 30  # the runs in flight were cancelled: the cluster is free again
+    deadline = time.monotonic() + 15  # the runs in flight were cancelled: the cluster is free long before huge ends
     while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert ray.available_resources().get("CPU", 0) == 2

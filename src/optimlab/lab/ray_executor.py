@@ -62,6 +62,31 @@ def _import_ray() -> Any:
     return ray
 
 
+def _init_on_loopback(ray: Any, **kwargs: Any) -> None:
+    """``ray.init`` of a private cluster whose servers listen on 127.0.0.1 only.
+
+    ``_node_ip_address="127.0.0.1"`` alone is not enough on Linux: Ray replaces a loopback address by the
+    machine's outward one (``services.resolve_ip_for_localhost``) unless its "no cluster" mode is on, as it is
+    by default on Windows and macOS (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``). With the node at 127.0.0.1 its
+    GCS, raylet and workers bind to loopback. The setting is read at Ray's import, hence both the variable (for
+    the processes Ray starts) and the constant (for a Ray imported before). Raises ``RuntimeError`` if the node
+    still came up on another address.
+    """
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, **kwargs)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+    addresses = {n["NodeManagerAddress"] for n in ray.nodes()}
+    if addresses != {"127.0.0.1"}:
+        ray.shutdown()
+        raise RuntimeError(f"the local Ray cluster came up on {sorted(addresses)}, not on 127.0.0.1 only; stopped it")
+
+
 # ----------------------------------------------------------------------------------------------------
 # What runs on the workers
 
@@ -215,12 +240,7 @@ class RayExecutor:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves this machine
             quiet = {"log_to_driver": False, "configure_logging": False}
             if self.address is None:
-                ray.init(
-                    num_cpus=self.num_cpus or os.cpu_count() or 1,
-                    _node_ip_address="127.0.0.1",
-                    include_dashboard=False,
-                    **quiet,
-                )
+                _init_on_loopback(ray, num_cpus=self.num_cpus or os.cpu_count() or 1, **quiet)
                 where = "a local Ray cluster on 127.0.0.1"
             else:
                 ray.init(address=self.address, **quiet)
