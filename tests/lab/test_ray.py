@@ -85,11 +85,15 @@ def lines(out: Path) -> list[dict[str, Any]]:
     return [json.loads(s) for s in (out / RESULTS_FILE).read_text().splitlines() if s.strip()]
 
 
-def test_records_equal_local_and_resume_from_local(cluster: Any, reference: Any, tmp_path: Path) -> None:
+def test_records_equal_local_and_resume_from_local(
+    cluster: Any, reference: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with LocalExecutor(jobs=1, threads=1, progress=False) as ex:  # half the sweep on the local backend
         run_sweep(SHORT[:2], tmp_path, executor=ex)
-    ex = RayExecutor(progress=False)  # joins the module's cluster
+    ex = RayExecutor(progress=True)  # joins the module's cluster; the bars go to the captured stderr
     outcome = run_sweep(SHORT, tmp_path, executor=ex)
+    err = capsys.readouterr().err
+    assert "sweep" in err and "4/4" in err and "running" in err and "failed 0" in err, err[-2000:]
     assert (outcome.skipped, outcome.finished, outcome.interrupted) == (2, 2, False)
     got = lines(tmp_path)
     assert len(got) == 4 and len({r["key"] for r in got}) == 4
