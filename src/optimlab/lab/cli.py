@@ -280,6 +280,9 @@ def _configure_compare(c: argparse.ArgumentParser) -> None:
     c.add_argument("--data-dir", default=None, help="the only folder searched for data files (also: $OPTIMLAB_DATA)")
     c.add_argument("--no-progress", action="store_true", help="no progress bars (progress lines instead)")
     c.add_argument("--dry-run", action="store_true", help="print the plan and its expected cost, run nothing")
+    from optimlab.lab.backends import add_backend_arguments
+
+    add_backend_arguments(c)
 
 
 def protocol_from_args(args: argparse.Namespace) -> Any:
@@ -355,9 +358,9 @@ def _default_out(protocol: Any) -> Path:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from optimlab.lab.backends import describe_backend, executor_from_args, trackers_from_args
     from optimlab.lab.optimizers import DEFAULT_OPTIMIZERS, check_spec, parse_spec
     from optimlab.lab.report import build_report, format_summary
-    from optimlab.lab.sweep import LocalExecutor
     from optimlab.lab.tasks import get_task
     from optimlab.lab.tuning import check_folder, estimate_cost, remaining_configs, tune_and_run
 
@@ -386,7 +389,7 @@ def _compare(args: argparse.Namespace) -> int:
     jobs = max(1, min(args.jobs, len(todo) or 1))
     cost = estimate_cost(protocol, todo, jobs=jobs, data_dir=args.data_dir)
     print(
-        f"optimlab compare: {task.name}, {len(specs)} optimizer(s), {jobs} job(s) -> {out}\n"
+        f"optimlab compare: {task.name}, {len(specs)} optimizer(s), {describe_backend(args, jobs)} -> {out}\n"
         f"protocol: {protocol.describe()}\n"
         f"plan: {protocol.trials_per_optimizer() * len(specs)} tuning trials + "
         f"{len(protocol.seeds) * len(specs)} final runs; still to do: {cost.describe()}",
@@ -397,8 +400,9 @@ def _compare(args: argparse.Namespace) -> int:
     bars = not args.no_progress and sys.stderr.isatty()
     printer = ProgressPrinter(cost.train_steps, lines=not bars or not sys.stdout.isatty())
     start = time.perf_counter()
-    with LocalExecutor(jobs=jobs, data_dir=args.data_dir, progress=bars) as executor:
-        study = tune_and_run(task, specs, protocol, out, executor=executor, on_event=printer)
+    trackers = trackers_from_args(args)
+    with executor_from_args(args, jobs, args.data_dir, bars) as executor:
+        study = tune_and_run(task, specs, protocol, out, executor=executor, on_event=printer, trackers=trackers)
     elapsed = time.perf_counter() - start
     if study.interrupted:
         print(f"\ninterrupted: every finished run is kept in {out}; run the same command again to resume.")
@@ -681,9 +685,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatasetNotFoundError as e:
         print(f"optimlab: {e}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, PermissionError) as e:
+    except (ValueError, FileNotFoundError, PermissionError, ImportError) as e:
         print(f"optimlab: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        if type(e).__name__ != "RunsFailedError":  # the ray backend: runs whose workers kept dying
+            raise
+        print(f"optimlab: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\noptimlab: interrupted", file=sys.stderr)
         return 130

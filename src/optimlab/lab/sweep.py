@@ -320,11 +320,13 @@ def run_sweep(
     data_dir: str | None = None,
     progress: bool | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    trackers: Sequence[Any] = (),
 ) -> SweepOutcome:
     """Run every config not yet in ``out`` with ``executor`` (default: a :class:`LocalExecutor` of ``jobs``,
     ``threads``, ``data_dir``, ``progress``), appending each record as it arrives; return counts.
 
-    ``on_record(record)`` is called after each record is safely written (progress lines, selection).
+    ``on_record(record)`` is called after each record is safely written (progress lines, selection);
+    ``trackers`` (:mod:`optimlab.lab.tracking`) log it then too, so every backend logs the same.
     """
     owned = executor is None
     if executor is None:
@@ -347,11 +349,16 @@ def run_sweep(
         from tqdm.auto import tqdm
 
         sweep_bar = tqdm(total=len(configs), initial=skipped, desc="sweep", unit="run", position=0, dynamic_ncols=True)
+        attach = getattr(executor, "attach_bar", None)  # an executor that knows what is running shows it there
+        if attach is not None:
+            attach(sweep_bar)
     stream = executor.run(todo)
     try:
         for record in stream:
             _append(out, record)
             finished += 1
+            for tracker in trackers:
+                tracker.log(record)
             if sweep_bar is not None:
                 sweep_bar.update(1)
             if on_record is not None:
@@ -365,5 +372,7 @@ def run_sweep(
         if owned:
             executor.close()  # type: ignore[attr-defined]
         if sweep_bar is not None:
+            if getattr(executor, "attach_bar", None) is not None:
+                executor.attach_bar(None)  # type: ignore[attr-defined]
             sweep_bar.close()
     return SweepOutcome(total=len(configs), skipped=skipped, finished=finished, interrupted=interrupted)

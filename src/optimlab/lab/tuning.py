@@ -563,13 +563,15 @@ def tune_and_run(
     *,
     executor: Executor | None = None,
     on_event: Event | None = None,
+    trackers: Sequence[Any] = (),
 ) -> StudyResult:
     """Tune every optimizer under ``protocol`` (default: :func:`default_protocol`), select on validation, run
     the final seeds, all resumably in ``out``; return the :class:`StudyResult`.
 
     ``on_event(kind, **info)`` reports progress: ``("record", record=..., phase="tuning"|"final", done=...,
     total=...)`` after each run, ``("selected", selection=..., result=...)`` when an optimizer's tuning is
-    complete. Everything checkable is checked before the first run: the optimizer specs (each is built and
+    complete. ``trackers`` (:mod:`optimlab.lab.tracking`) log each new record as the driver writes it.
+    Everything checkable is checked before the first run: the optimizer specs (each is built and
     stepped once on a tiny model, at every trial setting), the folder (writable, same protocol).
     """
     t = get_task(task) if isinstance(task, str) else task
@@ -604,7 +606,7 @@ def tune_and_run(
 
     interrupted = False
     if tuning:
-        outcome = run_sweep(tuning, out, executor=executor, on_record=record_seen("tuning"))
+        outcome = run_sweep(tuning, out, executor=executor, on_record=record_seen("tuning"), trackers=trackers)
         interrupted = outcome.interrupted
         if not interrupted and protocol.refine_trials:
             records = {r["key"]: r for r in load_records(out)}
@@ -613,7 +615,7 @@ def tune_and_run(
                 first = [records[c.key()] for c in protocol.tuning_configs(spec)]
                 refine += protocol.refine_configs(spec, first)
             counter["done"] += sum(1 for c in refine if c.key() in records)
-            outcome = run_sweep(refine, out, executor=executor, on_record=record_seen("refining"))
+            outcome = run_sweep(refine, out, executor=executor, on_record=record_seen("refining"), trackers=trackers)
             interrupted = outcome.interrupted
     study = _collect(protocol, specs, load_records(out))
     if interrupted:
@@ -628,7 +630,7 @@ def tune_and_run(
         cfgs = protocol.final_configs(spec, result.selection.lr, result.selection.hparams)
         counter["done"] += sum(1 for c in cfgs if c.key() in done_keys)
         finals += cfgs
-    outcome = run_sweep(finals, out, executor=executor, on_record=record_seen("final"))
+    outcome = run_sweep(finals, out, executor=executor, on_record=record_seen("final"), trackers=trackers)
     study = _collect(protocol, specs, load_records(out))
     study.out, study.interrupted = out, outcome.interrupted
     return study

@@ -1,0 +1,258 @@
+"""Log the lab's runs where users already look: TensorBoard event files and MLflow tracking stores.
+
+A tracker turns one *record* (what :func:`~optimlab.lab.runner.run` returns and ``results.jsonl`` holds) into
+the tracking tool's entries: the run's config as hyperparameters, its curves as metrics at their steps, and its
+final numbers. The driver (:func:`~optimlab.lab.sweep.run_sweep`) calls :meth:`Tracker.log` after it has
+written a record, so the local and the Ray backend log exactly the same; :func:`log_folder` logs a finished
+results folder after the fact. Logging is idempotent by config key: a run already in the store is not logged
+again (a resumed sweep adds only its new runs).
+
+- :class:`TensorBoardTracker` (``pip install 'optimlab[tensorboard]'``: the ``tensorboard`` package, which
+  ``torch.utils.tensorboard`` writes with and whose UI reads it): one sub-folder per run,
+  ``DIR/<task>/<optimizer>_lr<lr>_s<seed>_<key>``, with scalars ``<split>/<metric>``, ``lr``, ``batch_loss``, and
+  the HParams plugin's entry (config -> final metrics).
+- :class:`MlflowTracker` (``pip install 'optimlab[mlflow]'``: ``mlflow-skinny``, the client without the
+  server's dependencies): one MLflow run per record in experiment ``optimlab/<task>`` (or ``experiment=``), params
+  = config, metrics = curves (``step`` = the training step) and finals, tag ``optimlab.key``. The URI is any
+  MLflow tracking URI; :data:`DEFAULT_MLFLOW_URI` is a local ``file:`` store, ``./mlruns`` (MLflow 3 calls that
+  store "maintenance mode" and wants ``MLFLOW_ALLOW_FILE_STORE=true``, which this tracker sets for ``file:``
+  URIs; a ``sqlite:///mlflow.db`` URI needs the full ``mlflow`` package).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = [
+    "Tracker",
+    "TensorBoardTracker",
+    "MlflowTracker",
+    "DEFAULT_MLFLOW_URI",
+    "run_name",
+    "hparams_of",
+    "curves_of",
+    "finals_of",
+    "log_folder",
+    "close_all",
+]
+
+DEFAULT_MLFLOW_URI = "file:./mlruns"
+_NOT_CURVES = ("step", "time", "cpu")
+
+
+class Tracker(Protocol):
+    """Logs records; :meth:`close` flushes."""
+
+    def log(self, record: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# ----------------------------------------------------------------------------------------------------
+# What a record says, in the form trackers want
+
+
+def run_name(record: dict[str, Any]) -> str:
+    c = record["config"]
+    return f"{c['optimizer']} lr={c['lr']:.3g} seed={c['seed']}"
+
+
+def hparams_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The config as flat hyperparameters (strings and numbers): task, optimizer, lr, seed, steps, batch_size,
+    eval_every, schedule, splits, and each tuned hparam under its own name."""
+    c = record["config"]
+    out: dict[str, Any] = {k: c[k] for k in ("task", "optimizer", "lr", "seed", "steps", "batch_size", "eval_every")}
+    out["schedule"] = c.get("schedule", "constant")
+    out["splits"] = ",".join(c.get("splits", ()))
+    for k, v in c.get("hparams", ()):
+        out[k] = v
+    return out
+
+
+def _number(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def curves_of(record: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
+    """Each curve of the record as ``(step, value)`` pairs, named ``train/loss``, ``val/accuracy``, ``lr``,
+    ``batch_loss`` (non-finite values, a diverged run's, are left out)."""
+    h = record["history"]
+    steps = h["step"]
+    out: dict[str, list[tuple[int, float]]] = {}
+    for name, values in h.items():
+        if name in _NOT_CURVES:
+            continue
+        split, _, metric = name.partition("_")
+        label = f"{split}/{metric}" if split in ("train", "val", "test") and metric else name
+        pairs = [(int(s), v) for s, x in zip(steps, values, strict=False) if (v := _number(x)) is not None]
+        if pairs:
+            out[label] = pairs
+    return out
+
+
+def finals_of(record: dict[str, Any]) -> dict[str, float]:
+    """The run's final numbers: the last value of each curve (``final/val/loss``...), the test split's
+    (``test/accuracy``...) where the run evaluated it, and its cost (``train_seconds``, ``time_per_step``)."""
+    out = {f"final/{k}": v[-1][1] for k, v in curves_of(record).items() if k != "batch_loss"}
+    for k, v in (record.get("test") or {}).items():
+        if (x := _number(v)) is not None:
+            out[f"test/{k}"] = x
+    for k in ("train_seconds", "time_per_step", "steps_done"):
+        if (x := _number(record.get(k))) is not None:
+            out[k] = x
+    out["diverged"] = float(record.get("status") == "diverged")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# TensorBoard
+
+
+class TensorBoardTracker:
+    """One TensorBoard run folder per record under ``log_dir`` (see the module's docstring)."""
+
+    def __init__(self, log_dir: str | os.PathLike):
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+        except ImportError:
+            raise ImportError(
+                "--tensorboard needs TensorBoard: pip install 'optimlab[tensorboard]' (or pip install tensorboard)"
+            ) from None
+        self._writer_class = SummaryWriter
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    def run_dir(self, record: dict[str, Any]) -> Path:
+        c = record["config"]
+        safe = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in c["optimizer"])
+        return self.log_dir / c["task"] / f"{safe}_lr{c['lr']:.3g}_s{c['seed']}_{record['key']}"
+
+    def log(self, record: dict[str, Any]) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        folder = self.run_dir(record)
+        if folder.exists() and any(folder.iterdir()):
+            return  # logged before (a resumed sweep)
+        writer = self._writer_class(log_dir=str(folder))
+        try:
+            for name, pairs in curves_of(record).items():
+                for step, value in pairs:
+                    writer.add_scalar(name, value, global_step=step)
+            finals = finals_of(record)
+            for name, value in finals.items():
+                writer.add_scalar(name, value, global_step=int(record.get("steps_done") or 0))
+            hp = {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in hparams_of(record).items()}
+            for summary in hparams(hp, finals):
+                writer.file_writer.add_summary(summary)
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------------------------------
+# MLflow
+
+
+def _resolve_uri(uri: str) -> str:
+    """``file:`` URIs with a relative path made absolute (MLflow wants ``file:///abs``); others unchanged."""
+    if uri.startswith("file:") and not uri.startswith("file:///"):
+        return Path(uri[len("file:") :]).resolve().as_uri()
+    if "://" not in uri and not uri.startswith(("databricks", "file:")):
+        return Path(uri).resolve().as_uri()  # a bare folder
+    return uri
+
+
+class MlflowTracker:
+    """One MLflow run per record (see the module's docstring). ``experiment``: the experiment name (default
+    ``optimlab/<task>``)."""
+
+    def __init__(self, uri: str = DEFAULT_MLFLOW_URI, experiment: str | None = None):
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            raise ImportError(
+                "--mlflow needs MLflow: pip install 'optimlab[mlflow]' (or pip install mlflow-skinny)"
+            ) from None
+        self.uri = _resolve_uri(uri)
+        if self.uri.startswith("file:"):
+            # MLflow 3.x keeps the file store in "maintenance mode" and refuses it unless this is set; it is the
+            # store that needs no database package (mlflow-skinny has none), and what --mlflow asks for
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.experiment = experiment
+        self._experiments: dict[str, str] = {}
+        self._logged: dict[str, set[str]] = {}
+
+    def _experiment_id(self, name: str) -> str:
+        if name not in self._experiments:
+            found = self.client.get_experiment_by_name(name)
+            eid = found.experiment_id if found is not None else self.client.create_experiment(name)
+            self._experiments[name] = eid
+            keys: set[str] = set()
+            token = None
+            while True:  # the keys already there: logging is idempotent
+                page = self.client.search_runs([eid], max_results=1000, page_token=token)
+                keys.update(r.data.tags.get("optimlab.key", "") for r in page)
+                token = page.token
+                if not token:
+                    break
+            self._logged[eid] = keys
+        return self._experiments[name]
+
+    def log(self, record: dict[str, Any]) -> None:
+        from mlflow.entities import Metric, Param
+
+        eid = self._experiment_id(self.experiment or f"optimlab/{record['config']['task']}")
+        if record["key"] in self._logged[eid]:
+            return
+        tags = {
+            "optimlab.key": record["key"],
+            "optimlab.status": str(record.get("status")),
+            "mlflow.runName": run_name(record),
+        }
+        run = self.client.create_run(eid, run_name=run_name(record), tags=tags)
+        run_id = run.info.run_id
+        try:
+            params = [Param(k, str(v)) for k, v in hparams_of(record).items()]
+            now = int(time.time() * 1000)  # when it was logged; the curves are ordered by step
+            metrics = [
+                Metric(name, value, now, step) for name, pairs in curves_of(record).items() for step, value in pairs
+            ]
+            last = int(record.get("steps_done") or 0)
+            metrics += [Metric(name, value, now, last) for name, value in finals_of(record).items()]
+            for i in range(0, max(len(metrics), 1), 1000):  # MLflow's limit per batch
+                self.client.log_batch(run_id, metrics=metrics[i : i + 1000], params=params if i == 0 else [])
+            self.client.set_terminated(run_id, "FINISHED" if record.get("status") != "diverged" else "FAILED")
+        except BaseException:
+            self.client.set_terminated(run_id, "KILLED")
+            raise
+        self._logged[eid].add(record["key"])
+
+    def close(self) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+def log_folder(out: str | os.PathLike, trackers: Sequence[Tracker]) -> int:
+    """Log every record of a results folder (those already logged are skipped); returns how many records."""
+    from optimlab.lab.sweep import load_records
+
+    records = load_records(out)
+    for record in records:
+        for tracker in trackers:
+            tracker.log(record)
+    return len(records)
+
+
+def close_all(trackers: Iterable[Tracker]) -> None:
+    for tracker in trackers:
+        tracker.close()
