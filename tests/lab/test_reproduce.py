@@ -204,3 +204,48 @@ def test_adam_step_bound_verdict_rule(step_bound: Any) -> None:
         bad["exact"]["adam"][k] *= 3
     bad["exact"]["adabound"]["next"] *= 1 + 1e-6
     assert exp.verdict(bad).value == NOT_REPRODUCED
+
+
+# ----------------------------------------------------------------------------------------------------
+# Claim 2: amsgrad-counterexample (the verdict rule on hand-made evidence; the quick run takes ~15 CPU s)
+
+
+def _counterexample_evidence(adam_x: float, ams_x: float, adam_r: float, ams_r: float) -> dict[str, Any]:
+    run = {"adam": {"final_x": [adam_x] * 3, "final_avg_regret": [adam_r] * 3},
+           "amsgrad": {"final_x": [ams_x] * 3, "final_avg_regret": [ams_r] * 3}}
+    return {"tolerance": 0.05, "runs": {"section3": copy.deepcopy(run), "experiment": copy.deepcopy(run)}}
+
+
+def test_amsgrad_counterexample_verdict_rule() -> None:
+    exp = load_experiment("amsgrad-counterexample")
+    assert exp.verdict(_counterexample_evidence(0.99, -0.98, 0.6, 0.02)).value == REPRODUCED
+    v = exp.verdict(_counterexample_evidence(0.99, -0.90, 0.6, 0.02))  # AMSGrad not yet at -1
+    assert v.value == MIXED and "✗ section3: AMSGrad ends within 0.05 of -1" in v.reason
+    assert exp.verdict(_counterexample_evidence(-0.99, 0.99, 0.01, 0.6)).value == NOT_REPRODUCED
+
+
+def test_amsgrad_counterexample_simulation_matches_a_scalar_reference() -> None:
+    """The vectorised runs (one tensor element per seed) equal a plain scalar AMSGrad/Adam written here."""
+    from optimlab.lab.reproduce.experiments import amsgrad_counterexample as m
+
+    s = {"C": 3.0, "small": 1.0, "period": 3, "beta1": 0.0, "beta2": 0.1, "alpha": 1.0, "steps": 60}
+
+    class Bar:
+        def update(self, n: int) -> None: ...
+
+    for name in ("adam", "amsgrad"):
+        got = m._simulate(name, s, 1e-8, [0, 1], 5, Bar())
+        for i, x in enumerate(got["x0"]):
+            m_, v, vmax, reg = 0.0, 0.0, 0.0, 0.0
+            for t in range(1, s["steps"] + 1):
+                g = s["C"] if t % 3 == 1 else -s["small"]
+                reg += g * x + g
+                m_ = s["beta1"] * m_ + (1 - s["beta1"]) * g
+                v = s["beta2"] * v + (1 - s["beta2"]) * g * g
+                vmax = max(vmax, v)
+                vv = vmax if name == "amsgrad" else v
+                step = s["alpha"] / math.sqrt(t) / (1 - s["beta1"] ** t)
+                x -= step * m_ / (math.sqrt(vv / (1 - s["beta2"] ** t)) + 1e-8)
+                x = min(1.0, max(-1.0, x))
+            assert math.isclose(got["final_x"][i], x, rel_tol=1e-12, abs_tol=1e-14)
+            assert math.isclose(got["final_avg_regret"][i], reg / s["steps"], rel_tol=1e-12)
