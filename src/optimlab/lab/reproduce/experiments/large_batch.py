@@ -18,7 +18,7 @@ optimizer is tuned at the smallest batch on a small grid (seed 0; the lr with th
 every batch size B the lr follows each optimizer's scaling rule from the base batch B0: linear (k = B/B0) for SGDM
 (Goyal) and LARS, square root for Adam and LAMB (You et al. 2020); every run warms up linearly over its first
 epoch (Goyal's gradual warm-up, 5 of 90 epochs there; one of a few dozen here), then holds the lr. 3. Around the
-rule's lr, factors 1/2, 1 and 2 are also run, so each optimizer's steps to target at B is the best of three lrs
+rule's lr, factors 0.3, 1 and 3 are also run, so each optimizer's steps to target at B is the best of three lrs
 (Shallue's "best lr per batch size", within the rule's neighbourhood) and one sees whether the rule's own lr is
 still the best. Steps to target: the first evaluation of the validation accuracy at or above the target (a
 training loop that stops there; :func:`~optimlab.lab.reproduce.run_records.train_to_target`), per seed; runs that
@@ -53,7 +53,7 @@ CITATION = ("Goyal et al. 2017 (arXiv:1706.02677); Shallue et al. 2018 (arXiv:18
             "(LARS, arXiv:1708.03888); You et al. 2020 (LAMB, ICLR)")
 HARDWARE = "2 CPU cores: default ~20 min, --quick ~1.5 min"
 CAPTION = ("Steps to 60 % validation accuracy (MNIST-1D MLP) against batch size, log-log, the best of the rule's lr "
-           "×{1/2, 1, 2} per batch size; mean over seeds. Dotted: perfect scaling from the smallest batch "
+           "×{0.3, 1, 3} per batch size; mean over seeds. Dotted: perfect scaling from the smallest batch "
            "(steps ∝ 1/B); crosses: the target was not reached within the cap.")
 
 PROTOCOL: dict[str, Any] = {
@@ -63,10 +63,10 @@ PROTOCOL: dict[str, Any] = {
     "optimizers": {  # base-lr grid at the smallest batch, and the lr scaling rule from it
         "sgdm": {"lrs": [0.01, 0.03, 0.1], "rule": "linear"},
         "adam": {"lrs": [3e-4, 1e-3, 3e-3], "rule": "sqrt"},
-        "lars": {"lrs": [3.0, 10.0, 30.0], "rule": "linear"},
+        "lars": {"lrs": [1.0, 3.0, 10.0], "rule": "linear"},
         "lamb": {"lrs": [3e-3, 1e-2, 3e-2], "rule": "sqrt"},
     },
-    "lr_factors": [0.5, 1.0, 2.0],  # tried around the rule's lr at every batch size
+    "lr_factors": [0.3, 1.0, 3.0],  # tried around the rule's lr at every batch size
     "warmup_epochs": 1.0,  # linear warm-up over this many epochs (at least one step), then constant
     "max_steps": 4000,  # the step cap at the smallest batch ...
     "cap_factor": 8,  # ... and cap(B) = max(min_steps, min(max_steps, cap_factor * max_steps * B0 / B))
@@ -81,10 +81,11 @@ QUICK: dict[str, Any] = {
     "optimizers": {
         "sgdm": {"lrs": [0.03], "rule": "linear"},
         "adam": {"lrs": [1e-3], "rule": "sqrt"},
-        "lars": {"lrs": [10.0], "rule": "linear"},
+        "lars": {"lrs": [3.0], "rule": "linear"},
         "lamb": {"lrs": [1e-2], "rule": "sqrt"},
     },
     "lr_factors": [1.0],
+    "goyal_min_factor": 8,
     "max_steps": 1500,
     "min_steps": 150,
     "seeds": [0],

@@ -173,8 +173,10 @@ def sensitivity(perplexity: dict[str, dict[str, list[float]]], tolerance: float)
     """Per method: the mean perplexity per lr, its best, and the lrs within ``tolerance`` of the best of all."""
     from optimlab.lab.reproduce.run_records import mean
 
-    means = {m: {lr: (mean(v) if all(math.isfinite(x) for x in v) else math.inf) for lr, v in per.items()}
-             for m, per in perplexity.items()}
+    def ok(v: list[float | None]) -> bool:  # a diverged seed (None in the evidence, NaN or inf) spoils the lr
+        return bool(v) and all(x is not None and math.isfinite(x) for x in v)
+
+    means = {m: {lr: (mean(v) if ok(v) else math.inf) for lr, v in per.items()} for m, per in perplexity.items()}
     overall = min(min(v.values()) for v in means.values())
     out = {}
     for m, per in means.items():
