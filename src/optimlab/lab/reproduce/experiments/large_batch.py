@@ -147,6 +147,10 @@ def _one(ctx: Context, spec: str, b: int, lr: float, seed: int) -> dict[str, Any
     return {**cfg, **out}
 
 
+def _shown(steps: float) -> float | str:
+    return steps if math.isfinite(steps) else "not reached"
+
+
 def _steps(r: dict[str, Any]) -> float:
     return float(r["steps"]) if r["steps"] is not None else math.inf
 
@@ -209,8 +213,8 @@ def run(ctx: Context) -> dict[str, Any]:
             rows.append(row)
     tables = [
         table("Base lr at the smallest batch (tuned, seed 0)", ["optimizer", "rule", "lr", "steps to target"],
-              [[s, base[s]["rule"], base[s]["lr"],
-                min((_steps(r) for r in tuning if r["optimizer"] == s), default=math.inf)] for s in OPTIMIZERS]),
+              [[s, base[s]["rule"], base[s]["lr"], _shown(min(_steps(r) for r in tuning if r["optimizer"] == s))]
+               for s in OPTIMIZERS]),
         table(f"Steps to {p['target']:.0%} validation accuracy (best lr factor per batch size)",
               list(INTERVAL_COLUMNS), rows, note="not reached: the cap, " + ", ".join(
                   f"{b}: {_cap(p, b)}" for b in p["batch_sizes"])),
