@@ -21,7 +21,7 @@ and the peak (four cycles); one-cycle (fastai/torch defaults: 30 % up from peak/
 stable, 20 % linear decay to 0). Final test accuracy per seed; comparisons with Welch's t test
 (:mod:`optimlab.lab.stats`), the best set by its max-t procedure.
 
-Hardware: 2 CPU cores; default (800 steps, 7 schedules, 3 seeds, ``--jobs 2``) ~20 min; ``--quick`` (60 steps,
+Hardware: 2 CPU cores; default (800 steps, 7 schedules, 3 seeds, ``--jobs 2``) ~20 min; ``--quick`` (42 steps,
 one seed) ~1.5 min.
 """
 
@@ -75,7 +75,7 @@ PROTOCOL: dict[str, Any] = {
     "alpha": 0.05,
     "seeds": [0, 1, 2],
 }
-QUICK: dict[str, Any] = {"steps": 56, "eval_every": 14, "range_test": {"start_lr": 1e-4, "end_lr": 10.0,
+QUICK: dict[str, Any] = {"steps": 42, "eval_every": 21, "range_test": {"start_lr": 1e-4, "end_lr": 10.0,
                                                                        "num_steps": 30, "suggestion": "valley"},
                          "seeds": [0]}
 
