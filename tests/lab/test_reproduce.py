@@ -249,3 +249,41 @@ def test_amsgrad_counterexample_simulation_matches_a_scalar_reference() -> None:
                 x = min(1.0, max(-1.0, x))
             assert math.isclose(got["final_x"][i], x, rel_tol=1e-12, abs_tol=1e-14)
             assert math.isclose(got["final_avg_regret"][i], reg / s["steps"], rel_tol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Claims 4 and 6 (training runs: too long for CI at any honest size; their rules on hand-made evidence)
+
+
+def test_swats_verdict_rule() -> None:
+    exp = load_experiment("swats")
+    switched = {"switch_steps": [120, 180], "sgd_lrs": [0.5, 0.7], "beta1": 0.9}
+    never = {"switch_steps": [None, 180], "sgd_lrs": [None, 0.7], "beta1": 0.9}
+    ev = {"alpha": 0.05, "switches": [switched] * 3,
+          "test": {"swats": [0.90, 0.91, 0.92], "sgdm": [0.90, 0.91, 0.92], "adam": [0.88, 0.89, 0.90]}}
+    assert exp.verdict(ev).value == REPRODUCED
+    ev2 = {**ev, "switches": [switched, never, switched]}
+    v = exp.verdict(ev2)
+    assert v.value == MIXED and "2/3 runs fully switched" in v.reason
+    ev3 = {"alpha": 0.05, "switches": [never] * 3,
+           "test": {"swats": [0.80, 0.81, 0.82], "sgdm": [0.90, 0.91, 0.92], "adam": [0.88, 0.89, 0.90]}}
+    assert exp.verdict(ev3).value == NOT_REPRODUCED
+
+
+def test_lookahead_verdict_rule_and_noisy_quadratic() -> None:
+    from optimlab.lab.reproduce.experiments import lookahead as m
+
+    exp = load_experiment("lookahead")
+    q = {"h": [1.0, 20.0], "sigma": [1.0, 1.0], "lr": 0.09, "steps": 200, "k": 5, "alpha": 0.5, "replicas": 20}
+    sgd, la = m._noisy(q, False, 0), m._noisy(q, True, 0)
+    # SGD's stationary loss on this model: 1/2 sum h sigma^2 (1 + lr^2 h^2 / (1 - (1 - lr h)^2)) ~ 100.5
+    stationary = sum(0.5 * h * (1 + (0.09 * h) ** 2 / (1 - (1 - 0.09 * h) ** 2)) for h in (1.0, 20.0))
+    assert abs(sum(sgd["steady"]) / 20 - stationary) < 0.15 * stationary
+    ev = {"methods": ["adam", "la"], "seed_sd": {"adam": 0.02, "la": 0.01}, "lr_spread": {"adam": 0.3, "la": 0.1},
+          "noisy": {"sgd": sgd, "lookahead+sgd": la}}
+    assert exp.verdict(ev).value == REPRODUCED
+    ev["seed_sd"] = {"adam": 0.01, "la": 0.02}
+    assert exp.verdict(ev).value == MIXED
+    ev["lr_spread"] = {"adam": 0.1, "la": 0.3}
+    ev["noisy"] = {"sgd": la, "lookahead+sgd": sgd}
+    assert exp.verdict(ev).value == NOT_REPRODUCED
