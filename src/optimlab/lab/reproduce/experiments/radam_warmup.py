@@ -166,7 +166,8 @@ def run(ctx: Context) -> dict[str, Any]:
                 stats[m]["best_lr"]] for m in METHODS]),
     ]
     return {"lrs": p["lrs"], "perplexity": perplexity, "tolerance": p["tolerance"],
-            "warmup_steps": _warmup_steps(p), "histograms": histograms, "histogram_lr": h["lr"], "tables": tables}
+            "warmup_steps": min(_warmup_steps(p), p["steps"]), "histograms": histograms, "histogram_lr": h["lr"],
+            "tables": tables}
 
 
 def sensitivity(perplexity: dict[str, dict[str, list[float]]], tolerance: float) -> dict[str, dict[str, Any]]:
