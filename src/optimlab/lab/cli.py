@@ -646,7 +646,10 @@ _register_builtin()
 
 # Modules that add subcommands of their own, by name: each defines ``add_commands(subparsers)`` (adds its
 # parsers to ``optimlab``'s) and ``COMMANDS`` (name -> handler). A module that is not there is skipped.
-PLUGINS: list[str] = ["optimlab.lab.diagnose"]  # walk, interpolate, landscape, histograms, sharpness
+PLUGINS: list[str] = [
+    "optimlab.lab.diagnose",  # walk, interpolate, landscape, histograms, sharpness
+    "optimlab.lab.reproduce.cli",  # reproduce (issue 13)
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,140 @@
+"""``optimlab reproduce NAME``: the seeds' claims, one honest experiment per claim, with a verdict, intervals, a figure.
+
+The registry
+------------
+:data:`EXPERIMENTS` names every claim of issue 13 in the issue's order. Claim ``name`` lives in
+``optimlab/lab/reproduce/experiments/<name with - as _>.py``; a name whose file does not exist yet is listed as
+"not built" (:func:`available` gives the built ones), so a new claim is one file (and, for a claim not in the
+issue, one line here).
+
+An experiment file
+------------------
+One readable module per claim, defining (module-level names)::
+
+    NAME      = "adam-step-bound"           # the registry name
+    TITLE     = "Adam's step bound ..."     # one line
+    CLAIM     = "..."                       # the claim as the seeds state it
+    CITATION  = "Kingma & Ba 2015 ..."      # paper(s) and reference code; shown in the figure caption
+    HARDWARE  = "2 CPU cores: default ~1 min, --quick ~10 s"   # what the sizes were chosen for
+    PROTOCOL  = {...}                       # everything the numbers depend on, as plain data (JSON-able);
+                                            # "seeds": [...] is the default seed list (--seeds overrides it)
+    QUICK     = {...}                       # overrides of PROTOCOL keys for --quick (<= 2 min on 2 cores)
+    RULE      = "reproduced if ..."         # the verdict rule as text, written before any run
+    CAPTION   = "..."                       # optional: what the figure shows (the citation is appended)
+
+    def run(ctx: Context) -> dict: ...          # computes the evidence (JSON-able dict), see below
+    def verdict(evidence: dict) -> Verdict: ... # the RULE as a function of the evidence only
+    def figure(evidence: dict, path: Path) -> None: ...   # optional: writes the PNG
+    def cost(protocol: dict) -> tuple[int, float]: ...    # optional: (runs, seconds on 2 cores), printed up front
+
+``verdict`` usually builds :class:`Check` s and returns :func:`verdict_from_checks` (all hold: reproduced; none:
+not reproduced; else mixed; the reason lists every check with its numbers). The evidence dict may hold anything
+the figure and the verdict need; the report prints its ``"tables"`` entry: a list of :func:`table` s, with rows
+from :func:`interval_row` (mean and 95 % t interval over seeds, :mod:`optimlab.lab.stats`) under
+:data:`INTERVAL_COLUMNS` and :func:`comparison_row` (Welch or paired t test, p-value) under
+:data:`COMPARISON_COLUMNS`; and an optional ``"notes"`` list of strings.
+
+The context
+-----------
+``run(ctx)`` gets a :class:`Context`: ``ctx.protocol`` (quick override applied), ``ctx.seeds``, ``ctx.quick``,
+``ctx.folder`` (its results folder, ``OUT/<name>`` or ``OUT/<name>-quick``), ``ctx.jobs``, ``ctx.data_dir``, and:
+
+- ``ctx.cached(key, fn)``: ``fn()``'s JSON result stored under a hash of ``key`` with the versions
+  (optimlab, torch, python) and its cost; reused on a rerun (small numeric experiments, toy 2-D problems: one
+  call per seed / setting, so Ctrl-C then a rerun loses only the piece in progress);
+- ``ctx.sweep(configs, subdir)``: :class:`~optimlab.lab.runner.RunConfig` s through the lab's
+  :func:`~optimlab.lab.sweep.run_sweep` (records with versions, seed and config; resumable by key);
+- ``ctx.tune(task, optimizers, protocol, subdir)``: :func:`~optimlab.lab.tuning.tune_and_run`, the protocol of
+  ``optimlab compare`` (equal budgets, selection on validation, final runs on fresh seeds);
+- ``ctx.bar(total, desc)`` (progress: tqdm on a terminal, lines otherwise) and ``ctx.log(message)``.
+
+Running
+-------
+:func:`run_experiment` (``load_experiment(name)``, ``make_context(...)``) returns an :class:`Outcome` and writes
+``evidence.json`` (evidence, verdict, rule, protocol, seeds, versions) and ``figure.png``;
+:func:`optimlab.lab.reproduce.report.write_report` writes ``report.md`` and ``report.html`` whose first table is
+the claims with their verdicts. The command line is :mod:`optimlab.lab.reproduce.cli`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from optimlab.lab.reproduce.base import (
+    COMPARISON_COLUMNS,
+    INTERVAL_COLUMNS,
+    MIXED,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    VERDICTS,
+    Check,
+    Context,
+    Experiment,
+    Outcome,
+    Verdict,
+    comparison_row,
+    config_key,
+    estimate,
+    interval_row,
+    load_experiment,
+    make_context,
+    run_experiment,
+    table,
+    verdict_from_checks,
+)
+
+__all__ = [
+    "EXPERIMENTS",
+    "available",
+    "module_name",
+    "Check",
+    "Context",
+    "Experiment",
+    "Outcome",
+    "Verdict",
+    "VERDICTS",
+    "REPRODUCED",
+    "NOT_REPRODUCED",
+    "MIXED",
+    "INTERVAL_COLUMNS",
+    "COMPARISON_COLUMNS",
+    "comparison_row",
+    "config_key",
+    "estimate",
+    "interval_row",
+    "load_experiment",
+    "make_context",
+    "run_experiment",
+    "table",
+    "verdict_from_checks",
+]
+
+# The seeds' claims in issue 13's order (one experiment file each; see the module docstring).
+EXPERIMENTS: tuple[str, ...] = (
+    "adam-step-bound",
+    "amsgrad-counterexample",
+    "adam-vs-sgdm",
+    "swats",
+    "radam-warmup",
+    "lookahead",
+    "large-batch",
+    "schedules",
+    "walk-with-sgd",
+    "gradient-noise",
+    "landscape",
+    "helps-optimization",
+    "next-adam",
+)
+
+
+def module_name(name: str) -> str:
+    """The module of claim ``name`` in :mod:`optimlab.lab.reproduce.experiments` (``-`` -> ``_``)."""
+    return name.replace("-", "_")
+
+
+def available() -> tuple[str, ...]:
+    """The claims of :data:`EXPERIMENTS` whose experiment file exists, in order."""
+    return tuple(
+        n for n in EXPERIMENTS
+        if importlib.util.find_spec(f"optimlab.lab.reproduce.experiments.{module_name(n)}") is not None
+    )

@@ -1,0 +1,426 @@
+"""The pieces of a reproduction: the experiment definition, the run context, verdicts, evidence.
+
+An experiment is a module of :mod:`optimlab.lab.reproduce.experiments` (see the package docstring for what it
+defines); :func:`load_experiment` wraps it in an :class:`Experiment`. :func:`run_experiment` runs it in a
+:class:`Context` and returns an :class:`Outcome` (evidence, verdict, figure), also written as
+``<out>/<name>/evidence.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+__all__ = [
+    "VERDICTS",
+    "REPRODUCED",
+    "NOT_REPRODUCED",
+    "MIXED",
+    "Verdict",
+    "Check",
+    "verdict_from_checks",
+    "Experiment",
+    "Context",
+    "Outcome",
+    "load_experiment",
+    "run_experiment",
+    "interval_row",
+    "comparison_row",
+    "table",
+    "config_key",
+    "EVIDENCE_FILE",
+    "FIGURE_FILE",
+]
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+MIXED = "mixed"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, MIXED)
+EVIDENCE_FILE = "evidence.json"
+FIGURE_FILE = "figure.png"
+CACHE_VERSION = 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# Verdicts
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``value`` in :data:`VERDICTS` and the ``reason``, computed from the numbers."""
+
+    value: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.value not in VERDICTS:
+            raise ValueError(f"Invalid verdict: {self.value!r}; expected one of {', '.join(VERDICTS)}")
+
+    def to_dict(self) -> dict[str, str]:
+        return {"value": self.value, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One condition of a rule: what it says, whether it held, and the numbers it was decided on."""
+
+    text: str
+    passed: bool
+    detail: str = ""
+
+
+def verdict_from_checks(checks: Sequence[Check]) -> Verdict:
+    """The usual rule: every check holds -> reproduced; none holds -> not reproduced; otherwise mixed.
+
+    The reason lists each check with its numbers, so a reader sees why."""
+    if not checks:
+        raise ValueError("Invalid checks: []; expected at least one check")
+    passed = sum(c.passed for c in checks)
+    value = REPRODUCED if passed == len(checks) else NOT_REPRODUCED if passed == 0 else MIXED
+    parts = [f"{'✓' if c.passed else '✗'} {c.text}" + (f" ({c.detail})" if c.detail else "") for c in checks]
+    return Verdict(value, f"{passed}/{len(checks)} checks hold: " + "; ".join(parts))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Evidence helpers
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], note: str = "") -> dict[str, Any]:
+    """An evidence table (JSON-ready): the report prints it as it is."""
+    rows = [list(r) for r in rows]
+    if any(len(r) != len(columns) for r in rows):
+        raise ValueError(f"Invalid table {title!r}: every row needs {len(columns)} cells")
+    return {"title": title, "columns": list(columns), "rows": rows, "note": note}
+
+
+def _fmt(x: float) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.4g}"
+
+
+def interval_row(label: str, values: Sequence[float], confidence: float = 0.95) -> list[Any]:
+    """``[label, n, mean, "[low, high]"]``: the mean and Student-t interval over seeds (one value: no interval)."""
+    from optimlab.lab.stats import mean_ci
+
+    vals = [float(v) for v in values]
+    finite = [v for v in vals if math.isfinite(v)]
+    if not finite:
+        return [label, len(vals), "–", "–"]
+    ci = mean_ci(finite, confidence)
+    interval = "–" if ci.n < 2 else f"[{_fmt(ci.low)}, {_fmt(ci.high)}]"
+    n = f"{ci.n}" if len(finite) == len(vals) else f"{ci.n} (of {len(vals)}: others non-finite)"
+    return [label, n, _fmt(ci.mean), interval]
+
+
+INTERVAL_COLUMNS = ("", "n", "mean", "95% t interval")
+
+
+def comparison_row(label: str, a: Sequence[float], b: Sequence[float], paired: bool = False) -> list[Any]:
+    """``[label, mean difference a - b, t, p]`` from Welch's (or the paired) t test of :mod:`optimlab.lab.stats`."""
+    from optimlab.lab.stats import paired_test, welch_test
+
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    try:
+        r = paired_test(a, b) if paired else welch_test(a, b)
+    except ValueError as e:
+        return [label, _fmt(sum(a) / len(a) - sum(b) / len(b)) if a and b else "–", "–", f"n/a ({e})"]
+    return [label, _fmt(sum(a) / len(a) - sum(b) / len(b)), _fmt(r.t), f"{r.p:.3g}"]
+
+
+COMPARISON_COLUMNS = ("comparison", "mean difference", "t", "p (two-sided)")
+
+
+def config_key(config: Any) -> str:
+    """A stable 16-hex-digit hash of a JSON-able config."""
+    blob = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _jsonable(x: Any) -> Any:
+    """Tuples -> lists, NaN/inf -> None (strict JSON), recursively."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+# ----------------------------------------------------------------------------------------------------
+# The experiment
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment module, checked: its texts, protocol (with the ``--quick`` override) and functions."""
+
+    name: str
+    title: str
+    claim: str
+    citation: str
+    hardware: str
+    rule: str
+    protocol: Mapping[str, Any]
+    quick: Mapping[str, Any]
+    run: Callable[[Context], dict[str, Any]]
+    verdict: Callable[[dict[str, Any]], Verdict]
+    figure: Callable[[dict[str, Any], Path], None] | None
+    cost: Callable[[Mapping[str, Any]], tuple[int, float]] | None
+    caption: str
+    module: ModuleType | None = None
+
+    def protocol_for(self, quick: bool = False) -> dict[str, Any]:
+        """The protocol as data (a deep copy), with the ``QUICK`` override applied when ``quick``."""
+        p = copy.deepcopy(dict(self.protocol))
+        if quick:
+            p.update(copy.deepcopy(dict(self.quick)))
+        return p
+
+    @staticmethod
+    def from_module(module: ModuleType) -> Experiment:
+        missing = [a for a in ("NAME", "TITLE", "CLAIM", "CITATION", "HARDWARE", "RULE", "PROTOCOL", "run", "verdict")
+                   if not hasattr(module, a)]
+        if missing:
+            raise ValueError(f"Invalid experiment {module.__name__}: missing {', '.join(missing)}")
+        quick = getattr(module, "QUICK", {})
+        unknown = sorted(set(quick) - set(module.PROTOCOL))
+        if unknown:
+            raise ValueError(f"Invalid experiment {module.__name__}: QUICK overrides unknown keys {unknown}")
+        return Experiment(
+            name=module.NAME,
+            title=module.TITLE,
+            claim=module.CLAIM,
+            citation=module.CITATION,
+            hardware=module.HARDWARE,
+            rule=module.RULE,
+            protocol=module.PROTOCOL,
+            quick=quick,
+            run=module.run,
+            verdict=module.verdict,
+            figure=getattr(module, "figure", None),
+            cost=getattr(module, "cost", None),
+            caption=getattr(module, "CAPTION", ""),
+            module=module,
+        )
+
+
+def load_experiment(name: str) -> Experiment:
+    """The experiment ``name`` (a registered name such as ``adam-step-bound``, or a module path)."""
+    from optimlab.lab.reproduce import EXPERIMENTS, module_name
+
+    if name in EXPERIMENTS:
+        module = importlib.import_module(f"optimlab.lab.reproduce.experiments.{module_name(name)}")
+    elif "." in name:
+        module = importlib.import_module(name)
+    else:
+        raise ValueError(f"unknown claim {name!r}; available: {', '.join(EXPERIMENTS)} (optimlab reproduce --list)")
+    return Experiment.from_module(module)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The context
+
+
+@dataclass
+class Context:
+    """What an experiment's ``run(ctx)`` gets.
+
+    ``protocol``: the protocol dict (quick override applied); ``seeds``: the seeds to use (``--seeds`` or the
+    protocol's ``"seeds"``); ``folder``: the experiment's results folder; ``jobs``, ``data_dir``, ``progress``
+    (bars on a terminal, lines otherwise; ``False``: silent).
+    """
+
+    name: str
+    protocol: dict[str, Any]
+    seeds: tuple[int, ...]
+    folder: Path
+    quick: bool = False
+    jobs: int = 1
+    data_dir: str | None = None
+    progress: bool = True
+    log_stream: Any = None
+    computed: int = field(default=0, init=False)
+    reused: int = field(default=0, init=False)
+
+    def log(self, message: str) -> None:
+        """A line for the user (suppressed when ``progress`` is False)."""
+        if self.progress:
+            print(f"[{self.name}] {message}", file=self.log_stream, flush=True)
+
+    def bar(self, total: int, desc: str, unit: str = "it") -> Any:
+        """A progress bar (tqdm on a terminal, lines of 10 % otherwise): ``update(n)``, ``close()``."""
+        from optimlab.lab.diagnostic_runs import make_progress
+
+        return make_progress(total, f"{self.name}: {desc}", self.progress, unit)
+
+    # -- small numeric experiments ------------------------------------------------------------------
+
+    def cached(self, key: Mapping[str, Any], fn: Callable[[], Any]) -> Any:
+        """``fn()``'s JSON result, stored in ``folder/cache/<hash of key>.json`` with the key, the versions
+        (:func:`optimlab.lab.runner.environment`) and its cost; a later call with the same key reads it back.
+
+        ``key`` must hold everything the result depends on (config, seed); results are written atomically, so
+        an interrupted run loses only the piece in progress."""
+        from optimlab.lab.runner import environment
+
+        key = _jsonable(dict(key))
+        path = self.folder / "cache" / f"{config_key(key)}.json"
+        if path.exists():
+            stored = json.loads(path.read_text())
+            if stored.get("version") == CACHE_VERSION and stored.get("key") == key:
+                self.reused += 1
+                return stored["result"]
+        start, cpu = time.perf_counter(), time.process_time()
+        result = _jsonable(fn())
+        record = {
+            "version": CACHE_VERSION,
+            "key": key,
+            "result": result,
+            "environment": environment(),
+            "wall_seconds": time.perf_counter() - start,
+            "cpu_seconds": time.process_time() - cpu,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+        self.computed += 1
+        return result
+
+    # -- training runs through the lab --------------------------------------------------------------
+
+    def executor(self, callbacks: Any = None) -> Any:
+        """A :class:`~optimlab.lab.sweep.LocalExecutor` with this context's jobs, data folder and progress."""
+        from optimlab.lab.sweep import LocalExecutor
+
+        return LocalExecutor(jobs=self.jobs, data_dir=self.data_dir, progress=None if self.progress else False,
+                             callbacks=callbacks)
+
+    def sweep(self, configs: Iterable[Any], subdir: str = "runs", callbacks: Any = None) -> list[dict[str, Any]]:
+        """Run the :class:`~optimlab.lab.runner.RunConfig` s with :func:`~optimlab.lab.sweep.run_sweep` in
+        ``folder/subdir`` (resumable by key; records carry versions, seed and config) and return their records,
+        in the order of ``configs``. Raises KeyboardInterrupt when the sweep was interrupted."""
+        from optimlab.lab.cli import ProgressPrinter
+        from optimlab.lab.sweep import load_records, run_sweep
+
+        configs = list(configs)
+        out = self.folder / subdir
+        printer = ProgressPrinter(sum(c.steps for c in configs), lines=self.progress)
+        counter = {"done": 0}
+
+        def on_record(rec: dict[str, Any]) -> None:
+            counter["done"] += 1
+            printer("record", record=rec, phase=self.name, done=counter["done"], total=len(configs))
+
+        outcome = run_sweep(configs, out, executor=self.executor(callbacks), on_record=on_record)
+        if outcome.interrupted:
+            raise KeyboardInterrupt
+        by_key = {r["key"]: r for r in load_records(out)}
+        return [by_key[c.key()] for c in configs]
+
+    def tune(self, task: str, optimizers: Sequence[str], protocol: Any, subdir: str) -> Any:
+        """:func:`optimlab.lab.tuning.tune_and_run` in ``folder/subdir`` (the ``optimlab compare`` protocol:
+        equal budgets, selection on validation, final runs on fresh seeds); returns the StudyResult."""
+        from optimlab.lab.cli import ProgressPrinter
+        from optimlab.lab.tuning import tune_and_run
+
+        total = len(optimizers) * (protocol.trials_per_optimizer() * protocol.trial_steps()
+                                   + len(protocol.seeds) * protocol.steps)
+        printer = ProgressPrinter(total, lines=self.progress)
+        with self.executor() as executor:
+            return tune_and_run(task, optimizers, protocol, self.folder / subdir, executor=executor,
+                                on_event=printer)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Running an experiment
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What :func:`run_experiment` returns (and writes as ``evidence.json``)."""
+
+    experiment: Experiment
+    evidence: dict[str, Any]
+    verdict: Verdict
+    figure: Path | None
+    folder: Path
+    quick: bool
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.experiment.name,
+            "title": self.experiment.title,
+            "rule": self.experiment.rule,
+            "verdict": self.verdict.to_dict(),
+            "quick": self.quick,
+            "seconds": self.seconds,
+            "figure": self.figure.name if self.figure else None,
+            "evidence": self.evidence,
+        }
+
+
+def estimate(experiment: Experiment, quick: bool = False) -> tuple[int, float] | None:
+    """``(runs, seconds)`` the experiment expects at this size on 2 CPU cores, or None if it gives no estimate."""
+    if experiment.cost is None:
+        return None
+    runs, seconds = experiment.cost(experiment.protocol_for(quick))
+    return int(runs), float(seconds)
+
+
+def make_context(
+    experiment: Experiment,
+    out: str | os.PathLike,
+    *,
+    quick: bool = False,
+    seeds: Sequence[int] | None = None,
+    jobs: int = 1,
+    data_dir: str | None = None,
+    progress: bool = True,
+) -> Context:
+    """The :class:`Context` for ``experiment`` in ``out/<name>`` (``out/<name>-quick`` for ``--quick``)."""
+    protocol = experiment.protocol_for(quick)
+    chosen = tuple(seeds) if seeds is not None else tuple(protocol.get("seeds", (0,)))
+    if seeds is not None:
+        protocol["seeds"] = list(chosen)
+    folder = Path(out) / (experiment.name + ("-quick" if quick else ""))
+    return Context(experiment.name, protocol, chosen, folder, quick, jobs, data_dir, progress)
+
+
+def run_experiment(experiment: Experiment, ctx: Context) -> Outcome:
+    """Run ``experiment`` in ``ctx``: evidence, verdict by its rule, figure; write ``evidence.json`` next to the
+    figure in ``ctx.folder``. A rerun reads every finished piece back from the cache / results files."""
+    from optimlab.lab.runner import environment
+
+    ctx.folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    evidence = _jsonable(experiment.run(ctx))
+    verdict = experiment.verdict(evidence)
+    if not isinstance(verdict, Verdict):
+        raise TypeError(f"{experiment.name}.verdict must return a Verdict, got {type(verdict).__name__}")
+    figure = None
+    if experiment.figure is not None:
+        figure = ctx.folder / FIGURE_FILE
+        experiment.figure(evidence, figure)
+    seconds = time.perf_counter() - start
+    outcome = Outcome(experiment, evidence, verdict, figure, ctx.folder, ctx.quick, seconds)
+    record = outcome.to_dict()
+    record.update(protocol=_jsonable(ctx.protocol), seeds=list(ctx.seeds), environment=environment(),
+                  pieces={"computed": ctx.computed, "reused": ctx.reused})
+    tmp = ctx.folder / (EVIDENCE_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, ctx.folder / EVIDENCE_FILE)
+    return outcome

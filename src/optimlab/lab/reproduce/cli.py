@@ -1,0 +1,135 @@
+"""``optimlab reproduce NAME [NAME...] | --all | --list``: run claims of the seeds and write their report.
+
+A lab cli plugin (listed in :data:`optimlab.lab.cli.PLUGINS`): :func:`add_commands` adds the parser and
+:data:`COMMANDS` maps ``reproduce`` to :func:`reproduce`. The cost of each claim is printed before anything runs;
+every finished piece is kept in ``--out``, so Ctrl-C then the same command resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_commands", "COMMANDS", "reproduce", "DEFAULT_OUT"]
+
+DEFAULT_OUT = "optimlab-runs/reproduce"
+
+
+def _configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="*", metavar="NAME", help="claims to reproduce (optimlab reproduce --list)")
+    p.add_argument("--all", action="store_true", help="every claim built so far, into one report")
+    p.add_argument("--list", action="store_true", help="list the claims, their sizes and verdict rules")
+    p.add_argument("--quick", action="store_true", help="the small size (<= 2 min a claim on 2 cores; for CI)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
+    p.add_argument(
+        "--seeds", default=None, help="seeds instead of each claim's: a count N, a range A:B or a list a,b,c"
+    )
+    p.add_argument("--jobs", type=int, default=1, help="parallel worker processes for training runs (default 1)")
+    p.add_argument("--data-dir", default=None, help="the only folder searched for data files (also: $OPTIMLAB_DATA)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and its expected cost, run nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add ``optimlab reproduce`` to the ``optimlab`` parser."""
+    p = subparsers.add_parser(
+        "reproduce", help="reproduce the seeds' claims: a verdict, intervals and a figure per claim",
+        description="Reproduce the seeds' claims (issue 13): one experiment per claim, a verdict computed by its "
+        "rule, the evidence with 95%% intervals over seeds, the figure; a report (markdown + HTML).",
+    )
+    _configure(p)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _list(out: Any = None) -> int:
+    from optimlab.lab.reproduce import EXPERIMENTS, available, estimate, load_experiment
+
+    built = set(available())
+    for name in EXPERIMENTS:
+        if name not in built:
+            print(f"{name}: (not built yet)", file=out)
+            continue
+        e = load_experiment(name)
+        sizes = []
+        for quick in (False, True):
+            est = estimate(e, quick)
+            sizes.append(f"{'quick' if quick else 'default'} ~{_duration(est[1])}" if est else "")
+        print(f"{name}: {e.title}\n    {e.citation}\n    sized for {e.hardware}; {', '.join(s for s in sizes if s)}"
+              f"\n    rule: {e.rule}", file=out)
+    return 0
+
+
+def reproduce(args: argparse.Namespace) -> int:
+    """The ``reproduce`` handler: resolve the claims, print the cost, run them, write the report."""
+    from optimlab.lab.cli import parse_seeds
+    from optimlab.lab.reproduce import EXPERIMENTS, available, estimate, load_experiment, make_context, run_experiment
+    from optimlab.lab.reproduce.report import write_report
+
+    if args.list:
+        return _list()
+    if args.all and args.names:
+        raise ValueError("give claim names or --all, not both")
+    if not args.all and not args.names:
+        raise ValueError("name a claim (optimlab reproduce --list), or give --all")
+    if isinstance(args.jobs, bool) or args.jobs < 1:
+        raise ValueError(f"Invalid --jobs: {args.jobs!r}; expected a positive integer")
+    if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
+        raise ValueError(f"Invalid --data-dir: {args.data_dir!r} is not a folder")
+    built = available()
+    names = list(built) if args.all else list(dict.fromkeys(args.names))
+    for n in names:
+        if n not in EXPERIMENTS and "." not in n:
+            raise ValueError(f"unknown claim {n!r}; available: {', '.join(built)} (optimlab reproduce --list)")
+        if n in EXPERIMENTS and n not in built:
+            raise ValueError(f"claim {n!r} has no experiment yet; built: {', '.join(built)}")
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    experiments = [load_experiment(n) for n in names]
+    size = "--quick" if args.quick else "default size"
+    total_runs, total_s = 0, 0.0
+    print(f"optimlab reproduce: {len(experiments)} claim(s), {size}, results in {args.out}")
+    for e in experiments:
+        est = estimate(e, args.quick)
+        if est:
+            total_runs += est[0]
+            total_s += est[1]
+        cost = f"{est[0]} runs, ~{_duration(est[1])} on 2 cores" if est else "no estimate"
+        print(f"  {e.name}: {cost} (sized for {e.hardware})")
+    print(f"  total: {total_runs} runs, ~{_duration(total_s)} (finished pieces in {args.out} are reused)", flush=True)
+    if args.dry_run:
+        return 0
+    outcomes = []
+    start = time.perf_counter()
+    for e in experiments:
+        ctx = make_context(e, args.out, quick=args.quick, seeds=seeds, jobs=args.jobs, data_dir=args.data_dir,
+                           progress=not args.no_progress)
+        outcome = run_experiment(e, ctx)
+        outcomes.append(outcome)
+        print(f"{e.name}: {outcome.verdict.value.upper()} ({outcome.seconds:.1f} s). {outcome.verdict.reason}",
+              flush=True)
+    stem = "report-quick" if args.quick else "report"
+    not_built = [n for n in EXPERIMENTS if n not in built] if args.all else []
+    if len(outcomes) == 1 and not args.all:
+        path = write_report(outcomes, outcomes[0].folder, stem="report")
+    else:
+        path = write_report(outcomes, args.out, not_built=not_built, stem=stem)
+    print(f"report: {path} (and {path.with_suffix('.md').name}); {time.perf_counter() - start:.0f} s in all")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"reproduce": reproduce}
+
+if __name__ == "__main__":  # pragma: no cover
+    from optimlab.lab.cli import main
+
+    sys.exit(main(["reproduce", *sys.argv[1:]]))

@@ -1,0 +1,1 @@
+"""One module per claim of the seeds (see :mod:`optimlab.lab.reproduce` for what a module defines)."""
