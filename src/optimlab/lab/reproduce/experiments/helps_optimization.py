@@ -161,7 +161,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(factors), figsize=(5 * len(factors), 4), sharey=True)
     for ax, (factor, (with_, without)) in zip(axes, factors.items(), strict=True):
         for j, spec in enumerate(evidence["optimizers"]):
-            for k, (task, label) in enumerate(((without, "without"), (with_, "with"))):
+            for k, task in enumerate((without, with_)):
                 x = 2.5 * j + k
                 vals = [100 * v for v in evidence["per"][task][spec]["test_accuracy"] if v is not None]
                 ax.scatter(np.full(len(vals), x), vals, color=color_for(spec), alpha=0.5, s=14)

@@ -220,7 +220,7 @@ def verdict(evidence: dict[str, Any]) -> Verdict:
               f"large lr: {show(s['height'])}; small lr: {show(per[small]['height'])}"),
         Check("squared distance decreases strictly with the batch size ("
               + " > ".join(order) + ")",
-              every([all(per[a]["dist_sq"][i] > per[b]["dist_sq"][i] for a, b in zip(order, order[1:]))
+              every([all(per[a]["dist_sq"][i] > per[b]["dist_sq"][i] for a, b in zip(order, order[1:], strict=False))
                      for i in range(n)]),
               "; ".join(f"{lab}: {show(per[lab]['dist_sq'])}" for lab in order)),
     ]
