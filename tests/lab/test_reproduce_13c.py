@@ -124,6 +124,10 @@ def _helps_evidence(with_better: list[bool]) -> dict[str, Any]:
 def test_helps_verdict_rule_gives_each_value() -> None:
     assert helps.verdict(_helps_evidence([True] * 6)).value == REPRODUCED
     assert helps.verdict(_helps_evidence([False] * 6)).value == NOT_REPRODUCED
+    noisy = _helps_evidence([False] * 6)
+    for with_, _ in helps.FACTORS.values():  # higher means on the factor's side, but within the noise
+        noisy["per"][with_]["sgdm"] = {"test_accuracy": [0.82, 0.75, 0.86]}
+    assert helps.verdict(noisy).value == NOT_REPRODUCED  # not significant: does not count as helping
     v = helps.verdict(_helps_evidence([True, True, False, False, True, True]))
     assert v.value == MIXED and "✗ batchnorm helps sgdm" in v.reason and "✓ dropout helps adam" in v.reason
 
