@@ -4,6 +4,9 @@
 task                      data / model                                           metric, validation target
 ========================  =====================================================  ===========================
 ``mnist1d-mlp``           MNIST-1D, MLP 40-100-100-10 (Greydanus & Kobak, 2020)   accuracy, 60 %
+``mnist1d-mlp-fixed-order`` the MLP, one fixed batch order for every epoch     accuracy, 60 %
+``mnist1d-mlp-bn``        the MLP with BatchNorm after each hidden layer          accuracy, 60 %
+``mnist1d-mlp-dropout``   the MLP with dropout 0.2 after each hidden layer        accuracy, 60 %
 ``mnist1d-cnn``           MNIST-1D, the paper's 3-layer 1-D CNN                   accuracy, 90 %
 ``fmnist-cnn``            Fashion-MNIST, 2 conv + 2 dense layers                  accuracy, 88 %
 ``fmnist-resnet``         Fashion-MNIST, small ResNet (3 residual stages, BN)    accuracy, 90 %
@@ -139,9 +142,11 @@ class ClassificationTask(Task):
         eval_batch_size: int = 2000,
         target_note: str = "",
         data_files: bool = False,
+        shuffle: bool = True,
     ):
         self.name, self.description = name, description
         self.data_files = data_files
+        self.shuffle = shuffle  # False: one permutation drawn once, the same batch order every epoch
         self._loader, self._make_model = loader, make_model
         self.steps, self.batch_size, self.eval_every, self.target = steps, batch_size, eval_every, target
         self.train_eval_size, self.eval_batch_size = train_eval_size, eval_batch_size
@@ -163,11 +168,13 @@ class ClassificationTask(Task):
         n = len(data.y_train)
         if batch_size > n:
             raise ValueError(f"batch_size must be at most the training set size {n}, got {batch_size}")
-        while True:  # epochs of a fresh permutation, dropping the last incomplete batch
-            perm = torch.randperm(n, generator=generator)
+        perm = torch.randperm(n, generator=generator)
+        while True:  # epochs of a fresh permutation (or the first one again), dropping the last incomplete batch
             for i in range(0, n - batch_size + 1, batch_size):
                 idx = perm[i : i + batch_size]
                 yield data.x_train[idx], data.y_train[idx]
+            if self.shuffle:
+                perm = torch.randperm(n, generator=generator)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, data: TensorSplits, split: str) -> dict[str, float]:
@@ -207,6 +214,20 @@ def _mnist1d_deep_mlp(d: TensorSplits) -> nn.Module:
                 m.weight.normal_(0.0, 0.1)
                 m.bias.zero_()
     return model
+
+
+def _mnist1d_mlp_with(norm: bool = False, dropout: float = 0.0) -> Callable[[TensorSplits], nn.Module]:
+    """The MNIST-1D MLP with BatchNorm after each hidden linear layer and/or dropout after each hidden ReLU (the
+    variants of ``optimlab reproduce helps-optimization``)."""
+
+    def make(d: TensorSplits) -> nn.Module:
+        layers: list[nn.Module] = []
+        for a, b in ((40, 100), (100, 100)):
+            layers += [nn.Linear(a, b), *([nn.BatchNorm1d(b)] if norm else []), nn.ReLU()]
+            layers += [nn.Dropout(dropout)] if dropout else []
+        return nn.Sequential(*layers, nn.Linear(100, d.num_classes))
+
+    return make
 
 
 class _Unsqueeze(nn.Module):
@@ -565,6 +586,25 @@ TASKS: dict[str, Task] = {
             eval_every=250,
             target=0.6,
             train_eval_size=3600,
+        ),
+        *(
+            ClassificationTask(
+                name,
+                f"MNIST-1D (procedural, 3.6k/0.4k/1k), MLP 40-100-100-10, {what}",
+                _load_mnist1d,
+                make,
+                steps=3000,
+                batch_size=100,
+                eval_every=250,
+                target=0.6,
+                train_eval_size=3600,
+                shuffle=shuffle,
+            )
+            for name, what, make, shuffle in (
+                ("mnist1d-mlp-fixed-order", "one fixed batch order every epoch", _mnist1d_mlp, False),
+                ("mnist1d-mlp-bn", "BatchNorm after each hidden layer", _mnist1d_mlp_with(norm=True), True),
+                ("mnist1d-mlp-dropout", "dropout 0.2 after each hidden layer", _mnist1d_mlp_with(dropout=0.2), True),
+            )
         ),
         ClassificationTask(
             "mnist1d-deep-mlp",

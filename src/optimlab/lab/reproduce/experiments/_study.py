@@ -1,0 +1,58 @@
+"""Shared by the tuned claims of part C (``helps-optimization``, ``next-adam``): one tuned study through
+:func:`optimlab.lab.tuning.tune_and_run` in the experiment's folder, and the numbers read from its final runs.
+
+(The framework's ``Context.tune`` computes its progress total with ``protocol.trial_steps()``, but
+``Protocol.trial_steps`` is a property, so it raises TypeError; until that is fixed this helper calls
+``tune_and_run`` itself, with the context's executor, exactly as ``Context.tune`` means to.)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["study", "final_values", "steps_to_target"]
+
+
+def study(ctx: Any, task: str, optimizers: Sequence[str], protocol: Any, subdir: str) -> Any:
+    """:func:`~optimlab.lab.tuning.tune_and_run` in ``ctx.folder / subdir`` (resumable by config key); raises
+    KeyboardInterrupt when it was interrupted, so the experiment stops and a rerun resumes."""
+    from optimlab.lab.cli import ProgressPrinter
+    from optimlab.lab.tuning import tune_and_run
+
+    total = len(optimizers) * (protocol.trials_per_optimizer() * protocol.trial_steps
+                               + len(protocol.seeds) * protocol.steps)
+    printer = ProgressPrinter(total, lines=ctx.progress)
+    with ctx.executor() as executor:
+        result = tune_and_run(task, list(optimizers), protocol, ctx.folder / subdir, executor=executor,
+                              on_event=printer)
+    if result.interrupted or not result.complete:
+        raise KeyboardInterrupt
+    return result
+
+
+def final_values(result: Any, spec: str, key: str) -> list[float]:
+    """``key`` of each final run of ``spec`` (seed order): ``"test_<metric>"`` reads the once-evaluated test
+    split, anything else the last value of that history curve (NaN where diverged)."""
+    out = []
+    for r in sorted(result.results[spec].finals, key=lambda r: r["config"]["seed"]):
+        if key.startswith("test_"):
+            v = (r.get("test") or {}).get(key[5:])
+        else:
+            v = (r["history"].get(key) or [None])[-1]
+        out.append(math.nan if v is None or r["status"] != "ok" and not key.startswith("test_") else float(v))
+    return out
+
+
+def steps_to_target(result: Any, spec: str, target: float) -> list[float]:
+    """Per final run of ``spec``: the first evaluation step at which the validation metric reaches ``target``
+    (:func:`optimlab.lab.stats.time_to_target`; ``inf`` if never)."""
+    from optimlab.lab.stats import time_to_target
+
+    out = []
+    for r in sorted(result.results[spec].finals, key=lambda r: r["config"]["seed"]):
+        h = r["history"]
+        out.append(time_to_target(h["step"], h[f"val_{r['metric']}"], target,
+                                  higher_is_better=r["higher_is_better"]))
+    return out
