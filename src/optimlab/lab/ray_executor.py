@@ -78,7 +78,8 @@ def _init_on_loopback(ray: Any, **kwargs: Any) -> None:
     saved = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, **kwargs)
+        # address="local": always a new cluster of this process, whatever $RAY_ADDRESS says
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, **kwargs)
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved
     addresses = {n["NodeManagerAddress"] for n in ray.nodes()}
