@@ -287,3 +287,36 @@ def test_lookahead_verdict_rule_and_noisy_quadratic() -> None:
     ev["lr_spread"] = {"adam": 0.1, "la": 0.3}
     ev["noisy"] = {"sgd": la, "lookahead+sgd": sgd}
     assert exp.verdict(ev).value == NOT_REPRODUCED
+
+
+# ----------------------------------------------------------------------------------------------------
+# Claim 10: gradient-noise (the lab spec, the task, the rule)
+
+
+def test_noise_wrapper_spec_and_deep_task() -> None:
+    import torch
+
+    from optimlab.lab.optimizers import build_optimizer
+    from optimlab.lab.tasks import get_task
+    from optimlab.wrappers import GradientNoise
+
+    task = get_task("mnist1d-deep-mlp")
+    torch.manual_seed(0)
+    model = task.model(task.load())
+    linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 21 and all(m.out_features == 50 for m in linears[:-1])
+    assert abs(float(linears[3].weight.std()) - 0.1) < 0.01 and float(linears[3].bias.abs().max()) == 0.0
+    opt = build_optimizer("noise@eta=0.3+adam", model, lr=1e-3)
+    assert isinstance(opt, GradientNoise) and opt.eta == 0.3 and opt.gamma == 0.55
+
+
+def test_gradient_noise_verdict_rule() -> None:
+    exp = load_experiment("gradient-noise")
+    base = [0.30, 0.31, 0.32]
+    ev = {"alpha": 0.05, "test": {"no noise": base, "η = 0.01": [0.29, 0.30, 0.31], "η = 1": [0.50, 0.51, 0.52]}}
+    assert exp.verdict(ev).value == REPRODUCED
+    ev["test"]["η = 1"] = [0.25, 0.36, 0.34]  # higher mean, not significant
+    assert exp.verdict(ev).value == MIXED
+    ev["test"]["η = 1"] = [0.20, 0.21, 0.22]
+    v = exp.verdict(ev)
+    assert v.value == NOT_REPRODUCED and "no η beats no noise" in v.reason
