@@ -50,7 +50,7 @@ CLAIM = ("Adam trains faster early but generalizes worse than SGDM (a larger gap
          "for Transformers (the lecture: 'Adam for BERT/Transformers').")
 CITATION = ("Wilson et al. 2017 (NeurIPS, arXiv:1705.08292, github.com/wilson-ashia/adaptive_methods); the "
             "lecture's summary and table (seed notes)")
-HARDWARE = "2 CPU cores: default ~25 min (--jobs 2), --quick ~2 min"
+HARDWARE = "2 CPU cores: default 12-25 min (--jobs 2; estimated, not yet timed), --quick ~2 min"
 CAPTION = ("Left: training loss against the step, right: validation metric against the step (mean over final "
            "seeds, band: min-max), for tuned SGDM and Adam on each task (the axes of Wilson et al. 2017, Fig. 1-3).")
 

@@ -51,7 +51,7 @@ CLAIM = ("With the linear scaling rule and warm-up, SGDM needs k times fewer ste
          "(Shallue et al.); the layer-wise methods LARS and LAMB scale further (You et al.).")
 CITATION = ("Goyal et al. 2017 (arXiv:1706.02677); Shallue et al. 2018 (arXiv:1811.03600, Fig. 1); You et al. 2017 "
             "(LARS, arXiv:1708.03888); You et al. 2020 (LAMB, ICLR)")
-HARDWARE = "2 CPU cores: default ~20 min, --quick ~1.5 min"
+HARDWARE = "2 CPU cores: default 16-25 min (estimated, not yet timed), --quick ~1.5 min"
 CAPTION = ("Steps to 60 % validation accuracy (MNIST-1D MLP) against batch size, log-log, the best of the rule's lr "
            "×{0.3, 1, 3} per batch size; mean over seeds. Dotted: perfect scaling from the smallest batch "
            "(steps ∝ 1/B); crosses: the target was not reached within the cap.")

@@ -38,7 +38,7 @@ CLAIM = ("Without warm-up Adam is sensitive to the lr and its first updates dist
          "Yarats 2021).")
 CITATION = ("Liu et al. 2020 (RAdam, ICLR, arXiv:1908.03265, github.com/LiyuanLucasLiu/RAdam, Fig. 2-3); Ma & "
             "Yarats 2021 (AAAI, arXiv:1910.04209)")
-HARDWARE = "2 CPU cores: default ~25 min (--jobs 2), --quick ~1.5 min"
+HARDWARE = "2 CPU cores: default 15-25 min (--jobs 2; estimated, not yet timed), --quick ~1.5 min"
 CAPTION = ("Left: final test perplexity against the lr (log-log; mean over seeds, bars: min-max) of Adam without "
            "warm-up, Adam with a linear warm-up of 2/(1-β₂) steps, and RAdam (Liu et al. 2020, Fig. 3). Right: "
            "histograms of |gradient| (log scale) over the first steps, stacked along the y-axis, without and with "

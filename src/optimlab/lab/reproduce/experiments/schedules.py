@@ -51,7 +51,7 @@ CLAIM = ("At the same budget and the lr range test's peak lr, cyclical lrs beat 
          "2019), the trapezoid/WSD matches cosine (the article), and annealing beats a constant lr.")
 CITATION = ("Smith 2017 (CLR, arXiv:1506.01186); Loshchilov & Hutter 2017 (SGDR, arXiv:1608.03983); Smith & Topin "
             "2019 (one-cycle, arXiv:1708.07120); Hägele et al. 2024 (WSD, arXiv:2405.18392)")
-HARDWARE = "2 CPU cores: default ~20 min (--jobs 2), --quick ~1.5 min"
+HARDWARE = "2 CPU cores: default 12-20 min (--jobs 2; estimated, not yet timed), --quick ~1.5 min"
 CAPTION = ("Top: the lr of each schedule against the step (peak from the lr range test). Bottom: validation "
            "accuracy against the step (mean over seeds), SGDM on the Fashion-MNIST ResNet, equal budget (the axes "
            "of Smith 2017, Fig. 1, and Loshchilov & Hutter 2017, Fig. 2).")
