@@ -38,6 +38,13 @@ def lookahead(optimizer: torch.optim.Optimizer, **kwargs: Any) -> torch.optim.Op
     return Lookahead(optimizer, **kwargs)
 
 
+def gradient_noise(optimizer: torch.optim.Optimizer, **kwargs: Any) -> torch.optim.Optimizer:
+    """Wrap ``optimizer`` in the library's annealed Gaussian gradient noise (Neelakantan et al., 2015)."""
+    from optimlab.wrappers import GradientNoise
+
+    return GradientNoise(optimizer, **kwargs)
+
+
 def _steps(value: float, total: int, name: str) -> int:
     """A length given as a fraction of the run (``0 < value < 1``) or as a number of steps."""
     if not value >= 0:

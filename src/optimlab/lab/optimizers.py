@@ -101,9 +101,10 @@ PRESETS: dict[str, Preset] = {
 # Wrappers compose with any base by ``+``: name -> default keyword arguments.
 WRAPPERS: dict[str, dict[str, Any]] = {
     "lookahead": {"k": 5, "alpha": 0.5},  # Zhang et al., 2019
+    "noise": {"eta": 0.01, "gamma": 0.55},  # gradient noise, variance eta/(1+t)^gamma; Neelakantan et al., 2015
 }
 
-_WRAPPER_FACTORIES = {"lookahead": library.lookahead}
+_WRAPPER_FACTORIES = {"lookahead": library.lookahead, "noise": library.gradient_noise}
 
 DEFAULT_OPTIMIZERS: tuple[str, ...] = (
     "sgd",

@@ -213,6 +213,23 @@ def _mnist1d_mlp_with(norm: bool = False, dropout: float = 0.0) -> Callable[[Ten
     return make
 
 
+def _mnist1d_deep_mlp(d: TensorSplits) -> nn.Module:
+    # Neelakantan et al. (2015), Section 4.1: 20 hidden layers of 50 ReLU units, the "simple init" (weights drawn
+    # from N(0, 0.1^2), zero biases): deep, narrow and hard to train (the signal shrinks ~2x a layer).
+    sizes = [40] + [50] * 20
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    layers.append(nn.Linear(50, d.num_classes))
+    model = nn.Sequential(*layers)
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, nn.Linear):
+                m.weight.normal_(0.0, 0.1)
+                m.bias.zero_()
+    return model
+
+
 class _Unsqueeze(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.unsqueeze(1)
@@ -588,6 +605,17 @@ TASKS: dict[str, Task] = {
                 ("mnist1d-mlp-bn", "BatchNorm after each hidden layer", _mnist1d_mlp_with(norm=True), True),
                 ("mnist1d-mlp-dropout", "dropout 0.2 after each hidden layer", _mnist1d_mlp_with(dropout=0.2), True),
             )
+        ),
+        ClassificationTask(
+            "mnist1d-deep-mlp",
+            "MNIST-1D (procedural, 3.6k/0.4k/1k), 20x50 ReLU MLP, N(0, 0.1^2) init (Neelakantan et al. 2015)",
+            _load_mnist1d,
+            _mnist1d_deep_mlp,
+            steps=3000,
+            batch_size=100,
+            eval_every=250,
+            target=0.3,
+            train_eval_size=3600,
         ),
         ClassificationTask(
             "mnist1d-cnn",

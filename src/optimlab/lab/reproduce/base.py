@@ -330,16 +330,18 @@ class Context:
         by_key = {r["key"]: r for r in load_records(out)}
         return [by_key[c.key()] for c in configs]
 
-    def tune(self, task: str, optimizers: Sequence[str], protocol: Any, subdir: str) -> Any:
+    def tune(self, task: str, optimizers: Sequence[str], protocol: Any, subdir: str, callbacks: Any = None) -> Any:
         """:func:`optimlab.lab.tuning.tune_and_run` in ``folder/subdir`` (the ``optimlab compare`` protocol:
-        equal budgets, selection on validation, final runs on fresh seeds); returns the StudyResult."""
+        equal budgets, selection on validation, final runs on fresh seeds); returns the StudyResult.
+        ``callbacks``: a module-level function ``config -> [Callback, ...]`` (what they put in ``ctx.extras`` is
+        in each record's ``"extras"``)."""
         from optimlab.lab.cli import ProgressPrinter
         from optimlab.lab.tuning import tune_and_run
 
-        total = len(optimizers) * (protocol.trials_per_optimizer() * protocol.trial_steps()
+        total = len(optimizers) * (protocol.trials_per_optimizer() * protocol.trial_steps
                                    + len(protocol.seeds) * protocol.steps)
         printer = ProgressPrinter(total, lines=self.progress)
-        with self.executor() as executor:
+        with self.executor(callbacks) as executor:
             return tune_and_run(task, optimizers, protocol, self.folder / subdir, executor=executor,
                                 on_event=printer)
 
