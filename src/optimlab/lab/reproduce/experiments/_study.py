@@ -1,9 +1,9 @@
 """Shared by the tuned claims of part C (``helps-optimization``, ``next-adam``): one tuned study through
 :func:`optimlab.lab.tuning.tune_and_run` in the experiment's folder, and the numbers read from its final runs.
 
-(The framework's ``Context.tune`` computes its progress total with ``protocol.trial_steps()``, but
-``Protocol.trial_steps`` is a property, so it raises TypeError; until that is fixed this helper calls
-``tune_and_run`` itself, with the context's executor, exactly as ``Context.tune`` means to.)
+This is ``Context.tune`` plus one thing the claims need: an interrupted or incomplete study raises
+KeyboardInterrupt, so the experiment stops there (instead of computing a verdict from half a study) and the same
+command resumes it. (It was written when ``Context.tune`` still called the property ``Protocol.trial_steps``.)
 """
 
 from __future__ import annotations
