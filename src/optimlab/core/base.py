@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import operator
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -59,7 +59,7 @@ from . import ops as F
 from . import validation as V
 from .ops import TensorOrList
 
-__all__ = ["TORCH_FLAGS", "Optimizer", "ParamsT", "fused_sgd_drops_updates", "new_step"]
+__all__ = ["TORCH_FLAGS", "Optimizer", "ParamsT", "fused_sgd_drops_updates", "new_step", "plan_stats"]
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -139,6 +139,9 @@ def _rounds(entries: list[tuple[Tensor, Tensor, dict[str, Any]]]) -> list[list[t
 
 
 _is_sparse = operator.attrgetter("is_sparse")
+
+#: Step plans reused (``hits``) and built (``built``) in this process (see :class:`_Plan`).
+plan_stats: Counter[str] = Counter()
 
 
 class _Bucket:
@@ -410,6 +413,7 @@ class Optimizer(torch.optim.Optimizer):
         plans = self.__dict__.setdefault("_plans", {})
         plan = plans.get(id(group))
         if plan is not None and plan.valid(self, group, params, grads, hp):
+            plan_stats["hits"] += 1
             if plan.run(self, grads, hp):
                 return
             plans.pop(id(group), None)  # the step changed the state layout: plan again next step
@@ -456,6 +460,7 @@ class Optimizer(torch.optim.Optimizer):
         # The next steps reuse this step's bucketing while nothing it depends on changes (see _Plan).
         if (entries and not sparse and not fresh and dispatch.lists_mode(hp) and all(b is not None for b in built)
                 and layouts == [tuple(sorted(st)) for _, _, st in entries]):
+            plan_stats["built"] += 1
             plans[id(group)] = _Plan(group, params, grads, hp, entries, [b for b in built if b is not None])
 
     def _step_entries(self, entries: list[tuple[Tensor, Tensor, dict[str, Any]]],
