@@ -151,7 +151,7 @@ class _Bucket:
 
     __slots__ = ("complex_", "lens", "params", "scalar_keys", "states", "tensor_keys")
 
-    def __init__(self, opt: Optimizer, entries: list[tuple[Tensor, Tensor, dict[str, Any]]], idx: list[int]) -> None:
+    def __init__(self, opt: Optimizer, entries: list[tuple[Tensor, Tensor, dict[str, Any]]]) -> None:
         self.params = [p for p, _, _ in entries]
         self.states = [st for _, _, st in entries]
         self.lens = [len(st) for st in self.states]
@@ -480,7 +480,7 @@ class Optimizer(torch.optim.Optimizer):
         for key, idx in buckets.items():
             h = dict(hp)
             h.update(key[-1])
-            bucket = _Bucket(self, [entries[i] for i in idx], idx)
+            bucket = _Bucket(self, [entries[i] for i in idx])
             if use_lists:
                 bucket.run(self, [entries[i][1] for i in idx], h)
                 out.append(bucket)
