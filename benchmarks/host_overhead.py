@@ -6,11 +6,12 @@ building, kernel calls per list. This script times steady-state ``opt.step()`` c
 ``--warmup`` untimed steps), then repeats them with timers wrapped around the pieces of a step and prints, per
 implementation, the median per step of each piece (inclusive times: a piece's time contains the pieces it calls):
 
-- optimlab: ``step`` > ``_step_group`` (the per-parameter loop: grad and state lookup, the bucket key) >
-  ``_advance`` (the step counters, one ``_foreach_add_``), ``_run_bucket`` (the lists built from the bucket) >
-  ``_run_lists`` > ``_fused`` (torch's fused kernel where optimlab calls it), ``_prepare`` (0-d state, derived
-  scalars), ``kernels.usable`` (the per-tensor checks), ``kernels.run`` > ``trace_rule`` (the rule traced again
-  every step) and the compiled C loop's call;
+- optimlab: ``step`` > ``_step_group`` (the per-parameter loop: grad and state lookup, the bucket key; in a steady
+  state instead ``plan.valid``, the cached step plan checked, and ``plan.run``) > ``_advance`` (the step counters,
+  one ``_foreach_add_``), ``_run_bucket`` (the lists built from the bucket) > ``dispatch.step_bucket`` (the path
+  table) > ``_run_lists`` > ``_fused`` (torch's fused kernel where optimlab calls it), ``_prepare`` (0-d state,
+  derived scalars), ``kernels.usable`` (the per-tensor checks), ``kernels.run`` > ``trace_rule`` (the rule traced
+  again every step) and the compiled C loop's call;
 - torch kernels, in whichever implementation calls them: ``torch._fused_adam_``/``_fused_adamw_``/``_fused_sgd_``,
   ``torch._foreach_add_``/``_foreach_mul_`` (0-d counters and products) and the total of every other
   ``torch._foreach_*`` call.
@@ -117,7 +118,7 @@ class _Timers:
 @contextlib.contextmanager
 def _patched(timers: _Timers, opt: Any) -> Iterator[None]:
     """Timers around the pieces of a step (restored afterwards)."""
-    from optimlab.core import base, kernels  # noqa: PLC0415
+    from optimlab.core import base, dispatch, kernels  # noqa: PLC0415
 
     undo: list[tuple[Any, str, Any, bool]] = []
 
@@ -140,6 +141,9 @@ def _patched(timers: _Timers, opt: Any) -> Iterator[None]:
     if isinstance(opt, base.Optimizer):
         for attr in ("_step_group", "_advance", "_run_bucket", "_run_lists", "_fused", "_prepare"):
             patch(cls, attr, attr)
+        patch(base._Plan, "valid", "plan.valid")
+        patch(base._Plan, "run", "plan.run")
+        patch(dispatch, "step_bucket", "dispatch.step_bucket")
         patch(kernels, "usable", "kernels.usable")
         patch(kernels, "run", "kernels.run")
         patch(kernels, "trace_rule", "  trace_rule")
@@ -195,7 +199,8 @@ def _breakdown(factory: Factory, tensors: int, numel: int, steps: int, warmup: i
     return best_ms, best_pieces, calls
 
 
-_ORDER = ["_step_group", "_advance", "_run_bucket", "_run_lists", "_fused", "_prepare", "kernels.usable",
+_ORDER = ["_step_group", "plan.valid", "plan.run", "_advance", "_run_bucket", "dispatch.step_bucket", "_run_lists",
+          "_fused", "_prepare", "kernels.usable",
           "kernels.run", "  trace_rule", "  _load", "  C loop"]
 
 

@@ -14,7 +14,7 @@ from optim_db import BY_NAME, CASES, DB, FIRST_STEP_STILL, MATRIX_OPTIMIZERS, NO
 from problems import loss_at, make_params, run
 
 import optimlab
-from optimlab.core import kernels
+from optimlab.core import dispatch, kernels
 
 ALL = pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
 INFOS = pytest.mark.parametrize("info", DB, ids=[i.name for i in DB])
@@ -84,14 +84,20 @@ def _trajectory(info, cfg, foreach, dtype=torch.float64, steps=10, skip_every=No
     return params, opt
 
 
-@pytest.fixture(params=["compiled", "eager"])
+@pytest.fixture(params=["compiled", "eager", "foreach"])
 def fast_path(request, monkeypatch):
-    """Run the list path twice: with compiled kernels (:mod:`optimlab.core.kernels`), and eager (no compiler)."""
+    """Run the list path three ways: with compiled kernels (:mod:`optimlab.core.kernels`), eager (no compiler:
+    torch's fused kernels, blocked or whole lists), and forced onto the whole-list row of
+    :mod:`optimlab.core.dispatch` (every other bucket row skipped; a class's own path still runs)."""
     if request.param == "eager":
         monkeypatch.setattr(kernels, "_enabled", False)
+    elif request.param == "foreach":
+        with dispatch.only():
+            yield request.param
+        return
     elif not kernels.enabled():
         pytest.skip("no C compiler: compiled kernels are off")
-    return request.param
+    yield request.param
 
 
 @ALL

@@ -8,7 +8,9 @@
   bias correction, decoupled decay, AMSGrad's max, trust ratio);
 * :mod:`~optimlab.core.validation`: argument checks with one message format;
 * :mod:`~optimlab.core.blocked`: cache-blocked eager execution of a list rule (needs only torch);
-* :mod:`~optimlab.core.kernels`: rules traced into one compiled C loop per step (CPU).
+* :mod:`~optimlab.core.kernels`: rules traced into one compiled C loop per step (CPU);
+* :mod:`~optimlab.core.triton_kernels`: the same traces as one Triton kernel per step (CUDA);
+* :mod:`~optimlab.core.dispatch`: the one table that decides how a bucket is stepped.
 """
 
 from .base import Optimizer, ParamsT, new_step

@@ -43,8 +43,9 @@ as torch's for-loop does: the occurrences go to successive rounds of the step, n
 
 from __future__ import annotations
 
+import operator
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -53,12 +54,12 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
-from . import blocked, kernels
+from . import dispatch
 from . import ops as F
 from . import validation as V
 from .ops import TensorOrList
 
-__all__ = ["TORCH_FLAGS", "Optimizer", "ParamsT", "fused_sgd_drops_updates", "new_step"]
+__all__ = ["TORCH_FLAGS", "Optimizer", "ParamsT", "fused_sgd_drops_updates", "new_step", "plan_stats"]
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -135,6 +136,108 @@ def _rounds(entries: list[tuple[Tensor, Tensor, dict[str, Any]]]) -> list[list[t
             rounds.append([])
         rounds[k].append(entry)
     return rounds
+
+
+_is_sparse = operator.attrgetter("is_sparse")
+
+#: Step plans reused (``hits``) and built (``built``) in this process (see :class:`_Plan`).
+plan_stats: Counter[str] = Counter()
+
+
+class _Bucket:
+    """One bucket of a step on the list path: its parameters and their state dicts, in order, and what the lists
+    are built from (state names; complex parameters as real views). Built once by the bucketing, reused by
+    :class:`_Plan` while the layout stays the same; the gradients and state tensors are read anew every step."""
+
+    __slots__ = ("complex_", "lens", "params", "scalar_keys", "states", "tensor_keys")
+
+    def __init__(self, opt: Optimizer, entries: list[tuple[Tensor, Tensor, dict[str, Any]]]) -> None:
+        self.params = [p for p, _, _ in entries]
+        self.states = [st for _, _, st in entries]
+        self.lens = [len(st) for st in self.states]
+        first = self.states[0]
+        self.complex_ = torch.is_complex(self.params[0])
+        self.tensor_keys = [k for k, v in first.items() if isinstance(v, Tensor) and k not in opt._scalar_state]
+        self.scalar_keys = [k for k in opt._scalar_state if k in first]
+
+    def run(self, opt: Optimizer, gs: list[Tensor], h: dict[str, Any]) -> bool:
+        """Step the bucket by :func:`optimlab.core.dispatch.step_bucket`; False if the step created state."""
+        sts = self.states
+        s: dict[str, Any] = {k: [st[k] for st in sts] for k in self.tensor_keys}
+        ps = self.params
+        if self.complex_:  # complex tensors as (..., 2) real views; 0-d counters stay as they are
+            ps, gs = [torch.view_as_real(p) for p in ps], [torch.view_as_real(g) for g in gs]
+            s = {k: [torch.view_as_real(t) if t.is_complex() else t for t in v] for k, v in s.items()}
+        s.update({k: [st[k] for st in sts] for k in self.scalar_keys})
+        dispatch.step_bucket(opt, ps, gs, s, h, self.tensor_keys)
+        new = [k for k in s if k not in sts[0]]
+        for k in new:  # state the rule created on this step (e.g. SGD's momentum buffer)
+            for st, v in zip(sts, s[k], strict=True):
+                st[k] = torch.view_as_complex(v) if self.complex_ else v
+        return not new
+
+
+class _Plan:
+    """A group's step on the list path, kept from one step to the next so that a steady-state step skips the
+    per-parameter Python work (state lookup and creation, 0-d values read one by one, bucket keys, views).
+
+    Valid while nothing the bucketing depends on changed, checked every step: the same group and parameter list,
+    the same parameters with and without a gradient, no sparse gradient, the same state dicts (same objects, same
+    number of entries: ``load_state_dict`` or a reset state is noticed), the same ``fused``/``foreach``/
+    ``differentiable`` flags, and 0-d state values still equal within each bucket (one ``torch.stack`` per bucket
+    and name). Hyperparameter *values* are never cached: ``h`` is built from the group every step, so a scheduler
+    changing lr, betas or weight decay is seen at once. ``add_param_group`` and ``load_state_dict`` drop every
+    plan; a step that creates state (SGD's first momentum step) plans again on the next step. Not noticed:
+    ``p.data = t`` with another dtype or device (call ``load_state_dict`` or :meth:`Optimizer.invalidate_plans`).
+    """
+
+    __slots__ = ("flags", "group", "mask", "pids", "rounds", "stepped", "stepped_states")
+
+    def __init__(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor | None], hp: dict[str, Any],
+                 entries: list[tuple[Tensor, Tensor, dict[str, Any]]], rounds: list[list[_Bucket]]) -> None:
+        self.group = group
+        self.pids = tuple(map(id, params))
+        self.mask = tuple(g is None for g in grads)
+        self.flags = (hp["fused"], hp["foreach"], hp["differentiable"])
+        self.rounds = rounds
+        self.stepped = [p for b in (b for r in rounds for b in r) for p in b.params]
+        self.stepped_states = [st for b in (b for r in rounds for b in r) for st in b.states]
+
+    def valid(self, opt: Optimizer, group: dict[str, Any], params: list[Tensor], grads: list[Tensor | None],
+              hp: dict[str, Any]) -> bool:
+        if (self.group is not group or (hp["fused"], hp["foreach"], hp["differentiable"]) != self.flags
+                or tuple(map(id, params)) != self.pids or tuple(g is None for g in grads) != self.mask):
+            return False
+        if any(map(_is_sparse, (g for g in grads if g is not None))):
+            return False
+        if not all(map(operator.is_, map(opt.state.get, self.stepped), self.stepped_states)):
+            return False
+        for rnd in self.rounds:
+            for b in rnd:
+                if list(map(len, b.states)) != b.lens:
+                    return False
+                if len(b.states) < 2:
+                    continue
+                for k in b.scalar_keys:
+                    try:
+                        vals = torch.stack([st[k] for st in b.states]).tolist()
+                    except (RuntimeError, TypeError):
+                        return False
+                    if vals.count(vals[0]) != len(vals):
+                        return False
+        return True
+
+    def run(self, opt: Optimizer, grads: list[Tensor | None], hp: dict[str, Any]) -> bool:
+        """One step by the plan; False if it created state (then the plan is dropped)."""
+        stable = True
+        for rnd in self.rounds:
+            opt._advance([st for b in rnd for st in b.states])
+            for b in rnd:
+                h = dict(hp)
+                first = b.states[0]
+                h.update((k, float(first[k])) for k in b.scalar_keys)  # equal within the bucket (checked)
+                stable = b.run(opt, [p.grad for p in b.params], h) and stable
+        return stable
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -219,7 +322,14 @@ class Optimizer(torch.optim.Optimizer):
         return group.get("decay_scale") == "schedule"
 
     # -- torch.optim.Optimizer contract ------------------------------------------------------------------------
+    def invalidate_plans(self) -> None:
+        """Forget the cached step plans (see :class:`_Plan`): the next step buckets every group anew. Called by
+        ``add_param_group`` and ``load_state_dict``; needed by hand only after ``p.data = t`` changed a
+        parameter's dtype or device."""
+        self.__dict__.get("_plans", {}).clear()
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self.invalidate_plans()
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
@@ -236,6 +346,7 @@ class Optimizer(torch.optim.Optimizer):
                           UserWarning, stacklevel=3)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.invalidate_plans()
         super().load_state_dict(state_dict)
         # A checkpoint written by torch.optim, an older torch or an older optimlab may lack some of our options:
         # use the defaults. (Our own state_dict has them all, so loading it adds nothing.)
@@ -297,12 +408,22 @@ class Optimizer(torch.optim.Optimizer):
 
     def _step_group(self, group: dict[str, Any]) -> None:
         hp = self._hyperparameters(group)
+        params = group["params"]
+        grads = [p.grad for p in params]
+        plans = self.__dict__.setdefault("_plans", {})
+        plan = plans.get(id(group))
+        if plan is not None and plan.valid(self, group, params, grads, hp):
+            plan_stats["hits"] += 1
+            if plan.run(self, grads, hp):
+                return
+            plans.pop(id(group), None)  # the step changed the state layout: plan again next step
+            return
+        plans.pop(id(group), None)
         entries, sparse = [], []
         fresh: dict[int, tuple[Tensor, dict[str, Any]]] = {}
         check_fused = hp["fused"] is True
         states = self.state
-        for p in group["params"]:
-            g = p.grad
+        for p, g in zip(params, grads, strict=True):
             if g is None:
                 continue
             if check_fused:
@@ -317,16 +438,18 @@ class Optimizer(torch.optim.Optimizer):
                     if self._moment_keys:
                         self._cast_moments(p, state, group)
                     fresh[id(p)] = (p, state)
-            if g.is_sparse:
+            if dispatch.entry_path(hp, g) == "sparse":
                 if not self._supports_sparse:
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients; "
                                        "use torch.optim.SparseAdam or dense gradients")
                 sparse.append((p, g, state))
             else:
                 entries.append((p, g, state))
-        for rnd in _rounds(entries):
-            self._step_entries(rnd, hp)
+        layouts = [tuple(sorted(st)) for _, _, st in entries]
+        rounds = _rounds(entries)
+        built = [self._step_entries(rnd, hp) for rnd in rounds]
         for p, g, state in sparse:
+            dispatch.taken["sparse"] += 1
             self._advance([state])
             h = dict(hp)
             h.update((k, float(state[k])) for k in self._scalar_state if k in state)
@@ -334,21 +457,37 @@ class Optimizer(torch.optim.Optimizer):
         for p, state in fresh.values():
             if state:
                 self.state[p] = state
+        # The next steps reuse this step's bucketing while nothing it depends on changes (see _Plan).
+        if (entries and not sparse and not fresh and dispatch.lists_mode(hp) and all(b is not None for b in built)
+                and layouts == [tuple(sorted(st)) for _, _, st in entries]):
+            plan_stats["built"] += 1
+            plans[id(group)] = _Plan(group, params, grads, hp, entries, [b for b in built if b is not None])
 
-    def _step_entries(self, entries: list[tuple[Tensor, Tensor, dict[str, Any]]], hp: dict[str, Any]) -> None:
+    def _step_entries(self, entries: list[tuple[Tensor, Tensor, dict[str, Any]]],
+                      hp: dict[str, Any]) -> list[_Bucket] | None:
+        """Step one round; returns its buckets (for the step plan) on the list path, else None."""
         if not entries:
-            return
+            return []
         self._advance([state for _, _, state in entries])
-        use_lists = bool(hp["fused"]) or (hp["foreach"] is not False and not hp["differentiable"])
-        buckets: dict[Any, list[tuple[Tensor, Tensor, dict[str, Any]]]] = defaultdict(list)
-        for i, (p, g, state) in enumerate(entries):
-            scalars = tuple((k, float(state[k])) for k in self._scalar_state if k in state)
+        use_lists = dispatch.lists_mode(hp)
+        buckets: dict[Any, list[int]] = defaultdict(list)
+        scalar_state = self._scalar_state
+        for i, (p, _, state) in enumerate(entries):
+            scalars = tuple((k, float(state[k])) for k in scalar_state if k in state)
             key = (p.device, p.dtype, torch.is_complex(p), tuple(sorted(state)), scalars)
-            buckets[key if use_lists else (i,) + key].append((p, g, state))
-        for key, bucket in buckets.items():
+            buckets[key if use_lists else (i,) + key].append(i)
+        out = []
+        for key, idx in buckets.items():
             h = dict(hp)
             h.update(key[-1])
-            self._run_bucket(bucket, h, as_list=use_lists)
+            bucket = _Bucket(self, [entries[i] for i in idx])
+            if use_lists:
+                bucket.run(self, [entries[i][1] for i in idx], h)
+                out.append(bucket)
+            else:
+                dispatch.taken[dispatch.entry_path(hp, entries[idx[0]][1])] += 1
+                self._run_bucket([entries[i] for i in idx], h, as_list=False)
+        return out if use_lists else None
 
     def _sparse_update(self, p: Tensor, g: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
         """One parameter with a sparse gradient (classes with ``_supports_sparse``): by default the plain rule on
@@ -368,7 +507,7 @@ class Optimizer(torch.optim.Optimizer):
         s: dict[str, Any] = {k: [real(st[k]) for _, _, st in bucket] for k in tensor_keys}
         s.update({k: [st[k] for _, _, st in bucket] for k in self._scalar_state if k in bucket[0][2]})
         if as_list:
-            self._run_lists(ps, gs, s, h, tensor_keys)
+            dispatch.step_bucket(self, ps, gs, s, h, tensor_keys)
             new = {k: v for k, v in s.items() if k not in bucket[0][2]}
         else:
             one = {k: v[0] for k, v in s.items()}
@@ -385,38 +524,10 @@ class Optimizer(torch.optim.Optimizer):
 
     def _run_lists(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
                    tensor_keys: list[str]) -> None:
-        """The fast path: torch's fused kernel where the algorithm maps onto one, else the rule on cache-sized
-        blocks where it is element-wise, else the rule on whole lists (see :mod:`optimlab.core.blocked`)."""
-        moments = [k for k in tensor_keys if k in self._moment_keys]
-        mixed = any(s[k][0].dtype != ps[0].dtype for k in moments)  # moments stored in lower precision
-        if not mixed and h["fused"] is not False and self._fused(ps, gs, s, h):
-            return
-        self._prepare(s, h)
-        if self._elementwise and not self._creates_state(s, h) and self._compiled(ps, gs, s, h, tensor_keys):
-            return
-        if mixed:  # no kernel reads them: compute on copies in the parameters' dtype (model-sized, this step only)
-            with _working_copies(s, moments, ps[0].dtype):
-                self._apply(ps, gs, s, h)
-            return
-        if not self._elementwise or self._creates_state(s, h) or not blocked.blockable(ps):
-            self._apply(ps, gs, s, h)
-            return
-        scalars = {k: v for k, v in s.items() if k not in tensor_keys}
-        for block in blocked.block_plan([ps, gs, *(s[k] for k in tensor_keys)]):
-            self._apply(block[0], block[1], {**scalars, **dict(zip(tensor_keys, block[2:], strict=True))}, h)
-
-    def _compiled(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
-                  tensor_keys: list[str]) -> bool:
-        """Run the rule as one compiled loop (see :mod:`optimlab.core.kernels`); False if it cannot be."""
-        lists = [ps, gs, *(s[k] for k in tensor_keys)]
-        if not kernels.usable(lists):
-            return False
-        scalars = {k: v for k, v in s.items() if k not in tensor_keys}
-
-        def rule(p: Any, g: Any, *state: Any) -> None:
-            self._apply(p, g, {**scalars, **dict(zip(tensor_keys, state, strict=True))}, h)
-
-        return kernels.run(rule, lists, readonly=(1,)) is not False
+        """The generic list path: the bucket rows of :mod:`optimlab.core.dispatch` (fused kernel, Triton, compiled
+        C loop, working copies, blocked, whole lists). A class with a rule of its own (a reduction per tensor)
+        overrides this and calls ``super()._run_lists`` where its own path does not apply."""
+        dispatch.step_bucket(self, ps, gs, s, h, tensor_keys, custom=False)
 
     # -- optional subclass hooks for the fast path ----------------------------------------------------------------
     #: The rule treats every element independently (no norm over a tensor, no 0-d state written inside

@@ -55,9 +55,9 @@ apply), which this module does not do. A rule that advances a 0-d state tensor i
 ``mu_product``) would advance it once per block: such classes must either update the scalar outside the rule
 or not be blocked.
 
-How the base class uses it: in ``Optimizer._run_bucket``, on the list path, when the class declares its rule
-element-wise (e.g. a class attribute ``_elementwise = True``), no new state is created by this step (state
-exists already), and the bucket is large (``sum(numel) >= 4 * block_elems``), replace the single call
+How the base class uses it (the ``blocked`` row of :mod:`optimlab.core.dispatch`): on the list path, when the
+class declares its rule element-wise (e.g. a class attribute ``_elementwise = True``), no new state is created by
+this step (state exists already), and the bucket is large (``sum(numel) >= 4 * block_elems``), replace the single call
 ``self._update(ps, gs, s, h)`` by::
 
     plan = block_plan([ps, gs, *tensor_state_lists], block_elems)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import operator
 import os
 import platform
 import shutil
@@ -73,6 +74,9 @@ __all__ = [
 
 _C_TYPES = {torch.float32: ("float", "sqrtf"), torch.float64: ("double", "sqrt")}
 _PLAIN = (Tensor, Parameter)
+_PLAIN_SET = frozenset(_PLAIN)
+_IS_CPU = operator.attrgetter("is_cpu")
+_DTYPE = operator.attrgetter("dtype")
 #: Below this many elements a kernel runs on the calling thread only.
 _MIN_PARALLEL_ELEMS = 1 << 17
 #: Elements per inner chunk of a loop that sums: 32 independent float64 partial sums per expression (two
@@ -805,13 +809,13 @@ def usable(lists: Sequence[Sequence[Tensor]]) -> bool:
     compute = lists[0][0].dtype
     if compute not in _C_TYPES:
         return False
-    for lst in lists:  # one plain loop: this runs every step, over every tensor
+    for lst in lists:  # this runs every step, over every tensor: C-level map() calls, no Python loop per tensor
         dtype = lst[0].dtype
         if not _storage_ok(dtype, compute):
             return False
-        for t in lst:
-            if type(t) not in _PLAIN or not t.is_cpu or t.dtype != dtype or not t.is_contiguous():
-                return False
+        if (not set(map(type, lst)) <= _PLAIN_SET or not all(map(_IS_CPU, lst))
+                or set(map(_DTYPE, lst)) != {dtype} or not all(map(Tensor.is_contiguous, lst))):
+            return False
     return True
 
 
@@ -841,9 +845,9 @@ def run(rule: Callable[..., Sequence[Sym] | None], lists: Sequence[Sequence[Tens
     if fn is None:
         return False
     n = len(lists[0])
-    sizes = [t.numel() for t in lists[0]]
+    sizes = list(map(Tensor.numel, lists[0]))
     off = torch.tensor([0, *sizes], dtype=torch.int64).cumsum_(0)
-    ptrs = torch.tensor([t.data_ptr() for lst in lists for t in lst], dtype=torch.int64)
+    ptrs = torch.tensor([x for lst in lists for x in map(Tensor.data_ptr, lst)], dtype=torch.int64)
     sc = torch.tensor(trace.scalars or [0.0], dtype=torch.float64)
     pt = (torch.stack([x.detach().to(device="cpu", dtype=torch.float64).reshape(n) for x in per_tensor])
           if per_tensor else torch.zeros(1, dtype=torch.float64))

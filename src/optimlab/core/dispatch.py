@@ -1,0 +1,218 @@
+"""One place decides how a bucket of parameters is stepped: two ordered tables of ``(path, condition, runner)`` rows.
+
+The base class (:class:`optimlab.core.base.Optimizer`) groups a step's parameters into buckets (same device, dtype,
+state layout and 0-d state values) and hands each bucket to :func:`step_bucket`; nothing else in the engine chooses
+a path. The first row whose condition holds runs; a runner may *decline* (return False, having touched nothing), and
+then the next row whose condition holds is tried. The last row of each table always applies, so every bucket is
+stepped exactly once. The plain loop is the reference: every other path must give its trajectory to round-off
+(``tests/test_matrix.py`` forces each path with :func:`only` and compares it with the plain loop).
+
+Per parameter (:data:`ENTRY_ROWS`, decided in ``Optimizer._step_group``):
+
+================  ====================================================================================
+path              when
+================  ====================================================================================
+``sparse``        the gradient is sparse (classes with ``_supports_sparse``; else ``RuntimeError``):
+                  ``_sparse_update``, one tensor at a time
+``differentiable``  ``differentiable=True``: the plain loop with autograd recording
+``loop``          ``foreach=False`` (and not ``fused=True``): the plain per-parameter loop
+``lists``         otherwise: the parameter joins a bucket stepped by the table below
+================  ====================================================================================
+
+Per bucket on the list path (:data:`BUCKET_ROWS`; ``elementwise`` = the class declares ``_elementwise`` and this
+step creates no state):
+
+================  ====================================================================================
+path              when (and what runs)
+================  ====================================================================================
+``custom``        the class overrides ``_run_lists`` (rules with a reduction over each tensor: LAMB, LARS,
+                  MARS, Prodigy, SWATS, Adafactor): its own multi-phase path, which falls back on this
+                  table through ``super()._run_lists``
+``fused``         ``fused`` is not False, moments stored in the parameters' dtype, and the class's
+                  ``_fused`` accepts the bucket: torch's fused kernel (SGD, Adam, AdamW, Adagrad, Muon's
+                  AdamW part)
+``triton``        elementwise, Triton installed and enabled, plain contiguous tensors on one CUDA device
+                  (CPU tensors under ``TRITON_INTERPRET=1``): one Triton kernel per step
+                  (:mod:`optimlab.core.triton_kernels`)
+``compiled``      elementwise, a C compiler, plain contiguous float32/float64 CPU tensors (bfloat16 state
+                  beside float32 allowed): one compiled C loop (:mod:`optimlab.core.kernels`)
+``mixed``         moments stored in lower precision (``moment_dtype``) and no kernel above took it: the
+                  rule on working copies in the parameters' dtype
+``blocked``       elementwise and at least ``blocked.MIN_BLOCKED_ELEMS`` elements of plain tensors: the
+                  rule on cache-sized blocks of views (:mod:`optimlab.core.blocked`)
+``foreach``       always: the rule once on whole lists (``torch._foreach_*``)
+================  ====================================================================================
+
+A kernel row (``triton``, ``compiled``) declines when the rule cannot be traced or compiled; ``fused`` declines
+where torch's kernel does not fit (e.g. SGD's fused kernel on CPU float16). ``_prepare`` (derived scalars, 0-d
+state advanced once per bucket) runs once, after ``fused`` and before the other rows.
+
+:func:`only` restricts the tables (a test or a benchmark forcing one path); :data:`taken` counts the paths taken.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+from . import blocked, kernels, triton_kernels
+
+if TYPE_CHECKING:  # the base class imports this module
+    from .base import Optimizer
+
+__all__ = ["BUCKET_PATHS", "BUCKET_ROWS", "ENTRY_PATHS", "ENTRY_ROWS", "entry_path", "only", "step_bucket", "taken"]
+
+#: How often each path ran in this process (bucket paths and per-parameter ``sparse``/``loop``/``differentiable``).
+taken: Counter[str] = Counter()
+
+_allowed: frozenset[str] | None = None
+
+
+@contextmanager
+def only(*paths: str) -> Iterator[None]:
+    """Within the block, bucket rows other than ``paths`` are skipped (the last row, ``foreach``, always stays, so
+    every bucket is still stepped): ``with dispatch.only("blocked"): opt.step()``."""
+    global _allowed
+    unknown = set(paths) - set(BUCKET_PATHS) - set(ENTRY_PATHS)
+    if unknown:
+        raise ValueError(f"Invalid paths: {sorted(unknown)}; expected some of {list(BUCKET_PATHS)}")
+    previous, _allowed = _allowed, frozenset(paths)
+    try:
+        yield
+    finally:
+        _allowed = previous
+
+
+# -- per parameter --------------------------------------------------------------------------------------------
+ENTRY_ROWS: tuple[tuple[str, Callable[[dict[str, Any], Tensor], bool]], ...] = (
+    ("sparse", lambda hp, g: g.is_sparse),
+    ("differentiable", lambda hp, g: bool(hp["differentiable"])),
+    ("loop", lambda hp, g: hp["foreach"] is False and not hp["fused"]),
+    ("lists", lambda hp, g: True),
+)
+ENTRY_PATHS = tuple(name for name, _ in ENTRY_ROWS)
+
+
+def entry_path(hp: dict[str, Any], g: Tensor) -> str:
+    """The per-parameter path (:data:`ENTRY_ROWS`) for a dense or sparse gradient ``g`` under the group's flags."""
+    for name, applies in ENTRY_ROWS:
+        if applies(hp, g):
+            return name
+    raise AssertionError("the last row always applies")
+
+
+def lists_mode(hp: dict[str, Any]) -> bool:
+    """Whether dense gradients of a group with these flags take the list path (the ``lists`` row)."""
+    return not hp["differentiable"] and not (hp["foreach"] is False and not hp["fused"])
+
+
+# -- per bucket -----------------------------------------------------------------------------------------------
+class Bucket:
+    """What the rows look at and run on: the optimizer, the aligned lists, the hyperparameters of the bucket."""
+
+    __slots__ = ("gs", "h", "keys", "moments", "opt", "prepared", "ps", "s")
+
+    def __init__(self, opt: Optimizer, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
+                 keys: list[str]) -> None:
+        self.opt, self.ps, self.gs, self.s, self.h, self.keys = opt, ps, gs, s, h, keys
+        self.moments = [k for k in keys if k in opt._moment_keys]
+        self.prepared = False
+
+    @property
+    def lists(self) -> list[list[Tensor]]:
+        return [self.ps, self.gs, *(self.s[k] for k in self.keys)]
+
+    def prepare(self) -> None:
+        if not self.prepared:
+            self.prepared = True
+            self.opt._prepare(self.s, self.h)
+
+    def mixed(self) -> bool:
+        """Moments stored in another dtype than the parameters (``moment_dtype``)."""
+        return any(self.s[k][0].dtype != self.ps[0].dtype for k in self.moments)
+
+    def elementwise(self) -> bool:
+        """The class's rule is element-wise and this step creates no state (prepared first: that may create it)."""
+        if not self.opt._elementwise:
+            return False
+        self.prepare()
+        return not self.opt._creates_state(self.s, self.h)
+
+    def apply(self, ps: Any, gs: Any, tensors: list[Any]) -> None:
+        scalars = {k: v for k, v in self.s.items() if k not in self.keys}
+        self.opt._apply(ps, gs, {**scalars, **dict(zip(self.keys, tensors, strict=True))}, self.h)
+
+    def traced(self, backend: Any) -> bool:
+        def rule(p: Any, g: Any, *state: Any) -> None:
+            self.apply(p, g, list(state))
+
+        return backend.run(rule, self.lists, readonly=(1,)) is not False
+
+
+def _custom(b: Bucket) -> bool:
+    from .base import Optimizer  # noqa: PLC0415 - the base class imports this module
+
+    return type(b.opt)._run_lists is not Optimizer._run_lists
+
+
+def _run_custom(b: Bucket) -> bool:
+    b.opt._run_lists(b.ps, b.gs, b.s, b.h, b.keys)
+    return True
+
+
+def _run_fused(b: Bucket) -> bool:
+    return bool(b.opt._fused(b.ps, b.gs, b.s, b.h))
+
+
+def _run_mixed(b: Bucket) -> bool:
+    from .base import _working_copies  # noqa: PLC0415
+
+    b.prepare()
+    with _working_copies(b.s, b.moments, b.ps[0].dtype):
+        b.opt._apply(b.ps, b.gs, b.s, b.h)
+    return True
+
+
+def _run_blocked(b: Bucket) -> bool:
+    for block in blocked.block_plan(b.lists):
+        b.apply(block[0], block[1], block[2:])
+    return True
+
+
+def _run_foreach(b: Bucket) -> bool:
+    b.prepare()
+    b.opt._apply(b.ps, b.gs, b.s, b.h)
+    return True
+
+
+BUCKET_ROWS: tuple[tuple[str, Callable[[Bucket], bool], Callable[[Bucket], bool]], ...] = (
+    ("custom", _custom, _run_custom),
+    ("fused", lambda b: b.h["fused"] is not False and not b.mixed(), _run_fused),
+    ("triton", lambda b: b.elementwise() and triton_kernels.usable(b.lists), lambda b: b.traced(triton_kernels)),
+    ("compiled", lambda b: b.elementwise() and kernels.usable(b.lists), lambda b: b.traced(kernels)),
+    ("mixed", lambda b: b.mixed(), _run_mixed),
+    ("blocked", lambda b: b.elementwise() and blocked.blockable(b.ps), _run_blocked),
+    ("foreach", lambda b: True, _run_foreach),
+)
+BUCKET_PATHS = tuple(name for name, _, _ in BUCKET_ROWS)
+
+
+def step_bucket(opt: Optimizer, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
+                keys: list[str], custom: bool = True) -> str:
+    """Step one bucket on the list path by the first row of :data:`BUCKET_ROWS` that applies and accepts it;
+    returns the path's name. ``custom=False`` skips the ``custom`` row (a class's own path falling back here)."""
+    b = Bucket(opt, ps, gs, s, h, keys)
+    allowed = _allowed
+    for name, applies, run in BUCKET_ROWS:
+        if name == "custom" and not custom:
+            continue
+        if allowed is not None and name not in allowed and name not in ("custom", "foreach"):
+            continue
+        if applies(b) and run(b):
+            taken[name] += 1
+            return name
+    raise AssertionError("the last row always applies")
