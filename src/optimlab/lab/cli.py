@@ -280,6 +280,26 @@ def _configure_compare(c: argparse.ArgumentParser) -> None:
     c.add_argument("--data-dir", default=None, help="the only folder searched for data files (also: $OPTIMLAB_DATA)")
     c.add_argument("--no-progress", action="store_true", help="no progress bars (progress lines instead)")
     c.add_argument("--dry-run", action="store_true", help="print the plan and its expected cost, run nothing")
+    c.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="record diagnostics in every final run (walk, |g| histograms, sharpness, interpolation; "
+        "optimlab.lab.diagnostic_runs.DiagnosticsCallback) and add their panels to the report",
+    )
+
+
+class FinalRunDiagnostics:
+    """The callbacks of ``compare --diagnostics``: a :class:`~optimlab.lab.diagnostic_runs.DiagnosticsCallback`
+    for each final run (those that report the test split), none for tuning trials. Picklable (module level), so
+    the worker processes build it."""
+
+    def __init__(self, data_dir: str | None = None) -> None:
+        self.data_dir = data_dir
+
+    def __call__(self, config: Any) -> list[Any]:
+        from optimlab.lab.diagnostic_runs import DiagnosticsCallback
+
+        return [DiagnosticsCallback(data_dir=self.data_dir)] if "test" in config.splits else []
 
 
 def protocol_from_args(args: argparse.Namespace) -> Any:
@@ -397,7 +417,8 @@ def _compare(args: argparse.Namespace) -> int:
     bars = not args.no_progress and sys.stderr.isatty()
     printer = ProgressPrinter(cost.train_steps, lines=not bars or not sys.stdout.isatty())
     start = time.perf_counter()
-    with LocalExecutor(jobs=jobs, data_dir=args.data_dir, progress=bars) as executor:
+    callbacks = FinalRunDiagnostics(args.data_dir) if args.diagnostics else None
+    with LocalExecutor(jobs=jobs, data_dir=args.data_dir, progress=bars, callbacks=callbacks) as executor:
         study = tune_and_run(task, specs, protocol, out, executor=executor, on_event=printer)
     elapsed = time.perf_counter() - start
     if study.interrupted:
