@@ -621,9 +621,13 @@ def _list(args: argparse.Namespace) -> int:
         target = "" if t.target is None else f"target: {split} {t.metric} {fmt_value(t.target, t.metric)}{unit}"
         print(f"  {t.name:19s} {t.description}; {target}{'  (default)' if t.name == DEFAULT_TASK else ''}")
     print("optimizers (* = in the default comparison): preset lr, settings, search space -- source")
+    width = max(map(len, PRESETS))
     for name, p in PRESETS.items():
         mark = "*" if name in DEFAULT_OPTIMIZERS else " "
-        print(f" {mark}{name:10s} lr={p.lr:<7g} {p.kwargs}; tuned over {search_space(name).describe()} -- {p.source}")
+        settings = {**p.kwargs, **{k: f"{f:g} x steps" for k, f in p.run_fractions.items()}}
+        schedule = f", schedule {p.schedule}" if p.schedule else ""
+        print(f" {mark}{name:{width}s} lr={p.lr:<7g} {settings}{schedule}; tuned over "
+              f"{search_space(name).describe()} -- {p.source}")
     extra = [s for s in DEFAULT_OPTIMIZERS if s not in PRESETS]
     if extra:
         print(" *also in the default comparison: " + ", ".join(extra))
