@@ -69,8 +69,11 @@ def describe_backend(args: argparse.Namespace, jobs: int) -> str:
     return f"{jobs} job(s)"
 
 
-def executor_from_args(args: argparse.Namespace, jobs: int, data_dir: str | None, progress: bool) -> Any:
-    """The executor the flags ask for (a context manager: closing it stops its workers or its local cluster)."""
+def executor_from_args(
+    args: argparse.Namespace, jobs: int, data_dir: str | None, progress: bool, callbacks: Any = None
+) -> Any:
+    """The executor the flags ask for (a context manager: closing it stops its workers or its local cluster);
+    ``callbacks``: a picklable factory of per-run callbacks, built where the run runs (both backends)."""
     _check(args)
     if args.backend == "ray":
         from optimlab.lab.ray_executor import RayExecutor
@@ -83,10 +86,11 @@ def executor_from_args(args: argparse.Namespace, jobs: int, data_dir: str | None
             max_retries=args.max_retries,
             data_dir=data_dir,
             progress=progress,
+            callbacks=callbacks,
         )
     from optimlab.lab.sweep import LocalExecutor
 
-    return LocalExecutor(jobs=jobs, data_dir=data_dir, progress=progress)
+    return LocalExecutor(jobs=jobs, data_dir=data_dir, progress=progress, callbacks=callbacks)
 
 
 def trackers_from_args(args: argparse.Namespace) -> list[Any]:

@@ -283,6 +283,26 @@ def _configure_compare(c: argparse.ArgumentParser) -> None:
     from optimlab.lab.backends import add_backend_arguments
 
     add_backend_arguments(c)
+    c.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="record diagnostics in every final run (walk, |g| histograms, sharpness, interpolation; "
+        "optimlab.lab.diagnostic_runs.DiagnosticsCallback) and add their panels to the report",
+    )
+
+
+class FinalRunDiagnostics:
+    """The callbacks of ``compare --diagnostics``: a :class:`~optimlab.lab.diagnostic_runs.DiagnosticsCallback`
+    for each final run (those that report the test split), none for tuning trials. Picklable (module level), so
+    the worker processes build it."""
+
+    def __init__(self, data_dir: str | None = None) -> None:
+        self.data_dir = data_dir
+
+    def __call__(self, config: Any) -> list[Any]:
+        from optimlab.lab.diagnostic_runs import DiagnosticsCallback
+
+        return [DiagnosticsCallback(data_dir=self.data_dir)] if "test" in config.splits else []
 
 
 def protocol_from_args(args: argparse.Namespace) -> Any:
@@ -401,7 +421,8 @@ def _compare(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(cost.train_steps, lines=not bars or not sys.stdout.isatty())
     start = time.perf_counter()
     trackers = trackers_from_args(args)
-    with executor_from_args(args, jobs, args.data_dir, bars) as executor:
+    callbacks = FinalRunDiagnostics(args.data_dir) if args.diagnostics else None
+    with executor_from_args(args, jobs, args.data_dir, bars, callbacks=callbacks) as executor:
         study = tune_and_run(task, specs, protocol, out, executor=executor, on_event=printer, trackers=trackers)
     elapsed = time.perf_counter() - start
     if study.interrupted:
@@ -604,9 +625,13 @@ def _list(args: argparse.Namespace) -> int:
         target = "" if t.target is None else f"target: {split} {t.metric} {fmt_value(t.target, t.metric)}{unit}"
         print(f"  {t.name:19s} {t.description}; {target}{'  (default)' if t.name == DEFAULT_TASK else ''}")
     print("optimizers (* = in the default comparison): preset lr, settings, search space -- source")
+    width = max(map(len, PRESETS))
     for name, p in PRESETS.items():
         mark = "*" if name in DEFAULT_OPTIMIZERS else " "
-        print(f" {mark}{name:10s} lr={p.lr:<7g} {p.kwargs}; tuned over {search_space(name).describe()} -- {p.source}")
+        settings = {**p.kwargs, **{k: f"{f:g} x steps" for k, f in p.run_fractions.items()}}
+        schedule = f", schedule {p.schedule}" if p.schedule else ""
+        print(f" {mark}{name:{width}s} lr={p.lr:<7g} {settings}{schedule}; tuned over "
+              f"{search_space(name).describe()} -- {p.source}")
     extra = [s for s in DEFAULT_OPTIMIZERS if s not in PRESETS]
     if extra:
         print(" *also in the default comparison: " + ", ".join(extra))

@@ -21,6 +21,7 @@ __all__ = [
     "attach_schedule",
     "lr_find",
     "RUN_SCHEDULES",
+    "schedule_free_bn_update",
 ]
 
 
@@ -29,6 +30,13 @@ def create_optimizer(
 ) -> torch.optim.Optimizer:
     """A library optimizer by its registry name (``sgd``, ``adam``, ``radam``, ...) for ``model``."""
     return optimlab.create_optimizer(name, model, exclude_from_decay=exclude_from_decay, **kwargs)
+
+
+def schedule_free_bn_update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Any],
+                            num_batches: int = 50) -> None:
+    """The library's BatchNorm refresh at a Schedule-Free optimizer's evaluation point (model left in eval mode,
+    optimizer in eval mode)."""
+    optimlab.schedule_free_bn_update(model, optimizer, batches, num_batches=num_batches)
 
 
 def lookahead(optimizer: torch.optim.Optimizer, **kwargs: Any) -> torch.optim.Optimizer:

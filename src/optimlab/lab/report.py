@@ -805,6 +805,18 @@ def _page(title: str, parts: Sequence[str]) -> str:
     )
 
 
+def _diagnostics_section(ts: TaskSummary, out: Path) -> list[str]:
+    """The panels of ``compare --diagnostics`` (issue 10's :func:`~optimlab.lab.diagnostic_plots.
+    diagnostics_panels`) from the final runs that carry them; nothing when none does."""
+    records = [rec for r in ts.rows for rec in r.records if "diagnostics" in rec.get("extras", {})]
+    if not records:
+        return []
+    from optimlab.lab.diagnostic_plots import diagnostics_panels
+
+    _, fragment = diagnostics_panels(records, out)
+    return ["<h2>Diagnostics</h2>" + fragment] if fragment else []
+
+
 def build_report(out: str | os.PathLike) -> tuple[Path, TaskSummary]:
     """Write ``summary.csv``, the figures and ``report.html`` into the study folder ``out``; return the page's
     path and the summary. The folder is checked for writing before anything is computed."""
@@ -820,6 +832,7 @@ def build_report(out: str | os.PathLike) -> tuple[Path, TaskSummary]:
         "<a href='results.jsonl'>results.jsonl</a>; protocol: <a href='protocol.json'>protocol.json</a>.</p>",
     ]
     parts += _task_section(ts, out)
+    parts += _diagnostics_section(ts, out)
     env = next((rec["environment"] for r in ts.rows for rec in r.records), None)
     if env:
         parts.append(

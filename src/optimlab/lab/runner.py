@@ -217,7 +217,7 @@ def _run(config: RunConfig, callbacks: Sequence[Callback], data_dir: str | None,
         data = task.hide_test(data)  # a run that does not report the test split cannot read it
     torch.manual_seed(config.seed)
     model = task.model(data)
-    optimizer = build_optimizer(config.optimizer, model, lr=config.lr, **dict(config.hparams))
+    optimizer = build_optimizer(config.optimizer, model, lr=config.lr, steps=config.steps, **dict(config.hparams))
     settings = _settings(optimizer)  # as constructed: a schedule changes the lr from here on
     sched_name, sched_kwargs = parse_schedule(config.schedule)
     schedule = library.create_schedule(sched_name, config.steps, **sched_kwargs)

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from optimlab.lab import data as datasets
+from optimlab.lab import library
 
 __all__ = [
     "Task",
@@ -85,7 +86,8 @@ class Task:
 
         The hook for what an evaluation at the optimizer's evaluation weights needs: with BatchNorm under a
         Schedule-Free optimizer, the running statistics must be recomputed at those weights (the schedule_free
-        README: about 50 training batches in train mode under ``torch.no_grad()``). No task does this yet.
+        README: about 50 training batches in train mode under ``torch.no_grad()``); the classification tasks do it
+        (:meth:`ClassificationTask.before_eval`).
         """
 
     def model(self, data: Any) -> nn.Module:
@@ -160,6 +162,21 @@ class ClassificationTask(Task):
 
     def model(self, data: TensorSplits) -> nn.Module:
         return self._make_model(data)
+
+    bn_batches: int = 50  # the schedule_free README's "about 50 batches"
+    bn_seed: int = 0  # the same training batches before every evaluation, apart from the run's data order
+
+    def before_eval(self, model: nn.Module, optimizer: torch.optim.Optimizer, data: TensorSplits) -> None:
+        """With BatchNorm under an optimizer that evaluates at other weights than it trains (Schedule-Free,
+        which has ``eval()``/``train()``), recompute the running statistics at those weights
+        (:func:`optimlab.schedule_free_bn_update`: :attr:`bn_batches` training batches, drawn by their own
+        generator so the run's data order is untouched). Nothing to do otherwise."""
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        if not has_bn or not callable(getattr(optimizer, "eval", None)):
+            return
+        generator = torch.Generator().manual_seed(self.bn_seed)
+        library.schedule_free_bn_update(model, optimizer, self.batches(data, self.batch_size, generator),
+                                        self.bn_batches)
 
     def loss_fn(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(output, target)
