@@ -338,11 +338,12 @@ class RayExecutor:
             retry_exceptions=False,
         )
         callbacks = ray.put(self.callbacks) if self.callbacks is not None else None
+        _, before = ray.get(self._board.snapshot.remote())  # starts of these keys in earlier sweeps are no retries
+        attempts_seen = {c.key(): before.get(c.key(), 0) + 1 for c in configs}
         pending: dict[Any, RunConfig] = {}
         for c in configs:
             pending[remote.remote(c, self.threads, self.data_dir, callbacks, self._board)] = c
         self._in_flight = {c.key(): c for c in configs}
-        attempts_seen: dict[str, int] = {}
         failed: list[tuple[RunConfig, str]] = []
         last_poll = 0.0
         try:
