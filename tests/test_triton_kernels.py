@@ -402,6 +402,7 @@ def _recorded_structures(monkeypatch):
     monkeypatch.setattr(blocked, "fused_kernels_support", lambda tensors: False)
     monkeypatch.setattr(kernels, "usable", tk.usable)
     monkeypatch.setattr(kernels, "run", record)
+    monkeypatch.setattr(tk, "run", record)  # dispatch's triton row calls the Triton backend directly
     for info in DB:
         _trajectory(info, info.configs[0], foreach=True, dtype=torch.float32, steps=3)
     return seen
