@@ -19,9 +19,7 @@ time-to-target in steps), as a ratio of geometric means over seeds with a 95 % W
 scale; a run that never reaches the target counts as not reaching it (no speedup can be computed against it).
 
 Presets: the newer optimizers' lab presets and search spaces come from ``optimlab.lab.optimizers`` (issue 12's
-lab work). Where this tree's lab has none yet, :data:`FALLBACK_PRESETS` (plain data, the same settings and lr
-ranges, without the run-length-sized warm-ups) is registered for this experiment's runs only, and the evidence
-says so.
+lab work), as for ``optimlab compare``.
 
 Hardware: 2 shared CPU cores, 2 workers: default (the tasks' lengths, 8 trials, 5 seeds, 9 optimizers x 2 tasks)
 about 30 min on a quiet machine (not measured: see the report); ``--quick`` (the CNN only, 300 steps, 3
@@ -47,8 +45,7 @@ from optimlab.lab.reproduce import (
 )
 from optimlab.lab.reproduce.experiments._study import final_values, steps_to_target, study
 
-__all__ = ["NAME", "PROTOCOL", "QUICK", "RULE", "FALLBACK_PRESETS", "run", "verdict", "figure", "cost",
-           "speedup_interval", "register_fallbacks"]
+__all__ = ["NAME", "PROTOCOL", "QUICK", "RULE", "run", "verdict", "figure", "cost", "speedup_interval"]
 
 NAME = "next-adam"
 TITLE = "What comes after Adam (2026)? Newer optimizers vs tuned SGDM/Adam/AdamW at equal budget"
@@ -96,50 +93,6 @@ RULE = ("Per task, with every optimizer tuned at the same budget: (a) no newer o
         "reliably > 1.5x faster everywhere); "
         "mixed otherwise.")
 
-# The lab presets of issue 12 as plain data: (library name, lr, settings, lr range, tuned extra params, schedule).
-FALLBACK_PRESETS: dict[str, dict[str, Any]] = {
-    "lion": {"library_name": "lion", "lr": 1e-4, "kwargs": {"betas": (0.9, 0.99), "weight_decay": 0.1},
-             "tune": [("weight_decay", 1e-3, 10.0)]},
-    "schedulefree-adamw": {"library_name": "schedulefree-adamw", "lr": 2.5e-3,
-                           "kwargs": {"betas": (0.9, 0.999), "eps": 1e-8}, "schedule": "constant"},
-    "ademamix": {"library_name": "ademamix", "lr": 1e-3,
-                 "kwargs": {"betas": (0.9, 0.999, 0.9999), "alpha": 5.0, "eps": 1e-8}},
-    "muon": {"library_name": "muon", "lr": 0.02,
-             "kwargs": {"momentum": 0.95, "nesterov": True, "weight_decay": 0.01, "adamw_lr": 3e-4},
-             "lr_range": (1e-3, 1.0), "tune": [("adamw_lr", 1e-4, 1e-1)]},
-    "soap": {"library_name": "soap", "lr": 3e-3,
-             "kwargs": {"betas": (0.95, 0.95), "weight_decay": 0.01, "precondition_frequency": 10}},
-    "shampoo": {"library_name": "shampoo", "lr": 1e-3,
-                "kwargs": {"betas": (0.9, 0.999), "epsilon": 1e-12, "weight_decay": 1e-5,
-                           "precondition_frequency": 20}},
-}
-
-
-def register_fallbacks() -> list[str]:
-    """Add :data:`FALLBACK_PRESETS` the lab does not have yet to its presets; return their names."""
-    from optimlab.lab.optimizers import PRESETS, Preset
-    from optimlab.lab.space import Param
-
-    added = []
-    for name, d in FALLBACK_PRESETS.items():
-        if name not in PRESETS:
-            PRESETS[name] = Preset(d["library_name"], d["lr"], dict(d["kwargs"]),
-                                   "fallback of optimlab reproduce next-adam (issue 12's lab preset values)",
-                                   lr_range=d.get("lr_range"), tune=tuple(Param(*t) for t in d.get("tune", ())),
-                                   schedule=d.get("schedule"))
-            added.append(name)
-    return added
-
-
-def _in_worker(config: Any) -> list[Any]:
-    """The callback factory of this experiment's workers: importing this module in a spawned worker registers the
-    fallback presets there too; no callbacks."""
-    return []
-
-
-_FALLBACKS = register_fallbacks()  # also runs in every spawned worker that unpickles _in_worker
-
-
 def speedup_interval(base: list[float], other: list[float], confidence: float = 0.95) -> dict[str, float]:
     """Ratio of geometric means ``base / other`` (steps to target) with a Welch-t interval on the log scale;
     NaN bounds with fewer than two finite values on a side; ``inf``/NaN where a side never reached the target."""
@@ -180,59 +133,49 @@ def _protocol(p: dict[str, Any], task: str, seeds: tuple[int, ...]) -> Any:
 def run(ctx: Context) -> dict[str, Any]:
     p = ctx.protocol
     specs = [*p["baselines"], *p["challengers"]]
-    evidence: dict[str, Any] = {"tasks": {}, "fallback_presets": _FALLBACKS, "threshold": p["threshold"],
+    evidence: dict[str, Any] = {"tasks": {}, "threshold": p["threshold"],
                                 "baselines": p["baselines"], "challengers": p["challengers"]}
     tables = []
-    original = ctx.executor
+    for task in p["tasks"]:
+        ctx.log(f"{task}: tuning {len(specs)} optimizers")
+        protocol = _protocol(p, task, ctx.seeds)
+        result = study(ctx, task, specs, protocol, task)
+        target = protocol.target_value
+        metric = result.task.metric
+        per = {s: {"steps_to_target": steps_to_target(result, s, target),
+                   f"val_{metric}": final_values(result, s, f"val_{metric}"),
+                   f"test_{metric}": final_values(result, s, f"test_{metric}"),
+                   "lr": result.results[s].selection.lr,
+                   "hparams": result.results[s].selection.hparams} for s in specs}
 
-    def executor(callbacks: Any = None) -> Any:  # workers import this module (fallback presets)
-        return original(callbacks=callbacks or (_in_worker if _FALLBACKS else None))
+        def mean_steps(s: str, per: dict[str, Any] = per) -> float:
+            v = per[s]["steps_to_target"]
+            reached = [x for x in v if math.isfinite(x)]
+            return float(np.exp(np.mean(np.log(reached)))) if len(reached) * 2 >= len(v) else math.inf
 
-    ctx.executor = executor  # type: ignore[method-assign]
-    try:
-        for task in p["tasks"]:
-            ctx.log(f"{task}: tuning {len(specs)} optimizers")
-            protocol = _protocol(p, task, ctx.seeds)
-            result = study(ctx, task, specs, protocol, task)
-            target = protocol.target_value
-            metric = result.task.metric
-            per = {s: {"steps_to_target": steps_to_target(result, s, target),
-                       f"val_{metric}": final_values(result, s, f"val_{metric}"),
-                       f"test_{metric}": final_values(result, s, f"test_{metric}"),
-                       "lr": result.results[s].selection.lr,
-                       "hparams": result.results[s].selection.hparams} for s in specs}
-
-            def mean_steps(s: str, per: dict[str, Any] = per) -> float:
-                v = per[s]["steps_to_target"]
-                reached = [x for x in v if math.isfinite(x)]
-                return float(np.exp(np.mean(np.log(reached)))) if len(reached) * 2 >= len(v) else math.inf
-
-            best = min(p["baselines"], key=mean_steps)
-            speed = {s: speedup_interval(per[best]["steps_to_target"], per[s]["steps_to_target"])
-                     for s in p["challengers"]}
-            evidence["tasks"][task] = {"target": target, "metric": metric, "steps": protocol.steps, "per": per,
-                                       "best_baseline": best, "best_reached": per[best]["steps_to_target"],
-                                       "speedup": speed, "protocol": protocol.describe()}
-            rows = []
-            for s in specs:
-                reached = [x for x in per[s]["steps_to_target"] if math.isfinite(x)]
-                rows.append(interval_row(f"{s}: steps to {metric} {target:g} (reached {len(reached)}/{len(ctx.seeds)})",
-                                         reached or [math.nan]))
-            rows += [interval_row(f"{s}: final test {metric} (lr {per[s]['lr']:.3g})", per[s][f"test_{metric}"])
-                     for s in specs]
-            tables.append(table(f"{task}: final runs at the selected settings", INTERVAL_COLUMNS, rows))
-            srows = [[s, f"{speed[s]['ratio']:.3g}" if math.isfinite(speed[s]["ratio"]) else "–",
-                      (f"[{speed[s]['low']:.3g}, {speed[s]['high']:.3g}]"
-                       if math.isfinite(speed[s]["low"]) else "–"),
-                      f"{speed[s]['other_reached']}/{speed[s]['n_other']}"] for s in p["challengers"]]
-            tables.append(table(f"{task}: speedup in steps to target over the best tuned baseline ({best})",
-                                ["optimizer", "speedup", "95% interval", "reached target"], srows,
-                                "ratio of geometric means of steps to target (baseline / optimizer); > 1: faster"))
-    finally:
-        ctx.executor = original  # type: ignore[method-assign]
+        best = min(p["baselines"], key=mean_steps)
+        speed = {s: speedup_interval(per[best]["steps_to_target"], per[s]["steps_to_target"])
+                 for s in p["challengers"]}
+        evidence["tasks"][task] = {"target": target, "metric": metric, "steps": protocol.steps, "per": per,
+                                   "best_baseline": best, "best_reached": per[best]["steps_to_target"],
+                                   "speedup": speed, "protocol": protocol.describe()}
+        rows = []
+        for s in specs:
+            reached = [x for x in per[s]["steps_to_target"] if math.isfinite(x)]
+            rows.append(interval_row(f"{s}: steps to {metric} {target:g} (reached {len(reached)}/{len(ctx.seeds)})",
+                                     reached or [math.nan]))
+        rows += [interval_row(f"{s}: final test {metric} (lr {per[s]['lr']:.3g})", per[s][f"test_{metric}"])
+                 for s in specs]
+        tables.append(table(f"{task}: final runs at the selected settings", INTERVAL_COLUMNS, rows))
+        srows = [[s, f"{speed[s]['ratio']:.3g}" if math.isfinite(speed[s]["ratio"]) else "–",
+                  (f"[{speed[s]['low']:.3g}, {speed[s]['high']:.3g}]"
+                   if math.isfinite(speed[s]["low"]) else "–"),
+                  f"{speed[s]['other_reached']}/{speed[s]['n_other']}"] for s in p["challengers"]]
+        tables.append(table(f"{task}: speedup in steps to target over the best tuned baseline ({best})",
+                            ["optimizer", "speedup", "95% interval", "reached target"], srows,
+                            "ratio of geometric means of steps to target (baseline / optimizer); > 1: faster"))
     evidence["tables"] = tables
-    evidence["notes"] = ([f"fallback presets used (this tree's lab has none yet): {', '.join(_FALLBACKS)}"]
-                         if _FALLBACKS else [])
+    evidence["notes"] = []
     return evidence
 
 
