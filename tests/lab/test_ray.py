@@ -10,6 +10,7 @@ import io
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (scripts/setup.sh test installs it)")
 
 from optimlab.lab.ray_executor import RayExecutor, RunsFailedError  # noqa: E402
-from optimlab.lab.runner import RunConfig  # noqa: E402
+from optimlab.lab.runner import Callback, RunConfig, RunContext  # noqa: E402
 from optimlab.lab.sweep import RESULTS_FILE, LocalExecutor, load_records, run_sweep  # noqa: E402
 
 # what a run measures of its own speed differs between any two runs; everything else must be equal
@@ -40,7 +41,23 @@ def configs(steps: int, n: int = 4) -> list[RunConfig]:
 
 
 SHORT = configs(60)
-LONG = configs(2000, n=2)  # long enough (a few seconds) to be killed mid-run
+LONG = configs(2000, n=2)  # slowed by _slow_steps to at least 2 s a run: long enough to be killed mid-run
+
+
+class _SlowSteps(Callback):
+    """Sleeps 1 ms after every step, so that a LONG run lasts at least 2 s on any machine (a quadratic step takes
+    microseconds: unslowed, a fast machine finished the runs before the killer saw one). Changes no number."""
+
+    def after_step(self, ctx: RunContext) -> None:
+        time.sleep(0.001)
+
+
+def _slow_steps(config: RunConfig) -> list[Callback]:
+    return [_SlowSteps()]
+
+
+# the workers cannot import this test module: send the callback's code along with it
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def listening_addresses() -> set[str]:
@@ -114,7 +131,7 @@ def _kill_one_run(ex: RayExecutor, killed: list[int], stop: threading.Event) -> 
 
 
 def test_killed_worker_is_retried_once_without_duplicates(cluster: Any, reference: Any, tmp_path: Path) -> None:
-    ex = RayExecutor(progress=False, max_retries=2)
+    ex = RayExecutor(progress=False, max_retries=2, callbacks=_slow_steps)
     killed: list[int] = []
     stop = threading.Event()
     killer = threading.Thread(target=_kill_one_run, args=(ex, killed, stop), daemon=True)
@@ -134,7 +151,7 @@ def test_killed_worker_is_retried_once_without_duplicates(cluster: Any, referenc
 
 
 def test_no_retries_left_loses_only_that_run(cluster: Any, reference: Any, tmp_path: Path) -> None:
-    ex = RayExecutor(progress=False, max_retries=0)
+    ex = RayExecutor(progress=False, max_retries=0, callbacks=_slow_steps)
     killed: list[int] = []
     stop = threading.Event()
     killer = threading.Thread(target=_kill_one_run, args=(ex, killed, stop), daemon=True)
