@@ -33,7 +33,7 @@ from optimlab.lab.reproduce import (
     verdict_from_checks,
 )
 from optimlab.lab.reproduce.base import EVIDENCE_FILE, Experiment
-from optimlab.lab.reproduce.report import write_report
+from optimlab.lab.reproduce.report import claims_table, write_report
 
 
 def _cli(*argv: str) -> tuple[int, str]:
@@ -89,7 +89,8 @@ def test_fake_experiment_runs_caches_and_resumes_after_interrupt(tmp_path: Path)
     ctx = make_context(exp, tmp_path, progress=False)
     outcome = run_experiment(exp, ctx)
     assert calls == [0, 1, 2, 3]  # the rerun computed only what was missing
-    assert (ctx.computed, ctx.reused) == (2, 2)
+    assert (ctx.computed, ctx.reused) == (2, 2) == (outcome.computed, outcome.reused)
+    assert claims_table([outcome])[1][0][3].endswith("(2 pieces computed, 2 reused from an earlier call)")
     assert outcome.verdict.value == REPRODUCED
     assert outcome.evidence["xs"] == [1.0, 1.01, 1.02, 1.03]
     stored = json.loads((tmp_path / "fake" / EVIDENCE_FILE).read_text())
@@ -100,6 +101,22 @@ def test_fake_experiment_runs_caches_and_resumes_after_interrupt(tmp_path: Path)
     # a third run recomputes nothing and gives the same numbers
     again = run_experiment(exp, make_context(exp, tmp_path, progress=False))
     assert calls == [0, 1, 2, 3] and again.evidence == outcome.evidence
+    assert (again.computed, again.reused) == (0, 4)
+
+
+def test_training_pieces_are_counted_computed_then_reused(tmp_path: Path) -> None:
+    """ctx.sweep and ctx.tune count their runs: all computed on the first call, all reused on the next."""
+    from optimlab.lab.runner import RunConfig
+    from optimlab.lab.tuning import Protocol
+
+    exp = Experiment.from_module(_fake_module([]))
+    runs = [RunConfig(task="quadratic", optimizer=o, lr=0.05, seed=0, steps=5, eval_every=5) for o in ("sgd", "adam")]
+    grid = Protocol("quadratic", 5, 5, 5, tuning="grid", budget=2, lrs=(1e-2, 1e-1), seeds=(0,))
+    for computed, reused in ((2 + 3, 0), (0, 2 + 3)):  # 2 sweep runs; 2 trials + 1 final
+        ctx = make_context(exp, tmp_path, progress=False)
+        ctx.sweep(runs)
+        ctx.tune("quadratic", ["sgd"], grid, "study")
+        assert (ctx.computed, ctx.reused) == (computed, reused)
 
 
 def test_quick_override_seeds_and_report(tmp_path: Path) -> None:
@@ -115,6 +132,7 @@ def test_quick_override_seeds_and_report(tmp_path: Path) -> None:
     md = page.with_suffix(".md").read_text()
     first_table = md.split("\n\n")[2]
     assert "| fake | x is near 1 | not reproduced |" in first_table and "| other |" in first_table
+    assert "(2 pieces computed)" in first_table and "reused" not in first_table  # a fresh run reuses nothing
     assert exp.rule in md and "After Nobody 2026." in md and "fake-quick/figure.png" in md
     assert "95% t interval" in md and "not reproduced" in page.read_text()
 

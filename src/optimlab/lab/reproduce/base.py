@@ -325,6 +325,8 @@ class Context:
             printer("record", record=rec, phase=self.name, done=counter["done"], total=len(configs))
 
         outcome = run_sweep(configs, out, executor=self.executor(callbacks), on_record=on_record)
+        self.computed += outcome.finished
+        self.reused += outcome.skipped
         if outcome.interrupted:
             raise KeyboardInterrupt
         by_key = {r["key"]: r for r in load_records(out)}
@@ -336,14 +338,21 @@ class Context:
         ``callbacks``: a module-level function ``config -> [Callback, ...]`` (what they put in ``ctx.extras`` is
         in each record's ``"extras"``)."""
         from optimlab.lab.cli import ProgressPrinter
+        from optimlab.lab.sweep import load_records
         from optimlab.lab.tuning import tune_and_run
 
         total = len(optimizers) * (protocol.trials_per_optimizer() * protocol.trial_steps
                                    + len(protocol.seeds) * protocol.steps)
         printer = ProgressPrinter(total, lines=self.progress)
-        with self.executor(callbacks) as executor:
-            return tune_and_run(task, optimizers, protocol, self.folder / subdir, executor=executor,
-                                on_event=printer)
+        out = self.folder / subdir
+        before = {r["key"] for r in load_records(out)} if out.exists() else set()
+        try:
+            with self.executor(callbacks) as executor:
+                return tune_and_run(task, optimizers, protocol, out, executor=executor, on_event=printer)
+        finally:
+            after = {r["key"] for r in load_records(out)} if out.exists() else set()
+            self.computed += len(after - before)
+            self.reused += len(before)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -361,6 +370,8 @@ class Outcome:
     folder: Path
     quick: bool
     seconds: float
+    computed: int = 0  # pieces (cached results, training runs) computed in this call
+    reused: int = 0  # and read back from an earlier call's results
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -418,7 +429,7 @@ def run_experiment(experiment: Experiment, ctx: Context) -> Outcome:
         figure = ctx.folder / FIGURE_FILE
         experiment.figure(evidence, figure)
     seconds = time.perf_counter() - start
-    outcome = Outcome(experiment, evidence, verdict, figure, ctx.folder, ctx.quick, seconds)
+    outcome = Outcome(experiment, evidence, verdict, figure, ctx.folder, ctx.quick, seconds, ctx.computed, ctx.reused)
     record = outcome.to_dict()
     record.update(protocol=_jsonable(ctx.protocol), seeds=list(ctx.seeds), environment=environment(),
                   pieces={"computed": ctx.computed, "reused": ctx.reused})

@@ -48,7 +48,9 @@ def _caption(o: Outcome) -> str:
 
 
 def _size(o: Outcome) -> str:
-    return f"{'--quick' if o.quick else 'default size'}, {o.seconds:.0f} s wall in this call (finished pieces reused)"
+    size = "--quick" if o.quick else "default size"
+    reused = f", {o.reused} reused from an earlier call" if o.reused else ""
+    return f"{size}, {o.seconds:.0f} s wall in this call ({o.computed} pieces computed{reused})"
 
 
 def claims_table(outcomes: Sequence[Outcome]) -> tuple[list[str], list[list[str]]]:
