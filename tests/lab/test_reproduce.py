@@ -90,7 +90,7 @@ def test_fake_experiment_runs_caches_and_resumes_after_interrupt(tmp_path: Path)
     outcome = run_experiment(exp, ctx)
     assert calls == [0, 1, 2, 3]  # the rerun computed only what was missing
     assert (ctx.computed, ctx.reused) == (2, 2) == (outcome.computed, outcome.reused)
-    assert claims_table([outcome])[1][0][3].endswith("(2 pieces computed, 2 reused from an earlier call)")
+    assert claims_table([outcome])[1][0][3].endswith("(2 pieces computed, 2 found done in the results folder)")
     assert outcome.verdict.value == REPRODUCED
     assert outcome.evidence["xs"] == [1.0, 1.01, 1.02, 1.03]
     stored = json.loads((tmp_path / "fake" / EVIDENCE_FILE).read_text())

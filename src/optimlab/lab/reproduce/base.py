@@ -371,7 +371,7 @@ class Outcome:
     quick: bool
     seconds: float
     computed: int = 0  # pieces (cached results, training runs) computed in this call
-    reused: int = 0  # and read back from an earlier call's results
+    reused: int = 0  # and found done in the results folder (an earlier call, or an earlier part of this one)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -49,7 +49,7 @@ def _caption(o: Outcome) -> str:
 
 def _size(o: Outcome) -> str:
     size = "--quick" if o.quick else "default size"
-    reused = f", {o.reused} reused from an earlier call" if o.reused else ""
+    reused = f", {o.reused} found done in the results folder" if o.reused else ""
     return f"{size}, {o.seconds:.0f} s wall in this call ({o.computed} pieces computed{reused})"
 
 
