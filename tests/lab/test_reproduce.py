@@ -32,7 +32,7 @@ from optimlab.lab.reproduce import (
     table,
     verdict_from_checks,
 )
-from optimlab.lab.reproduce.base import EVIDENCE_FILE, Experiment
+from optimlab.lab.reproduce.base import EVIDENCE_FILE, Experiment, estimate
 from optimlab.lab.reproduce.report import claims_table, write_report
 
 
@@ -180,6 +180,16 @@ def test_registry_and_cli_errors(tmp_path: Path) -> None:
     assert main(["reproduce", "adam-step-bound", "--all"]) == 2
     code, text = _cli("adam-step-bound", "--quick", "--dry-run", "--out", str(tmp_path))
     assert code == 0 and "3 runs" in text and not (tmp_path / "adam-step-bound-quick").exists()
+
+
+def test_dry_run_cost_counts_the_seeds_asked_for(tmp_path: Path) -> None:
+    """--seeds changes the plan's cost as it changes the plan: lookahead's 70 runs are 14 per seed."""
+    for seeds, runs in ((None, 70), ("10", 140), ("0,1", 28)):
+        code, text = _cli("lookahead", "--dry-run", "--out", str(tmp_path), *(["--seeds", seeds] if seeds else []))
+        assert code == 0 and f"lookahead: {runs} runs" in text, text
+    exp = load_experiment("lookahead")
+    (r5, s5), (r10, s10) = estimate(exp), estimate(exp, seeds=range(10))
+    assert (r5, r10) == (70, 140) and s10 > 1.9 * s5
 
 
 # ----------------------------------------------------------------------------------------------------

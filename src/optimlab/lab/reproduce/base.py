@@ -386,11 +386,17 @@ class Outcome:
         }
 
 
-def estimate(experiment: Experiment, quick: bool = False) -> tuple[int, float] | None:
-    """``(runs, seconds)`` the experiment expects at this size on 2 CPU cores, or None if it gives no estimate."""
+def estimate(
+    experiment: Experiment, quick: bool = False, seeds: Sequence[int] | None = None
+) -> tuple[int, float] | None:
+    """``(runs, seconds)`` the experiment expects at this size (and with ``seeds`` instead of its own, as
+    ``--seeds``) on 2 free CPU cores with ``--jobs 2``, or None if it gives no estimate."""
     if experiment.cost is None:
         return None
-    runs, seconds = experiment.cost(experiment.protocol_for(quick))
+    protocol = experiment.protocol_for(quick)
+    if seeds is not None:
+        protocol["seeds"] = list(seeds)
+    runs, seconds = experiment.cost(protocol)
     return int(runs), float(seconds)
 
 

@@ -99,11 +99,11 @@ def reproduce(args: argparse.Namespace) -> int:
     total_runs, total_s = 0, 0.0
     print(f"optimlab reproduce: {len(experiments)} claim(s), {size}, results in {args.out}")
     for e in experiments:
-        est = estimate(e, args.quick)
+        est = estimate(e, args.quick, seeds)
         if est:
             total_runs += est[0]
             total_s += est[1]
-        cost = f"{est[0]} runs, ~{_duration(est[1])} on 2 cores" if est else "no estimate"
+        cost = f"{est[0]} runs, ~{_duration(est[1])} on 2 free cores with --jobs 2" if est else "no estimate"
         print(f"  {e.name}: {cost} (sized for {e.hardware})")
     print(f"  total: {total_runs} runs, ~{_duration(total_s)} (finished pieces in {args.out} are reused)", flush=True)
     if args.dry_run:
