@@ -3,7 +3,7 @@
 
 This is ``Context.tune`` plus one thing the claims need: an interrupted or incomplete study raises
 KeyboardInterrupt, so the experiment stops there (instead of computing a verdict from half a study) and the same
-command resumes it. (It was written when ``Context.tune`` still called the property ``Protocol.trial_steps``.)
+command resumes it.
 """
 
 from __future__ import annotations
@@ -18,15 +18,7 @@ __all__ = ["study", "final_values", "steps_to_target"]
 def study(ctx: Any, task: str, optimizers: Sequence[str], protocol: Any, subdir: str) -> Any:
     """:func:`~optimlab.lab.tuning.tune_and_run` in ``ctx.folder / subdir`` (resumable by config key); raises
     KeyboardInterrupt when it was interrupted, so the experiment stops and a rerun resumes."""
-    from optimlab.lab.cli import ProgressPrinter
-    from optimlab.lab.tuning import tune_and_run
-
-    total = len(optimizers) * (protocol.trials_per_optimizer() * protocol.trial_steps
-                               + len(protocol.seeds) * protocol.steps)
-    printer = ProgressPrinter(total, lines=ctx.progress)
-    with ctx.executor() as executor:
-        result = tune_and_run(task, list(optimizers), protocol, ctx.folder / subdir, executor=executor,
-                              on_event=printer)
+    result = ctx.tune(task, list(optimizers), protocol, subdir)
     if result.interrupted or not result.complete:
         raise KeyboardInterrupt
     return result
