@@ -160,16 +160,9 @@ def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
 
 
 def tune(ctx: Any, task: str, optimizers: Sequence[str], protocol: Any, subdir: str) -> Any:
-    """:func:`optimlab.lab.tuning.tune_and_run` in ``ctx.folder / subdir`` with the context's executor and the
-    lab's progress lines (the protocol of ``optimlab compare``); raises KeyboardInterrupt when interrupted."""
-    from optimlab.lab.cli import ProgressPrinter
-    from optimlab.lab.tuning import tune_and_run
-
-    total = len(optimizers) * (protocol.trials_per_optimizer() * protocol.trial_steps
-                               + len(protocol.seeds) * protocol.steps)
-    printer = ProgressPrinter(total, lines=bool(ctx.progress))
-    with ctx.executor() as executor:
-        study = tune_and_run(task, optimizers, protocol, ctx.folder / subdir, executor=executor, on_event=printer)
+    """``ctx.tune`` (:func:`optimlab.lab.tuning.tune_and_run` in ``ctx.folder / subdir``, the protocol of
+    ``optimlab compare``); raises KeyboardInterrupt when interrupted."""
+    study = ctx.tune(task, list(optimizers), protocol, subdir)
     if study.interrupted:
         raise KeyboardInterrupt
     return study
