@@ -98,8 +98,9 @@ def _protocol(p: dict[str, Any], task: str, seeds: tuple[int, ...]) -> Any:
 
 
 def cost(protocol: dict[str, Any]) -> tuple[int, float]:
-    ms = {"fmnist-resnet": 0.055, "shakespeare-char": 0.115}  # s a step, one thread, 2 busy cores (measured)
-    evals = {"fmnist-resnet": 1.5, "shakespeare-char": 0.8}
+    # s a step with one thread and s an evaluation, 2 free cores (measured 2026-12-02: the default size in 430 s)
+    ms = {"fmnist-resnet": 0.033, "shakespeare-char": 0.07}
+    evals = {"fmnist-resnet": 0.9, "shakespeare-char": 0.5}
     runs, seconds = 0, 0.0
     n_seeds = len(protocol["seeds"])
     for task, t in protocol["tasks"].items():

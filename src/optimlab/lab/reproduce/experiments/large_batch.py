@@ -121,13 +121,13 @@ def cost(protocol: dict[str, Any]) -> tuple[int, float]:
     n_opt = len(protocol["optimizers"])
     tune = sum(len(v["lrs"]) for v in protocol["optimizers"].values())
     scaled = n_opt * len(protocol["batch_sizes"]) * len(protocol["lr_factors"]) * len(protocol["seeds"])
-    # measured (2 busy cores): ~3-5 ms a step at batch 32-512, ~16 ms at 2048; most runs stop at the target,
-    # roughly 0.4 of their cap
+    # measured (2 free cores, 2026-12-02: the default size in 470 s): ~1.5-3 ms a step at batch 32-512, ~8 ms at
+    # 2048; most runs stop at the target, roughly 0.4 of their cap
     seconds = 0.0
     for b in protocol["batch_sizes"]:
-        ms = 3e-3 + 6.5e-6 * b
+        ms = 1.45e-3 + 3.1e-6 * b
         seconds += 0.4 * _cap(protocol, b) * ms * n_opt * len(protocol["lr_factors"]) * len(protocol["seeds"])
-    seconds += tune * 0.6 * protocol["max_steps"] * 3.5e-3
+    seconds += tune * 0.6 * protocol["max_steps"] * 1.7e-3
     return tune + scaled, seconds
 
 

@@ -95,9 +95,10 @@ def _schedule(spec: str, steps: int) -> str:
 def cost(protocol: dict[str, Any]) -> tuple[int, float]:
     runs = len(protocol["schedules"]) * len(protocol["seeds"])
     evals = protocol["steps"] // protocol["eval_every"] + 1
-    # measured on 2 busy cores: ~55 ms a step with one thread, ~2 s for the train + val evaluations, 3 s for test
-    per_run = protocol["steps"] * 0.055 + evals * 2.0 + 3.0 + 5.0
-    return runs + 1, runs * per_run / 2 + protocol["range_test"]["num_steps"] * 0.06
+    # measured on 2 free cores (2026-12-02: the default size in 390 s): ~30 ms a step with one thread, ~1.1 s for
+    # the train + val evaluations, 1.6 s for test
+    per_run = protocol["steps"] * 0.03 + evals * 1.1 + 1.6 + 3.0
+    return runs + 1, runs * per_run / 2 + protocol["range_test"]["num_steps"] * 0.033
 
 
 def _range_test(ctx: Context) -> dict[str, Any]:
