@@ -52,9 +52,10 @@ CLAIM = ("At the same budget and the lr range test's peak lr, cyclical lrs beat 
 CITATION = ("Smith 2017 (CLR, arXiv:1506.01186); Loshchilov & Hutter 2017 (SGDR, arXiv:1608.03983); Smith & Topin "
             "2019 (one-cycle, arXiv:1708.07120); Hägele et al. 2024 (WSD, arXiv:2405.18392)")
 HARDWARE = "2 CPU cores: default 12-20 min (--jobs 2; estimated, not yet timed), --quick ~1.5 min"
-CAPTION = ("Top: the lr of each schedule against the step (peak from the lr range test). Bottom: validation "
-           "accuracy against the step (mean over seeds), SGDM on the Fashion-MNIST ResNet, equal budget (the axes "
-           "of Smith 2017, Fig. 1, and Loshchilov & Hutter 2017, Fig. 2).")
+CAPTION = ("Top left: the lr of each schedule against the step (peak from the lr range test). Bottom left: "
+           "validation accuracy against the step (mean over seeds), SGDM on the Fashion-MNIST ResNet, equal budget "
+           "(the axes of Smith 2017, Fig. 1, and Loshchilov & Hutter 2017, Fig. 2). Right: final test accuracy per "
+           "seed (dots), mean and 95% t interval (squares and bars).")
 
 PROTOCOL: dict[str, Any] = {
     "task": "fmnist-resnet",
@@ -229,18 +230,46 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    from optimlab.lab.style import color_for
+    from optimlab.lab.stats import mean_ci
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 7.0), sharex=True)
-    for n, c in evidence["lr_curves"].items():
-        top.plot(c["step"], c["lr"], color=color_for(n), label=n, lw=1.4)
-    top.set_ylabel("learning rate")
-    top.set_title(f"Schedules at equal budget, peak lr {evidence['peak_lr']:g} from the lr range test")
-    top.legend(ncol=4, fontsize=8)
-    for n, c in evidence["curves"].items():
-        bottom.plot(c["step"], c["val_accuracy"], "o-", ms=3, color=color_for(n), label=n)
-    bottom.set_xlabel("iteration")
-    bottom.set_ylabel("validation accuracy")
+    names = list(evidence["lr_curves"])
+    palette = plt.get_cmap("tab10").colors  # one distinct colour per schedule, the same in every panel
+    color = {n: palette[k % len(palette)] for k, n in enumerate(names)}
+    fig = plt.figure(figsize=(11.0, 7.0))
+    grid = fig.add_gridspec(2, 2, width_ratios=(2.2, 1.0))
+    top, bottom = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[1, 0])
+    right = fig.add_subplot(grid[:, 1])
+    for n in names:
+        c = evidence["lr_curves"][n]
+        top.plot(c["step"], c["lr"], color=color[n], label=n, lw=1.4)
+    top.set(ylabel="learning rate", title=f"the schedules (peak lr {evidence['peak_lr']:g} from the range test)")
+    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    late = []
+    for n in names:
+        c = evidence["curves"][n]
+        bottom.plot(c["step"], c["val_accuracy"], "o-", ms=3, color=color[n], label=n)
+        half = len(c["val_accuracy"]) // 3  # zoom on the part of training where the schedules differ
+        late += [v for v in c["val_accuracy"][half:] if v is not None and np.isfinite(v)]
+    if late:
+        pad = 0.1 * (max(late) - min(late) or 0.01)
+        bottom.set_ylim(min(late) - pad, max(late) + pad)
+    bottom.set(xlabel="iteration", ylabel="validation accuracy (mean over seeds)",
+               title="validation accuracy (zoomed on the last two thirds)")
+    for k, n in enumerate(names):
+        vals = [v for v in evidence["final"][n] if v is not None and np.isfinite(v)]
+        right.plot(vals, [k] * len(vals), "o", color=color[n], alpha=0.5, ms=4)
+        if len(vals) >= 2:
+            ci = mean_ci(vals)
+            right.errorbar(ci.mean, k, xerr=[[ci.mean - ci.low], [ci.high - ci.mean]], fmt="s", color=color[n],
+                           ms=6, capsize=3)
+    right.set_yticks(range(len(names)), names)
+    right.invert_yaxis()
+    right.set(xlabel="final test accuracy", title="per seed, mean and 95% t interval")
+    for ax in (top, bottom, right):
+        ax.grid(alpha=0.3)
+    fig.suptitle("LR schedules at equal budget: SGDM, Fashion-MNIST ResNet")
+    fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
