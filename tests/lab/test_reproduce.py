@@ -189,7 +189,9 @@ def test_dry_run_cost_counts_the_seeds_asked_for(tmp_path: Path) -> None:
         assert code == 0 and f"lookahead: {runs} runs" in text, text
     exp = load_experiment("lookahead")
     (r5, s5), (r10, s10) = estimate(exp), estimate(exp, seeds=range(10))
-    assert (r5, r10) == (70, 140) and s10 > 1.9 * s5
+    (_, s2), (_, s4) = estimate(exp, seeds=range(2)), estimate(exp, seeds=range(4))
+    assert (r5, r10) == (70, 140) and s10 > s5 > s4 > s2
+    assert s4 - s2 == pytest.approx((s10 - s4) / 3)  # the seconds grow linearly with the seeds (plus a fixed start)
 
 
 # ----------------------------------------------------------------------------------------------------

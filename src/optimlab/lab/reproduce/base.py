@@ -386,6 +386,14 @@ class Outcome:
         }
 
 
+def _protocol(experiment: Experiment, quick: bool, seeds: Sequence[int] | None) -> dict[str, Any]:
+    """The experiment's protocol at this size, with ``seeds`` (``--seeds``) instead of its own where given."""
+    protocol = experiment.protocol_for(quick)
+    if seeds is not None:
+        protocol["seeds"] = list(seeds)
+    return protocol
+
+
 def estimate(
     experiment: Experiment, quick: bool = False, seeds: Sequence[int] | None = None
 ) -> tuple[int, float] | None:
@@ -393,10 +401,7 @@ def estimate(
     ``--seeds``) on 2 free CPU cores with ``--jobs 2``, or None if it gives no estimate."""
     if experiment.cost is None:
         return None
-    protocol = experiment.protocol_for(quick)
-    if seeds is not None:
-        protocol["seeds"] = list(seeds)
-    runs, seconds = experiment.cost(protocol)
+    runs, seconds = experiment.cost(_protocol(experiment, quick, seeds))
     return int(runs), float(seconds)
 
 
@@ -411,10 +416,8 @@ def make_context(
     progress: bool = True,
 ) -> Context:
     """The :class:`Context` for ``experiment`` in ``out/<name>`` (``out/<name>-quick`` for ``--quick``)."""
-    protocol = experiment.protocol_for(quick)
-    chosen = tuple(seeds) if seeds is not None else tuple(protocol.get("seeds", (0,)))
-    if seeds is not None:
-        protocol["seeds"] = list(chosen)
+    protocol = _protocol(experiment, quick, seeds)
+    chosen = tuple(protocol.get("seeds", (0,)))
     folder = Path(out) / (experiment.name + ("-quick" if quick else ""))
     return Context(experiment.name, protocol, chosen, folder, quick, jobs, data_dir, progress)
 
