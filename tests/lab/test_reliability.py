@@ -417,9 +417,14 @@ def test_the_summary_tables_abbreviation_is_refused_naming_the_argument(tmp_path
 
 @pytest.mark.parametrize("spec", ["adam@lr=abc", "adm", "lookahed+adam", "adam@lr"])
 def test_spec_errors_name_the_spec_once(tmp_path: Path, capsys, spec: str) -> None:
+    from optimlab.lab.optimizers import check_spec
+
     assert compare(tmp_path / "out", "--dry-run", optimizers=spec) == 2
     line = one_error_line(capsys.readouterr().err)
     assert line.count(f"spec {spec!r}") == 1, line
+    with pytest.raises(ValueError) as e:  # the library's check too
+        check_spec(spec)
+    assert str(e.value).count(f"spec {spec!r}") == 1, str(e.value)
 
 
 @pytest.mark.parametrize("argv", [["--task", "cifar"], ["--steps", "-1"], ["--steps", "x"]])
