@@ -284,6 +284,14 @@ def test_a_bad_protocol_json_is_one_line_naming_it(
         assert message in line and str(out / "protocol.json") in line
 
 
+def test_a_bad_benchmark_json_is_one_line_naming_it(tmp_path: Path, capsys) -> None:
+    (tmp_path / "benchmark.json").write_text("")
+    argv = ["benchmark", "--tasks", "quadratic", "--quick", "--seeds", "1", "--dry-run", "--out", str(tmp_path)]
+    for command in (argv, ["report", str(tmp_path)]):
+        assert main(command) == 2
+        assert str(tmp_path / "benchmark.json") in one_error_line(capsys.readouterr().err)
+
+
 # ----------------------------------------------------------------------------------------------------
 # M5: --out at a folder of the user's
 

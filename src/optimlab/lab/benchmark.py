@@ -71,11 +71,24 @@ def _manifest(out: Path, tasks: Sequence[str], optimizers: Sequence[str], quick:
     return {"format": 1, "tasks": list(tasks), "optimizers": list(optimizers), "quick": quick}
 
 
+def _read_benchmark(path: Path) -> dict[str, Any]:
+    """``benchmark.json``, or a ``ValueError`` naming it when it is not one (empty, not JSON, no task list)."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is unreadable ({e}); nothing was changed: choose another --out") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("tasks"), list):
+        raise ValueError(
+            f"{path} is not a benchmark of optimlab (no task list); nothing was changed: choose another --out"
+        )
+    return manifest
+
+
 def _check_manifest(out: Path, manifest: dict[str, Any]) -> list[str]:
     path = out / BENCHMARK_FILE
     if not path.exists():
         return []
-    theirs = json.loads(path.read_text())
+    theirs = _read_benchmark(path)
     for k in ("format", "tasks", "quick"):
         if theirs.get(k) != manifest.get(k):
             raise ValueError(
@@ -226,7 +239,7 @@ def build_benchmark_report(out: str | os.PathLike) -> tuple[Path, str]:
     if not path.exists():
         raise FileNotFoundError(f"no benchmark in {out} (expected {path})")
     check_writable(out)
-    manifest = json.loads(path.read_text())
+    manifest = _read_benchmark(path)
     summaries = {}
     for task in manifest["tasks"]:
         if (out / task / "protocol.json").exists():
