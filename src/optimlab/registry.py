@@ -140,6 +140,13 @@ def create_optimizer(name: str, params_or_model: nn.Module | Iterable[Any], *,
             weight decay and, for LARS/LAMB, without layer-wise adaptation (as LARS/LAMB users do); a callable
             ``(name, param) -> bool`` chooses the excluded parameters instead.
         **kwargs: the optimizer's own arguments; they override the name's preset.
+
+    Defaults: what is not given is the class's own default (for the torch equivalents, torch's: a drop-in
+    behaves as the torch optimizer it replaces), after the name's preset in :data:`OPTIMIZERS`, which only
+    names a variant (``sgdm``: ``momentum=0.9``; ``amsgrad``: ``amsgrad=True``). So ``create_optimizer("muon",
+    model)`` has torch.optim.Muon's lr 1e-3 and weight decay 0.1. The lab's presets that ``optimlab list``
+    shows (Muon: lr 0.02, weight decay 0.01, KellerJordan's settings) are the settings its comparisons start
+    from (:data:`optimlab.lab.optimizers.PRESETS`); the library does not apply them: pass them as arguments.
     """
     key = name.lower()
     if key not in OPTIMIZERS:

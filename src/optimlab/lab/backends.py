@@ -14,7 +14,14 @@ from typing import Any
 
 from optimlab.lab.tracking import DEFAULT_MLFLOW_URI
 
-__all__ = ["BACKENDS", "add_backend_arguments", "executor_from_args", "trackers_from_args", "describe_backend"]
+__all__ = [
+    "BACKENDS",
+    "add_backend_arguments",
+    "check_backend_args",
+    "executor_from_args",
+    "trackers_from_args",
+    "describe_backend",
+]
 
 BACKENDS = ("local", "ray")
 
@@ -50,7 +57,12 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _check(args: argparse.Namespace) -> None:
+def check_backend_args(args: argparse.Namespace) -> None:
+    """Raise ``ValueError`` for backend and tracker flags that cannot work: a Ray flag without ``--backend ray``,
+    a value out of range, ``--tensorboard``/``--mlflow file:`` naming a file. Nothing is created or contacted,
+    so ``--dry-run`` checks these too."""
+    from optimlab.lab.tracking import check_mlflow_uri, check_tensorboard_dir
+
     if args.backend != "ray":
         for flag, value, default in (
             ("--address", args.address, None),
@@ -60,6 +72,19 @@ def _check(args: argparse.Namespace) -> None:
         ):
             if value != default:
                 raise ValueError(f"{flag} is for --backend ray (this run uses --backend {args.backend})")
+    else:
+        if args.address is not None and not args.address.strip():
+            raise ValueError("Invalid --address: ''; expected 'auto' or HOST:PORT (or leave it out)")
+        if not args.cpus_per_run > 0:
+            raise ValueError(f"Invalid --cpus-per-run: {args.cpus_per_run:g}; expected a number > 0")
+        if not args.gpus_per_run >= 0:
+            raise ValueError(f"Invalid --gpus-per-run: {args.gpus_per_run:g}; expected a number >= 0")
+        if args.max_retries < 0:
+            raise ValueError(f"Invalid --max-retries: {args.max_retries}; expected an integer >= 0")
+    if args.tensorboard:
+        check_tensorboard_dir(args.tensorboard)
+    if args.mlflow:
+        check_mlflow_uri(args.mlflow)
 
 
 def describe_backend(args: argparse.Namespace, jobs: int) -> str:
@@ -74,7 +99,7 @@ def executor_from_args(
 ) -> Any:
     """The executor the flags ask for (a context manager: closing it stops its workers or its local cluster);
     ``callbacks``: a picklable factory of per-run callbacks, built where the run runs (both backends)."""
-    _check(args)
+    check_backend_args(args)
     if args.backend == "ray":
         from optimlab.lab.ray_executor import RayExecutor
 
@@ -94,8 +119,10 @@ def executor_from_args(
 
 
 def trackers_from_args(args: argparse.Namespace) -> list[Any]:
-    """The trackers the flags ask for (none by default); a missing package raises ImportError saying what to
-    install, before any run starts."""
+    """The trackers the flags ask for (none by default); before any run starts, a missing package raises
+    ImportError saying what to install, and a store that cannot be used (an MLflow server that does not answer,
+    a path that is a file) raises ValueError. The sweeps guard them (:func:`~optimlab.lab.tracking.guard`)."""
+    check_backend_args(args)
     trackers: list[Any] = []
     if args.tensorboard:
         from optimlab.lab.tracking import TensorBoardTracker

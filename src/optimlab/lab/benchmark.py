@@ -71,11 +71,24 @@ def _manifest(out: Path, tasks: Sequence[str], optimizers: Sequence[str], quick:
     return {"format": 1, "tasks": list(tasks), "optimizers": list(optimizers), "quick": quick}
 
 
+def _read_benchmark(path: Path) -> dict[str, Any]:
+    """``benchmark.json``, or a ``ValueError`` naming it when it is not one (empty, not JSON, no task list)."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is unreadable ({e}); nothing was changed: choose another --out") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("tasks"), list):
+        raise ValueError(
+            f"{path} is not a benchmark of optimlab (no task list); nothing was changed: choose another --out"
+        )
+    return manifest
+
+
 def _check_manifest(out: Path, manifest: dict[str, Any]) -> list[str]:
     path = out / BENCHMARK_FILE
     if not path.exists():
         return []
-    theirs = json.loads(path.read_text())
+    theirs = _read_benchmark(path)
     for k in ("format", "tasks", "quick"):
         if theirs.get(k) != manifest.get(k):
             raise ValueError(
@@ -97,9 +110,12 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Run every task's study into ``out/TASK`` (resumable) and return ``{task: StudyResult}``."""
     from optimlab.lab.sweep import check_writable
-    from optimlab.lab.tuning import check_folder, tune_and_run
+    from optimlab.lab.tracking import guard
+    from optimlab.lab.tuning import check_folder, check_ours, tune_and_run
 
+    check_ours(Path(out), (BENCHMARK_FILE,), "benchmark folder")
     out = check_writable(out)
+    trackers = guard(trackers)
     manifest = _manifest(out, list(protocols), optimizers, quick)
     known = _check_manifest(out, manifest)
     for task, protocol in protocols.items():
@@ -223,7 +239,7 @@ def build_benchmark_report(out: str | os.PathLike) -> tuple[Path, str]:
     if not path.exists():
         raise FileNotFoundError(f"no benchmark in {out} (expected {path})")
     check_writable(out)
-    manifest = json.loads(path.read_text())
+    manifest = _read_benchmark(path)
     summaries = {}
     for task in manifest["tasks"]:
         if (out / task / "protocol.json").exists():
@@ -316,11 +332,11 @@ def configure(p: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     import sys
 
-    from optimlab.lab.backends import describe_backend, executor_from_args, trackers_from_args
+    from optimlab.lab.backends import check_backend_args, describe_backend, executor_from_args, trackers_from_args
     from optimlab.lab.cli import ProgressPrinter, _check_data_dir, parse_seeds, split_specs
     from optimlab.lab.optimizers import DEFAULT_OPTIMIZERS, check_spec
     from optimlab.lab.tasks import get_task
-    from optimlab.lab.tuning import _duration, check_folder, estimate_cost, remaining_configs
+    from optimlab.lab.tuning import _duration, check_folder, check_ours, estimate_cost, remaining_configs
 
     tasks = list(dict.fromkeys(args.tasks or SUITE))
     for t in tasks:
@@ -343,10 +359,12 @@ def command(args: argparse.Namespace) -> int:
     if args.data_dir:
         os.environ["OPTIMLAB_DATA"] = args.data_dir
     out = Path(args.out or ("optimlab-runs/benchmark-quick" if args.quick else "optimlab-runs/benchmark"))
+    check_ours(out, (BENCHMARK_FILE,), "benchmark folder")
     _check_manifest(out, _manifest(out, tasks, specs, args.quick))
+    check_backend_args(args)
     total_s, total_steps, lines = 0.0, 0, []
     for t, protocol in protocols.items():
-        check_folder(out / t, protocol)
+        check_folder(out / t, protocol, create=not args.dry_run)  # --dry-run creates nothing
         todo = remaining_configs(protocol, specs, out / t)
         cost = estimate_cost(protocol, todo, jobs=max(1, min(args.jobs, len(todo) or 1)), data_dir=args.data_dir)
         total_s += cost.seconds

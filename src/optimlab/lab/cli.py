@@ -13,10 +13,12 @@ Subcommands live in :data:`COMMANDS` (name -> :class:`Command`); another module 
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,6 +309,7 @@ class FinalRunDiagnostics:
 
 def protocol_from_args(args: argparse.Namespace) -> Any:
     """The :class:`~optimlab.lab.tuning.Protocol` a ``compare`` command line asks for (validated)."""
+    from optimlab.lab.runner import build_schedule
     from optimlab.lab.space import parse_space
     from optimlab.lab.tasks import ClassificationTask, get_task
     from optimlab.lab.tuning import default_protocol
@@ -322,6 +325,7 @@ def protocol_from_args(args: argparse.Namespace) -> Any:
         steps = max(1, round(args.epochs * (n // batch_size)))
     else:
         steps = args.steps or task.steps
+    build_schedule(args.schedule, steps)  # a bad schedule spec is named as one, before anything else
     fields: dict[str, Any] = {"steps": steps, "batch_size": batch_size, "schedule": args.schedule}
     fields["eval_every"] = min(args.eval_every or task.eval_every, steps)
     fields["tuning"] = args.tuning
@@ -378,7 +382,7 @@ def _default_out(protocol: Any) -> Path:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from optimlab.lab.backends import describe_backend, executor_from_args, trackers_from_args
+    from optimlab.lab.backends import check_backend_args, describe_backend, executor_from_args, trackers_from_args
     from optimlab.lab.optimizers import DEFAULT_OPTIMIZERS, check_spec, parse_spec
     from optimlab.lab.report import build_report, format_summary
     from optimlab.lab.tasks import get_task
@@ -393,6 +397,13 @@ def _compare(args: argparse.Namespace) -> int:
         if args.lr is not None and "lr" in dict(parse_spec(spec).kwargs):
             raise ValueError(f"--lr conflicts with the lr given in optimizer spec {spec!r}; use one of them")
     protocol = protocol_from_args(args)
+    compared = {*specs, *(parse_spec(spec).base for spec in specs)}
+    unused = [name for name, _ in protocol.spaces if name not in compared]
+    if unused:  # most likely a typo: the space would be ignored
+        raise ValueError(
+            f"--space for {', '.join(map(repr, unused))}, which is not among the optimizers compared "
+            f"({', '.join(specs)}); give a --space for one of them (its spec or its base name)"
+        )
     for spec in specs:  # every spec, and every trial setting, builds and steps before anything runs
         check_spec(spec)
         for point in protocol.trial_settings(spec):
@@ -404,7 +415,10 @@ def _compare(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _default_out(protocol)
     if args.out is None and out != Path("optimlab-runs") / task.name:
         print(f"note: results go to {out}, apart from the default protocol's folder (they are not comparable)")
-    check_folder(out, protocol)
+    check_backend_args(args)
+    # the trackers (a probe of the MLflow store) before the folder is made; --dry-run contacts none
+    trackers = [] if args.dry_run else trackers_from_args(args)
+    check_folder(out, protocol, create=not args.dry_run)  # --dry-run creates nothing
     todo = remaining_configs(protocol, specs, out)
     jobs = max(1, min(args.jobs, len(todo) or 1))
     cost = estimate_cost(protocol, todo, jobs=jobs, data_dir=args.data_dir)
@@ -420,7 +434,6 @@ def _compare(args: argparse.Namespace) -> int:
     bars = not args.no_progress and sys.stderr.isatty()
     printer = ProgressPrinter(cost.train_steps, lines=not bars or not sys.stdout.isatty())
     start = time.perf_counter()
-    trackers = trackers_from_args(args)
     callbacks = FinalRunDiagnostics(args.data_dir) if args.diagnostics else None
     with executor_from_args(args, jobs, args.data_dir, bars, callbacks=callbacks) as executor:
         study = tune_and_run(task, specs, protocol, out, executor=executor, on_event=printer, trackers=trackers)
@@ -575,22 +588,28 @@ def _configure_schedule(s: argparse.ArgumentParser) -> None:
     s.add_argument("name", help="schedule spec, e.g. cosine or 'warmup_cosine@warmup=0.1'")
     s.add_argument("--steps", type=_positive_int("--steps"), default=1000, help="default 1000")
     s.add_argument("--lr", type=float, default=None, help="peak lr the factor multiplies (default: plot the factor)")
-    s.add_argument("--out", default=None, help="PNG path (default optimlab-runs/schedules/schedule_NAME.png)")
+    s.add_argument(
+        "--out",
+        default=None,
+        help="PNG path, or a folder (a path without an extension) for schedule_NAME.png in it "
+        "(default optimlab-runs/schedules)",
+    )
 
 
 def _schedule(args: argparse.Namespace) -> int:
-    from optimlab.lab import library
     from optimlab.lab.report import _plt, _save
-    from optimlab.lab.runner import parse_schedule
+    from optimlab.lab.runner import build_schedule, parse_schedule
     from optimlab.lab.sweep import check_writable
 
     if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
         raise ValueError(f"Invalid --lr: {args.lr}; expected a positive number")
-    name, kwargs = parse_schedule(args.name)
-    fn = library.create_schedule(name, args.steps, **kwargs)
+    name, _ = parse_schedule(args.name)
+    fn = build_schedule(args.name, args.steps)
     scale = 1.0 if args.lr is None else args.lr
     values = [scale * fn(t) for t in range(args.steps + 1)]
-    path = Path(args.out) if args.out else Path("optimlab-runs/schedules") / f"schedule_{name}.png"
+    path = Path(args.out or "optimlab-runs/schedules")
+    if path.is_dir() or not path.suffix:  # a folder (existing, or a path without an extension): the plot goes in it
+        path = path / f"schedule_{name}.png"
     check_writable(path.parent)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
@@ -681,13 +700,21 @@ PLUGINS: list[str] = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, as the commands' own (not the 13 lines of usage); its
+    subparsers are of this class too."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message} (usage: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``optimlab`` parser: the commands of :data:`COMMANDS`, then those of the :data:`PLUGINS`; each
     subparser's ``_handler`` default is the function that runs it."""
     import importlib
     import importlib.util
 
-    p = argparse.ArgumentParser(prog="optimlab", description="Compare deep-learning optimizers on real data.")
+    p = _Parser(prog="optimlab", description="Compare deep-learning optimizers on real data.")
     sub = p.add_subparsers(dest="command", required=True)
     for name, cmd in COMMANDS.items():
         parser = sub.add_parser(name, help=cmd.help, description=cmd.help)
@@ -703,11 +730,56 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                  line: str | None = None) -> None:
+    """The lab's warnings (:class:`~optimlab.lab.sweep.LabWarning`) as one line each, each said once per command
+    (a results file is read several times); others as Python prints them."""
+    from optimlab.lab.sweep import LabWarning
+
+    if issubclass(category, LabWarning):
+        if str(message) not in _SAID:
+            _SAID.add(str(message))
+            print(f"optimlab: warning: {message}", file=sys.stderr if file is None else file, flush=True)
+    else:
+        _PYTHON_SHOW_WARNING(message, category, filename, lineno, file, line)
+
+
+_PYTHON_SHOW_WARNING = warnings.showwarning
+_SAID: set[str] = set()  # the lab's warnings printed by this command
+
+# OS errors a user can act on, said in one line: the disk, the quota, a read-only or missing place, a name
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _os_error_line(e: OSError) -> str | None:
+    """One line for an OS error with an errno (the file and its folder, what the OS said, what to do), or
+    ``None`` for one without (a bug: its traceback is kept)."""
+    if e.errno is None:
+        return None
+    where = ""
+    if e.filename is not None:
+        path = Path(os.fsdecode(e.filename))
+        where = f" {path}" if path.is_dir() else f" {path.name} in {path.parent}"
+    said = e.strerror or str(e)
+    if e.errno in _FULL:
+        return (
+            f"cannot write{where}: {said}. Every finished run is kept; free some space (or choose another --out) "
+            "and run the same command again to resume"
+        )
+    return f"{said}:{where}" if where else said
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``optimlab`` console script and of ``python -m optimlab``."""
+    """Entry point of the ``optimlab`` console script and of ``python -m optimlab``.
+
+    A mistake the user can fix (a bad argument, a missing file, a full disk, an unreachable tracking server)
+    ends with one line ``optimlab: error: ...`` and exit status 2; the lab's warnings are one line each."""
     from optimlab.lab.data import DatasetNotFoundError
 
     args = build_parser().parse_args(argv)
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
+    _SAID.clear()
     try:
         return args._handler(args)
     except DatasetNotFoundError as e:
@@ -715,6 +787,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (ValueError, FileNotFoundError, PermissionError, ImportError) as e:
         print(f"optimlab: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        line = _os_error_line(e)
+        if line is None:
+            raise
+        print(f"optimlab: error: {line}", file=sys.stderr)
         return 2
     except RuntimeError as e:
         if type(e).__name__ != "RunsFailedError":  # the ray backend: runs whose workers kept dying
@@ -724,6 +802,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\noptimlab: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":

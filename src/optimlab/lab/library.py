@@ -126,23 +126,82 @@ def create_schedule(name: str, total_steps: int, **kwargs: Any) -> Callable[[int
         if kwargs:
             raise ValueError(f"schedule 'constant' takes no arguments, got {sorted(kwargs)}")
         return _constant
-    if name in RUN_SCHEDULES:
-        return RUN_SCHEDULES[name](total_steps, **kwargs)
     from optimlab import schedules
 
-    factory = getattr(schedules, name, None) if name in schedules.__all__ else None
-    if factory is None or name in (
-        "ScheduleLR",
-        "Schedule",
-        "plot_schedule",
-        "join",
-        "scale_lr_for_batch_size",
-    ):
-        raise ValueError(
-            f"unknown schedule {name!r}; available: {', '.join(schedule_names())} "
-            "or a factory of optimlab.schedules with its arguments (e.g. sgdr@period=500)"
-        )
-    return factory(**kwargs)
+    if name in RUN_SCHEDULES:
+        factory, first = RUN_SCHEDULES[name], (total_steps,)
+    else:
+        factory, first = (getattr(schedules, name, None) if name in schedules.__all__ else None), ()
+        if factory is None or name in _NOT_SCHEDULES:
+            raise ValueError(
+                f"unknown schedule {name!r}; available: {', '.join(schedule_names())} "
+                "or a factory of optimlab.schedules with its arguments (e.g. sgdr@period=500)"
+            )
+    _check_arguments(name, factory, first, kwargs)
+    try:
+        return factory(*first, **kwargs)
+    except TypeError as e:  # a value of a type the checks above cannot see (annotations they do not read)
+        raise ValueError(f"schedule {name!r}: {e}") from None
+
+
+_NOT_SCHEDULES = ("ScheduleLR", "Schedule", "plot_schedule", "join", "scale_lr_for_batch_size")
+
+
+def _check_arguments(name: str, factory: Callable[..., Any], first: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Raise ``ValueError`` for an argument ``factory`` does not take, a missing one, or a value whose type is
+    not the annotated one (a run-length schedule that forwards ``**kwargs`` is checked against the
+    :mod:`optimlab.schedules` factory of the same name)."""
+    import inspect
+
+    from optimlab import schedules
+
+    signature = inspect.signature(factory)
+    params = list(signature.parameters.values())
+    if any(p.kind is p.VAR_KEYWORD for p in params) and hasattr(schedules, name):
+        signature = inspect.signature(getattr(schedules, name))
+        params = list(signature.parameters.values())
+    named = [p for p in params[len(first):] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    takes = ", ".join(p.name for p in named) or "none"
+    for key in kwargs:
+        if key not in {p.name for p in named}:
+            raise ValueError(f"schedule {name!r} has no argument {key!r}; its arguments: {takes}")
+    try:
+        signature.bind(*first, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"schedule {name!r}: {e}; its arguments: {takes}") from None
+    for p in named:
+        if p.name in kwargs and _accepts(p.annotation, kwargs[p.name]) is False:
+            raise ValueError(
+                f"schedule {name!r}: {p.name} must be {_ANNOTATION_WORDS.get(str(p.annotation), p.annotation)}, "
+                f"got {kwargs[p.name]!r}"
+            )
+
+
+_ANNOTATION_WORDS = {"float": "a number", "int": "an integer", "bool": "True or False", "str": "a string"}
+
+
+def _accepts(annotation: Any, value: Any) -> bool | None:
+    """Whether ``value`` fits a string annotation made of ``float``, ``int``, ``bool``, ``str``, ``None`` and
+    sequences of numbers (``tuple[float, ...]``, ``Sequence[int]``); ``None`` when it names anything else."""
+
+    def number(x: Any, integer: bool = False) -> bool:
+        return not isinstance(x, bool) and isinstance(x, int if integer else (int, float))
+
+    fits = False
+    for alt in (a.strip() for a in str(annotation).split("|")):
+        if alt == "None":
+            fits |= value is None
+        elif alt in ("float", "int"):
+            fits |= number(value, alt == "int")
+        elif alt == "bool":
+            fits |= isinstance(value, bool)
+        elif alt == "str":
+            fits |= isinstance(value, str)
+        elif alt.startswith(("tuple[", "list[", "Sequence[")) and alt.endswith(("float]", "int]", "float, ...]")):
+            fits |= isinstance(value, (list, tuple)) and all(number(x) for x in value)
+        else:
+            return None
+    return fits
 
 
 def _constant(step: int) -> float:

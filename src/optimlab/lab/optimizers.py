@@ -222,18 +222,24 @@ def _split_top_level(text: str, sep: str) -> list[str]:
     return parts
 
 
-def parse_kwargs(text: str, spec: str) -> tuple[tuple[str, Any], ...]:
+def parse_kwargs(text: str, spec: str, what: str = "optimizer spec") -> tuple[tuple[str, Any], ...]:
+    """``'k=v,k2=v2'`` (Python literals) -> ``(("k", v), ("k2", v2))``; errors name ``what`` and ``spec``."""
     out = []
     for item in _split_top_level(text, ","):
         key, eq, value = item.partition("=")
         if not eq or not key.strip().isidentifier():
-            raise ValueError(f"optimizer spec {spec!r}: expected key=value after '@', got {item!r}")
+            raise ValueError(f"{what} {spec!r}: expected key=value after '@', got {item!r}")
         try:
             parsed = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError) as e:
-            raise ValueError(f"optimizer spec {spec!r}: value of {key.strip()!r} is not a literal: {value!r}") from e
+            raise ValueError(f"{what} {spec!r}: value of {key.strip()!r} is not a literal: {value!r}") from e
         out.append((key.strip(), parsed))
     return tuple(out)
+
+
+# The summary table's short names of settings (report._settings_text): a spec must spell the argument out, so
+# that one setting has one spelling and the same run one config key.
+ABBREVIATIONS = {"wd": "weight_decay", "mom": "momentum"}
 
 
 def parse_spec(spec: str) -> OptimizerSpec:
@@ -245,6 +251,13 @@ def parse_spec(spec: str) -> OptimizerSpec:
     for part in parts:
         name, _, args = part.partition("@")
         parsed.append((name, parse_kwargs(args, spec) if args else ()))
+    for _, kwargs in parsed:
+        for key, _ in kwargs:
+            if key in ABBREVIATIONS:
+                raise ValueError(
+                    f"optimizer spec {spec!r}: {key!r} is the summary table's short name; write "
+                    f"{ABBREVIATIONS[key]}= (e.g. {spec.replace(key + '=', ABBREVIATIONS[key] + '=')!r})"
+                )
     *wrappers, (base, base_kwargs) = parsed
     if base not in PRESETS:
         raise ValueError(f"unknown optimizer {base!r} in spec {spec!r}; available: {', '.join(PRESETS)}")
@@ -306,6 +319,7 @@ def build_optimizer(
 def check_spec(spec: str, hparams: dict[str, Any] | None = None) -> None:
     """Build ``spec`` on a tiny model and take one step, so that a bad name, an unknown argument
     (``adam@lrr=1e-3``) or an invalid value fails here, with one message, before any run starts."""
+    parse_spec(spec)  # its errors name the spec already
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LayerNorm(2))
     try:
         optimizer = build_optimizer(spec, model, **(hparams or {}))

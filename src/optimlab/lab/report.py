@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from optimlab.lab.optimizers import ABBREVIATIONS
 from optimlab.lab.stats import Interval
 from optimlab.lab.style import color_for
 from optimlab.lab.summary import Row, TaskSummary, headline_value, summarize_study
-from optimlab.lab.sweep import check_writable
+from optimlab.lab.sweep import check_writable, named
 from optimlab.lab.tuning import load_study
 
 __all__ = [
@@ -89,7 +90,7 @@ def _settings_text(row: Row) -> str:
     if row.selection is None:
         return "(tuning)"
     parts = [f"lr {row.selection.lr:.3g}"]
-    short = {"weight_decay": "wd", "momentum": "mom"}
+    short = {long: abbreviation for abbreviation, long in ABBREVIATIONS.items()}
     parts += [f"{short.get(k, k)} {v:.3g}" for k, v in sorted(row.selection.hparams.items())]
     return ", ".join(parts) + (" *" if row.selection.edges else "")
 
@@ -332,8 +333,12 @@ def _log_y(ax: Any) -> None:
 
 
 def _save(plt: Any, fig: Any, path: Path) -> None:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    except OSError as e:  # a full disk: the error names the figure
+        raise named(e, path) from None
+    finally:
+        plt.close(fig)
 
 
 def _complete_rows(ts: TaskSummary) -> list[Row]:
@@ -823,6 +828,13 @@ def build_report(out: str | os.PathLike) -> tuple[Path, TaskSummary]:
     out = Path(out)
     study = load_study(out)
     check_writable(out)
+    try:
+        return _write_report(out, study)
+    except OSError as e:  # a full disk: the error names the folder (or the figure)
+        raise named(e, out) from None
+
+
+def _write_report(out: Path, study: Any) -> tuple[Path, TaskSummary]:
     ts = summarize_study(study)
     write_csv(ts, out / SUMMARY_FILE)
     parts = [

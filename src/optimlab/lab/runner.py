@@ -50,6 +50,7 @@ __all__ = [
     "run",
     "environment",
     "parse_schedule",
+    "build_schedule",
 ]
 
 RECORD_VERSION = 2
@@ -78,7 +79,6 @@ class RunConfig:
     def __post_init__(self) -> None:
         get_task(self.task)
         parse_spec(self.optimizer)
-        schedule_name, schedule_kwargs = parse_schedule(self.schedule)
         if isinstance(self.lr, bool) or not (
             isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)
         ):
@@ -98,7 +98,7 @@ class RunConfig:
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         # an unknown schedule or a bad argument fails here, not in a worker
-        library.create_schedule(schedule_name, self.steps, **schedule_kwargs)
+        build_schedule(self.schedule, self.steps)
 
     def key(self) -> str:
         """A stable hash of the config (16 hex digits)."""
@@ -119,7 +119,17 @@ def parse_schedule(spec: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"schedule must be a non-empty string, got {spec!r}")
     name, _, args = spec.replace(" ", "").partition("@")
-    return name, dict(parse_kwargs(args, spec)) if args else {}
+    return name, dict(parse_kwargs(args, spec, "schedule spec")) if args else {}
+
+
+def build_schedule(spec: str, steps: int) -> Any:
+    """The ``step -> factor`` function of a schedule spec for a run of ``steps`` steps; a bad name, an unknown
+    argument or a value of the wrong type raises one ``ValueError`` that names the spec."""
+    name, kwargs = parse_schedule(spec)
+    try:
+        return library.create_schedule(name, steps, **kwargs)
+    except ValueError as e:
+        raise ValueError(f"schedule spec {spec!r}: {e}") from None
 
 
 @dataclass
@@ -219,8 +229,7 @@ def _run(config: RunConfig, callbacks: Sequence[Callback], data_dir: str | None,
     model = task.model(data)
     optimizer = build_optimizer(config.optimizer, model, lr=config.lr, steps=config.steps, **dict(config.hparams))
     settings = _settings(optimizer)  # as constructed: a schedule changes the lr from here on
-    sched_name, sched_kwargs = parse_schedule(config.schedule)
-    schedule = library.create_schedule(sched_name, config.steps, **sched_kwargs)
+    schedule = build_schedule(config.schedule, config.steps)
     scheduler = library.attach_schedule(optimizer, schedule)
     callbacks = list(callbacks)
     if isinstance(task, SyntheticTask) and not any(isinstance(c, TrajectoryCallback) for c in callbacks):

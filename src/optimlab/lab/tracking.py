@@ -5,7 +5,9 @@ the tracking tool's entries: the run's config as hyperparameters, its curves as 
 final numbers. The driver (:func:`~optimlab.lab.sweep.run_sweep`) calls :meth:`Tracker.log` after it has
 written a record, so the local and the Ray backend log exactly the same; :func:`log_folder` logs a finished
 results folder after the fact. Logging is idempotent by config key: a run already in the store is not logged
-again (a resumed sweep adds only its new runs).
+again (a resumed sweep adds only its new runs). An MLflow store is probed when the tracker is made (no retries,
+a few seconds), so an unreachable server fails before any run; a tracker that fails mid-sweep is turned off with
+one warning (:class:`GuardedTracker`) and the sweep goes on, its records safe in ``results.jsonl``.
 
 - :class:`TensorBoardTracker` (``pip install 'optimlab[tensorboard]'``: the ``tensorboard`` package, which
   ``torch.utils.tensorboard`` writes with and whose UI reads it): one sub-folder per run,
@@ -24,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,9 +42,13 @@ __all__ = [
     "finals_of",
     "log_folder",
     "close_all",
+    "GuardedTracker",
+    "guard",
+    "describe",
 ]
 
 DEFAULT_MLFLOW_URI = "file:./mlruns"
+PROBE_TIMEOUT = 5  # seconds the MLflow store has to answer the probe before any run
 _NOT_CURVES = ("step", "time", "cpu")
 
 
@@ -125,7 +132,11 @@ class TensorBoardTracker:
             ) from None
         self._writer_class = SummaryWriter
         self.log_dir = Path(log_dir)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        check_tensorboard_dir(self.log_dir)
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"Invalid --tensorboard: cannot create the folder {log_dir} ({e.strerror or e})") from None
 
     def run_dir(self, record: dict[str, Any]) -> Path:
         c = record["config"]
@@ -160,6 +171,43 @@ class TensorBoardTracker:
 # MLflow
 
 
+def _root_cause(error: BaseException) -> str:
+    """The innermost cause of ``error`` in a few words (``ConnectionRefusedError: [Errno 111] Connection
+    refused`` rather than three chained HTTP exceptions), its first line."""
+    seen = []
+    while error is not None and error not in seen:
+        seen.append(error)
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    last = seen[-1]
+    first = (str(last).strip().splitlines() or [""])[0][:200]
+    return f"{type(last).__name__}: {first}" if first else type(last).__name__
+
+
+def check_tensorboard_dir(log_dir: str | os.PathLike) -> None:
+    """Raise ``ValueError`` when ``log_dir`` (or a folder above it) is an existing file: checked before any
+    run, and by ``--dry-run``, which creates nothing."""
+    for folder in (Path(log_dir), *Path(log_dir).parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ValueError(f"Invalid --tensorboard: {folder} is a file, not a folder; give a folder")
+            return
+
+
+def check_mlflow_uri(uri: str) -> None:
+    """Raise ``ValueError`` when a ``file:`` URI (or a bare path) names an existing file: checked before any
+    run, and by ``--dry-run``, which contacts no store."""
+    resolved = _resolve_uri(uri)
+    if resolved.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        check = Path(unquote(urlparse(resolved).path))
+        for folder in (check, *check.parents):
+            if folder.exists():
+                if not folder.is_dir():
+                    raise ValueError(f"Invalid --mlflow {uri}: {folder} is a file, not a folder (a file store)")
+                return
+
+
 def _resolve_uri(uri: str) -> str:
     """``file:`` URIs with a relative path made absolute (MLflow wants ``file:///abs``); others unchanged."""
     if uri.startswith("file:") and not uri.startswith("file:///"):
@@ -185,10 +233,32 @@ class MlflowTracker:
             # MLflow 3.x keeps the file store in "maintenance mode" and refuses it unless this is set; it is the
             # store that needs no database package (mlflow-skinny has none), and what --mlflow asks for
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        check_mlflow_uri(uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment = experiment
         self._experiments: dict[str, str] = {}
         self._logged: dict[str, set[str]] = {}
+        self._probe(uri)
+
+    def _probe(self, given: str) -> None:
+        """One request to the store, with no retries and a short timeout (MLflow's defaults retry for about
+        4 minutes), so that an unreachable server is an error before any run starts."""
+        quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(PROBE_TIMEOUT)}
+        saved = {k: os.environ.get(k) for k in quick}
+        os.environ.update(quick)
+        try:
+            self.client.search_experiments(max_results=1)
+        except Exception as e:
+            raise ValueError(
+                f"cannot use the MLflow tracking store at {given} ({_root_cause(e)}); nothing has run: start the "
+                "server, correct the URI, or leave out --mlflow"
+            ) from None
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def _experiment_id(self, name: str) -> str:
         if name not in self._experiments:
@@ -237,6 +307,61 @@ class MlflowTracker:
 
     def close(self) -> None:
         pass
+
+
+# ----------------------------------------------------------------------------------------------------
+# A tracker that fails mid-sweep must not stop it
+
+
+class GuardedTracker:
+    """A tracker whose first failure in :meth:`log` is a warning, not an error: the tracker is then off for
+    the rest of the sweep, which goes on (every record is on disk in ``results.jsonl`` before it is logged;
+    :func:`log_folder` logs the folder later). :func:`guard` wraps a sweep's trackers in these."""
+
+    def __init__(self, tracker: Tracker):
+        self.tracker = tracker
+        self.disabled = False
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.disabled:
+            return
+        try:
+            self.tracker.log(record)
+        except Exception as e:  # a server gone, a full disk, a bug in a tracker: the runs matter more
+            from optimlab.lab.sweep import LabWarning
+
+            self.disabled = True
+            warnings.warn(
+                f"logging to {describe(self.tracker)} failed ({_root_cause(e)}); it is off for the "
+                "rest of this sweep, which goes on: every run is kept in results.jsonl (log them later with "
+                "optimlab.lab.tracking.log_folder)",
+                LabWarning,
+                stacklevel=2,
+            )
+
+    def close(self) -> None:
+        try:
+            self.tracker.close()
+        except Exception:
+            if not self.disabled:
+                raise
+
+
+def describe(tracker: Any) -> str:
+    """``TensorBoard in DIR``, ``MLflow at URI``, or the tracker's class name."""
+    if isinstance(tracker, GuardedTracker):
+        return describe(tracker.tracker)
+    if isinstance(tracker, TensorBoardTracker):
+        return f"TensorBoard in {tracker.log_dir}"
+    if isinstance(tracker, MlflowTracker):
+        return f"MLflow at {tracker.uri}"
+    return type(tracker).__name__
+
+
+def guard(trackers: Iterable[Any]) -> list[GuardedTracker]:
+    """Each tracker as a :class:`GuardedTracker` (those already guarded as they are, so that one stays off
+    once it has failed)."""
+    return [t if isinstance(t, GuardedTracker) else GuardedTracker(t) for t in trackers]
 
 
 # ----------------------------------------------------------------------------------------------------

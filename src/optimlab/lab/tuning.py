@@ -24,7 +24,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from optimlab.lab.runner import RECORD_VERSION, RunConfig
 from optimlab.lab.space import METHODS, Param, SearchSpace, trial_points
 from optimlab.lab.sweep import Executor, LocalExecutor, check_writable, load_records, run_sweep
 from optimlab.lab.tasks import Task, get_task
+from optimlab.lab.tracking import guard
 
 __all__ = [
     "Protocol",
@@ -48,6 +50,9 @@ __all__ = [
     "estimate_cost",
     "remaining_configs",
     "check_folder",
+    "check_ours",
+    "register_optimizers",
+    "folder_lock",
     "CostEstimate",
     "PROTOCOL_FILE",
     "TUNING_METHODS",
@@ -499,23 +504,63 @@ def _read_manifest(out: Path) -> dict[str, Any] | None:
             )
         return None
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8 text
         raise ProtocolMismatchError(f"{path} is unreadable ({e}); nothing was changed: choose another --out") from None
+    if not isinstance(manifest, dict):
+        raise ProtocolMismatchError(
+            f"{path} is not a protocol of optimlab (a JSON {type(manifest).__name__}); nothing was changed: "
+            "choose another --out"
+        )
     if manifest.get("format") != PROTOCOL_VERSION or manifest.get("record_version") != RECORD_VERSION:
         raise ProtocolMismatchError(
             f"{out} was written by another optimlab version (protocol format {manifest.get('format')!r}, record "
             f"format {manifest.get('record_version')!r}; this version uses {PROTOCOL_VERSION} and {RECORD_VERSION}). "
             "Nothing was changed: move that folder away or choose another with --out"
         )
+    optimizers = manifest.get("optimizers", [])
+    try:
+        Protocol.from_dict(manifest["protocol"])
+        if not isinstance(optimizers, list) or not all(isinstance(o, str) for o in optimizers):
+            raise ValueError(f"'optimizers' is {optimizers!r}, not a list of specs")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        what = "no 'protocol'" if isinstance(e, KeyError) else str(e)
+        raise ProtocolMismatchError(
+            f"{path} is not a valid protocol of optimlab ({what}); nothing was changed: repair or move it, or "
+            "choose another --out"
+        ) from None
     return manifest
 
 
-def check_folder(out: str | os.PathLike, protocol: Protocol) -> list[str]:
-    """Check before anything runs that ``out`` is writable and holds nothing of another protocol; return the
-    optimizers already registered there. Raises :class:`ProtocolMismatchError` naming the differing fields."""
+# What makes a folder one of ours: a file only the lab writes. An existing folder that holds none of them (and
+# anything but hidden files) is the user's: the lab would overwrite their summary.csv, report.html or figures.
+RESULTS_MARKERS = (PROTOCOL_FILE, "results.jsonl")
+
+
+def check_ours(out: Path, markers: Sequence[str] = RESULTS_MARKERS, what: str = "results folder") -> None:
+    """Raise ``ValueError`` when ``out`` is an existing folder that is not empty (hidden files aside) and holds
+    none of ``markers``: not a folder the lab wrote, so its files are not the lab's to overwrite. A new path or
+    an empty folder is fine."""
+    if not out.is_dir() or any((out / m).exists() for m in markers):
+        return
+    files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    if files:
+        shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+        raise ValueError(
+            f"--out {out} is a folder that holds files ({shown}) but is not a {what} of optimlab (no "
+            f"{' or '.join(markers)}); nothing was written, so that its files are not overwritten: choose a new or "
+            "empty folder with --out"
+        )
+
+
+def check_folder(out: str | os.PathLike, protocol: Protocol, create: bool = True) -> list[str]:
+    """Check before anything runs that ``out`` is writable, is new, empty or a results folder of the lab
+    (:func:`check_ours`), and holds nothing of another protocol; return the optimizers already registered
+    there. Raises :class:`ProtocolMismatchError` naming the differing fields. ``create=False``
+    (``--dry-run``): create nothing."""
     out = Path(out)
     if out.exists():
+        check_ours(out)
         manifest = _read_manifest(out)
         if manifest is not None:
             theirs = manifest["protocol"]
@@ -527,10 +572,41 @@ def check_folder(out: str | os.PathLike, protocol: Protocol) -> list[str]:
                     f"{out} holds results of another protocol ({shown}). Nothing was changed: results of different "
                     "protocols are not comparable, so they are kept apart; choose another folder with --out"
                 )
-            check_writable(out)
+            check_writable(out, create)
             return list(manifest.get("optimizers", []))
-    check_writable(out)
+    check_writable(out, create)
     return []
+
+
+LOCK_FILE = ".protocol.lock"
+
+
+@contextmanager
+def folder_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` (``flock`` on ``out/.protocol.lock``; no lock where ``fcntl`` is
+    missing) for a read-modify-write of its ``protocol.json`` by several processes at once."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not Linux or macOS
+        yield
+        return
+    with open(out / LOCK_FILE, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def register_optimizers(out: str | os.PathLike, protocol: Protocol, specs: Sequence[str]) -> list[str]:
+    """Check ``out`` (:func:`check_folder`) and add ``specs`` to the optimizers its ``protocol.json`` lists,
+    under :func:`folder_lock`, so that two commands starting together on one folder keep each other's;
+    returns the optimizers listed."""
+    out = check_writable(out)
+    with folder_lock(out):
+        listed = list(dict.fromkeys([*check_folder(out, protocol), *specs]))
+        _write_manifest(out, protocol, listed)
+    return listed
 
 
 def _write_manifest(out: Path, protocol: Protocol, specs: Sequence[str]) -> None:
@@ -586,8 +662,9 @@ def tune_and_run(
         for point in protocol.trial_settings(spec):
             check_spec(spec, {k: v for k, v in point.items() if k != "lr"} or None)
     out = Path(out)
-    registered = check_folder(out, protocol)
-    _write_manifest(out, protocol, list(dict.fromkeys([*registered, *specs])))
+    check_folder(out, protocol)
+    register_optimizers(out, protocol, specs)
+    trackers = guard(trackers)  # one that fails is off for the tuning and the final runs alike
     executor = executor or LocalExecutor()
     emit = on_event or (lambda kind, **info: None)
 

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,8 +279,17 @@ class Context:
         key = _jsonable(dict(key))
         path = self.folder / "cache" / f"{config_key(key)}.json"
         if path.exists():
-            stored = json.loads(path.read_text())
-            if stored.get("version") == CACHE_VERSION and stored.get("key") == key:
+            try:
+                stored = json.loads(path.read_text(encoding="utf-8"))
+                problem = None if isinstance(stored, dict) and "result" in stored else "not a cached piece"
+            except (OSError, ValueError) as e:  # empty or cut short (a power loss), not JSON, not text
+                stored, problem = None, str(e) or type(e).__name__
+            if problem is not None:
+                from optimlab.lab.sweep import LabWarning
+
+                warnings.warn(f"{path} is unreadable ({problem}); computing that piece again", LabWarning,
+                              stacklevel=2)
+            elif stored.get("version") == CACHE_VERSION and stored.get("key") == key:
                 self.reused += 1
                 return stored["result"]
         start, cpu = time.perf_counter(), time.process_time()
@@ -293,9 +303,7 @@ class Context:
             "cpu_seconds": time.process_time() - cpu,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
+        _write_durably(path, json.dumps(record))
         self.computed += 1
         return result
 
@@ -442,7 +450,16 @@ def run_experiment(experiment: Experiment, ctx: Context) -> Outcome:
     record = outcome.to_dict()
     record.update(protocol=_jsonable(ctx.protocol), seeds=list(ctx.seeds), environment=environment(),
                   pieces={"computed": ctx.computed, "reused": ctx.reused})
-    tmp = ctx.folder / (EVIDENCE_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, ctx.folder / EVIDENCE_FILE)
+    _write_durably(ctx.folder / EVIDENCE_FILE, json.dumps(record, indent=1))
     return outcome
+
+
+def _write_durably(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically and durably: a temporary file, fsync'ed, then renamed over
+    ``path`` (a power loss leaves the old file or the new one, never an empty one)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
