@@ -144,6 +144,34 @@ _is_sparse = operator.attrgetter("is_sparse")
 plan_stats: Counter[str] = Counter()
 
 
+def _bucketing(opt: Optimizer, entries: list[tuple[Tensor, Tensor, dict[str, Any]]],
+               use_lists: bool) -> list[tuple[list[int], tuple[tuple[str, float], ...]]]:
+    """Count this step for a round's entries, then bucket them: on the list path by device, dtype, complexity,
+    state layout and 0-d state values (read on the host), else one bucket per entry. Returns each bucket's entry
+    indices and its 0-d values as ``(name, number)`` pairs."""
+    opt._advance([state for _, _, state in entries])
+    buckets: dict[Any, list[int]] = defaultdict(list)
+    scalar_state = opt._scalar_state
+    for i, (p, _, state) in enumerate(entries):
+        scalars = tuple((k, float(state[k])) for k in scalar_state if k in state)
+        key = (p.device, p.dtype, torch.is_complex(p), tuple(sorted(state)), scalars)
+        buckets[key if use_lists else (i,) + key].append(i)
+    return [(idx, key[-1]) for key, idx in buckets.items()]
+
+
+_disabled: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def _outside_graph(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` as a call that ``torch.compile`` runs eagerly, outside the graph (``torch.compiler.disable``): the
+    host reads of the step count become the graph's symbolic inputs (one graph break), not one break per
+    ``.item()``. Only called under tracing, so importing dynamo is never paid in eager mode."""
+    wrapped = _disabled.get(fn)
+    if wrapped is None:
+        wrapped = _disabled[fn] = torch.compiler.disable(fn)
+    return wrapped
+
+
 class _Bucket:
     """One bucket of a step on the list path: its parameters and their state dicts, in order, and what the lists
     are built from (state names; complex parameters as real views). Built once by the bucketing, reused by
@@ -411,7 +439,8 @@ class Optimizer(torch.optim.Optimizer):
         params = group["params"]
         grads = [p.grad for p in params]
         plans = self.__dict__.setdefault("_plans", {})
-        plan = plans.get(id(group))
+        traced = dispatch.compiling()  # under torch.compile: no step plan (its checks read values on the host)
+        plan = None if traced else plans.get(id(group))
         if plan is not None and plan.valid(self, group, params, grads, hp):
             plan_stats["hits"] += 1
             if plan.run(self, grads, hp):
@@ -449,7 +478,8 @@ class Optimizer(torch.optim.Optimizer):
         rounds = _rounds(entries)
         built = [self._step_entries(rnd, hp) for rnd in rounds]
         for p, g, state in sparse:
-            dispatch.taken["sparse"] += 1
+            if not traced:
+                dispatch.taken["sparse"] += 1
             self._advance([state])
             h = dict(hp)
             h.update((k, float(state[k])) for k in self._scalar_state if k in state)
@@ -458,7 +488,8 @@ class Optimizer(torch.optim.Optimizer):
             if state:
                 self.state[p] = state
         # The next steps reuse this step's bucketing while nothing it depends on changes (see _Plan).
-        if (entries and not sparse and not fresh and dispatch.lists_mode(hp) and all(b is not None for b in built)
+        if (entries and not sparse and not fresh and not traced and dispatch.lists_mode(hp)
+                and all(b is not None for b in built)
                 and layouts == [tuple(sorted(st)) for _, _, st in entries]):
             plan_stats["built"] += 1
             plans[id(group)] = _Plan(group, params, grads, hp, entries, [b for b in built if b is not None])
@@ -468,24 +499,21 @@ class Optimizer(torch.optim.Optimizer):
         """Step one round; returns its buckets (for the step plan) on the list path, else None."""
         if not entries:
             return []
-        self._advance([state for _, _, state in entries])
         use_lists = dispatch.lists_mode(hp)
-        buckets: dict[Any, list[int]] = defaultdict(list)
-        scalar_state = self._scalar_state
-        for i, (p, _, state) in enumerate(entries):
-            scalars = tuple((k, float(state[k])) for k in scalar_state if k in state)
-            key = (p.device, p.dtype, torch.is_complex(p), tuple(sorted(state)), scalars)
-            buckets[key if use_lists else (i,) + key].append(i)
+        # Under torch.compile the host part (count the step, read the 0-d values, bucket) runs outside the graph.
+        traced = dispatch.compiling()
+        keyed = (_outside_graph(_bucketing) if traced else _bucketing)(self, entries, use_lists)
         out = []
-        for key, idx in buckets.items():
+        for idx, scalars in keyed:
             h = dict(hp)
-            h.update(key[-1])
+            h.update(scalars)
             bucket = _Bucket(self, [entries[i] for i in idx])
             if use_lists:
                 bucket.run(self, [entries[i][1] for i in idx], h)
                 out.append(bucket)
             else:
-                dispatch.taken[dispatch.entry_path(hp, entries[idx[0]][1])] += 1
+                if not traced:
+                    dispatch.taken[dispatch.entry_path(hp, entries[idx[0]][1])] += 1
                 self._run_bucket([entries[i] for i in idx], h, as_list=False)
         return out if use_lists else None
 
