@@ -59,7 +59,7 @@ from . import ops as F
 from . import validation as V
 from .ops import TensorOrList
 
-__all__ = ["TORCH_FLAGS", "Optimizer", "ParamsT", "fused_sgd_drops_updates", "new_step", "plan_stats"]
+__all__ = ["TORCH_FLAGS", "Optimizer", "ParamsT", "fused_sgd_drops_updates", "new_step", "plan_stats", "scaling"]
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -119,6 +119,13 @@ _FUSED_SGD_BROKEN = (torch.float16, torch.bfloat16)
 def fused_sgd_drops_updates(ps: list[Tensor]) -> bool:
     """True where ``torch._fused_sgd_`` is known to drop updates: float16/bfloat16 parameters on CPU."""
     return ps[0].device.type == "cpu" and ps[0].dtype in _FUSED_SGD_BROKEN
+
+
+def scaling(h: dict[str, Any], device: torch.device) -> dict[str, Tensor | None]:
+    """``grad_scale`` and ``found_inf`` for a fused kernel on ``device`` (None unless GradScaler set them on the
+    optimizer: see :func:`optimlab.core.dispatch._step_scaled`): the kernel divides the gradients by
+    ``grad_scale`` and skips the update where ``found_inf`` is nonzero, as torch's ``_fused_adam`` passes them."""
+    return {k: None if h.get(k) is None else h[k].to(device) for k in ("grad_scale", "found_inf")}
 
 
 def _rounds(entries: list[tuple[Tensor, Tensor, dict[str, Any]]]) -> list[list[tuple[Tensor, Tensor, dict[str, Any]]]]:
@@ -291,6 +298,8 @@ class Optimizer(torch.optim.Optimizer):
             defaults.setdefault(key, value)
         self._validate(dict(defaults))  # torch's order: bad hyperparameters are reported before params are read
         super().__init__(params, defaults)
+        if defaults["fused"]:  # torch's contract with GradScaler (see _scaled_entries), as torch's fused classes
+            self._step_supports_amp_scaling = True
 
     # -- subclass interface ------------------------------------------------------------------------------------
     def _validate(self, group: dict[str, Any]) -> None:
@@ -436,6 +445,10 @@ class Optimizer(torch.optim.Optimizer):
 
     def _step_group(self, group: dict[str, Any]) -> None:
         hp = self._hyperparameters(group)
+        attrs = self.__dict__
+        scaled = "found_inf" in attrs or "grad_scale" in attrs  # set by GradScaler.step (fused=True), or by hand
+        if scaled:
+            hp["grad_scale"], hp["found_inf"] = attrs.get("grad_scale"), attrs.get("found_inf")
         params = group["params"]
         grads = [p.grad for p in params]
         plans = self.__dict__.setdefault("_plans", {})
@@ -474,6 +487,8 @@ class Optimizer(torch.optim.Optimizer):
                 sparse.append((p, g, state))
             else:
                 entries.append((p, g, state))
+        if scaled and (sparse or not dispatch.lists_mode(hp)):  # the list path's buckets do it in step_bucket
+            entries, sparse = self._scaled_entries(hp, entries, sparse)
         layouts = [tuple(sorted(st)) for _, _, st in entries]
         rounds = _rounds(entries)
         built = [self._step_entries(rnd, hp) for rnd in rounds]
@@ -493,6 +508,23 @@ class Optimizer(torch.optim.Optimizer):
                 and layouts == [tuple(sorted(st)) for _, _, st in entries]):
             plan_stats["built"] += 1
             plans[id(group)] = _Plan(group, params, grads, hp, entries, [b for b in built if b is not None])
+
+    def _scaled_entries(self, hp: dict[str, Any], entries: list[tuple[Tensor, Tensor, dict[str, Any]]],
+                        sparse: list[tuple[Tensor, Tensor, dict[str, Any]]]) -> tuple[list[Any], list[Any]]:
+        """GradScaler's contract for the entries that do not take the list path (``foreach=False`` groups,
+        sparse gradients) of an optimizer whose ``grad_scale``/``found_inf`` are set: all of them skip the step
+        when ``found_inf`` is set (state created, not counted, as torch's fused step); else they step on the
+        gradients divided by ``grad_scale``, as copies (``p.grad`` is not touched). The list path's buckets do the
+        same in :func:`optimlab.core.dispatch.step_bucket`, or hand both to torch's fused kernel."""
+        on_lists = dispatch.lists_mode(hp)
+        rest = [] if on_lists else entries
+        if dispatch.found_inf(hp.get("found_inf")):
+            return (entries if on_lists else []), []
+        grad_scale = hp.get("grad_scale")
+        if grad_scale is not None:
+            rest = [(p, g / grad_scale, st) for p, g, st in rest]
+            sparse = [(p, g / grad_scale, st) for p, g, st in sparse]
+        return (entries if on_lists else rest), sparse
 
     def _step_entries(self, entries: list[tuple[Tensor, Tensor, dict[str, Any]]],
                       hp: dict[str, Any]) -> list[_Bucket] | None:

@@ -74,8 +74,8 @@ from . import blocked, kernels, triton_kernels
 if TYPE_CHECKING:  # the base class imports this module
     from .base import Optimizer
 
-__all__ = ["BUCKET_PATHS", "BUCKET_ROWS", "ENTRY_PATHS", "ENTRY_ROWS", "compiling", "entry_path", "only", "step_bucket",
-           "taken"]
+__all__ = ["BUCKET_PATHS", "BUCKET_ROWS", "ENTRY_PATHS", "ENTRY_ROWS", "compiling", "entry_path", "found_inf", "only",
+           "step_bucket", "taken"]
 
 #: True while ``torch.compile`` traces the step (then the ``traced`` row runs); one cheap call in eager mode.
 compiling: Callable[[], bool] = torch.compiler.is_compiling
@@ -225,10 +225,48 @@ BUCKET_PATHS = tuple(name for name, _, _ in BUCKET_ROWS)
 _KEPT = ("custom", "traced", "foreach")
 
 
+def found_inf(flag: Tensor | None) -> bool:
+    """Whether GradScaler's ``found_inf`` says to skip this step (a host read of the flag; None: no)."""
+    return flag is not None and bool(flag.item())
+
+
+def _step_scaled(opt: Optimizer, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
+                 keys: list[str], custom: bool) -> str:
+    """GradScaler's contract for a bucket (``h`` holds ``grad_scale`` and ``found_inf``, either may be None).
+
+    The ``fused`` row hands both to torch's fused kernel, which divides the gradients by ``grad_scale`` (writing
+    the unscaled values into them, as torch's fused step does) and leaves parameters and state untouched where
+    ``found_inf`` is set; the step count is then taken back by ``found_inf`` (torch's
+    ``_foreach_sub_(state_steps, [found_inf] * n)``): no host read. Any other row: ``found_inf`` is read on the host
+    and the bucket skipped (nothing touched, the count taken back), else it steps by the table on copies of the
+    gradients divided by ``grad_scale`` (``p.grad`` is not touched)."""
+    grad_scale, inf = h["grad_scale"], h["found_inf"]
+    b = Bucket(opt, ps, gs, s, h, keys)
+    allowed = _allowed
+    if (not (custom and _custom(b)) and not compiling() and (allowed is None or "fused" in allowed)
+            and h["fused"] is not False and not b.mixed() and _run_fused(b)):
+        if inf is not None and "step" in s:
+            torch._foreach_sub_(s["step"], [inf] * len(s["step"]))
+        taken["fused"] += 1
+        return "fused"
+    del h["grad_scale"], h["found_inf"]
+    if found_inf(inf):
+        if "step" in s:
+            torch._foreach_sub_(s["step"], 1)
+        taken["skipped"] += 1
+        return "skipped"
+    if grad_scale is not None:
+        gs = list(torch._foreach_div(gs, grad_scale.reshape(())))
+    return step_bucket(opt, ps, gs, s, h, keys, custom)
+
+
 def step_bucket(opt: Optimizer, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
                 keys: list[str], custom: bool = True) -> str:
     """Step one bucket on the list path by the first row of :data:`BUCKET_ROWS` that applies and accepts it;
-    returns the path's name. ``custom=False`` skips the ``custom`` row (a class's own path falling back here)."""
+    returns the path's name. ``custom=False`` skips the ``custom`` row (a class's own path falling back here).
+    With GradScaler's ``grad_scale``/``found_inf`` in ``h`` (``fused=True``), see :func:`_step_scaled`."""
+    if "found_inf" in h:
+        return _step_scaled(opt, ps, gs, s, h, keys, custom)
     b = Bucket(opt, ps, gs, s, h, keys)
     allowed = _allowed
     for name, applies, run in BUCKET_ROWS:
