@@ -166,17 +166,18 @@ def _bucketing(opt: Optimizer, entries: list[tuple[Tensor, Tensor, dict[str, Any
     return [(idx, key[-1]) for key, idx in buckets.items()]
 
 
-_disabled: dict[Callable[..., Any], Callable[..., Any]] = {}
+def _refuse_compile(opt: Optimizer) -> None:
+    raise RuntimeError(f"{type(opt).__name__} does not support torch.compile(opt.step) ({opt._compile_unsupported}); "
+                       "compile the model instead and call step() outside the compiled function")
 
 
-def _outside_graph(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` as a call that ``torch.compile`` runs eagerly, outside the graph (``torch.compiler.disable``): the
-    host reads of the step count become the graph's symbolic inputs (one graph break), not one break per
-    ``.item()``. Only called under tracing, so importing dynamo is never paid in eager mode."""
-    wrapped = _disabled.get(fn)
-    if wrapped is None:
-        wrapped = _disabled[fn] = torch.compiler.disable(fn)
-    return wrapped
+# The same, as calls that torch.compile runs eagerly, outside the graph (torch's own lazy form of
+# ``torch.compiler.disable``, which imports dynamo on the first call, not here): under tracing the host reads of
+# the step count cost one graph break per round, not one per ``.item()``; an error raised there reaches the user
+# as it is (raised inside the traced code, dynamo would fall back to tracing the step eagerly). Only called under
+# tracing.
+_bucketing_outside_graph = torch._disable_dynamo(_bucketing)
+_refuse_compile_outside_graph = torch._disable_dynamo(_refuse_compile)
 
 
 class _Bucket:
@@ -292,6 +293,11 @@ class Optimizer(torch.optim.Optimizer):
 
     #: ``differentiable=True`` is accepted (the plain loop under autograd, checked against torch's).
     _supports_differentiable = False
+
+    #: Why the step cannot be traced by ``torch.compile``: then ``torch.compile(opt.step)`` raises one clear
+    #: ``RuntimeError`` rather than an internal error of the compiler; None: the step traces (the ``traced`` row of
+    #: :mod:`optimlab.core.dispatch`).
+    _compile_unsupported: str | None = None
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         for key, value in TORCH_FLAGS.items():
@@ -410,6 +416,8 @@ class Optimizer(torch.optim.Optimizer):
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        if self._compile_unsupported is not None and dispatch.compiling():
+            _refuse_compile_outside_graph(self)
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -534,7 +542,7 @@ class Optimizer(torch.optim.Optimizer):
         use_lists = dispatch.lists_mode(hp)
         # Under torch.compile the host part (count the step, read the 0-d values, bucket) runs outside the graph.
         traced = dispatch.compiling()
-        keyed = (_outside_graph(_bucketing) if traced else _bucketing)(self, entries, use_lists)
+        keyed = (_bucketing_outside_graph if traced else _bucketing)(self, entries, use_lists)
         out = []
         for idx, scalars in keyed:
             h = dict(hp)
