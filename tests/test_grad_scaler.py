@@ -184,3 +184,20 @@ def test_foreach_false_group_of_a_fused_optimizer():
             torch.testing.assert_close(b, a)
     assert float(opt.state[params[1]]["step"]) == 7 - len(INF_AT)
 
+
+
+def test_sparse_gradient_of_a_fused_sgd():
+    """A sparse gradient (SGD's own path, one tensor at a time) honours the flags too: unscaled as a copy, and no
+    step where ``found_inf``."""
+    w = Parameter(torch.ones(5, 2))
+    opt = optimlab.SGD([w], lr=0.1, fused=True)
+    g = torch.sparse_coo_tensor([[0, 3]], torch.full((2, 2), 4.0), (5, 2), check_invariants=True)
+    w.grad = g
+    opt.grad_scale, opt.found_inf = torch.tensor(4.0), torch.zeros(())
+    opt.step()
+    want = torch.ones(5, 2)
+    want[[0, 3]] = 0.9
+    assert torch.equal(w.detach(), want) and torch.equal(w.grad.to_dense(), g.to_dense())
+    opt.found_inf = torch.ones(())
+    opt.step()
+    assert torch.equal(w.detach(), want)
