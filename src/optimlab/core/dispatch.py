@@ -52,6 +52,10 @@ Under tracing the base class also skips its step-plan cache and reads the 0-d st
 call that dynamo leaves out of the graph (``torch.compiler.disable``), so the compiled graph receives them as
 symbolic floats and a new step count does not recompile it.
 
+GradScaler's fused contract (``fused=True``: ``grad_scale`` and ``found_inf`` set on the optimizer) is kept by
+:func:`step_bucket` around the table: the ``fused`` row passes both to torch's kernel; a bucket any other row steps is
+skipped where ``found_inf`` is set (read on the host), else stepped on unscaled copies of its gradients.
+
 A kernel row (``triton``, ``compiled``) declines when the rule cannot be traced or compiled; ``fused`` declines
 where torch's kernel does not fit (e.g. SGD's fused kernel on CPU float16). ``_prepare`` (derived scalars, 0-d
 state advanced once per bucket) runs once, after ``fused`` and before the other rows.
