@@ -42,7 +42,7 @@ def _assert_same(pa, oa, pb, ob):
 
 def test_tables_read_in_order():
     assert dispatch.ENTRY_PATHS == ("sparse", "differentiable", "loop", "lists")
-    assert dispatch.BUCKET_PATHS == ("custom", "fused", "triton", "compiled", "mixed", "blocked", "foreach")
+    assert dispatch.BUCKET_PATHS == ("custom", "traced", "fused", "triton", "compiled", "mixed", "blocked", "foreach")
     with pytest.raises(ValueError, match="Invalid paths"):
         with dispatch.only("warp"):
             pass

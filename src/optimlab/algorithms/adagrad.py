@@ -10,7 +10,7 @@ from ..core import blocked
 from ..core import blocks as B
 from ..core import ops as F
 from ..core import validation as V
-from ..core.base import Optimizer, ParamsT, new_step
+from ..core.base import Optimizer, ParamsT, new_step, scaling
 from ..core.ops import TensorOrList
 
 __all__ = ["Adagrad"]
@@ -75,7 +75,8 @@ class Adagrad(Optimizer):
         if not blocked.fused_kernels_support(ps):
             return False
         torch._fused_adagrad_(ps, gs, s["sum"], s["step"], lr=h["lr"], lr_decay=h["lr_decay"],
-                              weight_decay=h["weight_decay"], eps=h["eps"], maximize=h["maximize"])
+                              weight_decay=h["weight_decay"], eps=h["eps"], maximize=h["maximize"],
+                              **scaling(h, ps[0].device))
         return True
 
     def _sparse_update(self, p: torch.Tensor, g: torch.Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:

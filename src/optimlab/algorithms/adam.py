@@ -11,7 +11,7 @@ from ..core import blocked
 from ..core import blocks as B
 from ..core import ops as F
 from ..core import validation as V
-from ..core.base import Optimizer, ParamsT, _get_scalar_dtype, new_step
+from ..core.base import Optimizer, ParamsT, _get_scalar_dtype, new_step, scaling
 from ..core.ops import TensorOrList
 
 __all__ = ["Adam", "AdamW", "NAdam", "RAdam"]
@@ -54,7 +54,7 @@ class _AdamBase(Optimizer):
         beta1, beta2 = h["betas"]
         kernel(ps, gs, s["exp_avg"], s["exp_avg_sq"], s.get("max_exp_avg_sq", []), s["step"], lr=lr,
                beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps, amsgrad=bool(h.get("amsgrad")),
-               maximize=h["maximize"])
+               maximize=h["maximize"], **scaling(h, ps[0].device))
         return True
 
     @staticmethod

@@ -14,7 +14,7 @@ from ..core import blocked
 from ..core import blocks as B
 from ..core import ops as F
 from ..core import validation as V
-from ..core.base import ParamsT, new_step
+from ..core.base import ParamsT, new_step, scaling
 from ..core.ops import TensorOrList
 from . import _matrix as M
 from ._matrix_step import MatrixOptimizer, WholeMatrices
@@ -177,7 +177,7 @@ class Muon(MatrixOptimizer):
         beta1, beta2 = h["adam_betas"]
         torch._fused_adamw_(ps, gs, s["exp_avg"], s["exp_avg_sq"], [], s["step"], lr=h["lr"], beta1=beta1,
                             beta2=beta2, weight_decay=h["weight_decay"], eps=h["adam_eps"], amsgrad=False,
-                            maximize=h["maximize"])
+                            maximize=h["maximize"], **scaling(h, ps[0].device))
         return True
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from ..core import blocked, kernels
 from ..core import blocks as B
 from ..core import ops as F
 from ..core import validation as V
-from ..core.base import Optimizer, ParamsT, fused_sgd_drops_updates
+from ..core.base import Optimizer, ParamsT, fused_sgd_drops_updates, scaling
 from ..core.ops import TensorOrList
 
 __all__ = ["SGD", "SGDW"]
@@ -98,6 +98,10 @@ class SGD(Optimizer):
         if not blocked.fused_kernels_support(ps) or not self._fused_kernel_is_correct(ps, h):
             return False
         first = h["momentum"] != 0 and "momentum_buffer" not in s
+        if first and h.get("found_inf") is not None:
+            # torch's fused step would keep the new buffers uninitialised (empty_like) where found_inf skips the
+            # kernel, and use them as buffers on the next step: the list path reads the flag and creates none.
+            return False
         if first:
             s["momentum_buffer"] = [torch.empty_like(p, memory_format=torch.preserve_format) for p in ps]
         self._fused_sgd(ps, gs, s.get("momentum_buffer", []), h, first, weight_decay=h["weight_decay"])
@@ -108,7 +112,7 @@ class SGD(Optimizer):
                    weight_decay: float) -> None:
         torch._fused_sgd_(ps, gs, bufs, weight_decay=weight_decay, momentum=h["momentum"], lr=h["lr"],
                           dampening=h["dampening"], nesterov=h["nesterov"], maximize=h["maximize"],
-                          is_first_step=first)
+                          is_first_step=first, **scaling(h, ps[0].device))
 
     def _direction(self, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> TensorOrList:
         """The momentum part shared by SGD and SGDW: returns :math:`d_t`."""
@@ -166,6 +170,8 @@ class SGDW(SGD):
         # One compiled loop where it can run (the base class tries it next); else, per cache-sized block, the decay
         # and then torch's fused SGD kernel (without L2) on the same block.
         if not blocked.fused_kernels_support(ps) or not self._fused_kernel_is_correct(ps, h):
+            return False
+        if "found_inf" in h:  # GradScaler: the decay is outside the kernel, so the list path takes the bucket
             return False
         first = h["momentum"] != 0 and "momentum_buffer" not in s
         bufs = [s["momentum_buffer"]] if "momentum_buffer" in s else []

@@ -59,7 +59,7 @@ from . import ops as F
 from . import validation as V
 from .ops import TensorOrList
 
-__all__ = ["TORCH_FLAGS", "Optimizer", "ParamsT", "fused_sgd_drops_updates", "new_step", "plan_stats"]
+__all__ = ["TORCH_FLAGS", "Optimizer", "ParamsT", "fused_sgd_drops_updates", "new_step", "plan_stats", "scaling"]
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -121,6 +121,13 @@ def fused_sgd_drops_updates(ps: list[Tensor]) -> bool:
     return ps[0].device.type == "cpu" and ps[0].dtype in _FUSED_SGD_BROKEN
 
 
+def scaling(h: dict[str, Any], device: torch.device) -> dict[str, Tensor | None]:
+    """``grad_scale`` and ``found_inf`` for a fused kernel on ``device`` (None unless GradScaler set them on the
+    optimizer: see :func:`optimlab.core.dispatch._step_scaled`): the kernel divides the gradients by
+    ``grad_scale`` and skips the update where ``found_inf`` is nonzero, as torch's ``_fused_adam`` passes them."""
+    return {k: None if h.get(k) is None else h[k].to(device) for k in ("grad_scale", "found_inf")}
+
+
 def _rounds(entries: list[tuple[Tensor, Tensor, dict[str, Any]]]) -> list[list[tuple[Tensor, Tensor, dict[str, Any]]]]:
     """Split a group's entries so that no round holds a parameter twice: round ``k`` holds the ``k``-th occurrence
     of each repeated parameter, so stepping the rounds in turn steps each occurrence in order, as torch's for-loop
@@ -142,6 +149,35 @@ _is_sparse = operator.attrgetter("is_sparse")
 
 #: Step plans reused (``hits``) and built (``built``) in this process (see :class:`_Plan`).
 plan_stats: Counter[str] = Counter()
+
+
+def _bucketing(opt: Optimizer, entries: list[tuple[Tensor, Tensor, dict[str, Any]]],
+               use_lists: bool) -> list[tuple[list[int], tuple[tuple[str, float], ...]]]:
+    """Count this step for a round's entries, then bucket them: on the list path by device, dtype, complexity,
+    state layout and 0-d state values (read on the host), else one bucket per entry. Returns each bucket's entry
+    indices and its 0-d values as ``(name, number)`` pairs."""
+    opt._advance([state for _, _, state in entries])
+    buckets: dict[Any, list[int]] = defaultdict(list)
+    scalar_state = opt._scalar_state
+    for i, (p, _, state) in enumerate(entries):
+        scalars = tuple((k, float(state[k])) for k in scalar_state if k in state)
+        key = (p.device, p.dtype, torch.is_complex(p), tuple(sorted(state)), scalars)
+        buckets[key if use_lists else (i,) + key].append(i)
+    return [(idx, key[-1]) for key, idx in buckets.items()]
+
+
+def _refuse_compile(opt: Optimizer) -> None:
+    raise RuntimeError(f"{type(opt).__name__} does not support torch.compile(opt.step) ({opt._compile_unsupported}); "
+                       "compile the model instead and call step() outside the compiled function")
+
+
+# The same, as calls that torch.compile runs eagerly, outside the graph (torch's own lazy form of
+# ``torch.compiler.disable``, which imports dynamo on the first call, not here): under tracing the host reads of
+# the step count cost one graph break per round, not one per ``.item()``; an error raised there reaches the user
+# as it is (raised inside the traced code, dynamo would fall back to tracing the step eagerly). Only called under
+# tracing.
+_bucketing_outside_graph = torch._disable_dynamo(_bucketing)
+_refuse_compile_outside_graph = torch._disable_dynamo(_refuse_compile)
 
 
 class _Bucket:
@@ -258,11 +294,18 @@ class Optimizer(torch.optim.Optimizer):
     #: ``differentiable=True`` is accepted (the plain loop under autograd, checked against torch's).
     _supports_differentiable = False
 
+    #: Why the step cannot be traced by ``torch.compile``: then ``torch.compile(opt.step)`` raises one clear
+    #: ``RuntimeError`` rather than an internal error of the compiler; None: the step traces (the ``traced`` row of
+    #: :mod:`optimlab.core.dispatch`).
+    _compile_unsupported: str | None = None
+
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         for key, value in TORCH_FLAGS.items():
             defaults.setdefault(key, value)
         self._validate(dict(defaults))  # torch's order: bad hyperparameters are reported before params are read
         super().__init__(params, defaults)
+        if defaults["fused"]:  # torch's contract with GradScaler (see _scaled_entries), as torch's fused classes
+            self._step_supports_amp_scaling = True
 
     # -- subclass interface ------------------------------------------------------------------------------------
     def _validate(self, group: dict[str, Any]) -> None:
@@ -373,6 +416,8 @@ class Optimizer(torch.optim.Optimizer):
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        if self._compile_unsupported is not None and dispatch.compiling():
+            _refuse_compile_outside_graph(self)
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -408,10 +453,15 @@ class Optimizer(torch.optim.Optimizer):
 
     def _step_group(self, group: dict[str, Any]) -> None:
         hp = self._hyperparameters(group)
+        attrs = self.__dict__
+        scaled = "found_inf" in attrs or "grad_scale" in attrs  # set by GradScaler.step (fused=True), or by hand
+        if scaled:
+            hp["grad_scale"], hp["found_inf"] = attrs.get("grad_scale"), attrs.get("found_inf")
         params = group["params"]
         grads = [p.grad for p in params]
         plans = self.__dict__.setdefault("_plans", {})
-        plan = plans.get(id(group))
+        traced = dispatch.compiling()  # under torch.compile: no step plan (its checks read values on the host)
+        plan = None if traced else plans.get(id(group))
         if plan is not None and plan.valid(self, group, params, grads, hp):
             plan_stats["hits"] += 1
             if plan.run(self, grads, hp):
@@ -445,11 +495,14 @@ class Optimizer(torch.optim.Optimizer):
                 sparse.append((p, g, state))
             else:
                 entries.append((p, g, state))
+        if scaled and (sparse or not dispatch.lists_mode(hp)):  # the list path's buckets do it in step_bucket
+            entries, sparse = self._scaled_entries(hp, entries, sparse)
         layouts = [tuple(sorted(st)) for _, _, st in entries]
         rounds = _rounds(entries)
         built = [self._step_entries(rnd, hp) for rnd in rounds]
         for p, g, state in sparse:
-            dispatch.taken["sparse"] += 1
+            if not traced:
+                dispatch.taken["sparse"] += 1
             self._advance([state])
             h = dict(hp)
             h.update((k, float(state[k])) for k in self._scalar_state if k in state)
@@ -458,34 +511,49 @@ class Optimizer(torch.optim.Optimizer):
             if state:
                 self.state[p] = state
         # The next steps reuse this step's bucketing while nothing it depends on changes (see _Plan).
-        if (entries and not sparse and not fresh and dispatch.lists_mode(hp) and all(b is not None for b in built)
+        if (entries and not sparse and not fresh and not traced and dispatch.lists_mode(hp)
+                and all(b is not None for b in built)
                 and layouts == [tuple(sorted(st)) for _, _, st in entries]):
             plan_stats["built"] += 1
             plans[id(group)] = _Plan(group, params, grads, hp, entries, [b for b in built if b is not None])
+
+    def _scaled_entries(self, hp: dict[str, Any], entries: list[tuple[Tensor, Tensor, dict[str, Any]]],
+                        sparse: list[tuple[Tensor, Tensor, dict[str, Any]]]) -> tuple[list[Any], list[Any]]:
+        """GradScaler's contract for the entries that do not take the list path (``foreach=False`` groups,
+        sparse gradients) of an optimizer whose ``grad_scale``/``found_inf`` are set: all of them skip the step
+        when ``found_inf`` is set (state created, not counted, as torch's fused step); else they step on the
+        gradients divided by ``grad_scale``, as copies (``p.grad`` is not touched). The list path's buckets do the
+        same in :func:`optimlab.core.dispatch.step_bucket`, or hand both to torch's fused kernel."""
+        on_lists = dispatch.lists_mode(hp)
+        rest = [] if on_lists else entries
+        if dispatch.found_inf(hp.get("found_inf")):
+            return (entries if on_lists else []), []
+        grad_scale = hp.get("grad_scale")
+        if grad_scale is not None:
+            rest = [(p, g / grad_scale, st) for p, g, st in rest]
+            sparse = [(p, g / grad_scale, st) for p, g, st in sparse]
+        return (entries if on_lists else rest), sparse
 
     def _step_entries(self, entries: list[tuple[Tensor, Tensor, dict[str, Any]]],
                       hp: dict[str, Any]) -> list[_Bucket] | None:
         """Step one round; returns its buckets (for the step plan) on the list path, else None."""
         if not entries:
             return []
-        self._advance([state for _, _, state in entries])
         use_lists = dispatch.lists_mode(hp)
-        buckets: dict[Any, list[int]] = defaultdict(list)
-        scalar_state = self._scalar_state
-        for i, (p, _, state) in enumerate(entries):
-            scalars = tuple((k, float(state[k])) for k in scalar_state if k in state)
-            key = (p.device, p.dtype, torch.is_complex(p), tuple(sorted(state)), scalars)
-            buckets[key if use_lists else (i,) + key].append(i)
+        # Under torch.compile the host part (count the step, read the 0-d values, bucket) runs outside the graph.
+        traced = dispatch.compiling()
+        keyed = (_bucketing_outside_graph if traced else _bucketing)(self, entries, use_lists)
         out = []
-        for key, idx in buckets.items():
+        for idx, scalars in keyed:
             h = dict(hp)
-            h.update(key[-1])
+            h.update(scalars)
             bucket = _Bucket(self, [entries[i] for i in idx])
             if use_lists:
                 bucket.run(self, [entries[i][1] for i in idx], h)
                 out.append(bucket)
             else:
-                dispatch.taken[dispatch.entry_path(hp, entries[idx[0]][1])] += 1
+                if not traced:
+                    dispatch.taken[dispatch.entry_path(hp, entries[idx[0]][1])] += 1
                 self._run_bucket([entries[i] for i in idx], h, as_list=False)
         return out if use_lists else None
 

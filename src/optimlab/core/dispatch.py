@@ -28,6 +28,11 @@ path              when (and what runs)
 ``custom``        the class overrides ``_run_lists`` (rules with a reduction over each tensor: LAMB, LARS,
                   MARS, Prodigy, SWATS, Adafactor): its own multi-phase path, which falls back on this
                   table through ``super()._run_lists``
+``traced``        ``torch.compile`` is tracing the step (``torch.compiler.is_compiling()``, e.g.
+                  ``torch.compile(opt.step)``): the rule on torch ops over whole lists (on working copies
+                  where moments are stored in lower precision), which dynamo records and inductor fuses;
+                  no row below runs under tracing (their C loops, Triton launches and torch's fused
+                  kernels are opaque to it or break functionalization)
 ``fused``         ``fused`` is not False, moments stored in the parameters' dtype, and the class's
                   ``_fused`` accepts the bucket: torch's fused kernel (SGD, Adam, AdamW, Adagrad, Muon's
                   AdamW part)
@@ -43,6 +48,14 @@ path              when (and what runs)
 ``foreach``       always: the rule once on whole lists (``torch._foreach_*``)
 ================  ====================================================================================
 
+Under tracing the base class also skips its step-plan cache and reads the 0-d state values (the step count) in one
+call that dynamo leaves out of the graph (``torch.compiler.disable``), so the compiled graph receives them as
+symbolic floats and a new step count does not recompile it.
+
+GradScaler's fused contract (``fused=True``: ``grad_scale`` and ``found_inf`` set on the optimizer) is kept by
+:func:`step_bucket` around the table: the ``fused`` row passes both to torch's kernel; a bucket any other row steps is
+skipped where ``found_inf`` is set (read on the host), else stepped on unscaled copies of its gradients.
+
 A kernel row (``triton``, ``compiled``) declines when the rule cannot be traced or compiled; ``fused`` declines
 where torch's kernel does not fit (e.g. SGD's fused kernel on CPU float16). ``_prepare`` (derived scalars, 0-d
 state advanced once per bucket) runs once, after ``fused`` and before the other rows.
@@ -57,6 +70,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor
 
 from . import blocked, kernels, triton_kernels
@@ -64,9 +78,14 @@ from . import blocked, kernels, triton_kernels
 if TYPE_CHECKING:  # the base class imports this module
     from .base import Optimizer
 
-__all__ = ["BUCKET_PATHS", "BUCKET_ROWS", "ENTRY_PATHS", "ENTRY_ROWS", "entry_path", "only", "step_bucket", "taken"]
+__all__ = ["BUCKET_PATHS", "BUCKET_ROWS", "ENTRY_PATHS", "ENTRY_ROWS", "compiling", "entry_path", "found_inf", "only",
+           "step_bucket", "taken"]
 
-#: How often each path ran in this process (bucket paths and per-parameter ``sparse``/``loop``/``differentiable``).
+#: True while ``torch.compile`` traces the step (then the ``traced`` row runs); one cheap call in eager mode.
+compiling: Callable[[], bool] = torch.compiler.is_compiling
+
+#: How often each path ran in this process (bucket paths and per-parameter ``sparse``/``loop``/``differentiable``);
+#: steps traced by ``torch.compile`` are not counted.
 taken: Counter[str] = Counter()
 
 _allowed: frozenset[str] | None = None
@@ -74,8 +93,8 @@ _allowed: frozenset[str] | None = None
 
 @contextmanager
 def only(*paths: str) -> Iterator[None]:
-    """Within the block, bucket rows other than ``paths`` are skipped (the last row, ``foreach``, always stays, so
-    every bucket is still stepped): ``with dispatch.only("blocked"): opt.step()``."""
+    """Within the block, bucket rows other than ``paths`` are skipped (``custom``, ``traced`` and the last row,
+    ``foreach``, always stay, so every bucket is still stepped): ``with dispatch.only("blocked"): opt.step()``."""
     global _allowed
     unknown = set(paths) - set(BUCKET_PATHS) - set(ENTRY_PATHS)
     if unknown:
@@ -177,6 +196,10 @@ def _run_mixed(b: Bucket) -> bool:
     return True
 
 
+def _run_traced(b: Bucket) -> bool:
+    return _run_mixed(b) if b.mixed() else _run_foreach(b)
+
+
 def _run_blocked(b: Bucket) -> bool:
     for block in blocked.block_plan(b.lists):
         b.apply(block[0], block[1], block[2:])
@@ -191,6 +214,7 @@ def _run_foreach(b: Bucket) -> bool:
 
 BUCKET_ROWS: tuple[tuple[str, Callable[[Bucket], bool], Callable[[Bucket], bool]], ...] = (
     ("custom", _custom, _run_custom),
+    ("traced", lambda b: compiling(), _run_traced),
     ("fused", lambda b: b.h["fused"] is not False and not b.mixed(), _run_fused),
     ("triton", lambda b: b.elementwise() and triton_kernels.usable(b.lists), lambda b: b.traced(triton_kernels)),
     ("compiled", lambda b: b.elementwise() and kernels.usable(b.lists), lambda b: b.traced(kernels)),
@@ -200,19 +224,62 @@ BUCKET_ROWS: tuple[tuple[str, Callable[[Bucket], bool], Callable[[Bucket], bool]
 )
 BUCKET_PATHS = tuple(name for name, _, _ in BUCKET_ROWS)
 
+#: Rows :func:`only` never skips: a class's own path, the traced one (nothing else can run under tracing) and the
+#: last row.
+_KEPT = ("custom", "traced", "foreach")
+
+
+def found_inf(flag: Tensor | None) -> bool:
+    """Whether GradScaler's ``found_inf`` says to skip this step (a host read of the flag; None: no)."""
+    return flag is not None and bool(flag.item())
+
+
+def _step_scaled(opt: Optimizer, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
+                 keys: list[str], custom: bool) -> str:
+    """GradScaler's contract for a bucket (``h`` holds ``grad_scale`` and ``found_inf``, either may be None).
+
+    The ``fused`` row hands both to torch's fused kernel, which divides the gradients by ``grad_scale`` (writing
+    the unscaled values into them, as torch's fused step does) and leaves parameters and state untouched where
+    ``found_inf`` is set; the step count is then taken back by ``found_inf`` (torch's
+    ``_foreach_sub_(state_steps, [found_inf] * n)``): no host read. Any other row: ``found_inf`` is read on the host
+    and the bucket skipped (nothing touched, the count taken back), else it steps by the table on copies of the
+    gradients divided by ``grad_scale`` (``p.grad`` is not touched)."""
+    grad_scale, inf = h["grad_scale"], h["found_inf"]
+    b = Bucket(opt, ps, gs, s, h, keys)
+    allowed = _allowed
+    if (not (custom and _custom(b)) and not compiling() and (allowed is None or "fused" in allowed)
+            and h["fused"] is not False and not b.mixed() and _run_fused(b)):
+        if inf is not None and "step" in s:
+            torch._foreach_sub_(s["step"], [inf] * len(s["step"]))
+        taken["fused"] += 1
+        return "fused"
+    del h["grad_scale"], h["found_inf"]
+    if found_inf(inf):
+        if "step" in s:
+            torch._foreach_sub_(s["step"], 1)
+        taken["skipped"] += 1
+        return "skipped"
+    if grad_scale is not None:
+        gs = list(torch._foreach_div(gs, grad_scale.reshape(())))
+    return step_bucket(opt, ps, gs, s, h, keys, custom)
+
 
 def step_bucket(opt: Optimizer, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
                 keys: list[str], custom: bool = True) -> str:
     """Step one bucket on the list path by the first row of :data:`BUCKET_ROWS` that applies and accepts it;
-    returns the path's name. ``custom=False`` skips the ``custom`` row (a class's own path falling back here)."""
+    returns the path's name. ``custom=False`` skips the ``custom`` row (a class's own path falling back here).
+    With GradScaler's ``grad_scale``/``found_inf`` in ``h`` (``fused=True``), see :func:`_step_scaled`."""
+    if "found_inf" in h:
+        return _step_scaled(opt, ps, gs, s, h, keys, custom)
     b = Bucket(opt, ps, gs, s, h, keys)
     allowed = _allowed
     for name, applies, run in BUCKET_ROWS:
         if name == "custom" and not custom:
             continue
-        if allowed is not None and name not in allowed and name not in ("custom", "foreach"):
+        if allowed is not None and name not in allowed and name not in _KEPT:
             continue
         if applies(b) and run(b):
-            taken[name] += 1
+            if not compiling():  # a count changed under tracing would be a guard: a recompile every step
+                taken[name] += 1
             return name
     raise AssertionError("the last row always applies")
