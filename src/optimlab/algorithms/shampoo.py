@@ -100,6 +100,8 @@ class Shampoo(MatrixOptimizer):
     Networks At-Scale", arXiv:2309.06497; facebookresearch/optimizers ``distributed_shampoo``.
     """
 
+    _lazy_param_state = ("filtered_grad", "adagrad")  # created by the first step, in the parameter's shape
+
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  epsilon: float = 1e-12, weight_decay: float = 0.0, *, weight_decay_type: str = "decoupled",
                  max_preconditioner_dim: int | float = 1024, precondition_frequency: int = 100,

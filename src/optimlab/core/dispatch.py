@@ -52,6 +52,7 @@ state advanced once per bucket) runs once, after ``fused`` and before the other 
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -64,7 +65,8 @@ from . import blocked, kernels, triton_kernels
 if TYPE_CHECKING:  # the base class imports this module
     from .base import Optimizer
 
-__all__ = ["BUCKET_PATHS", "BUCKET_ROWS", "ENTRY_PATHS", "ENTRY_ROWS", "entry_path", "only", "step_bucket", "taken"]
+__all__ = ["BUCKET_PATHS", "BUCKET_ROWS", "ENTRY_PATHS", "ENTRY_ROWS", "LayoutMemo", "entry_path", "only",
+           "step_bucket", "taken"]
 
 #: How often each path ran in this process (bucket paths and per-parameter ``sparse``/``loop``/``differentiable``).
 taken: Counter[str] = Counter()
@@ -111,20 +113,80 @@ def lists_mode(hp: dict[str, Any]) -> bool:
 
 
 # -- per bucket -----------------------------------------------------------------------------------------------
+class LayoutMemo:
+    """What :meth:`Bucket.check_shapes` verified for a bucket that is stepped again (a step plan's bucket, see
+    ``optimlab.core.base._Plan``), so that a steady-state step re-checks in a few C-level passes instead of
+    comparing every state tensor anew: the state tensors (by identity), the parameters' element counts and
+    strides, and whether the state is laid out as the parameters (same strides, parameters non-overlapping and
+    dense). A state tensor replaced, or a parameter resized or re-laid-out (``p.data = t``,
+    ``model.to(memory_format=...)``), fails the match and the bucket is checked in full again."""
+
+    __slots__ = ("numels", "same", "states", "strides")
+
+    def __init__(self) -> None:
+        self.states: list[list[Tensor]] | None = None
+        self.numels: list[int] = []
+        self.strides: list[tuple[int, ...]] = []
+        self.same = False
+
+    def matches(self, ps: list[Tensor], states: list[list[Tensor]]) -> bool:
+        old = self.states
+        return (old is not None and len(old) == len(states)
+                and all(len(a) == len(b) and all(map(operator.is_, a, b)) for a, b in zip(old, states, strict=True))
+                and list(map(Tensor.numel, ps)) == self.numels and list(map(Tensor.stride, ps)) == self.strides)
+
+
 class Bucket:
     """What the rows look at and run on: the optimizer, the aligned lists, the hyperparameters of the bucket."""
 
-    __slots__ = ("gs", "h", "keys", "moments", "opt", "prepared", "ps", "s")
+    __slots__ = ("gs", "h", "keys", "layout", "memo", "moments", "opt", "prepared", "ps", "s", "shapes_checked")
 
     def __init__(self, opt: Optimizer, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
-                 keys: list[str]) -> None:
+                 keys: list[str], memo: LayoutMemo | None = None) -> None:
         self.opt, self.ps, self.gs, self.s, self.h, self.keys = opt, ps, gs, s, h, keys
         self.moments = [k for k in keys if k in opt._moment_keys]
         self.prepared = False
+        self.shapes_checked = False
+        self.layout: bool | None = None  # same_layout(lists), where already known
+        self.memo = memo
 
     @property
     def lists(self) -> list[list[Tensor]]:
         return [self.ps, self.gs, *(self.s[k] for k in self.keys)]
+
+    def check_shapes(self) -> bool:
+        """Every gradient and state tensor has its parameter's shape, else ``RuntimeError`` naming the optimizer,
+        the state and both shapes (:func:`optimlab.core.blocked.check_shapes`); once per bucket. Returns True.
+
+        With a :class:`LayoutMemo` that still matches, the state was checked against these parameters before:
+        only the gradients are compared (element counts: ``p.grad = g`` itself refuses another shape; strides)."""
+        if self.shapes_checked:
+            return True
+        memo, ps, gs = self.memo, self.ps, self.gs
+        states = [self.s[k] for k in self.keys]
+        if memo is not None and memo.matches(ps, states) and list(map(Tensor.numel, gs)) == memo.numels:
+            self.layout = memo.same and list(map(Tensor.stride, gs)) == memo.strides
+        else:
+            blocked.check_shapes(self.lists, type(self.opt).__name__, ["gradient", *self.keys])
+            if memo is not None:
+                memo.states, memo.numels = states, list(map(Tensor.numel, ps))
+                memo.strides = list(map(Tensor.stride, ps))
+                memo.same = blocked.same_layout([ps, *states], sizes_checked=True)
+        self.shapes_checked = True
+        return True
+
+    def fusable(self) -> bool:
+        """The class runs torch's fused kernel for its rule, and the bucket is laid out as that kernel reads it:
+        gradients and state with their parameters' shapes (else ``RuntimeError``) and strides, parameters
+        non-overlapping and dense (:func:`optimlab.core.blocked.same_layout`); otherwise the next row runs."""
+        from .base import Optimizer  # noqa: PLC0415 - the base class imports this module
+
+        if type(self.opt)._fused is Optimizer._fused:
+            return False
+        self.check_shapes()
+        if self.layout is None:
+            self.layout = blocked.same_layout(self.lists, sizes_checked=True)
+        return self.layout
 
     def prepare(self) -> None:
         if not self.prepared:
@@ -136,7 +198,8 @@ class Bucket:
         return any(self.s[k][0].dtype != self.ps[0].dtype for k in self.moments)
 
     def elementwise(self) -> bool:
-        """The class's rule is element-wise and this step creates no state (prepared first: that may create it)."""
+        """The class's rule is element-wise and this step creates no state (prepared first: that may create it).
+        An element-wise class's state tensors all have their parameters' shapes (checked by :func:`step_bucket`)."""
         if not self.opt._elementwise:
             return False
         self.prepare()
@@ -191,9 +254,11 @@ def _run_foreach(b: Bucket) -> bool:
 
 BUCKET_ROWS: tuple[tuple[str, Callable[[Bucket], bool], Callable[[Bucket], bool]], ...] = (
     ("custom", _custom, _run_custom),
-    ("fused", lambda b: b.h["fused"] is not False and not b.mixed(), _run_fused),
-    ("triton", lambda b: b.elementwise() and triton_kernels.usable(b.lists), lambda b: b.traced(triton_kernels)),
-    ("compiled", lambda b: b.elementwise() and kernels.usable(b.lists), lambda b: b.traced(kernels)),
+    ("fused", lambda b: b.h["fused"] is not False and not b.mixed() and b.fusable(), _run_fused),
+    ("triton", lambda b: b.elementwise() and triton_kernels.usable(b.lists, sizes_checked=True),
+     lambda b: b.traced(triton_kernels)),
+    ("compiled", lambda b: b.elementwise() and kernels.usable(b.lists, sizes_checked=True),
+     lambda b: b.traced(kernels)),
     ("mixed", lambda b: b.mixed(), _run_mixed),
     ("blocked", lambda b: b.elementwise() and blocked.blockable(b.ps), _run_blocked),
     ("foreach", lambda b: True, _run_foreach),
@@ -202,10 +267,13 @@ BUCKET_PATHS = tuple(name for name, _, _ in BUCKET_ROWS)
 
 
 def step_bucket(opt: Optimizer, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
-                keys: list[str], custom: bool = True) -> str:
+                keys: list[str], custom: bool = True, memo: LayoutMemo | None = None) -> str:
     """Step one bucket on the list path by the first row of :data:`BUCKET_ROWS` that applies and accepts it;
-    returns the path's name. ``custom=False`` skips the ``custom`` row (a class's own path falling back here)."""
-    b = Bucket(opt, ps, gs, s, h, keys)
+    returns the path's name. ``custom=False`` skips the ``custom`` row (a class's own path falling back here).
+    ``memo``: the bucket's :class:`LayoutMemo`, kept by a caller that steps the same bucket again."""
+    b = Bucket(opt, ps, gs, s, h, keys, memo)
+    if opt._elementwise:  # an element-wise rule's state has its parameters' shapes: a mismatch raises on any path
+        b.check_shapes()
     allowed = _allowed
     for name, applies, run in BUCKET_ROWS:
         if name == "custom" and not custom:
