@@ -518,6 +518,15 @@ for name in ("NAdam", "Adam", "RMSprop", "Adagrad", "Lion"):
         o.step(); results.append(f"{name} grown stepped")
     except RuntimeError as e:
         results.append(f"{name} grown RuntimeError {e}")
+    # (b') grown after a cached step, the old gradient left in place (no backward since)
+    emb = torch.nn.Parameter(torch.randn(10, 16)); o = cls([emb], lr=1e-3)
+    for _ in range(3):
+        emb.grad = torch.randn(10, 16); o.step()
+    emb.data = torch.randn(20_000, 16)
+    try:
+        o.step(); results.append(f"{name} stale stepped")
+    except RuntimeError as e:
+        results.append(f"{name} stale RuntimeError {e}")
     # (c) a state larger than its parameter (accepted silently before)
     p = torch.nn.Parameter(torch.randn(5)); o = cls([p], lr=1e-3); p.grad = torch.randn(5); o.step()
     for k, v in o.state[p].items():
@@ -538,12 +547,15 @@ def test_state_of_another_size_raises_instead_of_corrupting_memory():
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
-    assert len(lines) == 15, done.stdout
+    assert len(lines) == 20, done.stdout
     for line in lines:
         name, case = line.split()[:2]
         if case == "load":
             assert f"{name}.load_state_dict: state '" in line and "of parameter 0 has shape (8,), the parameter " \
                    "has (200000,)" in line, line
+        elif case == "stale":
+            assert f"RuntimeError {name}: the " in line and "of a parameter of shape (20000, 16) has shape " \
+                   "(10, 16)" in line, line
         elif case == "grown":
             assert f"RuntimeError {name}: the state '" in line and "of a parameter of shape (20000, 16) has shape " \
                    "(10, 16)" in line, line

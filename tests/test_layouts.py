@@ -216,10 +216,12 @@ def test_the_fused_kernel_users_with_a_transposed_gradient_for_8_steps(name):
     torch.testing.assert_close(runs[0], runs[1], rtol=1e-12, atol=1e-14)
 
 
-def test_a_parameter_moved_to_channels_last_after_its_state_was_created():
+@pytest.mark.parametrize("hand_set", [False, True])
+def test_a_parameter_moved_to_channels_last_after_its_state_was_created(hand_set):
     """``model.to(memory_format=torch.channels_last)`` after some steps: the state keeps the old (contiguous)
-    layout, the parameter and its gradients are channels-last; a fused kernel would pair them element by element
-    in memory and mix up the moments (the step plan re-checks the layout, so this is seen on a cached plan too)."""
+    layout, the parameter and its gradients are channels-last (``hand_set``: the gradient is set contiguous, as
+    the state); a fused kernel would pair them element by element in memory and mix up the moments (the step plan
+    re-checks the layout, so this is seen on a cached plan too)."""
     runs = []
     for foreach in (None, False):
         torch.manual_seed(2)
@@ -231,6 +233,8 @@ def test_a_parameter_moved_to_channels_last_after_its_state_was_created():
                 conv.to(memory_format=torch.channels_last)
             opt.zero_grad()
             conv(x.contiguous(memory_format=torch.channels_last) if k >= 3 else x).square().sum().backward()
+            if hand_set:
+                conv.weight.grad = conv.weight.grad.contiguous()
             opt.step()
         assert conv.weight.is_contiguous(memory_format=torch.channels_last)
         runs.append(conv.weight.detach().clone())
@@ -298,6 +302,29 @@ def test_a_checkpoint_of_a_resized_layer_is_refused_on_load(name):
     assert after["state"].keys() == before["state"].keys()
     for i, state in before["state"].items():
         assert all(torch.equal(v, after["state"][i][k]) for k, v in state.items())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_checkpoint_of_the_same_model_loads_and_continues_bit_for_bit(name):
+    """The load-time checks accept every genuine checkpoint (Adafactor's factored moments, SWATS's 0-d rates,
+    the matrix optimizers' preconditioners, SGD's lazily created buffer): a resumed run equals an unbroken one."""
+    case = Case(name, 13)
+    case.grad_layouts = ["same"] * len(case.shapes)
+    unbroken, first = case.params(), case.params()
+    a, b = _make(name, unbroken), _make(name, first)
+    for k in range(STEPS):
+        for ps, opt in ((unbroken, a), (first, b)):
+            case.set_grads(ps, k, contiguous=True)
+            opt.step()
+    resumed = [torch.nn.Parameter(p.detach().clone()) for p in first]
+    c = _make(name, resumed)
+    c.load_state_dict(copy.deepcopy(b.state_dict()))
+    for k in range(STEPS, STEPS + 2):
+        for ps, opt in ((unbroken, a), (resumed, c)):
+            case.set_grads(ps, k, contiguous=True)
+            opt.step()
+    for x, y in zip(unbroken, resumed, strict=True):
+        assert torch.equal(x, y)
 
 
 # -- the raw-pointer rows themselves --------------------------------------------------------------------------

@@ -200,8 +200,10 @@ class _Plan:
     ``differentiable`` flags, and 0-d state values still equal within each bucket (one ``torch.stack`` per bucket
     and name). Hyperparameter *values* are never cached: ``h`` is built from the group every step, so a scheduler
     changing lr, betas or weight decay is seen at once. ``add_param_group`` and ``load_state_dict`` drop every
-    plan; a step that creates state (SGD's first momentum step) plans again on the next step. Not noticed:
-    ``p.data = t`` with another dtype or device (call ``load_state_dict`` or :meth:`Optimizer.invalidate_plans`).
+    plan; a step that creates state (SGD's first momentum step) plans again on the next step. ``p.data = t`` of
+    another shape or layout is noticed by each bucket's :class:`optimlab.core.dispatch.LayoutMemo` (a state of the
+    old size raises); not noticed: ``p.data = t`` with another dtype or device (call ``load_state_dict`` or
+    :meth:`Optimizer.invalidate_plans`).
     """
 
     __slots__ = ("flags", "group", "mask", "pids", "rounds", "stepped", "stepped_states")
@@ -609,7 +611,8 @@ class Optimizer(torch.optim.Optimizer):
 
     # -- optional subclass hooks for the fast path ----------------------------------------------------------------
     #: The rule treats every element independently (no norm over a tensor, no 0-d state written inside
-    #: ``_update``), so it may run on blocks of views of the tensors.
+    #: ``_update``), so it may run on blocks of views of the tensors. Every state tensor of such a class has its
+    #: parameter's shape (the list path checks that every step: :func:`optimlab.core.dispatch.step_bucket`).
     _elementwise = False
 
     def _prepare(self, s: dict[str, Any], h: dict[str, Any]) -> None:

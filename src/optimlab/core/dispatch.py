@@ -28,9 +28,11 @@ path              when (and what runs)
 ``custom``        the class overrides ``_run_lists`` (rules with a reduction over each tensor: LAMB, LARS,
                   MARS, Prodigy, SWATS, Adafactor): its own multi-phase path, which falls back on this
                   table through ``super()._run_lists``
-``fused``         ``fused`` is not False, moments stored in the parameters' dtype, and the class's
-                  ``_fused`` accepts the bucket: torch's fused kernel (SGD, Adam, AdamW, Adagrad, Muon's
-                  AdamW part)
+``fused``         ``fused`` is not False, moments stored in the parameters' dtype, every gradient and
+                  state tensor with its parameter's shape and strides and the parameters non-overlapping
+                  and dense (torch's kernels read each tensor as laid out as its parameter:
+                  :func:`optimlab.core.blocked.same_layout`), and the class's ``_fused`` accepts the
+                  bucket: torch's fused kernel (SGD, Adam, AdamW, Adagrad, Muon's AdamW part)
 ``triton``        elementwise, Triton installed and enabled, plain contiguous tensors on one CUDA device
                   (CPU tensors under ``TRITON_INTERPRET=1``): one Triton kernel per step
                   (:mod:`optimlab.core.triton_kernels`)
@@ -44,8 +46,17 @@ path              when (and what runs)
 ================  ====================================================================================
 
 A kernel row (``triton``, ``compiled``) declines when the rule cannot be traced or compiled; ``fused`` declines
-where torch's kernel does not fit (e.g. SGD's fused kernel on CPU float16). ``_prepare`` (derived scalars, 0-d
-state advanced once per bucket) runs once, after ``fused`` and before the other rows.
+where torch's kernel does not fit (e.g. SGD's fused kernel on CPU float16, a transposed or broadcast gradient set
+by hand). ``_prepare`` (derived scalars, 0-d state advanced once per bucket) runs once, after ``fused`` and before
+the other rows.
+
+Sizes are never declined, they raise: for a class with an element-wise rule (whose state tensors all have their
+parameters' shapes) :func:`step_bucket` checks every gradient and state tensor against its parameter before any
+row runs, and ``kernels.usable``/``triton_kernels.usable`` check the lists they are given (the classes with a
+path of their own call them), so a state of another size (a checkpoint of a resized layer, ``p.data = bigger``)
+raises ``RuntimeError`` naming the optimizer, the state and both shapes on every path, as torch's ops do, instead
+of a raw-pointer row reading or writing beyond a tensor. A bucket stepped by a step plan keeps a
+:class:`LayoutMemo`, so that a steady-state step re-checks in a few C-level passes.
 
 :func:`only` restricts the tables (a test or a benchmark forcing one path); :data:`taken` counts the paths taken.
 """
