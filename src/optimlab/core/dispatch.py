@@ -128,23 +128,45 @@ class LayoutMemo:
     """What :meth:`Bucket.check_shapes` verified for a bucket that is stepped again (a step plan's bucket, see
     ``optimlab.core.base._Plan``), so that a steady-state step re-checks in a few C-level passes instead of
     comparing every state tensor anew: the state tensors (by identity), the parameters' element counts and
-    strides, and whether the state is laid out as the parameters (same strides, parameters non-overlapping and
-    dense). A state tensor replaced, or a parameter resized or re-laid-out (``p.data = t``,
-    ``model.to(memory_format=...)``), fails the match and the bucket is checked in full again."""
+    strides (or that all were contiguous), and whether the state is laid out as the parameters (same strides,
+    parameters non-overlapping and dense). A state tensor replaced, or a parameter resized or re-laid-out
+    (``p.data = t``, ``model.to(memory_format=...)``), fails the match and the bucket is checked in full again.
+    (A contiguous parameter given another shape of the same size, ``p.data = p.data.view(...)``, keeps its state
+    element for element in memory order.)"""
 
-    __slots__ = ("numels", "same", "states", "strides")
+    __slots__ = ("contiguous", "numels", "same", "states", "strides")
 
     def __init__(self) -> None:
         self.states: list[list[Tensor]] | None = None
         self.numels: list[int] = []
         self.strides: list[tuple[int, ...]] = []
+        self.contiguous = False
         self.same = False
 
-    def matches(self, ps: list[Tensor], states: list[list[Tensor]]) -> bool:
+    def remember(self, ps: list[Tensor], states: list[list[Tensor]]) -> None:
+        """Record what a full check found (the sizes matched)."""
+        self.states, self.numels = states, list(map(Tensor.numel, ps))
+        self.contiguous = all(map(Tensor.is_contiguous, ps))
+        self.strides = [] if self.contiguous else list(map(Tensor.stride, ps))
+        self.same = blocked.same_layout([ps, *states], sizes_checked=True)
+
+    def layout(self, ps: list[Tensor], gs: list[Tensor], states: list[list[Tensor]]) -> bool | None:
+        """None unless the state and parameters are as remembered and every gradient has its parameter's size;
+        then whether the bucket is laid out as torch's fused kernels read it (:func:`blocked.same_layout`).
+        Cheapest where everything is contiguous (the usual case): contiguous tensors of one size are laid out
+        alike, so no strides are read."""
         old = self.states
-        return (old is not None and len(old) == len(states)
-                and all(len(a) == len(b) and all(map(operator.is_, a, b)) for a, b in zip(old, states, strict=True))
-                and list(map(Tensor.numel, ps)) == self.numels and list(map(Tensor.stride, ps)) == self.strides)
+        if (old is None or len(old) != len(states)
+                or not all(len(a) == len(b) and all(map(operator.is_, a, b)) for a, b in zip(old, states, strict=True))
+                or list(map(Tensor.numel, ps)) != self.numels or list(map(Tensor.numel, gs)) != self.numels):
+            return None
+        if self.contiguous:
+            if not all(map(Tensor.is_contiguous, ps)):
+                return None
+            return self.same and all(map(Tensor.is_contiguous, gs))
+        if list(map(Tensor.stride, ps)) != self.strides:
+            return None
+        return self.same and list(map(Tensor.stride, gs)) == self.strides
 
 
 class Bucket:
@@ -170,19 +192,17 @@ class Bucket:
         the state and both shapes (:func:`optimlab.core.blocked.check_shapes`); once per bucket. Returns True.
 
         With a :class:`LayoutMemo` that still matches, the state was checked against these parameters before:
-        only the gradients are compared (element counts: ``p.grad = g`` itself refuses another shape; strides)."""
+        only the gradients are compared (element counts, as ``p.grad = g`` itself refuses another shape;
+        contiguity or strides)."""
         if self.shapes_checked:
             return True
         memo, ps, gs = self.memo, self.ps, self.gs
         states = [self.s[k] for k in self.keys]
-        if memo is not None and memo.matches(ps, states) and list(map(Tensor.numel, gs)) == memo.numels:
-            self.layout = memo.same and list(map(Tensor.stride, gs)) == memo.strides
-        else:
+        self.layout = None if memo is None else memo.layout(ps, gs, states)
+        if self.layout is None:
             blocked.check_shapes(self.lists, type(self.opt).__name__, ["gradient", *self.keys])
             if memo is not None:
-                memo.states, memo.numels = states, list(map(Tensor.numel, ps))
-                memo.strides = list(map(Tensor.stride, ps))
-                memo.same = blocked.same_layout([ps, *states], sizes_checked=True)
+                memo.remember(ps, states)
         self.shapes_checked = True
         return True
 
