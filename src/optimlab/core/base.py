@@ -206,7 +206,7 @@ class _Plan:
     :meth:`Optimizer.invalidate_plans`).
     """
 
-    __slots__ = ("flags", "group", "mask", "pids", "rounds", "stepped", "stepped_states")
+    __slots__ = ("flags", "group", "mask", "pids", "rounds", "stepped", "stepped_states", "whole")
 
     def __init__(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor | None], hp: dict[str, Any],
                  entries: list[tuple[Tensor, Tensor, dict[str, Any]]], rounds: list[list[_Bucket]]) -> None:
@@ -217,6 +217,8 @@ class _Plan:
         self.rounds = rounds
         self.stepped = [p for b in (b for r in rounds for b in r) for p in b.params]
         self.stepped_states = [st for b in (b for r in rounds for b in r) for st in b.states]
+        only = rounds[0][0].params if len(rounds) == 1 and len(rounds[0]) == 1 else []
+        self.whole = len(only) == len(params) and all(map(operator.is_, only, params))  # one bucket of all, in order
 
     def valid(self, opt: Optimizer, group: dict[str, Any], params: list[Tensor], grads: list[Tensor | None],
               hp: dict[str, Any]) -> bool:
@@ -251,7 +253,7 @@ class _Plan:
                 h = dict(hp)
                 first = b.states[0]
                 h.update((k, float(first[k])) for k in b.scalar_keys)  # equal within the bucket (checked)
-                stable = b.run(opt, [p.grad for p in b.params], h) and stable
+                stable = b.run(opt, grads if self.whole else [p.grad for p in b.params], h) and stable
         return stable
 
 
