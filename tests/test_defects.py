@@ -493,3 +493,207 @@ def test_swats_criterion_sees_the_same_float64_dot_products_on_every_path(path, 
 def test_lars_docstring_names_the_simclr_guard_difference():
     doc = optimlab.LARS.__doc__
     assert "SimCLR" in doc and "guard" in doc
+
+
+# == issue 19: found by the reliability review (../shared/notes/reviews/reliability.md) ================================
+# -- H2: a state tensor of another size than its parameter, in a fresh process (the old code corrupted the heap) -----
+H2_SCRIPT = """
+import sys, torch, optimlab
+results = []
+for name in ("NAdam", "Adam", "RMSprop", "Adagrad", "Lion"):
+    cls = getattr(optimlab, name)
+    # (a) a checkpoint of an (8,) layer loaded for a (200000,) layer: the same tensor count
+    old = torch.nn.Parameter(torch.randn(8)); o = cls([old], lr=1e-3); old.grad = torch.randn(8); o.step()
+    new = torch.nn.Parameter(torch.zeros(200_000)); opt = cls([new], lr=1e-3)
+    try:
+        opt.load_state_dict(o.state_dict()); results.append(f"{name} load accepted")
+    except ValueError as e:
+        results.append(f"{name} load ValueError {e}")
+    # (b) the parameter grown in place after a step (steps 1-3: the third runs on a cached step plan)
+    emb = torch.nn.Parameter(torch.randn(10, 16)); o = cls([emb], lr=1e-3)
+    for _ in range(3):
+        emb.grad = torch.randn(10, 16); o.step()
+    emb.data = torch.randn(20_000, 16); emb.grad = torch.randn(20_000, 16)
+    try:
+        o.step(); results.append(f"{name} grown stepped")
+    except RuntimeError as e:
+        results.append(f"{name} grown RuntimeError {e}")
+    # (b') grown after a cached step, the old gradient left in place (no backward since)
+    emb = torch.nn.Parameter(torch.randn(10, 16)); o = cls([emb], lr=1e-3)
+    for _ in range(3):
+        emb.grad = torch.randn(10, 16); o.step()
+    emb.data = torch.randn(20_000, 16)
+    try:
+        o.step(); results.append(f"{name} stale stepped")
+    except RuntimeError as e:
+        results.append(f"{name} stale RuntimeError {e}")
+    # (c) a state larger than its parameter (accepted silently before)
+    p = torch.nn.Parameter(torch.randn(5)); o = cls([p], lr=1e-3); p.grad = torch.randn(5); o.step()
+    for k, v in o.state[p].items():
+        if v.dim():
+            o.state[p][k] = torch.zeros(50)
+    try:
+        o.step(); results.append(f"{name} larger stepped")
+    except RuntimeError as e:
+        results.append(f"{name} larger RuntimeError {e}")
+print("\\n".join(results))
+"""
+
+
+def test_state_of_another_size_raises_instead_of_corrupting_memory():
+    """H2: NAdam aborted with ``malloc(): unaligned tcache chunk``, Adam segfaulted, RMSprop stepped then aborted;
+    a larger state stepped silently. Run in a fresh process: on the old code it dies."""
+    done = subprocess.run([sys.executable, "-c", H2_SCRIPT], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == 20, done.stdout
+    for line in lines:
+        name, case = line.split()[:2]
+        if case == "load":
+            assert f"{name}.load_state_dict: state '" in line and "of parameter 0 has shape (8,), the parameter " \
+                   "has (200000,)" in line, line
+        elif case == "stale":
+            assert f"RuntimeError {name}: the " in line and "of a parameter of shape (20000, 16) has shape " \
+                   "(10, 16)" in line, line
+        elif case == "grown":
+            assert f"RuntimeError {name}: the state '" in line and "of a parameter of shape (20000, 16) has shape " \
+                   "(10, 16)" in line, line
+        else:
+            assert f"RuntimeError {name}: the state '" in line and "of a parameter of shape (5,) has shape (50,)" \
+                   in line, line
+
+
+# -- L4: every boolean option is a bool (a string "False" read as True) -------------------------------------------
+BOOL_OPTIONS = [("adam", "amsgrad"), ("adamw", "amsgrad"), ("adabound", "amsbound"), ("rmsprop", "centered"),
+                ("lamb", "bias_correction"), ("lamb", "layer_adaptation"), ("lars", "layer_adaptation"),
+                ("lars", "nesterov"), ("swats", "nesterov"), ("sgd", "nesterov"), ("nadam", "decoupled_weight_decay"),
+                ("radam", "degenerated_to_sgd"), ("ademamix", "warmup_from_zero"), ("soap", "normalize_grads"),
+                ("shampoo", "use_bias_correction"), ("muon", "use_muon")]
+
+
+@pytest.mark.parametrize("name, option", BOOL_OPTIONS)
+def test_a_boolean_option_must_be_a_bool(name, option):
+    kwargs = {"lr": 0.1, "momentum": 0.9} if name in ("sgd", "lars") else {}
+    cls = optimlab.OPTIMIZERS[name].cls
+    p = torch.zeros(3, 3, requires_grad=True)
+    with pytest.raises(TypeError, match=rf"Invalid {option}: 'False'; expected a bool"):
+        cls([p], **kwargs, **{option: "False"})
+    opt = cls([p], **kwargs)  # and in a group added later, and in a loaded state_dict
+    with pytest.raises(TypeError, match=rf"Invalid {option}: 'no'"):
+        opt.add_param_group({"params": [torch.zeros(2, 2, requires_grad=True)], option: "no"})
+    sd = copy.deepcopy(opt.state_dict())
+    sd["param_groups"][0][option] = "False"
+    with pytest.raises(TypeError, match=rf"Invalid {option}: 'False'"):
+        opt.load_state_dict(sd)
+
+
+def test_every_bool_option_of_every_registered_class_is_checked():
+    """No boolean option is left out: every constructor argument whose default is a bool, of every class."""
+    import inspect
+
+    for name, spec in optimlab.OPTIMIZERS.items():
+        flags = [a.name for a in inspect.signature(spec.cls.__init__).parameters.values()
+                 if isinstance(a.default, bool)]
+        for flag in flags:
+            kwargs = {"lr": 0.1} if name == "lars" else {}
+            with pytest.raises(TypeError, match=rf"Invalid {flag}: 'True'; expected a bool"):
+                spec.cls([torch.zeros(3, 3, requires_grad=True)], **kwargs, **{flag: "True"})
+
+
+# -- L5: load_state_dict checks what it loads, and leaves the optimizer unchanged when it refuses -------------------
+def _adam_with_state():
+    p = torch.nn.Parameter(torch.randn(5, generator=torch.Generator().manual_seed(0)))
+    opt = optimlab.Adam([p], lr=0.1)
+    p.grad = torch.ones(5)
+    opt.step()
+    return p, opt
+
+
+def _tampered(edit):
+    p, opt = _adam_with_state()
+    sd = copy.deepcopy(opt.state_dict())
+    edit(sd)
+    return p, opt, sd
+
+
+@pytest.mark.parametrize("edit, error, message", [
+    (lambda sd: sd["param_groups"][0].update(lr=-0.1), ValueError, r"Invalid lr: -0\.1; expected lr >= 0"),
+    (lambda sd: sd["param_groups"][0].update(betas=(1.5, 0.999)), ValueError, r"Invalid betas\[0\]: 1\.5"),
+    (lambda sd: sd["param_groups"][0].update(eps=0.0), ValueError, r"Invalid eps"),
+    (lambda sd: sd["state"][0].pop("exp_avg"), ValueError,
+     r"Adam\.load_state_dict: the state of parameter 0 has no 'exp_avg'"),
+    (lambda sd: sd["state"][0].pop("step"), ValueError, r"the state of parameter 0 has no 'step'"),
+    (lambda sd: sd["state"][0].update(step=torch.ones(3)), ValueError,
+     r"state 'step' of parameter 0 has shape \(3,\); expected \(\) \(a 0-d tensor\)"),
+    (lambda sd: sd["state"][0].update(exp_avg=torch.zeros(50)), ValueError,
+     r"state 'exp_avg' of parameter 0 has shape \(50,\), the parameter has \(5,\)"),
+], ids=["lr", "betas", "eps", "no-exp_avg", "no-step", "vector-step", "larger-state"])
+def test_load_state_dict_refuses_a_tampered_checkpoint_and_changes_nothing(edit, error, message):
+    p, opt, sd = _tampered(edit)
+    before = copy.deepcopy(opt.state_dict())
+    with pytest.raises(error, match=message):
+        opt.load_state_dict(sd)
+    after = opt.state_dict()
+    assert after["param_groups"] == before["param_groups"]
+    assert all(torch.equal(v, after["state"][0][k]) for k, v in before["state"][0].items())
+    p.grad = torch.ones(5)
+    opt.step()  # and it still steps
+
+
+def test_an_sgd_checkpoint_loaded_into_adam_names_the_missing_state():
+    p = torch.nn.Parameter(torch.randn(5))
+    sgd = optimlab.SGD([p], lr=0.1, momentum=0.9)
+    p.grad = torch.ones(5)
+    sgd.step()
+    _, adam = _adam_with_state()
+    with pytest.raises(ValueError, match=r"the state of parameter 0 has no 'exp_avg' \(it has \['momentum_buffer'\]"):
+        adam.load_state_dict(sgd.state_dict())
+
+
+def test_a_torch_checkpoint_without_optional_state_still_loads():
+    """torch.optim's checkpoints (an SGD without momentum has no state; Adam without amsgrad no max_exp_avg_sq;
+    an older torch's Python-number step) load as before."""
+    w = torch.nn.Parameter(torch.randn(4))
+    pairs = ((torch.optim.SGD([w], lr=0.1), optimlab.SGD), (torch.optim.Adam([w], lr=0.1), optimlab.Adam),
+             (torch.optim.Adagrad([w], lr=0.1), optimlab.Adagrad), (torch.optim.NAdam([w]), optimlab.NAdam))
+    for theirs, ours in pairs:
+        w.grad = torch.ones(4)
+        theirs.step()
+        sd = copy.deepcopy(theirs.state_dict())
+        for state in sd["state"].values():
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].item()
+        opt = ours([w])
+        opt.load_state_dict(sd)
+        opt.step()
+
+
+def test_schedule_state_dict_of_another_group_count_is_refused():
+    from optimlab.schedules import ScheduleLR
+
+    two = optimlab.SGD([{"params": [torch.zeros(1, requires_grad=True)]},
+                        {"params": [torch.zeros(1, requires_grad=True)]}], lr=0.1)
+    one = optimlab.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sd = ScheduleLR(two, lambda t: 0.5).state_dict()
+    sched = ScheduleLR(one, lambda t: 0.5)
+    before = sched.state_dict()
+    with pytest.raises(ValueError, match=r"'base_lrs' has 2 values .*this optimizer has 1 param groups"):
+        sched.load_state_dict(sd)
+    assert sched.state_dict() == before
+
+
+# -- L8: a cache folder that cannot be created is not a security problem ---------------------------------------------
+@needs_compiler
+def test_a_cache_folder_that_cannot_be_created_says_so(fresh_cache, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("OPTIMLAB_KERNEL_CACHE", str(blocker / "kernels"))  # below a file: mkdir fails
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _add_kernel(_lists()) is False
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1, messages
+    assert "cannot be created" in messages[0] and "eager path" in messages[0]
+    assert "OPTIMLAB_KERNEL_CACHE" in messages[0]
+    assert "planted" not in messages[0] and "chmod" not in messages[0]

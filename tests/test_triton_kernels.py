@@ -43,8 +43,8 @@ def triton_path(monkeypatch):
     backend's place (``usable``/``run`` have the same contract)."""
     asked = {"usable": 0}  # how often a list path asked for a kernel and could have one
 
-    def usable(lists):
-        ok = tk.usable(lists)
+    def usable(lists, *args, **kwargs):
+        ok = tk.usable(lists, *args, **kwargs)
         asked["usable"] += ok
         return ok
 

@@ -129,6 +129,13 @@ class MatrixOptimizer(Optimizer):
     def _step_matrices(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def _state_spec(self, p: Tensor, group: dict[str, Any]) -> tuple[dict[str, torch.Size], set[str]]:
+        """A matrix group's state is created by its step, not by ``_init_state``: the step count is 0-d and the
+        ``_lazy_param_state`` tensors have the parameter's shape (factors and bases are lists: not checked)."""
+        if not self._is_matrix_group(group):
+            return super()._state_spec(p, group)
+        return {"step": torch.Size([]), **{k: p.shape for k in self._lazy_param_state}}, set()
+
     def _with_grads(self, group: dict[str, Any]) -> list[tuple[Tensor, Tensor, dict[str, Any]]]:
         """``(param, gradient, state)`` for the parameters that have a gradient; the gradient is negated (a new
         tensor) under ``maximize``, never written to."""

@@ -152,7 +152,7 @@ class LARS(Optimizer):
     def _run_compiled(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
                       keys: list[str]) -> bool:
         lists = [ps, gs, *(s[k] for k in keys)]
-        if not kernels.usable(lists):
+        if not kernels.usable(lists, type(self).__name__):
             return False
         local = None
         if h["layer_adaptation"]:
@@ -286,7 +286,7 @@ class LAMB(Optimizer):
             self._apply_ratio(p_b, m_b, v_b, list(ratio[owners].unbind()), h)
 
     def _run_compiled(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
-        if not kernels.usable([ps, gs, s["exp_avg"], s["exp_avg_sq"]]):
+        if not kernels.usable([ps, gs, s["exp_avg"], s["exp_avg_sq"]], type(self).__name__):
             return False
         adapt = h["layer_adaptation"]
 

@@ -96,6 +96,8 @@ class Muon(MatrixOptimizer):
     arXiv:2505.16932; torch.optim.Muon.
     """
 
+    _lazy_param_state = ("momentum_buffer",)  # a matrix's, created by its first step
+
     def __init__(self, params: ParamsT, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_coefficients: Any = M.QUINTIC, eps: float = 1e-7, ns_steps: int = 5,
                  adjust_lr_fn: str | None = None, *, ns_dtype: torch.dtype | None = torch.bfloat16,

@@ -81,6 +81,7 @@ class Prodigy(Optimizer):
 
     _elementwise = True
     _scalar_state = ()
+    _optional_state = ("p0",)  # kept only for a parameter that did not start at zero
 
     def __init__(self, params: ParamsT, lr: float = 1.0, betas: tuple[float, float] = (0.9, 0.999),
                  beta3: float | None = None, eps: float = 1e-8, weight_decay: float = 0.0, decouple: bool = True,
@@ -120,7 +121,7 @@ class Prodigy(Optimizer):
                             "1e-12 at the start), which underflows in float16; use float32 or bfloat16 parameters "
                             "(or float32 master weights)")
         state["s"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        if not blocked.is_plain([p]) or bool(p.detach().any()):
+        if not blocked.is_plain([p]) or p.is_meta or bool(p.detach().any()):  # meta: load_state_dict's shapes
             state["p0"] = p.detach().clone(memory_format=torch.preserve_format)
         if group["betas"][0] > 0:
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)

@@ -54,6 +54,7 @@ class SGD(Optimizer):
     """
 
     _scalar_state = ()
+    _lazy_param_state = ("momentum_buffer",)  # created from the first gradient, as in torch
     _elementwise = True
     _has_fused = True
     _supports_sparse = True

@@ -102,6 +102,7 @@ class Shampoo(MatrixOptimizer):
 
     _compile_unsupported = ("its root computations, cached per block shape, fail inside dynamo's guards "
                             "(torch 2.13)")
+    _lazy_param_state = ("filtered_grad", "adagrad")  # created by the first step, in the parameter's shape
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  epsilon: float = 1e-12, weight_decay: float = 0.0, *, weight_decay_type: str = "decoupled",

@@ -77,6 +77,8 @@ class SOAP(MatrixOptimizer):
     and Stabilizing Shampoo using Adam", arXiv:2409.11321 (ICLR 2025); nikhilvyas/SOAP ``soap.py``.
     """
 
+    _lazy_param_state = ("exp_avg", "exp_avg_sq")  # created by the first step, in the parameter's shape
+
     def __init__(self, params: ParamsT, lr: float = 3e-3, betas: tuple[float, float] = (0.95, 0.95),
                  shampoo_beta: float = -1, eps: float = 1e-8, weight_decay: float = 0.01,
                  precondition_frequency: int = 10, max_precond_dim: int = 10000, merge_dims: bool = False,

@@ -70,6 +70,7 @@ class SWATS(Optimizer):
     """
 
     _scalar_state = ("step", "phase")
+    _lazy_param_state = ("momentum_buffer",)  # created by the first SGD-phase step
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-9, weight_decay: float = 0.0, nesterov: bool = False, *,
@@ -189,7 +190,7 @@ class SWATS(Optimizer):
     def _run_compiled(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
         if h["phase"] == SGD:
             lists = [ps, gs, s["momentum_buffer"]]
-            if not kernels.usable(lists):
+            if not kernels.usable(lists, type(self).__name__):
                 return False
             rates = -torch.tensor(self._sgd_rates(s, h), dtype=torch.float64)
 
@@ -198,7 +199,7 @@ class SWATS(Optimizer):
 
             return kernels.run(sgd, lists, per_tensor=[rates], readonly=(1,)) is not False
         lists = [ps, gs, s["exp_avg"], s["exp_avg_sq"]]
-        if not kernels.usable(lists):
+        if not kernels.usable(lists, type(self).__name__):
             return False
 
         def adam(p: Any, g: Any, m: Any, v: Any) -> list[Any]:

@@ -43,11 +43,14 @@ as torch's for-loop does: the occurrences go to successive rounds of the step, n
 
 from __future__ import annotations
 
+import inspect
 import operator
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import cache
+from itertools import repeat
 from typing import Any
 
 import torch
@@ -128,6 +131,15 @@ def scaling(h: dict[str, Any], device: torch.device) -> dict[str, Tensor | None]
     return {k: None if h.get(k) is None else h[k].to(device) for k in ("grad_scale", "found_inf")}
 
 
+@cache
+def _bool_options(cls: type) -> tuple[str, ...]:
+    """The options of ``cls`` that must be a bool: torch's flags, and every constructor argument whose default is
+    a bool (``amsgrad``, ``nesterov``, ``centered``, ...)."""
+    signature = inspect.signature(cls.__init__).parameters.values()
+    declared = [a.name for a in signature if isinstance(a.default, bool)]
+    return tuple(dict.fromkeys(["maximize", "capturable", "differentiable", *declared]))
+
+
 def _rounds(entries: list[tuple[Tensor, Tensor, dict[str, Any]]]) -> list[list[tuple[Tensor, Tensor, dict[str, Any]]]]:
     """Split a group's entries so that no round holds a parameter twice: round ``k`` holds the ``k``-th occurrence
     of each repeated parameter, so stepping the rounds in turn steps each occurrence in order, as torch's for-loop
@@ -185,7 +197,7 @@ class _Bucket:
     are built from (state names; complex parameters as real views). Built once by the bucketing, reused by
     :class:`_Plan` while the layout stays the same; the gradients and state tensors are read anew every step."""
 
-    __slots__ = ("complex_", "lens", "params", "scalar_keys", "states", "tensor_keys")
+    __slots__ = ("complex_", "lens", "memo", "params", "scalar_keys", "states", "tensor_keys")
 
     def __init__(self, opt: Optimizer, entries: list[tuple[Tensor, Tensor, dict[str, Any]]]) -> None:
         self.params = [p for p, _, _ in entries]
@@ -195,6 +207,7 @@ class _Bucket:
         self.complex_ = torch.is_complex(self.params[0])
         self.tensor_keys = [k for k, v in first.items() if isinstance(v, Tensor) and k not in opt._scalar_state]
         self.scalar_keys = [k for k in opt._scalar_state if k in first]
+        self.memo = dispatch.LayoutMemo()  # the shapes and layout checked, re-checked cheaply while they hold
 
     def run(self, opt: Optimizer, gs: list[Tensor], h: dict[str, Any]) -> bool:
         """Step the bucket by :func:`optimlab.core.dispatch.step_bucket`; False if the step created state."""
@@ -205,7 +218,7 @@ class _Bucket:
             ps, gs = [torch.view_as_real(p) for p in ps], [torch.view_as_real(g) for g in gs]
             s = {k: [torch.view_as_real(t) if t.is_complex() else t for t in v] for k, v in s.items()}
         s.update({k: [st[k] for st in sts] for k in self.scalar_keys})
-        dispatch.step_bucket(opt, ps, gs, s, h, self.tensor_keys)
+        dispatch.step_bucket(opt, ps, gs, s, h, self.tensor_keys, memo=self.memo)
         new = [k for k in s if k not in sts[0]]
         for k in new:  # state the rule created on this step (e.g. SGD's momentum buffer)
             for st, v in zip(sts, s[k], strict=True):
@@ -223,11 +236,13 @@ class _Plan:
     ``differentiable`` flags, and 0-d state values still equal within each bucket (one ``torch.stack`` per bucket
     and name). Hyperparameter *values* are never cached: ``h`` is built from the group every step, so a scheduler
     changing lr, betas or weight decay is seen at once. ``add_param_group`` and ``load_state_dict`` drop every
-    plan; a step that creates state (SGD's first momentum step) plans again on the next step. Not noticed:
-    ``p.data = t`` with another dtype or device (call ``load_state_dict`` or :meth:`Optimizer.invalidate_plans`).
+    plan; a step that creates state (SGD's first momentum step) plans again on the next step. ``p.data = t`` of
+    another shape or layout is noticed by each bucket's :class:`optimlab.core.dispatch.LayoutMemo` (a state of the
+    old size raises); not noticed: ``p.data = t`` with another dtype or device (call ``load_state_dict`` or
+    :meth:`Optimizer.invalidate_plans`).
     """
 
-    __slots__ = ("flags", "group", "mask", "pids", "rounds", "stepped", "stepped_states")
+    __slots__ = ("flags", "group", "mask", "pids", "rounds", "stepped", "stepped_states", "whole")
 
     def __init__(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor | None], hp: dict[str, Any],
                  entries: list[tuple[Tensor, Tensor, dict[str, Any]]], rounds: list[list[_Bucket]]) -> None:
@@ -238,13 +253,15 @@ class _Plan:
         self.rounds = rounds
         self.stepped = [p for b in (b for r in rounds for b in r) for p in b.params]
         self.stepped_states = [st for b in (b for r in rounds for b in r) for st in b.states]
+        only = rounds[0][0].params if len(rounds) == 1 and len(rounds[0]) == 1 else []
+        self.whole = len(only) == len(params) and all(map(operator.is_, only, params))  # one bucket of all, in order
 
     def valid(self, opt: Optimizer, group: dict[str, Any], params: list[Tensor], grads: list[Tensor | None],
               hp: dict[str, Any]) -> bool:
         if (self.group is not group or (hp["fused"], hp["foreach"], hp["differentiable"]) != self.flags
-                or tuple(map(id, params)) != self.pids or tuple(g is None for g in grads) != self.mask):
+                or tuple(map(id, params)) != self.pids or tuple(map(operator.is_, grads, repeat(None))) != self.mask):
             return False
-        if any(map(_is_sparse, (g for g in grads if g is not None))):
+        if any(map(_is_sparse, (g for g in grads if g is not None) if True in self.mask else grads)):
             return False
         if not all(map(operator.is_, map(opt.state.get, self.stepped), self.stepped_states)):
             return False
@@ -272,7 +289,7 @@ class _Plan:
                 h = dict(hp)
                 first = b.states[0]
                 h.update((k, float(first[k])) for k in b.scalar_keys)  # equal within the bucket (checked)
-                stable = b.run(opt, [p.grad for p in b.params], h) and stable
+                stable = b.run(opt, grads if self.whole else [p.grad for p in b.params], h) and stable
         return stable
 
 
@@ -299,6 +316,13 @@ class Optimizer(torch.optim.Optimizer):
     #: :mod:`optimlab.core.dispatch`).
     _compile_unsupported: str | None = None
 
+    #: State the step creates (not ``_init_state``) with its parameter's shape, e.g. SGD's ``momentum_buffer``:
+    #: ``load_state_dict`` checks its shape as it does the state ``_init_state`` creates (:meth:`_state_spec`).
+    _lazy_param_state: tuple[str, ...] = ()
+
+    #: State ``_init_state`` may create that a checkpoint may lack (e.g. Prodigy's ``p0``).
+    _optional_state: tuple[str, ...] = ()
+
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         for key, value in TORCH_FLAGS.items():
             defaults.setdefault(key, value)
@@ -316,8 +340,8 @@ class Optimizer(torch.optim.Optimizer):
             V.check_positive("eps", group["eps"])
         if "betas" in group:
             V.check_betas(group["betas"])
-        for flag in ("maximize", "capturable", "differentiable"):
-            if not isinstance(group[flag], bool):
+        for flag in _bool_options(type(self)):  # a string "False" would otherwise read as True
+            if flag in group and not isinstance(group[flag], bool):
                 V.fail(flag, group[flag], "a bool", TypeError)
         for flag in ("foreach", "fused"):
             if group[flag] not in (None, True, False):
@@ -389,15 +413,26 @@ class Optimizer(torch.optim.Optimizer):
                           UserWarning, stacklevel=3)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict``, checked: every loaded group passes the constructor's checks
+        (``_validate``), and every parameter's loaded state has the keys and shapes its state would have here
+        (:meth:`_state_spec`), else ``ValueError`` naming the argument, or the parameter index and the key, and
+        the optimizer is left as it was (torch's load-state-dict post-hooks have run by then)."""
         self.invalidate_plans()
+        before = self.state, self.param_groups
         super().load_state_dict(state_dict)
-        # A checkpoint written by torch.optim, an older torch or an older optimlab may lack some of our options:
-        # use the defaults. (Our own state_dict has them all, so loading it adds nothing.)
-        for group in self.param_groups:
-            for key, value in self.defaults.items():
-                group.setdefault(key, value)
-            if self._needs_base_lr(group):
-                group.setdefault("base_lr", group.get("initial_lr", group["lr"]))
+        try:
+            # A checkpoint written by torch.optim, an older torch or an older optimlab may lack some of our
+            # options: use the defaults. (Our own state_dict has them all, so loading it adds nothing.)
+            for group in self.param_groups:
+                for key, value in self.defaults.items():
+                    group.setdefault(key, value)
+                if self._needs_base_lr(group):
+                    group.setdefault("base_lr", group.get("initial_lr", group["lr"]))
+                self._validate(group)
+            self._check_loaded_state()
+        except Exception:
+            self.state, self.param_groups = before  # torch's load built new ones: the old are untouched
+            raise
         # torch casts every floating state tensor except `step` to the parameter's dtype; our other 0-d counters
         # (NAdam's mu_product, SWATS's phase and rates) keep their saved dtype so a resumed run continues bit for bit.
         # Older torch checkpoints hold `step` as a Python number: it becomes a tensor, as torch's __setstate__ does.
@@ -413,6 +448,53 @@ class Optimizer(torch.optim.Optimizer):
             for p in group["params"]:
                 if p in self.state:
                     self._cast_moments(p, self.state[p], group)
+
+    def _state_spec(self, p: Tensor, group: dict[str, Any]) -> tuple[dict[str, torch.Size], set[str]]:
+        """The state a checkpoint must hold for ``p`` in ``group``: the shape of each state tensor, and the keys
+        that must be present. That is what :meth:`_init_state` creates (run on a ``meta`` copy of ``p``: nothing is
+        allocated), less ``_optional_state``, plus ``_lazy_param_state`` (state the step creates) with ``p``'s
+        shape. Adafactor's factored moments, SWATS's 0-d rates and every class's ``step`` come out as they are."""
+        fresh: dict[str, Any] = {}
+        with torch.no_grad():
+            for probe in ((torch.empty_like(p, device="meta"), p) if type(p) in (Tensor, torch.nn.Parameter)
+                          else (p,)):
+                try:
+                    fresh = {}
+                    self._init_state(probe, fresh, group)
+                    break
+                except Exception:  # noqa: BLE001 - e.g. a rule that reads values: try the parameter itself
+                    fresh = {}
+        shapes = {k: v.shape for k, v in fresh.items() if isinstance(v, Tensor)}
+        shapes.update((k, p.shape) for k in self._lazy_param_state)
+        return shapes, set(fresh) - set(self._optional_state)
+
+    def _check_loaded_state(self) -> None:
+        """``ValueError`` unless each parameter's loaded state has its :meth:`_state_spec` keys and shapes."""
+        name = type(self).__name__
+        index = 0
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p)
+                i, index = index, index + 1
+                if not state:
+                    continue  # no state: it is created at the next step
+                shapes, required = self._state_spec(p, group)
+                missing = sorted(required - set(state))
+                if missing:
+                    raise ValueError(f"{name}.load_state_dict: the state of parameter {i} has no {missing[0]!r} "
+                                     f"(it has {sorted(state)}; {name} keeps {sorted(required)}): a checkpoint "
+                                     "of another optimizer or another configuration")
+                for key, value in state.items():
+                    expected = shapes.get(key)
+                    if expected is None or not isinstance(value, Tensor) or value.shape == expected:
+                        continue
+                    start = f"{name}.load_state_dict: state {key!r} of parameter {i} has shape {tuple(value.shape)}"
+                    if expected == p.shape:
+                        raise ValueError(f"{start}, the parameter has {tuple(p.shape)}: a checkpoint of another "
+                                         "model (a layer of another size?)")
+                    raise ValueError(f"{start}; expected {tuple(expected)}"
+                                     + (" (a 0-d tensor)" if not expected else f" for a parameter of shape "
+                                        f"{tuple(p.shape)}: a checkpoint of another model"))
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
@@ -599,7 +681,8 @@ class Optimizer(torch.optim.Optimizer):
 
     # -- optional subclass hooks for the fast path ----------------------------------------------------------------
     #: The rule treats every element independently (no norm over a tensor, no 0-d state written inside
-    #: ``_update``), so it may run on blocks of views of the tensors.
+    #: ``_update``), so it may run on blocks of views of the tensors. Every state tensor of such a class has its
+    #: parameter's shape (the list path checks that every step: :func:`optimlab.core.dispatch.step_bucket`).
     _elementwise = False
 
     def _prepare(self, s: dict[str, Any], h: dict[str, Any]) -> None:

@@ -33,9 +33,11 @@ path              when (and what runs)
                   where moments are stored in lower precision), which dynamo records and inductor fuses;
                   no row below runs under tracing (their C loops, Triton launches and torch's fused
                   kernels are opaque to it or break functionalization)
-``fused``         ``fused`` is not False, moments stored in the parameters' dtype, and the class's
-                  ``_fused`` accepts the bucket: torch's fused kernel (SGD, Adam, AdamW, Adagrad, Muon's
-                  AdamW part)
+``fused``         ``fused`` is not False, moments stored in the parameters' dtype, every gradient and
+                  state tensor with its parameter's shape and strides and the parameters non-overlapping
+                  and dense (torch's kernels read each tensor as laid out as its parameter:
+                  :func:`optimlab.core.blocked.same_layout`), and the class's ``_fused`` accepts the
+                  bucket: torch's fused kernel (SGD, Adam, AdamW, Adagrad, Muon's AdamW part)
 ``triton``        elementwise, Triton installed and enabled, plain contiguous tensors on one CUDA device
                   (CPU tensors under ``TRITON_INTERPRET=1``): one Triton kernel per step
                   (:mod:`optimlab.core.triton_kernels`)
@@ -57,14 +59,24 @@ GradScaler's fused contract (``fused=True``: ``grad_scale`` and ``found_inf`` se
 skipped where ``found_inf`` is set (read on the host), else stepped on unscaled copies of its gradients.
 
 A kernel row (``triton``, ``compiled``) declines when the rule cannot be traced or compiled; ``fused`` declines
-where torch's kernel does not fit (e.g. SGD's fused kernel on CPU float16). ``_prepare`` (derived scalars, 0-d
-state advanced once per bucket) runs once, after ``fused`` and before the other rows.
+where torch's kernel does not fit (e.g. SGD's fused kernel on CPU float16, a transposed or broadcast gradient set
+by hand). ``_prepare`` (derived scalars, 0-d state advanced once per bucket) runs once, after ``fused`` and before
+the other rows.
+
+Sizes are never declined, they raise: for a class with an element-wise rule (whose state tensors all have their
+parameters' shapes) :func:`step_bucket` checks every gradient and state tensor against its parameter before any
+row runs, and ``kernels.usable``/``triton_kernels.usable`` check the lists they are given (the classes with a
+path of their own call them), so a state of another size (a checkpoint of a resized layer, ``p.data = bigger``)
+raises ``RuntimeError`` naming the optimizer, the state and both shapes on every path, as torch's ops do, instead
+of a raw-pointer row reading or writing beyond a tensor. A bucket stepped by a step plan keeps a
+:class:`LayoutMemo`, so that a steady-state step re-checks in a few C-level passes.
 
 :func:`only` restricts the tables (a test or a benchmark forcing one path); :data:`taken` counts the paths taken.
 """
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -78,7 +90,8 @@ from . import blocked, kernels, triton_kernels
 if TYPE_CHECKING:  # the base class imports this module
     from .base import Optimizer
 
-__all__ = ["BUCKET_PATHS", "BUCKET_ROWS", "ENTRY_PATHS", "ENTRY_ROWS", "compiling", "entry_path", "found_inf", "only",
+__all__ = ["BUCKET_PATHS", "BUCKET_ROWS", "ENTRY_PATHS", "ENTRY_ROWS", "LayoutMemo", "compiling", "entry_path",
+           "found_inf", "only",
            "step_bucket", "taken"]
 
 #: True while ``torch.compile`` traces the step (then the ``traced`` row runs); one cheap call in eager mode.
@@ -130,20 +143,100 @@ def lists_mode(hp: dict[str, Any]) -> bool:
 
 
 # -- per bucket -----------------------------------------------------------------------------------------------
+class LayoutMemo:
+    """What :meth:`Bucket.check_shapes` verified for a bucket that is stepped again (a step plan's bucket, see
+    ``optimlab.core.base._Plan``), so that a steady-state step re-checks in a few C-level passes instead of
+    comparing every state tensor anew: the state tensors (by identity), the parameters' element counts and
+    strides (or that all were contiguous), and whether the state is laid out as the parameters (same strides,
+    parameters non-overlapping and dense). A state tensor replaced, or a parameter resized or re-laid-out
+    (``p.data = t``, ``model.to(memory_format=...)``), fails the match and the bucket is checked in full again.
+    (A contiguous parameter given another shape of the same size, ``p.data = p.data.view(...)``, keeps its state
+    element for element in memory order.)"""
+
+    __slots__ = ("contiguous", "numels", "same", "states", "strides")
+
+    def __init__(self) -> None:
+        self.states: list[list[Tensor]] | None = None
+        self.numels: list[int] = []
+        self.strides: list[tuple[int, ...]] = []
+        self.contiguous = False
+        self.same = False
+
+    def remember(self, ps: list[Tensor], states: list[list[Tensor]]) -> None:
+        """Record what a full check found (the sizes matched)."""
+        self.states, self.numels = states, list(map(Tensor.numel, ps))
+        self.contiguous = all(map(Tensor.is_contiguous, ps))
+        self.strides = [] if self.contiguous else list(map(Tensor.stride, ps))
+        self.same = blocked.same_layout([ps, *states], sizes_checked=True)
+
+    def layout(self, ps: list[Tensor], gs: list[Tensor], states: list[list[Tensor]]) -> bool | None:
+        """None unless the state and parameters are as remembered and every gradient has its parameter's size;
+        then whether the bucket is laid out as torch's fused kernels read it (:func:`blocked.same_layout`).
+        Cheapest where everything is contiguous (the usual case): contiguous tensors of one size are laid out
+        alike, so no strides are read."""
+        old = self.states
+        if (old is None or len(old) != len(states)
+                or not all(len(a) == len(b) and all(map(operator.is_, a, b)) for a, b in zip(old, states, strict=True))
+                or list(map(Tensor.numel, ps)) != self.numels or list(map(Tensor.numel, gs)) != self.numels):
+            return None
+        if self.contiguous:
+            if not all(map(Tensor.is_contiguous, ps)):
+                return None
+            return self.same and all(map(Tensor.is_contiguous, gs))
+        if list(map(Tensor.stride, ps)) != self.strides:
+            return None
+        return self.same and list(map(Tensor.stride, gs)) == self.strides
+
+
 class Bucket:
     """What the rows look at and run on: the optimizer, the aligned lists, the hyperparameters of the bucket."""
 
-    __slots__ = ("gs", "h", "keys", "moments", "opt", "prepared", "ps", "s")
+    __slots__ = ("gs", "h", "keys", "layout", "memo", "moments", "opt", "prepared", "ps", "s", "shapes_checked")
 
     def __init__(self, opt: Optimizer, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
-                 keys: list[str]) -> None:
+                 keys: list[str], memo: LayoutMemo | None = None) -> None:
         self.opt, self.ps, self.gs, self.s, self.h, self.keys = opt, ps, gs, s, h, keys
         self.moments = [k for k in keys if k in opt._moment_keys]
         self.prepared = False
+        self.shapes_checked = False
+        self.layout: bool | None = None  # same_layout(lists), where already known
+        self.memo = memo
 
     @property
     def lists(self) -> list[list[Tensor]]:
         return [self.ps, self.gs, *(self.s[k] for k in self.keys)]
+
+    def check_shapes(self) -> bool:
+        """Every gradient and state tensor has its parameter's shape, else ``RuntimeError`` naming the optimizer,
+        the state and both shapes (:func:`optimlab.core.blocked.check_shapes`); once per bucket. Returns True.
+
+        With a :class:`LayoutMemo` that still matches, the state was checked against these parameters before:
+        only the gradients are compared (element counts, as ``p.grad = g`` itself refuses another shape;
+        contiguity or strides)."""
+        if self.shapes_checked:
+            return True
+        memo, ps, gs = self.memo, self.ps, self.gs
+        states = [self.s[k] for k in self.keys]
+        self.layout = None if memo is None else memo.layout(ps, gs, states)
+        if self.layout is None:
+            blocked.check_shapes(self.lists, type(self.opt).__name__, ["gradient", *self.keys])
+            if memo is not None:
+                memo.remember(ps, states)
+        self.shapes_checked = True
+        return True
+
+    def fusable(self) -> bool:
+        """The class runs torch's fused kernel for its rule, and the bucket is laid out as that kernel reads it:
+        gradients and state with their parameters' shapes (else ``RuntimeError``) and strides, parameters
+        non-overlapping and dense (:func:`optimlab.core.blocked.same_layout`); otherwise the next row runs."""
+        from .base import Optimizer  # noqa: PLC0415 - the base class imports this module
+
+        if type(self.opt)._fused is Optimizer._fused:
+            return False
+        self.check_shapes()
+        if self.layout is None:
+            self.layout = blocked.same_layout(self.lists, sizes_checked=True)
+        return self.layout
 
     def prepare(self) -> None:
         if not self.prepared:
@@ -155,7 +248,8 @@ class Bucket:
         return any(self.s[k][0].dtype != self.ps[0].dtype for k in self.moments)
 
     def elementwise(self) -> bool:
-        """The class's rule is element-wise and this step creates no state (prepared first: that may create it)."""
+        """The class's rule is element-wise and this step creates no state (prepared first: that may create it).
+        An element-wise class's state tensors all have their parameters' shapes (checked by :func:`step_bucket`)."""
         if not self.opt._elementwise:
             return False
         self.prepare()
@@ -215,9 +309,11 @@ def _run_foreach(b: Bucket) -> bool:
 BUCKET_ROWS: tuple[tuple[str, Callable[[Bucket], bool], Callable[[Bucket], bool]], ...] = (
     ("custom", _custom, _run_custom),
     ("traced", lambda b: compiling(), _run_traced),
-    ("fused", lambda b: b.h["fused"] is not False and not b.mixed(), _run_fused),
-    ("triton", lambda b: b.elementwise() and triton_kernels.usable(b.lists), lambda b: b.traced(triton_kernels)),
-    ("compiled", lambda b: b.elementwise() and kernels.usable(b.lists), lambda b: b.traced(kernels)),
+    ("fused", lambda b: b.h["fused"] is not False and not b.mixed() and b.fusable(), _run_fused),
+    ("triton", lambda b: b.elementwise() and triton_kernels.usable(b.lists, sizes_checked=True),
+     lambda b: b.traced(triton_kernels)),
+    ("compiled", lambda b: b.elementwise() and kernels.usable(b.lists, sizes_checked=True),
+     lambda b: b.traced(kernels)),
     ("mixed", lambda b: b.mixed(), _run_mixed),
     ("blocked", lambda b: b.elementwise() and blocked.blockable(b.ps), _run_blocked),
     ("foreach", lambda b: True, _run_foreach),
@@ -235,7 +331,7 @@ def found_inf(flag: Tensor | None) -> bool:
 
 
 def _step_scaled(opt: Optimizer, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
-                 keys: list[str], custom: bool) -> str:
+                 keys: list[str], custom: bool, memo: LayoutMemo | None = None) -> str:
     """GradScaler's contract for a bucket (``h`` holds ``grad_scale`` and ``found_inf``, either may be None).
 
     The ``fused`` row hands both to torch's fused kernel, which divides the gradients by ``grad_scale`` (writing
@@ -245,10 +341,10 @@ def _step_scaled(opt: Optimizer, ps: list[Tensor], gs: list[Tensor], s: dict[str
     and the bucket skipped (nothing touched, the count taken back), else it steps by the table on copies of the
     gradients divided by ``grad_scale`` (``p.grad`` is not touched)."""
     grad_scale, inf = h["grad_scale"], h["found_inf"]
-    b = Bucket(opt, ps, gs, s, h, keys)
+    b = Bucket(opt, ps, gs, s, h, keys, memo)
     allowed = _allowed
     if (not (custom and _custom(b)) and not compiling() and (allowed is None or "fused" in allowed)
-            and h["fused"] is not False and not b.mixed() and _run_fused(b)):
+            and h["fused"] is not False and not b.mixed() and b.fusable() and _run_fused(b)):
         if inf is not None and "step" in s:
             torch._foreach_sub_(s["step"], [inf] * len(s["step"]))
         taken["fused"] += 1
@@ -261,17 +357,20 @@ def _step_scaled(opt: Optimizer, ps: list[Tensor], gs: list[Tensor], s: dict[str
         return "skipped"
     if grad_scale is not None:
         gs = list(torch._foreach_div(gs, grad_scale.reshape(())))
-    return step_bucket(opt, ps, gs, s, h, keys, custom)
+    return step_bucket(opt, ps, gs, s, h, keys, custom, memo)
 
 
 def step_bucket(opt: Optimizer, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
-                keys: list[str], custom: bool = True) -> str:
+                keys: list[str], custom: bool = True, memo: LayoutMemo | None = None) -> str:
     """Step one bucket on the list path by the first row of :data:`BUCKET_ROWS` that applies and accepts it;
     returns the path's name. ``custom=False`` skips the ``custom`` row (a class's own path falling back here).
+    ``memo``: the bucket's :class:`LayoutMemo`, kept by a caller that steps the same bucket again.
     With GradScaler's ``grad_scale``/``found_inf`` in ``h`` (``fused=True``), see :func:`_step_scaled`."""
     if "found_inf" in h:
-        return _step_scaled(opt, ps, gs, s, h, keys, custom)
-    b = Bucket(opt, ps, gs, s, h, keys)
+        return _step_scaled(opt, ps, gs, s, h, keys, custom, memo)
+    b = Bucket(opt, ps, gs, s, h, keys, memo)
+    if opt._elementwise:  # an element-wise rule's state has its parameters' shapes: a mismatch raises on any path
+        b.check_shapes()
     allowed = _allowed
     for name, applies, run in BUCKET_ROWS:
         if name == "custom" and not custom:

@@ -59,6 +59,8 @@ import torch
 from torch import Tensor
 from torch.nn import Parameter
 
+from . import blocked
+
 __all__ = [
     "Sym",
     "Untraceable",
@@ -647,9 +649,14 @@ def _safe_cache(directory: Path) -> bool:
             missing = [d for d in (directory, *directory.parents) if not d.exists()]
             for d in reversed(missing):  # each created private: mkdir(parents=True) would use the umask
                 d.mkdir(mode=0o700, exist_ok=True)
-            problem = _unsafe(directory)
-        except OSError as exc:
-            problem = f"cannot be created ({exc})"
+        except OSError as exc:  # read-only or missing HOME (user nobody): nothing unsafe, just no cache
+            _cache_verdicts[key] = f"cannot be created ({exc})"
+            _warn_once(("cache", key), f"the kernel cache folder {directory} cannot be created ({exc}), so compiled "
+                       "kernels are off and the eager path runs (the same results; torch's fused kernels are still "
+                       "used where they exist). To use compiled kernels, set $OPTIMLAB_KERNEL_CACHE to a folder you "
+                       "can write")
+            return False
+        problem = _unsafe(directory)
         _cache_verdicts[key] = problem
         if problem is not None:
             _warn_once(("cache", key), f"the kernel cache folder {directory} {problem}, so its libraries could have "
@@ -800,15 +807,22 @@ def _storage_ok(dtype: torch.dtype, compute: torch.dtype) -> bool:
     return dtype == compute or (dtype == torch.bfloat16 and compute == torch.float32)
 
 
-def usable(lists: Sequence[Sequence[Tensor]]) -> bool:
+def usable(lists: Sequence[Sequence[Tensor]], owner: str = "optimlab", sizes_checked: bool = False) -> bool:
     """Whether these aligned lists of tensors can run in a kernel: kernels enabled, plain contiguous CPU
     tensors, the first list float32 or float64 and every list of that dtype, or bfloat16 beside float32
-    (lower-precision state such as ``moment_dtype=torch.bfloat16``)."""
+    (lower-precision state such as ``moment_dtype=torch.bfloat16``).
+
+    A kernel walks every tensor ``i`` over ``lists[0][i].numel()`` elements, so every ``lists[j][i]`` must have
+    ``lists[0][i]``'s shape: otherwise ``RuntimeError`` (:func:`optimlab.core.blocked.check_shapes`, naming
+    ``owner``), never a decline to an eager path. ``sizes_checked``: the caller has checked that already.
+    Contiguous tensors of one shape are laid out alike, so a kernel reads them element for element."""
     if not lists or not lists[0] or not enabled():
         return False
     compute = lists[0][0].dtype
     if compute not in _C_TYPES:
         return False
+    if not sizes_checked:
+        blocked.check_shapes(lists, owner)
     for lst in lists:  # this runs every step, over every tensor: C-level map() calls, no Python loop per tensor
         dtype = lst[0].dtype
         if not _storage_ok(dtype, compute):
@@ -824,7 +838,7 @@ def run(rule: Callable[..., Sequence[Sym] | None], lists: Sequence[Sequence[Tens
     """Trace ``rule`` and run it as one compiled loop over the tensors.
 
     ``rule(*syms, *per_tensor_syms)`` receives one :class:`Sym` per list (``lists[j][i]`` is tensor ``i``'s
-    ``j``-th operand; all have the same number of elements) and one per ``per_tensor`` 1-d tensor (its
+    ``j``-th operand; all have its shape) and one per ``per_tensor`` 1-d tensor (its
     element ``i`` is the scalar for tensor ``i``). It updates the symbols in place and may return a list of
     expressions to sum over each tensor's elements (any other return value is ignored). Lists whose indices
     are in ``readonly`` must not be written.

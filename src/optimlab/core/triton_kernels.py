@@ -55,7 +55,7 @@ import torch
 from torch import Tensor
 from torch.nn import Parameter
 
-from . import kernels
+from . import blocked, kernels
 
 __all__ = [
     "MIN_TRITON",
@@ -227,10 +227,12 @@ def _storage_ok(dtype: torch.dtype, compute: torch.dtype) -> bool:
     return dtype in (torch.float32, torch.bfloat16, torch.float16)
 
 
-def usable(lists: Sequence[Sequence[Tensor]]) -> bool:
+def usable(lists: Sequence[Sequence[Tensor]], owner: str = "optimlab", sizes_checked: bool = False) -> bool:
     """Whether these aligned lists of tensors can run in a Triton kernel: enabled, plain contiguous tensors on one
     CUDA device (CPU tensors too under the interpreter), every list of one dtype; float64 parameters with float64
-    lists, else any mix of float32, bfloat16 and float16 (computed in float32)."""
+    lists, else any mix of float32, bfloat16 and float16 (computed in float32). Every ``lists[j][i]`` must have
+    ``lists[0][i]``'s shape (a kernel walks ``lists[0][i].numel()`` elements of each): otherwise ``RuntimeError``
+    (as :func:`optimlab.core.kernels.usable`; ``sizes_checked``: the caller has checked that already)."""
     if not lists or not lists[0] or not enabled():
         return False
     first = lists[0][0]
@@ -240,6 +242,8 @@ def usable(lists: Sequence[Sequence[Tensor]]) -> bool:
     compute = _compute(first.dtype)
     if compute is None:
         return False
+    if not sizes_checked:
+        blocked.check_shapes(lists, owner)
     for lst in lists:
         dtype = lst[0].dtype
         if not _storage_ok(dtype, compute):

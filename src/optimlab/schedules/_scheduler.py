@@ -102,7 +102,15 @@ class ScheduleLR(LRScheduler):
         return {key: value for key, value in self.__dict__.items() if key not in _NOT_SAVED}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's, checked first: a state_dict of a scheduler over another number of param groups raises
+        ``ValueError`` (saying both counts) and leaves this scheduler as it was."""
         state = {key: value for key, value in state_dict.items() if key not in _NOT_SAVED}
+        groups = len(self.optimizer.param_groups)
+        for key in ("base_lrs", "_last_lr"):
+            if key in state and len(state[key]) != groups:
+                raise ValueError(f"ScheduleLR.load_state_dict: the state_dict's {key!r} has {len(state[key])} "
+                                 f"values (a scheduler over {len(state[key])} param groups), this optimizer has "
+                                 f"{groups} param groups")
         self.__dict__.update(state)
         values = self.get_lr()
         for group, lr in zip(self.optimizer.param_groups, values, strict=True):
