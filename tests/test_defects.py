@@ -41,9 +41,12 @@ def test_low_precision_sgd_updates_every_element(name, dtype):
     assert (p != 1).all(), f"{int((p == 1).sum())} of 24 elements never moved"
 
 
-def test_low_precision_sgd_with_fused_true_warns_and_is_correct():
+def test_low_precision_sgd_with_fused_true_warns_and_is_correct(monkeypatch):
     """``fused=True`` asks for torch's fused kernel; on CPU in float16/bfloat16 that kernel drops updates, so the step
-    runs on the list path instead, with a warning once."""
+    runs on the list path instead, with a warning once (per process: an earlier test may have had it)."""
+    from optimlab.algorithms import sgd
+
+    monkeypatch.setattr(sgd, "_warned_fused_sgd", [])
     p = torch.nn.Parameter(torch.ones(24, dtype=torch.bfloat16))
     opt = optimlab.SGD([p], lr=0.1, momentum=0.9, fused=True)
     p.grad = torch.full_like(p, 0.5)
