@@ -51,8 +51,9 @@ path              when (and what runs)
 ================  ====================================================================================
 
 Under tracing the base class also skips its step-plan cache and reads the 0-d state values (the step count) in one
-call that dynamo leaves out of the graph (``torch.compiler.disable``), so the compiled graph receives them as
-symbolic floats and a new step count does not recompile it.
+call that dynamo leaves out of the graph (one graph break per round, not one per ``.item()``). They reach the rule as
+Python numbers, which torch 2.13 specializes in its ``_foreach_*`` ops: a rule that reads the step count is
+recompiled at each new count until dynamo's recompile limit, then runs that part eagerly (same numbers; README).
 
 GradScaler's fused contract (``fused=True``: ``grad_scale`` and ``found_inf`` set on the optimizer) is kept by
 :func:`step_bucket` around the table: the ``fused`` row passes both to torch's kernel; a bucket any other row steps is
