@@ -278,6 +278,12 @@ def _run_custom(b: Bucket) -> bool:
     return True
 
 
+def _fused_applies(b: Bucket) -> bool:
+    """The ``fused`` row's condition (also GradScaler's, :func:`_step_scaled`): ``fused`` not False, moments in the
+    parameters' dtype, and the bucket laid out as torch's kernels read it (:meth:`Bucket.fusable`)."""
+    return b.h["fused"] is not False and not b.mixed() and b.fusable()
+
+
 def _run_fused(b: Bucket) -> bool:
     return bool(b.opt._fused(b.ps, b.gs, b.s, b.h))
 
@@ -310,7 +316,7 @@ def _run_foreach(b: Bucket) -> bool:
 BUCKET_ROWS: tuple[tuple[str, Callable[[Bucket], bool], Callable[[Bucket], bool]], ...] = (
     ("custom", _custom, _run_custom),
     ("traced", lambda b: compiling(), _run_traced),
-    ("fused", lambda b: b.h["fused"] is not False and not b.mixed() and b.fusable(), _run_fused),
+    ("fused", lambda b: _fused_applies(b), _run_fused),
     ("triton", lambda b: b.elementwise() and triton_kernels.usable(b.lists, sizes_checked=True),
      lambda b: b.traced(triton_kernels)),
     ("compiled", lambda b: b.elementwise() and kernels.usable(b.lists, sizes_checked=True),
@@ -345,7 +351,7 @@ def _step_scaled(opt: Optimizer, ps: list[Tensor], gs: list[Tensor], s: dict[str
     b = Bucket(opt, ps, gs, s, h, keys, memo)
     allowed = _allowed
     if (not (custom and _custom(b)) and not compiling() and (allowed is None or "fused" in allowed)
-            and h["fused"] is not False and not b.mixed() and b.fusable() and _run_fused(b)):
+            and _fused_applies(b) and _run_fused(b)):
         if inf is not None and "step" in s:
             torch._foreach_sub_(s["step"], [inf] * len(s["step"]))
         taken["fused"] += 1
