@@ -42,6 +42,7 @@ __all__ = [
     "LabWarning",
     "record_problem",
     "named",
+    "nearest_existing",
 ]
 
 RESULTS_FILE = "results.jsonl"
@@ -178,6 +179,13 @@ def finished_keys(out: str | os.PathLike) -> set[str]:
     return {r["key"] for r in load_records(out)}
 
 
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """``path`` if it exists, else the nearest folder above it that does (what a command that creates nothing
+    yet, ``--dry-run``, checks)."""
+    path = Path(path)
+    return next(p for p in (path, *path.absolute().parents) if p.exists())
+
+
 def check_writable(out: str | os.PathLike, create: bool = True) -> Path:
     """Create ``out`` if needed and make sure files can be written there (raises ``PermissionError`` with
     a clear message otherwise): checked before any run starts, so no computation is lost to it.
@@ -185,7 +193,7 @@ def check_writable(out: str | os.PathLike, create: bool = True) -> Path:
     must be a folder this process may write in."""
     out = Path(out)
     if not create:
-        existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+        existing = nearest_existing(out)
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             what = "is not a folder" if not existing.is_dir() else "is not writable"
             raise PermissionError(

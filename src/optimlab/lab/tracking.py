@@ -186,11 +186,11 @@ def _root_cause(error: BaseException) -> str:
 def check_tensorboard_dir(log_dir: str | os.PathLike) -> None:
     """Raise ``ValueError`` when ``log_dir`` (or a folder above it) is an existing file: checked before any
     run, and by ``--dry-run``, which creates nothing."""
-    for folder in (Path(log_dir), *Path(log_dir).parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise ValueError(f"Invalid --tensorboard: {folder} is a file, not a folder; give a folder")
-            return
+    from optimlab.lab.sweep import nearest_existing
+
+    folder = nearest_existing(log_dir)
+    if not folder.is_dir():
+        raise ValueError(f"Invalid --tensorboard: {folder} is a file, not a folder; give a folder")
 
 
 def check_mlflow_uri(uri: str) -> None:
@@ -200,12 +200,11 @@ def check_mlflow_uri(uri: str) -> None:
     if resolved.startswith("file:"):
         from urllib.parse import unquote, urlparse
 
-        check = Path(unquote(urlparse(resolved).path))
-        for folder in (check, *check.parents):
-            if folder.exists():
-                if not folder.is_dir():
-                    raise ValueError(f"Invalid --mlflow {uri}: {folder} is a file, not a folder (a file store)")
-                return
+        from optimlab.lab.sweep import nearest_existing
+
+        folder = nearest_existing(unquote(urlparse(resolved).path))
+        if not folder.is_dir():
+            raise ValueError(f"Invalid --mlflow {uri}: {folder} is a file, not a folder (a file store)")
 
 
 def _resolve_uri(uri: str) -> str:
