@@ -31,9 +31,9 @@ import torch
 
 import optimlab
 from optimlab import diagnostics as D
-from optimlab.lab.optimizers import build_optimizer
-from optimlab.lab.runner import RunConfig, run
-from optimlab.lab.tasks import get_task
+from optimlab.lab.catalog.presets import build_optimizer
+from optimlab.lab.catalog.tasks import get_task
+from optimlab.lab.training.runner import RunConfig, run
 
 
 def _setup(spec: str, steps: int = 0, seed: int = 0):
@@ -114,7 +114,7 @@ def eigen_time(examples: int) -> tuple[float, D.HessianEigen]:
 
 
 def compare_run_cost(steps: int) -> tuple[float, float]:
-    from optimlab.lab.diagnostic_runs import DiagnosticsCallback
+    from optimlab.lab.training.diagnostic_runs import DiagnosticsCallback
 
     config = RunConfig("mnist1d-cnn", "adam", 1e-3, 0, steps, 100, max(1, steps // 10))
     run(config)  # warm up

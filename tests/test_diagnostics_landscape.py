@@ -55,7 +55,7 @@ def test_interpolation_on_a_convex_quadratic_is_the_exact_parabola():
 
 
 def test_landscape_of_a_two_parameter_function_is_the_function_on_the_grid():
-    from optimlab.lab.tasks import TASKS
+    from optimlab.lab.catalog.tasks import TASKS
 
     task = TASKS["rosenbrock"]
     model = task.model(None)

@@ -2,7 +2,7 @@
 
 import sys
 
-from optimlab.lab.cli import main
+from optimlab.lab.commands.cli import main
 
 __all__: list[str] = []
 

@@ -146,7 +146,7 @@ def create_optimizer(name: str, params_or_model: nn.Module | Iterable[Any], *,
     names a variant (``sgdm``: ``momentum=0.9``; ``amsgrad``: ``amsgrad=True``). So ``create_optimizer("muon",
     model)`` has torch.optim.Muon's lr 1e-3 and weight decay 0.1. The lab's presets that ``optimlab list``
     shows (Muon: lr 0.02, weight decay 0.01, KellerJordan's settings) are the settings its comparisons start
-    from (:data:`optimlab.lab.optimizers.PRESETS`); the library does not apply them: pass them as arguments.
+    from (:data:`optimlab.lab.catalog.presets.PRESETS`); the library does not apply them: pass them as arguments.
     """
     key = name.lower()
     if key not in OPTIMIZERS:

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from lab_args import TINY
 
-from optimlab.lab import data as datasets
+from optimlab.lab.catalog import data as datasets
 
 
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """``optimlab compare`` of sgdm and adam on the TINY protocol, run once per session: (folder, printed text).
     Tests must not write into the folder."""
-    from optimlab.lab.cli import main
+    from optimlab.lab.commands.cli import main
 
     out = tmp_path_factory.mktemp("tiny-study") / "out"
     printed = io.StringIO()

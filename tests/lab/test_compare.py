@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from lab_args import TINY
 
-from optimlab.lab import sweep as sweep_module
-from optimlab.lab.cli import main, parse_seeds, split_specs
-from optimlab.lab.runner import Callback, RunConfig, RunContext, run
-from optimlab.lab.sweep import expand, load_records, run_sweep
-from optimlab.lab.tuning import TUNING_SEED_BASE
+from optimlab.lab.commands.cli import main, parse_seeds, split_specs
+from optimlab.lab.study import sweep as sweep_module
+from optimlab.lab.study.sweep import expand, load_records, run_sweep
+from optimlab.lab.study.tuning import TUNING_SEED_BASE
+from optimlab.lab.training.runner import Callback, RunConfig, RunContext, run
 
 # the columns of summary.csv that are pure functions of the configs (timings are not)
 DETERMINISTIC = [
@@ -263,7 +263,7 @@ def test_callbacks_see_every_step_and_store_extras() -> None:
 
 def test_schedule_free_style_optimizers_evaluate_in_eval_mode(monkeypatch) -> None:
     """An optimizer with train()/eval() (Schedule-Free) is switched to eval() for every evaluation."""
-    from optimlab.lab import runner
+    from optimlab.lab.training import runner
 
     calls: list[str] = []
     real_build = runner.build_optimizer
@@ -425,7 +425,7 @@ def test_python_dash_m_optimlab_runs_the_cli() -> None:
 
 
 def _trajectory_callbacks(config: RunConfig) -> list[Callback]:
-    from optimlab.lab.runner import TrajectoryCallback
+    from optimlab.lab.training.runner import TrajectoryCallback
 
     class Steps(Callback):
         def after_step(self, ctx: RunContext) -> None:
@@ -436,7 +436,7 @@ def _trajectory_callbacks(config: RunConfig) -> list[Callback]:
 
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_the_executor_attaches_callbacks_in_the_process_that_runs(tmp_path: Path, jobs: int) -> None:
-    from optimlab.lab.sweep import LocalExecutor
+    from optimlab.lab.study.sweep import LocalExecutor
 
     lrs = {"sgd": [0.05], "adam": [0.1]}
     configs = expand("quadratic", ["sgd", "adam"], lrs, [0], steps=6, batch_size=1, eval_every=3)
@@ -448,7 +448,7 @@ def test_the_executor_attaches_callbacks_in_the_process_that_runs(tmp_path: Path
 
 
 def test_a_plugin_module_adds_subcommands(tmp_path: Path, monkeypatch, capsys) -> None:
-    from optimlab.lab import cli
+    from optimlab.lab.commands import cli
 
     (tmp_path / "optimlab_test_plugin.py").write_text(
         "def add_commands(sub):\n"

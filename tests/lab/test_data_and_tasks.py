@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from optimlab.lab import data as datasets
-from optimlab.lab.cli import main
-from optimlab.lab.runner import RunConfig, run
-from optimlab.lab.tasks import TASKS, get_task
+from optimlab.lab.catalog import data as datasets
+from optimlab.lab.catalog.tasks import TASKS, get_task
+from optimlab.lab.commands.cli import main
+from optimlab.lab.training.runner import RunConfig, run
 
 
 def test_mnist1d_is_the_standard_procedural_data_set() -> None:

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from optimlab import diagnostics as D
-from optimlab.lab.cli import main
-from optimlab.lab.diagnose import parse_range
-from optimlab.lab.diagnostic_plots import diagnostics_panels
-from optimlab.lab.diagnostic_runs import (
+from optimlab.lab.catalog.tasks import get_task
+from optimlab.lab.commands.cli import main
+from optimlab.lab.commands.diagnose import parse_range
+from optimlab.lab.present.diagnostic_plots import diagnostics_panels
+from optimlab.lab.training.diagnostic_runs import (
     CaptureCallback,
     DiagnosticsCallback,
     Progress,
@@ -22,8 +23,7 @@ from optimlab.lab.diagnostic_runs import (
     metric_fn,
     rerun_with_diagnostics,
 )
-from optimlab.lab.runner import RunConfig, run
-from optimlab.lab.tasks import get_task
+from optimlab.lab.training.runner import RunConfig, run
 
 TINY = ["--task", "mnist1d-mlp", "--steps", "24", "--examples", "200", "--no-progress"]
 
@@ -189,7 +189,7 @@ def test_final_value_reads_both_record_forms():
 def test_diagnostics_callback_measures_an_optimizer_with_eval_mode_at_its_evaluation_weights():
     import torch
 
-    from optimlab.lab.runner import RunContext
+    from optimlab.lab.training.runner import RunContext
 
     class Shifted(torch.optim.SGD):  # stands for Schedule-Free: eval() moves the model to other weights
         def eval(self):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import optimlab
-from optimlab.lab.optimizers import (
+from optimlab.lab.catalog.presets import (
     DEFAULT_OPTIMIZERS,
     LR_RANGE_FACTORS,
     PRESETS,

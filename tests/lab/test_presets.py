@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 import optimlab
-from optimlab.lab import cli
-from optimlab.lab.optimizers import CHECK_STEPS, PRESETS, build_optimizer, check_spec, search_space
-from optimlab.lab.runner import Callback, RunConfig, RunContext, run
-from optimlab.lab.tasks import CharTransformer, ClassificationTask, TensorSplits
+from optimlab.lab.catalog.presets import CHECK_STEPS, PRESETS, build_optimizer, check_spec, search_space
+from optimlab.lab.catalog.tasks import CharTransformer, ClassificationTask, TensorSplits
+from optimlab.lab.commands import cli
+from optimlab.lab.training.runner import Callback, RunConfig, RunContext, run
 
 
 def test_every_registered_optimizer_has_a_preset_and_a_search_space(capsys) -> None:

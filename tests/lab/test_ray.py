@@ -20,9 +20,9 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (scripts/setup.sh test installs it)")
 
-from optimlab.lab.ray_executor import RayExecutor, RunsFailedError  # noqa: E402
-from optimlab.lab.runner import Callback, RunConfig, RunContext  # noqa: E402
-from optimlab.lab.sweep import RESULTS_FILE, LocalExecutor, load_records, run_sweep  # noqa: E402
+from optimlab.lab.executors.ray import RayExecutor, RunsFailedError  # noqa: E402
+from optimlab.lab.study.sweep import RESULTS_FILE, LocalExecutor, load_records, run_sweep  # noqa: E402
+from optimlab.lab.training.runner import Callback, RunConfig, RunContext  # noqa: E402
 
 # what a run measures of its own speed differs between any two runs; everything else must be equal
 TIMING = ("train_seconds", "train_cpu_seconds", "time_per_step", "step_cpu_ms", "step_wall_ms", "fwd_bwd_cpu_ms")
@@ -194,7 +194,7 @@ def test_ctrl_c_keeps_finished_runs_and_local_resumes(cluster: Any, reference: A
 
 
 def test_compare_cli_on_ray_equals_local(cluster: Any, tmp_path: Path) -> None:
-    from optimlab.lab.cli import main
+    from optimlab.lab.commands.cli import main
 
     args = ["compare", "--task", "quadratic", "--optimizers", "sgd,adam", "--steps", "40", "--budget", "2"]
     args += ["--seeds", "1", "--no-progress", "--jobs", "2", "--backend", "ray", "--out", str(tmp_path / "ray")]

@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from optimlab.lab import sweep as sweep_module
-from optimlab.lab import tuning as tuning_module
-from optimlab.lab.cli import main
-from optimlab.lab.runner import RunConfig
-from optimlab.lab.sweep import LabWarning, LocalExecutor, load_records, run_sweep
+from optimlab.lab.commands.cli import main
+from optimlab.lab.study import sweep as sweep_module
+from optimlab.lab.study import tuning as tuning_module
+from optimlab.lab.study.sweep import LabWarning, LocalExecutor, load_records, run_sweep
+from optimlab.lab.training.runner import RunConfig
 
 QUICK = ["--task", "quadratic", "--steps", "20", "--seeds", "1", "--tuning", "none", "--jobs", "1", "--no-progress"]
 
@@ -89,7 +89,7 @@ class FailingTracker:
 def test_a_tracker_failing_mid_sweep_warns_once_and_the_sweep_goes_on(
     tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from optimlab.lab import backends
+    from optimlab.lab.executors import backends
 
     tracker = FailingTracker(ok=1)
     monkeypatch.setattr(backends, "trackers_from_args", lambda args: [tracker])
@@ -165,7 +165,7 @@ def test_a_full_disk_while_writing_a_figure_names_the_folder(
 
 
 def test_main_says_an_os_error_in_one_line(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
-    from optimlab.lab import cli
+    from optimlab.lab.commands import cli
 
     def handler(args: Any) -> int:
         raise IsADirectoryError(errno.EISDIR, "Is a directory", "some/where")
@@ -425,7 +425,7 @@ def test_the_summary_tables_abbreviation_is_refused_naming_the_argument(tmp_path
 
 @pytest.mark.parametrize("spec", ["adam@lr=abc", "adm", "lookahed+adam", "adam@lr"])
 def test_spec_errors_name_the_spec_once(tmp_path: Path, capsys, spec: str) -> None:
-    from optimlab.lab.optimizers import check_spec
+    from optimlab.lab.catalog.presets import check_spec
 
     assert compare(tmp_path / "out", "--dry-run", optimizers=spec) == 2
     line = one_error_line(capsys.readouterr().err)
@@ -456,7 +456,7 @@ def test_dry_run_creates_nothing(tmp_path: Path, capsys) -> None:
 def test_threads_checking_one_folder_at_once_do_not_trip_each_other(tmp_path: Path) -> None:
     """check_writable's probe file has a unique name: threads of one process share a pid, and a probe named after
     it was removed by one thread under another (892 of 2400 checks failed with 8 threads before the fix)."""
-    from optimlab.lab.sweep import check_writable
+    from optimlab.lab.study.sweep import check_writable
 
     errors: list[Exception] = []
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from optimlab.lab.cli import main
+from optimlab.lab.commands.cli import main
 from optimlab.lab.reproduce import (
     EXPERIMENTS,
     MIXED,
@@ -106,8 +106,8 @@ def test_fake_experiment_runs_caches_and_resumes_after_interrupt(tmp_path: Path)
 
 def test_training_pieces_are_counted_computed_then_reused(tmp_path: Path) -> None:
     """ctx.sweep and ctx.tune count their runs: all computed on the first call, all reused on the next."""
-    from optimlab.lab.runner import RunConfig
-    from optimlab.lab.tuning import Protocol
+    from optimlab.lab.study.tuning import Protocol
+    from optimlab.lab.training.runner import RunConfig
 
     exp = Experiment.from_module(_fake_module([]))
     runs = [RunConfig(task="quadratic", optimizer=o, lr=0.05, seed=0, steps=5, eval_every=5) for o in ("sgd", "adam")]
@@ -326,8 +326,8 @@ def test_lookahead_verdict_rule_and_noisy_quadratic() -> None:
 def test_noise_wrapper_spec_and_deep_task() -> None:
     import torch
 
-    from optimlab.lab.optimizers import build_optimizer
-    from optimlab.lab.tasks import get_task
+    from optimlab.lab.catalog.presets import build_optimizer
+    from optimlab.lab.catalog.tasks import get_task
     from optimlab.wrappers import GradientNoise
 
     task = get_task("mnist1d-deep-mlp")

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import torch
 
+from optimlab.lab.catalog.tasks import get_task
 from optimlab.lab.reproduce import MIXED, NOT_REPRODUCED, REPRODUCED, load_experiment, make_context, run_experiment
 from optimlab.lab.reproduce.experiments import helps_optimization as helps
 from optimlab.lab.reproduce.experiments import landscape, next_adam, walk_with_sgd
-from optimlab.lab.tasks import get_task
 
 # ----------------------------------------------------------------------------------------------------
 # walk-with-sgd
@@ -191,7 +191,7 @@ def test_next_adam_verdict_rule_gives_each_value() -> None:
 
 
 def test_next_adam_specs_exist() -> None:
-    from optimlab.lab.optimizers import check_spec, search_space
+    from optimlab.lab.catalog.presets import check_spec, search_space
 
     for spec in (*next_adam.BASELINES, *next_adam.CHALLENGERS):
         check_spec(spec)

@@ -127,7 +127,7 @@ def _sched(**overrides: list[float]) -> dict:
             "sgdr": [0.90, 0.90, 0.90], "cyclical": [0.85, 0.86, 0.84], "one-cycle": [0.91, 0.915, 0.905],
             "wsd": [0.90, 0.91, 0.90]}
     base.update(overrides)
-    from optimlab.lab.stats import best_set
+    from optimlab.lab.present.stats import best_set
 
     bs = best_set(base, higher_is_better=True)
     return {"final": base, "alpha": 0.05, "margin": 0.005,

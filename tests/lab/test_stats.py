@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from optimlab.lab import stats
+from optimlab.lab.present import stats
 
 
 def test_mean_ci_matches_the_t_interval_and_covers_at_95_percent() -> None:

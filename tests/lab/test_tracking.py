@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from optimlab.lab.runner import RunConfig
-from optimlab.lab.sweep import LocalExecutor, load_records, run_sweep
+from optimlab.lab.study.sweep import LocalExecutor, load_records, run_sweep
+from optimlab.lab.training.runner import RunConfig
 
 CONFIGS = [RunConfig(task="quadratic", optimizer=o, lr=0.05, seed=2, steps=40, eval_every=10) for o in ("sgd", "adam")]
 
@@ -22,7 +22,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str, li
     fresh trackers on the same stores: (tensorboard dir, results dir, mlflow uri, records)."""
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
-    from optimlab.lab.tracking import MlflowTracker, TensorBoardTracker
+    from optimlab.lab.executors.tracking import MlflowTracker, TensorBoardTracker
 
     root = tmp_path_factory.mktemp("tracking")
     tb, out, uri = root / "tb", root / "out", (root / "mlruns").as_uri()
@@ -81,7 +81,7 @@ def test_log_folder_after_the_fact_adds_nothing_twice(swept: Any) -> None:
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from optimlab.lab.tracking import MlflowTracker, TensorBoardTracker, log_folder
+    from optimlab.lab.executors.tracking import MlflowTracker, TensorBoardTracker, log_folder
 
     tb, out, uri, _ = swept
     assert log_folder(out, [TensorBoardTracker(tb), MlflowTracker(uri)]) == 2
@@ -97,9 +97,9 @@ def test_log_folder_after_the_fact_adds_nothing_twice(swept: Any) -> None:
 
 
 def test_flags_build_the_trackers_and_none_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from optimlab.lab.backends import executor_from_args, trackers_from_args
-    from optimlab.lab.cli import build_parser
-    from optimlab.lab.tracking import DEFAULT_MLFLOW_URI
+    from optimlab.lab.commands.cli import build_parser
+    from optimlab.lab.executors.backends import executor_from_args, trackers_from_args
+    from optimlab.lab.executors.tracking import DEFAULT_MLFLOW_URI
 
     parser = build_parser()
     for command in ("compare", "benchmark"):

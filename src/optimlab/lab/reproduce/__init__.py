@@ -30,7 +30,7 @@ One readable module per claim, defining (module-level names)::
 ``verdict`` usually builds :class:`Check` s and returns :func:`verdict_from_checks` (all hold: reproduced; none:
 not reproduced; else mixed; the reason lists every check with its numbers). The evidence dict may hold anything
 the figure and the verdict need; the report prints its ``"tables"`` entry: a list of :func:`table` s, with rows
-from :func:`interval_row` (mean and 95 % t interval over seeds, :mod:`optimlab.lab.stats`) under
+from :func:`interval_row` (mean and 95 % t interval over seeds, :mod:`optimlab.lab.present.stats`) under
 :data:`INTERVAL_COLUMNS` and :func:`comparison_row` (Welch or paired t test, p-value) under
 :data:`COMPARISON_COLUMNS`; and an optional ``"notes"`` list of strings.
 
@@ -42,9 +42,9 @@ The context
 - ``ctx.cached(key, fn)``: ``fn()``'s JSON result stored under a hash of ``key`` with the versions
   (optimlab, torch, python) and its cost; reused on a rerun (small numeric experiments, toy 2-D problems: one
   call per seed / setting, so Ctrl-C then a rerun loses only the piece in progress);
-- ``ctx.sweep(configs, subdir)``: :class:`~optimlab.lab.runner.RunConfig` s through the lab's
-  :func:`~optimlab.lab.sweep.run_sweep` (records with versions, seed and config; resumable by key);
-- ``ctx.tune(task, optimizers, protocol, subdir)``: :func:`~optimlab.lab.tuning.tune_and_run`, the protocol of
+- ``ctx.sweep(configs, subdir)``: :class:`~optimlab.lab.training.runner.RunConfig` s through the lab's
+  :func:`~optimlab.lab.study.sweep.run_sweep` (records with versions, seed and config; resumable by key);
+- ``ctx.tune(task, optimizers, protocol, subdir)``: :func:`~optimlab.lab.study.tuning.tune_and_run`, the protocol of
   ``optimlab compare`` (equal budgets, selection on validation, final runs on fresh seeds);
 - ``ctx.bar(total, desc)`` (progress: tqdm on a terminal, lines otherwise) and ``ctx.log(message)``.
 
@@ -53,7 +53,7 @@ Running
 :func:`run_experiment` (``load_experiment(name)``, ``make_context(...)``) returns an :class:`Outcome` and writes
 ``evidence.json`` (evidence, verdict, rule, protocol, seeds, versions) and ``figure.png``;
 :func:`optimlab.lab.reproduce.report.write_report` writes ``report.md`` and ``report.html`` whose first table is
-the claims with their verdicts. The command line is :mod:`optimlab.lab.reproduce.cli`.
+the claims with their verdicts. The command line is :mod:`optimlab.lab.commands.reproduce`.
 """
 
 from __future__ import annotations

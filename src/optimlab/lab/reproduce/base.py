@@ -112,7 +112,7 @@ def _fmt(x: float) -> str:
 
 def interval_row(label: str, values: Sequence[float], confidence: float = 0.95) -> list[Any]:
     """``[label, n, mean, "[low, high]"]``: the mean and Student-t interval over seeds (one value: no interval)."""
-    from optimlab.lab.stats import mean_ci
+    from optimlab.lab.present.stats import mean_ci
 
     vals = [float(v) for v in values]
     finite = [v for v in vals if math.isfinite(v)]
@@ -128,8 +128,9 @@ INTERVAL_COLUMNS = ("", "n", "mean", "95% t interval")
 
 
 def comparison_row(label: str, a: Sequence[float], b: Sequence[float], paired: bool = False) -> list[Any]:
-    """``[label, mean difference a - b, t, p]`` from Welch's (or the paired) t test of :mod:`optimlab.lab.stats`."""
-    from optimlab.lab.stats import paired_test, welch_test
+    """``[label, mean difference a - b, t, p]`` from Welch's (or the paired) t test
+    (:mod:`optimlab.lab.present.stats`)."""
+    from optimlab.lab.present.stats import paired_test, welch_test
 
     a, b = [float(v) for v in a], [float(v) for v in b]
     try:
@@ -262,7 +263,7 @@ class Context:
 
     def bar(self, total: int, desc: str, unit: str = "it") -> Any:
         """A progress bar (tqdm on a terminal, lines of 10 % otherwise): ``update(n)``, ``close()``."""
-        from optimlab.lab.diagnostic_runs import make_progress
+        from optimlab.lab.training.diagnostic_runs import make_progress
 
         return make_progress(total, f"{self.name}: {desc}", self.progress, unit)
 
@@ -270,11 +271,11 @@ class Context:
 
     def cached(self, key: Mapping[str, Any], fn: Callable[[], Any]) -> Any:
         """``fn()``'s JSON result, stored in ``folder/cache/<hash of key>.json`` with the key, the versions
-        (:func:`optimlab.lab.runner.environment`) and its cost; a later call with the same key reads it back.
+        (:func:`optimlab.lab.training.runner.environment`) and its cost; a later call with the same key reads it back.
 
         ``key`` must hold everything the result depends on (config, seed); results are written atomically, so
         an interrupted run loses only the piece in progress."""
-        from optimlab.lab.runner import environment
+        from optimlab.lab.training.runner import environment
 
         key = _jsonable(dict(key))
         path = self.folder / "cache" / f"{config_key(key)}.json"
@@ -285,7 +286,7 @@ class Context:
             except (OSError, ValueError) as e:  # empty or cut short (a power loss), not JSON, not text
                 stored, problem = None, str(e) or type(e).__name__
             if problem is not None:
-                from optimlab.lab.sweep import LabWarning
+                from optimlab.lab.study.sweep import LabWarning
 
                 warnings.warn(f"{path} is unreadable ({problem}); computing that piece again", LabWarning,
                               stacklevel=2)
@@ -310,18 +311,19 @@ class Context:
     # -- training runs through the lab --------------------------------------------------------------
 
     def executor(self, callbacks: Any = None) -> Any:
-        """A :class:`~optimlab.lab.sweep.LocalExecutor` with this context's jobs, data folder and progress."""
-        from optimlab.lab.sweep import LocalExecutor
+        """A :class:`~optimlab.lab.study.sweep.LocalExecutor` with this context's jobs, data folder and progress."""
+        from optimlab.lab.study.sweep import LocalExecutor
 
         return LocalExecutor(jobs=self.jobs, data_dir=self.data_dir, progress=None if self.progress else False,
                              callbacks=callbacks)
 
     def sweep(self, configs: Iterable[Any], subdir: str = "runs", callbacks: Any = None) -> list[dict[str, Any]]:
-        """Run the :class:`~optimlab.lab.runner.RunConfig` s with :func:`~optimlab.lab.sweep.run_sweep` in
-        ``folder/subdir`` (resumable by key; records carry versions, seed and config) and return their records,
-        in the order of ``configs``. Raises KeyboardInterrupt when the sweep was interrupted."""
-        from optimlab.lab.cli import ProgressPrinter
-        from optimlab.lab.sweep import load_records, run_sweep
+        """Run the :class:`~optimlab.lab.training.runner.RunConfig` s with
+        :func:`~optimlab.lab.study.sweep.run_sweep` in ``folder/subdir`` (resumable by key; records carry versions,
+        seed and config) and return their records, in the order of ``configs``. Raises KeyboardInterrupt when the
+        sweep was interrupted."""
+        from optimlab.lab.commands.cli import ProgressPrinter
+        from optimlab.lab.study.sweep import load_records, run_sweep
 
         configs = list(configs)
         out = self.folder / subdir
@@ -341,13 +343,13 @@ class Context:
         return [by_key[c.key()] for c in configs]
 
     def tune(self, task: str, optimizers: Sequence[str], protocol: Any, subdir: str, callbacks: Any = None) -> Any:
-        """:func:`optimlab.lab.tuning.tune_and_run` in ``folder/subdir`` (the ``optimlab compare`` protocol:
+        """:func:`optimlab.lab.study.tuning.tune_and_run` in ``folder/subdir`` (the ``optimlab compare`` protocol:
         equal budgets, selection on validation, final runs on fresh seeds); returns the StudyResult.
         ``callbacks``: a module-level function ``config -> [Callback, ...]`` (what they put in ``ctx.extras`` is
         in each record's ``"extras"``)."""
-        from optimlab.lab.cli import ProgressPrinter
-        from optimlab.lab.sweep import load_records
-        from optimlab.lab.tuning import tune_and_run
+        from optimlab.lab.commands.cli import ProgressPrinter
+        from optimlab.lab.study.sweep import load_records
+        from optimlab.lab.study.tuning import tune_and_run
 
         total = len(optimizers) * (protocol.trials_per_optimizer() * protocol.trial_steps
                                    + len(protocol.seeds) * protocol.steps)
@@ -433,7 +435,7 @@ def make_context(
 def run_experiment(experiment: Experiment, ctx: Context) -> Outcome:
     """Run ``experiment`` in ``ctx``: evidence, verdict by its rule, figure; write ``evidence.json`` next to the
     figure in ``ctx.folder``. A rerun reads every finished piece back from the cache / results files."""
-    from optimlab.lab.runner import environment
+    from optimlab.lab.training.runner import environment
 
     ctx.folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -118,7 +118,7 @@ def write_report(
 ) -> Path:
     """Write ``<stem>.md`` and ``<stem>.html`` in ``out``: the claims table first, then each claim's section.
     ``not_built``: registered claims without an experiment file (listed as such). Returns the HTML path."""
-    from optimlab.lab.runner import environment
+    from optimlab.lab.training.runner import environment
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Small helpers shared by the claims of part B: numbers read from lab run records, a training loop that stops at a
 target, and the two-sample comparisons the verdict rules use.
 
-A record is what :func:`optimlab.lab.runner.run` returns (``history``, ``test``, ``status``, ``config``).
+A record is what :func:`optimlab.lab.training.runner.run` returns (``history``, ``test``, ``status``, ``config``).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def test_value(rec: dict[str, Any], name: str) -> float:
 
 def steps_to_target_from_record(rec: dict[str, Any], key: str, target: float, higher_is_better: bool) -> float:
     """The first evaluated step whose ``history[key]`` reaches ``target``; ``inf`` if never."""
-    from optimlab.lab.stats import time_to_target
+    from optimlab.lab.present.stats import time_to_target
 
     return time_to_target(rec["history"]["step"], rec["history"].get(key) or [], target,
                           higher_is_better=higher_is_better)
@@ -73,16 +73,16 @@ def train_to_target(
     hparams: dict[str, float] | None = None,
     data_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Train like :func:`optimlab.lab.runner.run` (same seeding, model, batches, optimizer specs and schedules) but
-    stop at the first evaluation whose validation metric reaches ``target``: the steps-to-result measurement of
+    """Train like :func:`optimlab.lab.training.runner.run` (same seeding, model, batches, optimizer specs and schedules)
+    but stop at the first evaluation whose validation metric reaches ``target``: the steps-to-result measurement of
     Shallue et al. (2018). Returns ``{"steps": first step at target or None, "evals": [[step, value], ...],
     "status": "ok" | "diverged" | "not reached", "seconds": ...}``."""
     import torch
 
-    from optimlab.lab import library
-    from optimlab.lab.optimizers import build_optimizer
-    from optimlab.lab.runner import parse_schedule
-    from optimlab.lab.tasks import get_task
+    from optimlab.lab.catalog import adapter
+    from optimlab.lab.catalog.presets import build_optimizer
+    from optimlab.lab.catalog.tasks import get_task
+    from optimlab.lab.training.runner import parse_schedule
 
     task = get_task(task_name)
     data = task.hide_test(task.load(data_dir))
@@ -98,7 +98,7 @@ def train_to_target(
         model = task.model(data)
         optimizer = build_optimizer(spec, model, lr=lr, **(hparams or {}))
         name, kwargs = parse_schedule(schedule)
-        scheduler = library.attach_schedule(optimizer, library.create_schedule(name, max_steps, **kwargs))
+        scheduler = adapter.attach_schedule(optimizer, adapter.create_schedule(name, max_steps, **kwargs))
         batches = task.batches(data, batch_size, torch.Generator().manual_seed(seed))
         sign = 1.0 if task.higher_is_better else -1.0
         evals: list[list[float]] = []
@@ -146,7 +146,7 @@ def std(values: Sequence[float]) -> float:
 def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     """``(mean(a) - mean(b), two-sided Welch p)``; p is NaN when a side has fewer than two finite values or both
     have zero variance (then the difference alone decides, as the rules say)."""
-    from optimlab.lab.stats import welch_test
+    from optimlab.lab.present.stats import welch_test
 
     fa = [float(v) for v in a if math.isfinite(v)]
     fb = [float(v) for v in b if math.isfinite(v)]
@@ -160,7 +160,7 @@ def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
 
 
 def tune(ctx: Any, task: str, optimizers: Sequence[str], protocol: Any, subdir: str) -> Any:
-    """``ctx.tune`` (:func:`optimlab.lab.tuning.tune_and_run` in ``ctx.folder / subdir``, the protocol of
+    """``ctx.tune`` (:func:`optimlab.lab.study.tuning.tune_and_run` in ``ctx.folder / subdir``, the protocol of
     ``optimlab compare``); raises KeyboardInterrupt when interrupted."""
     study = ctx.tune(task, list(optimizers), protocol, subdir)
     if study.interrupted:

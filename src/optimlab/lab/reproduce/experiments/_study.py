@@ -1,5 +1,5 @@
 """Shared by the tuned claims of part C (``helps-optimization``, ``next-adam``): one tuned study through
-:func:`optimlab.lab.tuning.tune_and_run` in the experiment's folder, and the numbers read from its final runs.
+:func:`optimlab.lab.study.tuning.tune_and_run` in the experiment's folder, and the numbers read from its final runs.
 
 This is ``Context.tune`` plus one thing the claims need: an interrupted or incomplete study raises
 KeyboardInterrupt, so the experiment stops there (instead of computing a verdict from half a study) and the same
@@ -16,7 +16,7 @@ __all__ = ["study", "final_values", "steps_to_target"]
 
 
 def study(ctx: Any, task: str, optimizers: Sequence[str], protocol: Any, subdir: str) -> Any:
-    """:func:`~optimlab.lab.tuning.tune_and_run` in ``ctx.folder / subdir`` (resumable by config key); raises
+    """:func:`~optimlab.lab.study.tuning.tune_and_run` in ``ctx.folder / subdir`` (resumable by config key); raises
     KeyboardInterrupt when it was interrupted, so the experiment stops and a rerun resumes."""
     result = ctx.tune(task, list(optimizers), protocol, subdir)
     if result.interrupted or not result.complete:
@@ -39,8 +39,8 @@ def final_values(result: Any, spec: str, key: str) -> list[float]:
 
 def steps_to_target(result: Any, spec: str, target: float) -> list[float]:
     """Per final run of ``spec``: the first evaluation step at which the validation metric reaches ``target``
-    (:func:`optimlab.lab.stats.time_to_target`; ``inf`` if never)."""
-    from optimlab.lab.stats import time_to_target
+    (:func:`optimlab.lab.present.stats.time_to_target`; ``inf`` if never)."""
+    from optimlab.lab.present.stats import time_to_target
 
     out = []
     for r in sorted(result.results[spec].finals, key=lambda r: r["config"]["seed"]):

@@ -208,7 +208,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from optimlab.lab.style import color_for
+    from optimlab.lab.present.style import color_for
 
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for name in OPTIMIZERS:

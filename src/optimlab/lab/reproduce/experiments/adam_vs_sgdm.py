@@ -9,7 +9,7 @@ Citations: Wilson, Roelofs, Stern, Srebro & Recht, "The Marginal Value of Adapti
 Learning", NeurIPS 2017 (arXiv:1705.08292; reference code github.com/wilson-ashia/adaptive_methods); the lecture
 (seed notes, "Adam vs SGDM").
 
-How: two tasks of the lab, both tuned fairly with :func:`optimlab.lab.tuning.tune_and_run` (the protocol of
+How: two tasks of the lab, both tuned fairly with :func:`optimlab.lab.study.tuning.tune_and_run` (the protocol of
 ``optimlab compare``: the same number of lr trials per optimizer, warm-up + cosine schedule, selection on the
 validation split, final runs on fresh seeds with the test split evaluated once): the Fashion-MNIST ResNet with
 BatchNorm (``fmnist-resnet``, a vision CNN) and the character Transformer (``shakespeare-char``). Measured per final
@@ -89,7 +89,7 @@ RULE = ("Per task, on the final seeds (Welch's t test, alpha 0.05; with one seed
 
 
 def _protocol(p: dict[str, Any], task: str, seeds: tuple[int, ...]) -> Any:
-    from optimlab.lab.tuning import default_protocol
+    from optimlab.lab.study.tuning import default_protocol
 
     t = p["tasks"][task]
     return default_protocol(task, steps=t["steps"], batch_size=t["batch_size"], eval_every=t["eval_every"],
@@ -219,7 +219,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from optimlab.lab.style import color_for
+    from optimlab.lab.present.style import color_for
 
     tasks = list(evidence["tasks"])
     fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 3.6 * len(tasks)), squeeze=False)

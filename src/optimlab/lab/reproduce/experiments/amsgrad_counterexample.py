@@ -185,7 +185,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from optimlab.lab.style import color_for
+    from optimlab.lab.present.style import color_for
 
     settings = list(evidence["runs"])
     fig, axes = plt.subplots(len(settings), 2, figsize=(10, 3.6 * len(settings)), squeeze=False)

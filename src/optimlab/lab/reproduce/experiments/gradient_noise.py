@@ -9,7 +9,8 @@ layers of 50 ReLU units, weights N(0, 0.1²), zero biases, the paper's "simple i
 (``lr``; the paper tuned Adam's lr per setting: this is a claim about adding noise at a fixed lr), the lab's
 constant schedule, each η with the same seeds; the noise is :class:`optimlab.wrappers.GradientNoise` (lab spec
 ``noise@eta=..+adam``, variance reading of η as the paper's). Runs go through the lab's
-:func:`~optimlab.lab.sweep.run_sweep`; the test split is evaluated once, at the end of each run (nothing is selected).
+:func:`~optimlab.lab.study.sweep.run_sweep`; the test split is evaluated once, at the end of each run
+(nothing is selected).
 
 Citations: Neelakantan, Vilnis, Le, Sutskever, Kaiser, Kurach & Martens, "Adding Gradient Noise Improves Learning
 for Very Deep Networks", 2015 (arXiv:1511.06807); no reference code was published (optax's ``add_noise`` follows
@@ -77,7 +78,7 @@ def cost(protocol: dict[str, Any]) -> tuple[int, float]:
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    from optimlab.lab.runner import RunConfig
+    from optimlab.lab.training.runner import RunConfig
 
     pr = ctx.protocol
     seeds = list(ctx.seeds)
@@ -101,7 +102,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def verdict(evidence: dict[str, Any]) -> Verdict:
-    from optimlab.lab.stats import welch_test
+    from optimlab.lab.present.stats import welch_test
 
     base = evidence["test"]["no noise"]
     mb = statistics.fmean(base)

@@ -13,7 +13,7 @@ normalization help optimization?"), dropout (Srivastava et al. 2014).
 How: the MNIST-1D MLP (Greydanus & Kobak 2020) and three variants that change one factor
 (``mnist1d-mlp-fixed-order``: one batch order drawn once and repeated every epoch; ``mnist1d-mlp-bn``: BatchNorm
 after each hidden layer; ``mnist1d-mlp-dropout``: dropout 0.2 after each hidden ReLU), each tuned for SGDM and
-Adam with the lab's protocol (:func:`optimlab.lab.tuning.tune_and_run`: the same quasi-random lr trials per
+Adam with the lab's protocol (:func:`optimlab.lab.study.tuning.tune_and_run`: the same quasi-random lr trials per
 optimizer and variant, selection on validation accuracy, then fresh final seeds), so no variant wins by a
 better-tuned lr. The factor "helps" where its side has the higher mean test accuracy, with Welch's t test.
 
@@ -84,7 +84,7 @@ RULE = ("For each factor (reshuffling every epoch vs one fixed order; BatchNorm 
 
 
 def _protocol(p: dict[str, Any], task: str, seeds: tuple[int, ...]) -> Any:
-    from optimlab.lab.tuning import default_protocol
+    from optimlab.lab.study.tuning import default_protocol
 
     return default_protocol(task, steps=int(p["steps"]), batch_size=int(p["batch_size"]),
                             eval_every=int(p["eval_every"]), schedule=p["schedule"], tuning=p["tuning"],
@@ -132,7 +132,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def verdict(evidence: dict[str, Any]) -> Verdict:
-    from optimlab.lab.stats import welch_test
+    from optimlab.lab.present.stats import welch_test
 
     per, alpha = evidence["per"], float(evidence["alpha"])
     checks = []
@@ -152,9 +152,9 @@ def verdict(evidence: dict[str, Any]) -> Verdict:
 
 
 def figure(evidence: dict[str, Any], path: Path) -> None:
-    from optimlab.lab.diagnostic_plots import _plt
-    from optimlab.lab.stats import mean_ci
-    from optimlab.lab.style import color_for
+    from optimlab.lab.present.diagnostic_plots import _plt
+    from optimlab.lab.present.stats import mean_ci
+    from optimlab.lab.present.style import color_for
 
     plt = _plt()
     factors = evidence["factors"]

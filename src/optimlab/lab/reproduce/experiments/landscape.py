@@ -95,7 +95,7 @@ RULE = ("Reproduced if all four hold (else mixed; none: not reproduced): (1) SWA
 def _models(task: Any, data: Any, p: dict[str, Any], seed: int) -> dict[str, Any]:
     """Train the three solutions of one seed; return their models (weights in place) and records."""
     from optimlab.diagnostics import current_weights
-    from optimlab.lab.runner import Callback, RunConfig, run
+    from optimlab.lab.training.runner import Callback, RunConfig, run
     from optimlab.wrappers import SWA, update_bn
 
     class Keep(Callback):
@@ -139,7 +139,7 @@ def _models(task: Any, data: Any, p: dict[str, Any], seed: int) -> dict[str, Any
 
 
 def _batches(task: Any, data: Any, p: dict[str, Any]) -> list[Any]:
-    from optimlab.lab.diagnostic_runs import eval_batches
+    from optimlab.lab.training.diagnostic_runs import eval_batches
 
     return eval_batches(task, data, "train", int(p["examples"]))
 
@@ -150,8 +150,8 @@ def landscape_piece(p: dict[str, Any], seed: int) -> dict[str, Any]:
     import torch
 
     from optimlab import diagnostics as D
-    from optimlab.lab.diagnostic_runs import eval_batches, metric_fn
-    from optimlab.lab.tasks import get_task
+    from optimlab.lab.catalog.tasks import get_task
+    from optimlab.lab.training.diagnostic_runs import eval_batches, metric_fn
 
     previous = torch.get_num_threads()
     torch.set_num_threads(int(p["threads"]))
@@ -281,8 +281,8 @@ def verdict(evidence: dict[str, Any]) -> Verdict:
 
 
 def figure(evidence: dict[str, Any], path: Path) -> None:
-    from optimlab.lab.diagnostic_plots import _plt
-    from optimlab.lab.style import color_for
+    from optimlab.lab.present.diagnostic_plots import _plt
+    from optimlab.lab.present.style import color_for
 
     plt = _plt()
     colors = {"sgdm": color_for("sgdm"), "adam": color_for("adam"), "swa": color_for("swa")}

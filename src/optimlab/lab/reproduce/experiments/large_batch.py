@@ -268,7 +268,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from optimlab.lab.style import color_for
+    from optimlab.lab.present.style import color_for
 
     fig, ax = plt.subplots(figsize=(6.8, 4.6))
     caps = evidence["caps"]

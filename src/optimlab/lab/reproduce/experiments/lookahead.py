@@ -7,8 +7,8 @@ quadratic model reaches a lower expected loss at its fixed point than the inner 
 
 Three parts:
 
-1. lr x seeds grid on ``mnist1d-mlp`` (the lab's :class:`~optimlab.lab.runner.RunConfig` runs through
-   :func:`~optimlab.lab.sweep.run_sweep`, constant lr so the lr alone varies): Adam and ``lookahead+adam``
+1. lr x seeds grid on ``mnist1d-mlp`` (the lab's :class:`~optimlab.lab.training.runner.RunConfig` runs through
+   :func:`~optimlab.lab.study.sweep.run_sweep`, constant lr so the lr alone varies): Adam and ``lookahead+adam``
    (k = 5, α = 0.5, the paper's); final validation accuracy; spread over seeds at each lr, spread over lrs;
 2. a k x α sweep of ``lookahead@k=..,alpha=..+adam`` at the middle lr of the grid;
 3. the 2-D quadratic f = (x² + 20y²)/2: fast and slow trajectories of Lookahead(SGD) from the lab's start
@@ -91,7 +91,7 @@ def _spec(k: int, alpha: float, inner: str) -> str:
 
 
 def _configs(pr: dict[str, Any], seeds: list[int]) -> tuple[list[Any], list[Any]]:
-    from optimlab.lab.runner import RunConfig
+    from optimlab.lab.training.runner import RunConfig
 
     def cfg(spec: str, lr: float, seed: int) -> RunConfig:
         return RunConfig(task=pr["task"], optimizer=spec, lr=lr, seed=seed, steps=pr["steps"],
@@ -208,7 +208,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def verdict(evidence: dict[str, Any]) -> Verdict:
-    from optimlab.lab.stats import welch_test
+    from optimlab.lab.present.stats import welch_test
 
     inner, la = evidence["methods"]
     sd, spread = evidence["seed_sd"], evidence["lr_spread"]
@@ -232,7 +232,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from optimlab.lab.style import color_for
+    from optimlab.lab.present.style import color_for
 
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4))
     lrs = evidence["lrs"]

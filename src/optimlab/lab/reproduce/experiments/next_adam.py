@@ -12,13 +12,13 @@ percent, not multiples).
 
 How: the seeds' best (SGDM, Adam, AdamW) and six newer optimizers (Muon, Shampoo, SOAP, Schedule-Free AdamW,
 AdEMAMix, Lion) on the lab's character Transformer (``shakespeare-char``) and CNN (``mnist1d-cnn``), every one
-tuned by :func:`optimlab.lab.tuning.tune_and_run` with the same protocol as ``optimlab compare`` (the same number
+tuned by :func:`optimlab.lab.study.tuning.tune_and_run` with the same protocol as ``optimlab compare`` (the same number
 of quasi-random trials over each optimizer's lab search space, selection on validation, final runs on fresh
 seeds). Speedup = the best baseline's steps to the task's validation target over the challenger's (AlgoPerf's
 time-to-target in steps), as a ratio of geometric means over seeds with a 95 % Welch-t interval on the log
 scale; a run that never reaches the target counts as not reaching it (no speedup can be computed against it).
 
-Presets: the newer optimizers' lab presets and search spaces come from ``optimlab.lab.optimizers`` (issue 12's
+Presets: the newer optimizers' lab presets and search spaces come from ``optimlab.lab.catalog.presets`` (issue 12's
 lab work), as for ``optimlab compare``.
 
 Hardware: 2 shared CPU cores, 2 workers: default (the tasks' lengths, 8 trials, 5 seeds, 9 optimizers x 2 tasks)
@@ -96,7 +96,7 @@ RULE = ("Per task, with every optimizer tuned at the same budget: (a) no newer o
 def speedup_interval(base: list[float], other: list[float], confidence: float = 0.95) -> dict[str, float]:
     """Ratio of geometric means ``base / other`` (steps to target) with a Welch-t interval on the log scale;
     NaN bounds with fewer than two finite values on a side; ``inf``/NaN where a side never reached the target."""
-    from optimlab.lab.stats import t_quantile
+    from optimlab.lab.present.stats import t_quantile
 
     b = np.log([v for v in base if math.isfinite(v) and v > 0])
     o = np.log([v for v in other if math.isfinite(v) and v > 0])
@@ -119,8 +119,8 @@ def speedup_interval(base: list[float], other: list[float], confidence: float = 
 
 
 def _protocol(p: dict[str, Any], task: str, seeds: tuple[int, ...]) -> Any:
-    from optimlab.lab.tasks import get_task
-    from optimlab.lab.tuning import default_protocol
+    from optimlab.lab.catalog.tasks import get_task
+    from optimlab.lab.study.tuning import default_protocol
 
     t = get_task(task)
     steps = int(p["steps"][task])
@@ -204,8 +204,8 @@ def verdict(evidence: dict[str, Any]) -> Verdict:
 
 
 def figure(evidence: dict[str, Any], path: Path) -> None:
-    from optimlab.lab.diagnostic_plots import _plt
-    from optimlab.lab.style import color_for
+    from optimlab.lab.present.diagnostic_plots import _plt
+    from optimlab.lab.present.style import color_for
 
     plt = _plt()
     tasks = list(evidence["tasks"])

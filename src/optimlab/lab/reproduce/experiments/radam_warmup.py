@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from optimlab.lab.reproduce.base import Check, Context, Verdict, interval_row, table, verdict_from_checks
-from optimlab.lab.runner import Callback, RunContext
+from optimlab.lab.training.runner import Callback, RunContext
 
 NAME = "radam-warmup"
 TITLE = "RAdam vs Adam with and without warm-up: lr sensitivity on the Transformer, and the |gradient| histogram"
@@ -125,7 +125,7 @@ class _HistogramFactory:
 
 def run(ctx: Context) -> dict[str, Any]:
     from optimlab.lab.reproduce.run_records import test_value
-    from optimlab.lab.runner import RunConfig
+    from optimlab.lab.training.runner import RunConfig
 
     p = ctx.protocol
     runs, seconds = cost(p)
@@ -209,7 +209,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from optimlab.lab.style import color_for
+    from optimlab.lab.present.style import color_for
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.4), gridspec_kw={"width_ratios": [1.3, 1, 1]})
     ax = axes[0]

@@ -15,11 +15,11 @@ How: SGD with momentum 0.9 (the lab's ``sgdm``) on the Fashion-MNIST ResNet with
 The peak lr is the ``valley`` suggestion of optimlab's lr range test (:func:`optimlab.lr_find`, Smith 2017 Sec. 3.3;
 exponential sweep, seed 0), used unchanged by every schedule (no tuning: the claim is about the schedule at the
 range test's lr). Each schedule runs the same number of steps on the same seeds through the lab's runner
-(:func:`optimlab.lab.runner.run`, records with versions and config): constant; step (x0.1 at 50 % and 75 %);
+(:func:`optimlab.lab.training.runner.run`, records with versions and config): constant; step (x0.1 at 50 % and 75 %);
 cosine to 0; SGDR (T0 = steps/7, T_mult = 2: three cycles ending at the run's end); triangular CLR between peak/10
 and the peak (four cycles); one-cycle (fastai/torch defaults: 30 % up from peak/25, cosine down); WSD (5 % warm-up,
 stable, 20 % linear decay to 0). Final test accuracy per seed; comparisons with Welch's t test
-(:mod:`optimlab.lab.stats`), the best set by its max-t procedure.
+(:mod:`optimlab.lab.present.stats`), the best set by its max-t procedure.
 
 Hardware: 2 CPU cores; default (784 steps, 7 schedules, 3 seeds, ``--jobs 2``) ~20 min; ``--quick`` (42 steps,
 one seed; there CLR's four cycles end at step 40 and climb
@@ -109,9 +109,9 @@ def _range_test(ctx: Context) -> dict[str, Any]:
     def compute() -> dict[str, Any]:
         import torch
 
-        from optimlab.lab import library
-        from optimlab.lab.optimizers import build_optimizer
-        from optimlab.lab.tasks import get_task
+        from optimlab.lab.catalog import adapter
+        from optimlab.lab.catalog.presets import build_optimizer
+        from optimlab.lab.catalog.tasks import get_task
 
         task = get_task(p["task"])
         data = task.hide_test(task.load(ctx.data_dir))
@@ -123,7 +123,7 @@ def _range_test(ctx: Context) -> dict[str, Any]:
             def __iter__(self):  # noqa: ANN204
                 return task.batches(data, p["batch_size"], torch.Generator().manual_seed(0))
 
-        res = library.lr_find(model, optimizer, task.loss_fn, Stream(), start_lr=rt["start_lr"],
+        res = adapter.lr_find(model, optimizer, task.loss_fn, Stream(), start_lr=rt["start_lr"],
                               end_lr=rt["end_lr"], num_steps=rt["num_steps"])
         return {"lrs": res.lrs, "smoothed": res.smoothed_losses, "suggestions": res.suggestions,
                 "stop_reason": res.stop_reason}
@@ -133,10 +133,10 @@ def _range_test(ctx: Context) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    from optimlab.lab import library
+    from optimlab.lab.catalog import adapter
+    from optimlab.lab.present.stats import best_set
     from optimlab.lab.reproduce.run_records import test_value
-    from optimlab.lab.runner import RunConfig, parse_schedule
-    from optimlab.lab.stats import best_set
+    from optimlab.lab.training.runner import RunConfig, parse_schedule
 
     p = ctx.protocol
     runs, seconds = cost(p)
@@ -166,7 +166,7 @@ def run(ctx: Context) -> dict[str, Any]:
     lr_curves = {}
     for n in names:
         name, kwargs = parse_schedule(_schedule(p["schedules"][n], p["steps"]))
-        f = library.create_schedule(name, p["steps"], **kwargs)
+        f = adapter.create_schedule(name, p["steps"], **kwargs)
         xs = list(range(0, p["steps"] + 1, max(1, p["steps"] // 200)))
         lr_curves[n] = {"step": xs, "lr": [peak * f(x) for x in xs]}
     finite = {n: [v for v in vals if math.isfinite(v)] for n, vals in final.items()}
@@ -232,7 +232,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from optimlab.lab.stats import mean_ci
+    from optimlab.lab.present.stats import mean_ci
 
     names = list(evidence["lr_curves"])
     palette = plt.get_cmap("tab10").colors  # one distinct colour per schedule, the same in every panel

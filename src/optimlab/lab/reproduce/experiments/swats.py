@@ -4,7 +4,7 @@ The claim (Keskar & Socher 2017; the lecture's "Adam 和 SGDM 结合"): SWATS st
 with momentum at a learning rate it estimates from Adam's own steps (the projection of Adam's step on the gradient,
 averaged), once that estimate is stable; it trains fast like Adam early and generalizes like SGDM at the end.
 
-Protocol: the lab's tuned comparison (:func:`optimlab.lab.tuning.tune_and_run`, the protocol of ``optimlab
+Protocol: the lab's tuned comparison (:func:`optimlab.lab.study.tuning.tune_and_run`, the protocol of ``optimlab
 compare``: each optimizer tuned over its search space with the same budget, selected on validation, then run on
 fresh seeds with the test split evaluated once) on ``mnist1d-mlp``, the lab's cheapest real task, with the lab's
 default schedule for all three (SWATS's SGD phase follows it, as in the paper's step schedule). Each SWATS run
@@ -37,7 +37,7 @@ from optimlab.lab.reproduce.base import (
     table,
     verdict_from_checks,
 )
-from optimlab.lab.runner import Callback, RunContext
+from optimlab.lab.training.runner import Callback, RunContext
 
 NAME = "swats"
 TITLE = "SWATS: begin with Adam, end with SGDM"
@@ -81,7 +81,7 @@ def cost(protocol: dict[str, Any]) -> tuple[int, float]:
 
 
 def _protocol(pr: dict[str, Any]) -> Any:
-    from optimlab.lab.tuning import Protocol
+    from optimlab.lab.study.tuning import Protocol
 
     fields = ("task", "steps", "batch_size", "eval_every", "schedule", "tuning", "budget", "refine", "trial_fraction",
               "alpha")
@@ -150,7 +150,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def _not_below(a: list[float], b: list[float], alpha: float) -> tuple[bool, str]:
-    from optimlab.lab.stats import welch_test
+    from optimlab.lab.present.stats import welch_test
 
     ma, mb = sum(a) / len(a), sum(b) / len(b)
     try:
@@ -184,7 +184,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from optimlab.lab.style import color_for
+    from optimlab.lab.present.style import color_for
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for spec, c in evidence["curves"].items():

@@ -13,7 +13,7 @@ article's section on learning rate and batch size (seed 000).
 
 Hardware: sized on 2 shared CPU cores, one torch thread per run: default about 2 min, ``--quick`` about 30 s.
 
-Reuses issue 10's diagnostics: every run is :func:`optimlab.lab.diagnostic_runs.train` (the lab's runner with a
+Reuses issue 10's diagnostics: every run is :func:`optimlab.lab.training.diagnostic_runs.train` (the lab's runner with a
 :class:`~optimlab.diagnostics.Recorder` attached, every step), the segments are
 :func:`optimlab.diagnostics.interpolate` between captured consecutive iterates.
 """
@@ -96,9 +96,9 @@ def walk_piece(p: dict[str, Any], batch: int, lr: float, seed: int) -> dict[str,
     import torch
 
     from optimlab import diagnostics as D
-    from optimlab.lab.diagnostic_runs import eval_batches, train
-    from optimlab.lab.runner import RunConfig
-    from optimlab.lab.tasks import get_task
+    from optimlab.lab.catalog.tasks import get_task
+    from optimlab.lab.training.diagnostic_runs import eval_batches, train
+    from optimlab.lab.training.runner import RunConfig
 
     previous = torch.get_num_threads()
     torch.set_num_threads(int(p["threads"]))
@@ -228,8 +228,8 @@ def verdict(evidence: dict[str, Any]) -> Verdict:
 
 
 def figure(evidence: dict[str, Any], path: Path) -> None:
-    from optimlab.lab.diagnostic_plots import _plt
-    from optimlab.lab.style import color_for
+    from optimlab.lab.present.diagnostic_plots import _plt
+    from optimlab.lab.present.style import color_for
 
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))

@@ -1,7 +1,7 @@
-"""The numbers a study reports, per optimizer, computed from its records with :mod:`optimlab.lab.stats`.
+"""The numbers a study reports, per optimizer, computed from its records with :mod:`optimlab.lab.present.stats`.
 
 Headline: the final test metric over the final seeds (the training loss for the data-free 2-D tasks), mean and
-95 % interval, and the set of optimizers indistinguishable from the best (:func:`optimlab.lab.stats.best_set`).
+95 % interval, and the set of optimizers indistinguishable from the best (:func:`optimlab.lab.present.stats.best_set`).
 An optimizer with a diverged final seed cannot be in that set. Also: validation metric, training loss, the
 generalization gap, steps and training CPU seconds to the task's validation target (median over seeds, ``inf``
 when more than half miss it; evaluation time excluded), the optimizer's own step time apart from the model's
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from optimlab.lab import stats
-from optimlab.lab.tuning import OptimizerResult, Selection, StudyResult
+from optimlab.lab.present import stats
+from optimlab.lab.study.tuning import OptimizerResult, Selection, StudyResult
 
 __all__ = ["Row", "TaskSummary", "summarize_study", "headline_value"]
 

@@ -1,8 +1,8 @@
 """Log the lab's runs where users already look: TensorBoard event files and MLflow tracking stores.
 
-A tracker turns one *record* (what :func:`~optimlab.lab.runner.run` returns and ``results.jsonl`` holds) into
+A tracker turns one *record* (what :func:`~optimlab.lab.training.runner.run` returns and ``results.jsonl`` holds) into
 the tracking tool's entries: the run's config as hyperparameters, its curves as metrics at their steps, and its
-final numbers. The driver (:func:`~optimlab.lab.sweep.run_sweep`) calls :meth:`Tracker.log` after it has
+final numbers. The driver (:func:`~optimlab.lab.study.sweep.run_sweep`) calls :meth:`Tracker.log` after it has
 written a record, so the local and the Ray backend log exactly the same; :func:`log_folder` logs a finished
 results folder after the fact. Logging is idempotent by config key: a run already in the store is not logged
 again (a resumed sweep adds only its new runs). An MLflow store is probed when the tracker is made (no retries,
@@ -186,7 +186,7 @@ def _root_cause(error: BaseException) -> str:
 def check_tensorboard_dir(log_dir: str | os.PathLike) -> None:
     """Raise ``ValueError`` when ``log_dir`` (or a folder above it) is an existing file: checked before any
     run, and by ``--dry-run``, which creates nothing."""
-    from optimlab.lab.sweep import nearest_existing
+    from optimlab.lab.study.sweep import nearest_existing
 
     folder = nearest_existing(log_dir)
     if not folder.is_dir():
@@ -200,7 +200,7 @@ def check_mlflow_uri(uri: str) -> None:
     if resolved.startswith("file:"):
         from urllib.parse import unquote, urlparse
 
-        from optimlab.lab.sweep import nearest_existing
+        from optimlab.lab.study.sweep import nearest_existing
 
         folder = nearest_existing(unquote(urlparse(resolved).path))
         if not folder.is_dir():
@@ -327,13 +327,13 @@ class GuardedTracker:
         try:
             self.tracker.log(record)
         except Exception as e:  # a server gone, a full disk, a bug in a tracker: the runs matter more
-            from optimlab.lab.sweep import LabWarning
+            from optimlab.lab.study.sweep import LabWarning
 
             self.disabled = True
             warnings.warn(
                 f"logging to {describe(self.tracker)} failed ({_root_cause(e)}); it is off for the "
                 "rest of this sweep, which goes on: every run is kept in results.jsonl (log them later with "
-                "optimlab.lab.tracking.log_folder)",
+                "optimlab.lab.executors.tracking.log_folder)",
                 LabWarning,
                 stacklevel=2,
             )
@@ -368,7 +368,7 @@ def guard(trackers: Iterable[Any]) -> list[GuardedTracker]:
 
 def log_folder(out: str | os.PathLike, trackers: Sequence[Tracker]) -> int:
     """Log every record of a results folder (those already logged are skipped); returns how many records."""
-    from optimlab.lab.sweep import load_records
+    from optimlab.lab.study.sweep import load_records
 
     records = load_records(out)
     for record in records:

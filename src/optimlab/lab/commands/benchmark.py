@@ -4,7 +4,7 @@ aggregated as AlgoPerf does (Dahl et al., 2023, "Benchmarking Neural Network Tra
 The suite (:data:`SUITE`): the MNIST-1D CNN (small 1-D convolutions), a ResNet with BatchNorm on Fashion-MNIST
 (the vision corner where SGD with momentum is the usual choice), the Shakespeare character Transformer (the
 NLP corner where Adam is), and an MLP autoencoder on Fashion-MNIST (a reconstruction loss, the classic
-ill-conditioned test of optimizers). Each task runs :func:`optimlab.lab.tuning.tune_and_run` with the default
+ill-conditioned test of optimizers). Each task runs :func:`optimlab.lab.study.tuning.tune_and_run` with the default
 protocol into ``OUT/TASK/`` (resumable: nothing finished is lost to Ctrl-C or a crash, and re-running the same
 command continues); then, over tasks:
 
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optimlab.lab import stats
-from optimlab.lab.style import color_for
+from optimlab.lab.present import stats
+from optimlab.lab.present.style import color_for
 
 __all__ = [
     "SUITE",
@@ -55,9 +55,9 @@ QUICK_OPTIMIZERS: tuple[str, ...] = ("sgdm", "adam")
 
 
 def suite_protocols(tasks: Sequence[str] = SUITE, *, quick: bool = False, **overrides: Any) -> dict[str, Any]:
-    """The protocol of each task: :func:`~optimlab.lab.tuning.default_protocol`, on the quick budget with
+    """The protocol of each task: :func:`~optimlab.lab.study.tuning.default_protocol`, on the quick budget with
     ``quick``; ``overrides`` (e.g. ``seeds``, ``budget``, ``study``) apply to every task."""
-    from optimlab.lab.tuning import default_protocol
+    from optimlab.lab.study.tuning import default_protocol
 
     out = {}
     for t in tasks:
@@ -109,9 +109,9 @@ def run_benchmark(
     trackers: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Run every task's study into ``out/TASK`` (resumable) and return ``{task: StudyResult}``."""
-    from optimlab.lab.sweep import check_writable
-    from optimlab.lab.tracking import guard
-    from optimlab.lab.tuning import check_folder, check_ours, tune_and_run
+    from optimlab.lab.executors.tracking import guard
+    from optimlab.lab.study.sweep import check_writable
+    from optimlab.lab.study.tuning import check_folder, check_ours, tune_and_run
 
     check_ours(Path(out), (BENCHMARK_FILE,), "benchmark folder")
     out = check_writable(out)
@@ -154,7 +154,7 @@ class Aggregate:
 
 
 def aggregate(summaries: dict[str, Any], r_max: float = stats.R_MAX) -> Aggregate:
-    """Performance profiles and AlgoPerf scores from per-task :class:`~optimlab.lab.summary.TaskSummary`.
+    """Performance profiles and AlgoPerf scores from per-task :class:`~optimlab.lab.present.summary.TaskSummary`.
 
     An optimizer missing on a task (not run, or incomplete) counts as a miss there."""
     tasks = list(summaries)
@@ -185,7 +185,7 @@ def aggregate(summaries: dict[str, Any], r_max: float = stats.R_MAX) -> Aggregat
 
 
 def _plot_profiles(agg: Aggregate, path: Path) -> None:
-    from optimlab.lab.report import _plt, _save
+    from optimlab.lab.present.report import _plt, _save
 
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
@@ -231,8 +231,8 @@ def _text_table(header: list[str], rows: list[list[str]]) -> str:
 def build_benchmark_report(out: str | os.PathLike) -> tuple[Path, str]:
     """Per-task reports (``OUT/TASK/report.html``), the profiles, scores and ``OUT/report.html``; returns the
     page's path and the printed text."""
-    from optimlab.lab.report import _STYLE, _html_table, build_report, headline_sentence
-    from optimlab.lab.sweep import check_writable
+    from optimlab.lab.present.report import _STYLE, _html_table, build_report, headline_sentence
+    from optimlab.lab.study.sweep import check_writable
 
     out = Path(out)
     path = out / BENCHMARK_FILE
@@ -301,7 +301,7 @@ def build_benchmark_report(out: str | os.PathLike) -> tuple[Path, str]:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from optimlab.lab.cli import SEEDS_HELP
+    from optimlab.lab.commands.cli import SEEDS_HELP
 
     p.add_argument("--tasks", nargs="+", default=None, help=f"default: the suite {' '.join(SUITE)}")
     p.add_argument(
@@ -324,7 +324,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="the only folder searched for data files")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (progress lines instead)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its expected cost, run nothing")
-    from optimlab.lab.backends import add_backend_arguments
+    from optimlab.lab.executors.backends import add_backend_arguments
 
     add_backend_arguments(p)
 
@@ -332,11 +332,16 @@ def configure(p: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     import sys
 
-    from optimlab.lab.backends import check_backend_args, describe_backend, executor_from_args, trackers_from_args
-    from optimlab.lab.cli import ProgressPrinter, _check_data_dir, parse_seeds, split_specs
-    from optimlab.lab.optimizers import DEFAULT_OPTIMIZERS, check_spec
-    from optimlab.lab.tasks import get_task
-    from optimlab.lab.tuning import _duration, check_folder, check_ours, estimate_cost, remaining_configs
+    from optimlab.lab.catalog.presets import DEFAULT_OPTIMIZERS, check_spec
+    from optimlab.lab.catalog.tasks import get_task
+    from optimlab.lab.commands.cli import ProgressPrinter, _check_data_dir, parse_seeds, split_specs
+    from optimlab.lab.executors.backends import (
+        check_backend_args,
+        describe_backend,
+        executor_from_args,
+        trackers_from_args,
+    )
+    from optimlab.lab.study.tuning import _duration, check_folder, check_ours, estimate_cost, remaining_configs
 
     tasks = list(dict.fromkeys(args.tasks or SUITE))
     for t in tasks:

@@ -2,7 +2,7 @@
 
 Every run is one Ray task that asks for its CPUs (``cpus_per_run``, also its torch thread count, so a run gives
 the same numbers as on the local backend with the same threads) and GPUs (``gpus_per_run``, for runs that use
-a device). Like every executor it only *yields* records; the driver (:func:`~optimlab.lab.sweep.run_sweep`)
+a device). Like every executor it only *yields* records; the driver (:func:`~optimlab.lab.study.sweep.run_sweep`)
 writes each one once, when its run has completed, to the same ``results.jsonl``: a sweep started on one
 backend resumes on the other, by config key.
 
@@ -32,8 +32,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from optimlab.lab.runner import RunConfig
-from optimlab.lab.sweep import CallbackFactory
+from optimlab.lab.study.sweep import CallbackFactory
+from optimlab.lab.training.runner import RunConfig
 
 __all__ = ["RayExecutor", "RunsFailedError", "RAY_MISSING"]
 
@@ -117,7 +117,7 @@ class _ProgressBoard:
 
 
 class _Reporter:
-    """The ``progress`` object that :func:`~optimlab.lab.runner.run` updates: sends the step to the board at
+    """The ``progress`` object that :func:`~optimlab.lab.training.runner.run` updates: sends the step to the board at
     most every half second (fire and forget)."""
 
     def __init__(self, board: Any, key: str):
@@ -143,7 +143,7 @@ def _task(
     import ray
     import torch
 
-    from optimlab.lab.runner import run
+    from optimlab.lab.training.runner import run
 
     key = config.key()
     if board is not None:
@@ -171,7 +171,7 @@ class RayExecutor:
     process is used as it is (and left running). ``cpus_per_run`` (default 1) is each run's CPU request and its
     torch thread count (``threads`` overrides the latter); ``gpus_per_run`` its GPU request (fractions allowed);
     ``max_retries`` (default 2) how often a run whose worker died is started again. ``progress``: the per-run
-    bars (``None``: only on a terminal). ``callbacks``: as for :class:`~optimlab.lab.sweep.LocalExecutor`
+    bars (``None``: only on a terminal). ``callbacks``: as for :class:`~optimlab.lab.study.sweep.LocalExecutor`
     (pickled to the workers). ``log``: where the start-up line goes (default stderr).
     """
 

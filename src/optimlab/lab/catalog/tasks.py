@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from optimlab.lab import data as datasets
-from optimlab.lab import library
+from optimlab.lab.catalog import adapter
+from optimlab.lab.catalog import data as datasets
 
 __all__ = [
     "Task",
@@ -175,7 +175,7 @@ class ClassificationTask(Task):
         if not has_bn or not callable(getattr(optimizer, "eval", None)):
             return
         generator = torch.Generator().manual_seed(self.bn_seed)
-        library.schedule_free_bn_update(model, optimizer, self.batches(data, self.batch_size, generator),
+        adapter.schedule_free_bn_update(model, optimizer, self.batches(data, self.batch_size, generator),
                                         self.bn_batches)
 
     def loss_fn(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ A :class:`Protocol` fixes everything a comparison's numbers depend on: the task'
 schedule), the tuning (method, trials per optimizer, their length, the study number) and the final seeds. For
 each optimizer:
 
-1. **tuning**: ``budget`` trials at the points of its search space (:func:`optimlab.lab.optimizers.search_space`,
+1. **tuning**: ``budget`` trials at the points of its search space (:func:`optimlab.lab.catalog.presets.search_space`,
    quasi-random or grid), each one seed, ``trial_fraction`` of the full length with the same schedule shape; a
    tuning run evaluates the selection split only (validation; the training loss for the data-free 2-D tasks) and
    never receives the test split;
@@ -30,12 +30,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optimlab.lab.optimizers import check_spec, parse_spec, preset_lr, search_space
-from optimlab.lab.runner import RECORD_VERSION, RunConfig
-from optimlab.lab.space import METHODS, Param, SearchSpace, trial_points
-from optimlab.lab.sweep import Executor, LocalExecutor, check_writable, load_records, run_sweep
-from optimlab.lab.tasks import Task, get_task
-from optimlab.lab.tracking import guard
+from optimlab.lab.catalog.presets import check_spec, parse_spec, preset_lr, search_space
+from optimlab.lab.catalog.space import METHODS, Param, SearchSpace, trial_points
+from optimlab.lab.catalog.tasks import Task, get_task
+from optimlab.lab.executors.tracking import guard
+from optimlab.lab.study.sweep import Executor, LocalExecutor, check_writable, load_records, run_sweep
+from optimlab.lab.training.runner import RECORD_VERSION, RunConfig
 
 __all__ = [
     "Protocol",
@@ -646,7 +646,7 @@ def tune_and_run(
 
     ``on_event(kind, **info)`` reports progress: ``("record", record=..., phase="tuning"|"final", done=...,
     total=...)`` after each run, ``("selected", selection=..., result=...)`` when an optimizer's tuning is
-    complete. ``trackers`` (:mod:`optimlab.lab.tracking`) log each new record as the driver writes it.
+    complete. ``trackers`` (:mod:`optimlab.lab.executors.tracking`) log each new record as the driver writes it.
     Everything checkable is checked before the first run: the optimizer specs (each is built and
     stepped once on a tiny model, at every trial setting), the folder (writable, same protocol).
     """
@@ -778,7 +778,7 @@ def estimate_cost(
     the threads a worker gets, and scale to ``configs`` (e.g. :func:`remaining_configs`) on ``jobs`` workers."""
     import torch
 
-    from optimlab.lab.optimizers import build_optimizer
+    from optimlab.lab.catalog.presets import build_optimizer
 
     task = get_task(protocol.task)
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)

@@ -38,9 +38,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from optimlab.lab import library
-from optimlab.lab.optimizers import build_optimizer, parse_kwargs, parse_spec
-from optimlab.lab.tasks import SyntheticTask, Task, get_task
+from optimlab.lab.catalog import adapter
+from optimlab.lab.catalog.presets import build_optimizer, parse_kwargs, parse_spec
+from optimlab.lab.catalog.tasks import SyntheticTask, Task, get_task
 
 __all__ = [
     "RunConfig",
@@ -127,7 +127,7 @@ def build_schedule(spec: str, steps: int) -> Any:
     argument or a value of the wrong type raises one ``ValueError`` that names the spec."""
     name, kwargs = parse_schedule(spec)
     try:
-        return library.create_schedule(name, steps, **kwargs)
+        return adapter.create_schedule(name, steps, **kwargs)
     except ValueError as e:
         raise ValueError(f"schedule spec {spec!r}: {e}") from None
 
@@ -230,7 +230,7 @@ def _run(config: RunConfig, callbacks: Sequence[Callback], data_dir: str | None,
     optimizer = build_optimizer(config.optimizer, model, lr=config.lr, steps=config.steps, **dict(config.hparams))
     settings = _settings(optimizer)  # as constructed: a schedule changes the lr from here on
     schedule = build_schedule(config.schedule, config.steps)
-    scheduler = library.attach_schedule(optimizer, schedule)
+    scheduler = adapter.attach_schedule(optimizer, schedule)
     callbacks = list(callbacks)
     if isinstance(task, SyntheticTask) and not any(isinstance(c, TrajectoryCallback) for c in callbacks):
         callbacks.append(TrajectoryCallback())

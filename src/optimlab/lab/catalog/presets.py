@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from optimlab.lab import library
-from optimlab.lab.space import MIN_LR_DECADES, Param, SearchSpace
+from optimlab.lab.catalog import adapter
+from optimlab.lab.catalog.space import MIN_LR_DECADES, Param, SearchSpace
 
 __all__ = [
     "Preset",
@@ -167,7 +167,7 @@ WRAPPERS: dict[str, dict[str, Any]] = {
     "noise": {"eta": 0.01, "gamma": 0.55},  # gradient noise, variance eta/(1+t)^gamma; Neelakantan et al., 2015
 }
 
-_WRAPPER_FACTORIES = {"lookahead": library.lookahead, "noise": library.gradient_noise}
+_WRAPPER_FACTORIES = {"lookahead": adapter.lookahead, "noise": adapter.gradient_noise}
 
 # The default comparison: 15 optimizers, as before issue 12, so that it keeps its cost (195 runs). Five of the
 # optimizers that came after Adam (Lion, Muon, SOAP, Schedule-Free AdamW, AdEMAMix) took the places of five whose
@@ -308,7 +308,7 @@ def build_optimizer(
     run_settings = parsed.preset.run_settings(CHECK_STEPS if steps is None else steps)
     kwargs = {**parsed.preset.kwargs, **run_settings, **dict(parsed.kwargs), **hparams}
     kwargs["lr"] = preset_lr(spec) if lr is None else float(lr)
-    optimizer = library.create_optimizer(
+    optimizer = adapter.create_optimizer(
         parsed.preset.library_name, model, exclude_from_decay=parsed.preset.exclude_from_decay, **kwargs
     )
     for name, wkwargs in reversed(parsed.wrappers):

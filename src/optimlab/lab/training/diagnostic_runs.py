@@ -1,6 +1,6 @@
 """Training runs with diagnostics attached, for the diagnostics commands and for ``compare --diagnostics``.
 
-Everything here goes through the runner (:func:`optimlab.lab.runner.run`), so a diagnosed run is the same run,
+Everything here goes through the runner (:func:`optimlab.lab.training.runner.run`), so a diagnosed run is the same run,
 to the bit, as the one ``compare`` makes with the same config: the recorder and the probes only read the model
 between steps (``tests/lab/test_diagnose.py`` checks the histories agree).
 
@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from optimlab import diagnostics as D
-from optimlab.lab.runner import Callback, RunConfig, RunContext, run
-from optimlab.lab.tasks import ClassificationTask, LanguageTask, SyntheticTask, Task, get_task
+from optimlab.lab.catalog.tasks import ClassificationTask, LanguageTask, SyntheticTask, Task, get_task
+from optimlab.lab.training.runner import Callback, RunConfig, RunContext, run
 
 __all__ = [
     "Progress",

@@ -1,6 +1,6 @@
 """Figures and HTML for the diagnostics commands and for the diagnostics panels of a ``compare`` report.
 
-Every optimizer keeps one colour across every figure (:func:`optimlab.lab.style.color_for`); legends sit
+Every optimizer keeps one colour across every figure (:func:`optimlab.lab.present.style.color_for`); legends sit
 outside the axes; quantities that span decades are on log axes; each figure's caption in the report cites the
 paper it reproduces. The functions take plain data (lists, arrays, dicts from the recorder and the
 diagnostics) and write one PNG each.
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from optimlab.lab.diagnostic_runs import final_value
-from optimlab.lab.style import color_for
+from optimlab.lab.present.style import color_for
+from optimlab.lab.training.diagnostic_runs import final_value
 
 __all__ = [
     "CITATIONS",
@@ -660,7 +660,7 @@ def write_report(out: Path, title: str, intro_html: str, body_html: Sequence[str
 def diagnostics_panels(records: Sequence[dict[str, Any]], out: Path, key: str = "diagnostics",
                        prefix: str = "") -> tuple[list[Path], str]:
     """Per-optimizer diagnostics panels for a comparison report, from records whose ``extras[key]`` was filled by
-    :class:`optimlab.lab.diagnostic_runs.DiagnosticsCallback`.
+    :class:`optimlab.lab.training.diagnostic_runs.DiagnosticsCallback`.
 
     Writes into ``out``: ``{prefix}diag_walk_{task}.png`` (seed 0 of each optimizer), ``diag_histograms`` (the
     ``|g|`` waterfall of the first steps, seed 0), ``diag_sharpness`` (top eigenvalue over seeds against the final

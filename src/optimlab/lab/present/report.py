@@ -4,7 +4,7 @@ It leads with the answer: the best optimizer and those indistinguishable from it
 in one line. Then: the headline metric with 95 % intervals, learning curves with 95 % bands, steps and CPU
 seconds to the validation target, lr sensitivity over the tuning trials, generalization (train against test,
 so underfitting shows), and the tuning cost. Every optimizer has one colour in every figure
-(:func:`optimlab.lab.style.color_for`). Nothing is plotted that carries no information (the schedule is a line
+(:func:`optimlab.lab.present.style.color_for`). Nothing is plotted that carries no information (the schedule is a line
 of text unless optimizers ran different ones).
 """
 
@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from optimlab.lab.optimizers import ABBREVIATIONS
-from optimlab.lab.stats import Interval
-from optimlab.lab.style import color_for
-from optimlab.lab.summary import Row, TaskSummary, headline_value, summarize_study
-from optimlab.lab.sweep import check_writable, named
-from optimlab.lab.tuning import load_study
+from optimlab.lab.catalog.presets import ABBREVIATIONS
+from optimlab.lab.present.stats import Interval
+from optimlab.lab.present.style import color_for
+from optimlab.lab.present.summary import Row, TaskSummary, headline_value, summarize_study
+from optimlab.lab.study.sweep import check_writable, named
+from optimlab.lab.study.tuning import load_study
 
 __all__ = [
     "build_report",
@@ -407,7 +407,7 @@ def _band(
 ) -> tuple[np.ndarray, ...] | None:
     """x, mean and 95 % band over seeds of ``history[key]`` on the evaluations every seed has; with ``log``,
     the mean and band of the logarithm (a geometric mean, whose band stays positive on a log axis)."""
-    from optimlab.lab.stats import t_quantile
+    from optimlab.lab.present.stats import t_quantile
 
     recs = [r for r in recs if key in r["history"]]
     if not recs:
@@ -475,7 +475,7 @@ def _plot_time_to_target(ts: TaskSummary, path: Path) -> bool:
     rows = _complete_rows(ts)
     if ts.target is None or not any(math.isfinite(r.steps_to_target) for r in rows):
         return False
-    from optimlab.lab import stats
+    from optimlab.lab.present import stats
 
     plt = _plt()
     task = ts.study.task
@@ -597,7 +597,7 @@ def _plot_lr_sensitivity(ts: TaskSummary, path: Path) -> bool:
 def _plot_generalization(ts: TaskSummary, path: Path) -> bool:
     """Test metric against the final training loss (log scale): fitting and generalization together, so that an
     optimizer with a small generalization gap because it barely fits the training data is seen for what it is."""
-    from optimlab.lab.stats import mean_ci
+    from optimlab.lab.present.stats import mean_ci
 
     rows = [r for r in _complete_rows(ts) if r.headline is not None and r.train_loss is not None]
     if not rows or ts.headline_split != "test":
@@ -640,7 +640,7 @@ def _plot_generalization(ts: TaskSummary, path: Path) -> bool:
 def _plot_trajectories(ts: TaskSummary, path: Path) -> bool:
     import torch
 
-    from optimlab.lab.tasks import SyntheticTask
+    from optimlab.lab.catalog.tasks import SyntheticTask
 
     task = ts.study.task
     if not isinstance(task, SyntheticTask):
@@ -675,8 +675,8 @@ def _plot_trajectories(ts: TaskSummary, path: Path) -> bool:
 
 def _plot_schedules(ts: TaskSummary, path: Path) -> bool:
     """Only when optimizers ran different schedules (else the schedule is one line of text)."""
-    from optimlab.lab import library
-    from optimlab.lab.runner import parse_schedule
+    from optimlab.lab.catalog import adapter
+    from optimlab.lab.training.runner import parse_schedule
 
     rows = _complete_rows(ts)
     schedules = {r.records[0]["config"]["schedule"] for r in rows if r.records}
@@ -687,7 +687,7 @@ def _plot_schedules(ts: TaskSummary, path: Path) -> bool:
     for r in rows:
         cfg = r.records[0]["config"]
         name, kwargs = parse_schedule(cfg["schedule"])
-        fn = library.create_schedule(name, cfg["steps"], **kwargs)
+        fn = adapter.create_schedule(name, cfg["steps"], **kwargs)
         x = np.arange(cfg["steps"] + 1)
         ax.plot(x, [cfg["lr"] * fn(int(t)) for t in x], color=color_for(r.spec), label=f"{r.spec} ({cfg['schedule']})")
     ax.set_yscale("log")
@@ -811,12 +811,12 @@ def _page(title: str, parts: Sequence[str]) -> str:
 
 
 def _diagnostics_section(ts: TaskSummary, out: Path) -> list[str]:
-    """The panels of ``compare --diagnostics`` (issue 10's :func:`~optimlab.lab.diagnostic_plots.
+    """The panels of ``compare --diagnostics`` (issue 10's :func:`~optimlab.lab.present.diagnostic_plots.
     diagnostics_panels`) from the final runs that carry them; nothing when none does."""
     records = [rec for r in ts.rows for rec in r.records if "diagnostics" in rec.get("extras", {})]
     if not records:
         return []
-    from optimlab.lab.diagnostic_plots import diagnostics_panels
+    from optimlab.lab.present.diagnostic_plots import diagnostics_panels
 
     _, fragment = diagnostics_panels(records, out)
     return ["<h2>Diagnostics</h2>" + fragment] if fragment else []

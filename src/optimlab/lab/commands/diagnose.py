@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from optimlab import diagnostics as D
-from optimlab.lab import diagnostic_plots as P
-from optimlab.lab.diagnostic_runs import TrainedRun, eval_batches, final_value, make_progress, metric_fn, train
-from optimlab.lab.optimizers import parse_spec, preset_lr
-from optimlab.lab.runner import RunConfig
-from optimlab.lab.tasks import DEFAULT_TASK, TASKS, ClassificationTask, SyntheticTask, Task, get_task
+from optimlab.lab.catalog.presets import parse_spec, preset_lr
+from optimlab.lab.catalog.tasks import DEFAULT_TASK, TASKS, ClassificationTask, SyntheticTask, Task, get_task
+from optimlab.lab.present import diagnostic_plots as P
+from optimlab.lab.training.diagnostic_runs import TrainedRun, eval_batches, final_value, make_progress, metric_fn, train
+from optimlab.lab.training.runner import RunConfig
 
 __all__ = ["add_commands", "COMMANDS", "parse_range", "out_dir"]
 

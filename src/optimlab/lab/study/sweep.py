@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from optimlab.lab.runner import RECORD_VERSION, Callback, RunConfig, run
+from optimlab.lab.training.runner import RECORD_VERSION, Callback, RunConfig, run
 
 __all__ = [
     "RESULTS_FILE",
@@ -442,10 +442,11 @@ def run_sweep(
     ``threads``, ``data_dir``, ``progress``), appending each record as it arrives; return counts.
 
     ``on_record(record)`` is called after each record is safely written (progress lines, selection);
-    ``trackers`` (:mod:`optimlab.lab.tracking`) log it then too, so every backend logs the same; a tracker that
-    fails is turned off with a warning (:class:`~optimlab.lab.tracking.GuardedTracker`) and the sweep goes on.
+    ``trackers`` (:mod:`optimlab.lab.executors.tracking`) log it then too, so every backend logs the same; a
+    tracker that fails is turned off with a warning (:class:`~optimlab.lab.executors.tracking.GuardedTracker`) and
+    the sweep goes on.
     """
-    from optimlab.lab.tracking import guard
+    from optimlab.lab.executors.tracking import guard
 
     trackers = guard(trackers)
     owned = executor is None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from optimlab.lab.tracking import DEFAULT_MLFLOW_URI
+from optimlab.lab.executors.tracking import DEFAULT_MLFLOW_URI
 
 __all__ = [
     "BACKENDS",
@@ -61,7 +61,7 @@ def check_backend_args(args: argparse.Namespace) -> None:
     """Raise ``ValueError`` for backend and tracker flags that cannot work: a Ray flag without ``--backend ray``,
     a value out of range, ``--tensorboard``/``--mlflow file:`` naming a file. Nothing is created or contacted,
     so ``--dry-run`` checks these too."""
-    from optimlab.lab.tracking import check_mlflow_uri, check_tensorboard_dir
+    from optimlab.lab.executors.tracking import check_mlflow_uri, check_tensorboard_dir
 
     if args.backend != "ray":
         for flag, value, default in (
@@ -101,7 +101,7 @@ def executor_from_args(
     ``callbacks``: a picklable factory of per-run callbacks, built where the run runs (both backends)."""
     check_backend_args(args)
     if args.backend == "ray":
-        from optimlab.lab.ray_executor import RayExecutor
+        from optimlab.lab.executors.ray import RayExecutor
 
         return RayExecutor(
             args.address,
@@ -113,7 +113,7 @@ def executor_from_args(
             progress=progress,
             callbacks=callbacks,
         )
-    from optimlab.lab.sweep import LocalExecutor
+    from optimlab.lab.study.sweep import LocalExecutor
 
     return LocalExecutor(jobs=jobs, data_dir=data_dir, progress=progress, callbacks=callbacks)
 
@@ -121,15 +121,15 @@ def executor_from_args(
 def trackers_from_args(args: argparse.Namespace) -> list[Any]:
     """The trackers the flags ask for (none by default); before any run starts, a missing package raises
     ImportError saying what to install, and a store that cannot be used (an MLflow server that does not answer,
-    a path that is a file) raises ValueError. The sweeps guard them (:func:`~optimlab.lab.tracking.guard`)."""
+    a path that is a file) raises ValueError. The sweeps guard them (:func:`~optimlab.lab.executors.tracking.guard`)."""
     check_backend_args(args)
     trackers: list[Any] = []
     if args.tensorboard:
-        from optimlab.lab.tracking import TensorBoardTracker
+        from optimlab.lab.executors.tracking import TensorBoardTracker
 
         trackers.append(TensorBoardTracker(args.tensorboard))
     if args.mlflow:
-        from optimlab.lab.tracking import MlflowTracker
+        from optimlab.lab.executors.tracking import MlflowTracker
 
         trackers.append(MlflowTracker(args.mlflow))
     return trackers

@@ -1,6 +1,6 @@
 """``optimlab reproduce NAME [NAME...] | --all | --list``: run claims of the seeds and write their report.
 
-A lab cli plugin (listed in :data:`optimlab.lab.cli.PLUGINS`): :func:`add_commands` adds the parser and
+A lab cli plugin (listed in :data:`optimlab.lab.commands.cli.PLUGINS`): :func:`add_commands` adds the parser and
 :data:`COMMANDS` maps ``reproduce`` to :func:`reproduce`. The cost of each claim is printed before anything runs;
 every finished piece is kept in ``--out``, so Ctrl-C then the same command resumes where it stopped.
 """
@@ -72,7 +72,7 @@ def _list(out: Any = None) -> int:
 
 def reproduce(args: argparse.Namespace) -> int:
     """The ``reproduce`` handler: resolve the claims, print the cost, run them, write the report."""
-    from optimlab.lab.cli import parse_seeds
+    from optimlab.lab.commands.cli import parse_seeds
     from optimlab.lab.reproduce import EXPERIMENTS, available, estimate, load_experiment, make_context, run_experiment
     from optimlab.lab.reproduce.report import write_report
 
@@ -130,6 +130,6 @@ def reproduce(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"reproduce": reproduce}
 
 if __name__ == "__main__":  # pragma: no cover
-    from optimlab.lab.cli import main
+    from optimlab.lab.commands.cli import main
 
     sys.exit(main(["reproduce", *sys.argv[1:]]))

@@ -1,8 +1,8 @@
 """The ``optimlab`` command: ``compare``, ``benchmark``, ``report``, ``lr-find``, ``schedule`` and ``list``.
 
 ``optimlab compare`` with no arguments is the lab's default comparison: every optimizer of
-:data:`optimlab.lab.optimizers.DEFAULT_OPTIMIZERS` tuned with the same budget on MNIST-1D (the protocol of
-:func:`optimlab.lab.tuning.default_protocol`), then run on fresh seeds; it prints the answer, the table, and
+:data:`optimlab.lab.catalog.presets.DEFAULT_OPTIMIZERS` tuned with the same budget on MNIST-1D (the protocol of
+:func:`optimlab.lab.study.tuning.default_protocol`), then run on fresh seeds; it prints the answer, the table, and
 writes the report.
 
 Subcommands live in :data:`COMMANDS` (name -> :class:`Command`); another module adds one with
@@ -66,7 +66,7 @@ def register_command(
 
 def split_specs(values: Sequence[str]) -> list[str]:
     """Optimizer specs from the command line, space- or comma-separated (``k=v`` pieces stay with a spec)."""
-    from optimlab.lab.optimizers import _split_top_level
+    from optimlab.lab.catalog.presets import _split_top_level
 
     specs: list[str] = []
     for value in values:
@@ -167,7 +167,7 @@ class ProgressPrinter:
         self.last = -math.inf
 
     def __call__(self, kind: str, **info: Any) -> None:
-        from optimlab.lab.report import fmt_value
+        from optimlab.lab.present.report import fmt_value
 
         if kind == "record":
             rec = info["record"]
@@ -214,8 +214,8 @@ def _clock(seconds: float) -> str:
 
 
 def _configure_compare(c: argparse.ArgumentParser) -> None:
-    from optimlab.lab.optimizers import DEFAULT_OPTIMIZERS
-    from optimlab.lab.tasks import DEFAULT_TASK, TASKS
+    from optimlab.lab.catalog.presets import DEFAULT_OPTIMIZERS
+    from optimlab.lab.catalog.tasks import DEFAULT_TASK, TASKS
 
     c.add_argument("--task", default=DEFAULT_TASK, choices=sorted(TASKS), help=f"default: {DEFAULT_TASK}")
     c.add_argument(
@@ -282,19 +282,19 @@ def _configure_compare(c: argparse.ArgumentParser) -> None:
     c.add_argument("--data-dir", default=None, help="the only folder searched for data files (also: $OPTIMLAB_DATA)")
     c.add_argument("--no-progress", action="store_true", help="no progress bars (progress lines instead)")
     c.add_argument("--dry-run", action="store_true", help="print the plan and its expected cost, run nothing")
-    from optimlab.lab.backends import add_backend_arguments
+    from optimlab.lab.executors.backends import add_backend_arguments
 
     add_backend_arguments(c)
     c.add_argument(
         "--diagnostics",
         action="store_true",
         help="record diagnostics in every final run (walk, |g| histograms, sharpness, interpolation; "
-        "optimlab.lab.diagnostic_runs.DiagnosticsCallback) and add their panels to the report",
+        "optimlab.lab.training.diagnostic_runs.DiagnosticsCallback) and add their panels to the report",
     )
 
 
 class FinalRunDiagnostics:
-    """The callbacks of ``compare --diagnostics``: a :class:`~optimlab.lab.diagnostic_runs.DiagnosticsCallback`
+    """The callbacks of ``compare --diagnostics``: a :class:`~optimlab.lab.training.diagnostic_runs.DiagnosticsCallback`
     for each final run (those that report the test split), none for tuning trials. Picklable (module level), so
     the worker processes build it."""
 
@@ -302,17 +302,17 @@ class FinalRunDiagnostics:
         self.data_dir = data_dir
 
     def __call__(self, config: Any) -> list[Any]:
-        from optimlab.lab.diagnostic_runs import DiagnosticsCallback
+        from optimlab.lab.training.diagnostic_runs import DiagnosticsCallback
 
         return [DiagnosticsCallback(data_dir=self.data_dir)] if "test" in config.splits else []
 
 
 def protocol_from_args(args: argparse.Namespace) -> Any:
-    """The :class:`~optimlab.lab.tuning.Protocol` a ``compare`` command line asks for (validated)."""
-    from optimlab.lab.runner import build_schedule
-    from optimlab.lab.space import parse_space
-    from optimlab.lab.tasks import ClassificationTask, get_task
-    from optimlab.lab.tuning import default_protocol
+    """The :class:`~optimlab.lab.study.tuning.Protocol` a ``compare`` command line asks for (validated)."""
+    from optimlab.lab.catalog.space import parse_space
+    from optimlab.lab.catalog.tasks import ClassificationTask, get_task
+    from optimlab.lab.study.tuning import default_protocol
+    from optimlab.lab.training.runner import build_schedule
 
     task = get_task(args.task)
     batch_size = args.batch_size or task.batch_size
@@ -360,7 +360,7 @@ def protocol_from_args(args: argparse.Namespace) -> Any:
 
 
 def _default_out(protocol: Any) -> Path:
-    from optimlab.lab.tuning import default_protocol
+    from optimlab.lab.study.tuning import default_protocol
 
     base = default_protocol(protocol.task)
     if protocol == base:
@@ -382,11 +382,16 @@ def _default_out(protocol: Any) -> Path:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from optimlab.lab.backends import check_backend_args, describe_backend, executor_from_args, trackers_from_args
-    from optimlab.lab.optimizers import DEFAULT_OPTIMIZERS, check_spec, parse_spec
-    from optimlab.lab.report import build_report, format_summary
-    from optimlab.lab.tasks import get_task
-    from optimlab.lab.tuning import check_folder, estimate_cost, remaining_configs, tune_and_run
+    from optimlab.lab.catalog.presets import DEFAULT_OPTIMIZERS, check_spec, parse_spec
+    from optimlab.lab.catalog.tasks import get_task
+    from optimlab.lab.executors.backends import (
+        check_backend_args,
+        describe_backend,
+        executor_from_args,
+        trackers_from_args,
+    )
+    from optimlab.lab.present.report import build_report, format_summary
+    from optimlab.lab.study.tuning import check_folder, estimate_cost, remaining_configs, tune_and_run
 
     task = get_task(args.task)
     specs = split_specs(args.optimizers) if args.optimizers else list(DEFAULT_OPTIMIZERS)
@@ -461,11 +466,11 @@ def _configure_report(r: argparse.ArgumentParser) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from optimlab.lab.report import build_report, format_summary
+    from optimlab.lab.present.report import build_report, format_summary
 
     folder = Path(args.dir)
     if (folder / "benchmark.json").exists():
-        from optimlab.lab.benchmark import build_benchmark_report
+        from optimlab.lab.commands.benchmark import build_benchmark_report
 
         path, text = build_benchmark_report(folder)
         print(text)
@@ -481,7 +486,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _configure_lr_find(f: argparse.ArgumentParser) -> None:
-    from optimlab.lab.tasks import DEFAULT_TASK, TASKS
+    from optimlab.lab.catalog.tasks import DEFAULT_TASK, TASKS
 
     f.add_argument("--task", default=DEFAULT_TASK, choices=sorted(TASKS), help=f"default: {DEFAULT_TASK}")
     f.add_argument("--optimizer", default="adam", help="optimizer spec (default adam)")
@@ -497,7 +502,7 @@ def _configure_lr_find(f: argparse.ArgumentParser) -> None:
 def _plot_lr_find(result: Any, title: str, path: Path, color: str) -> None:
     import numpy as np
 
-    from optimlab.lab.report import _plt, _save
+    from optimlab.lab.present.report import _plt, _save
 
     plt = _plt()
     lrs = np.asarray(result.lrs, dtype=float)
@@ -535,11 +540,11 @@ def _lr_find(args: argparse.Namespace) -> int:
 
     import torch
 
-    from optimlab.lab import library
-    from optimlab.lab.optimizers import build_optimizer, check_spec
-    from optimlab.lab.style import color_for
-    from optimlab.lab.sweep import check_writable
-    from optimlab.lab.tasks import get_task
+    from optimlab.lab.catalog import adapter
+    from optimlab.lab.catalog.presets import build_optimizer, check_spec
+    from optimlab.lab.catalog.tasks import get_task
+    from optimlab.lab.present.style import color_for
+    from optimlab.lab.study.sweep import check_writable
 
     task = get_task(args.task)
     check_spec(args.optimizer)
@@ -553,7 +558,7 @@ def _lr_find(args: argparse.Namespace) -> int:
     optimizer = build_optimizer(args.optimizer, model, lr=args.start_lr)
     g = torch.Generator().manual_seed(args.seed)
     batches = list(itertools.islice(task.batches(data, args.batch_size or task.batch_size, g), args.num_steps))
-    result = library.lr_find(
+    result = adapter.lr_find(
         model, optimizer, task.loss_fn, batches, start_lr=args.start_lr, end_lr=args.end_lr, num_steps=args.num_steps
     )
     name = args.optimizer.replace("+", "-").replace("@", "_").replace("=", "").replace(",", "_")
@@ -597,9 +602,9 @@ def _configure_schedule(s: argparse.ArgumentParser) -> None:
 
 
 def _schedule(args: argparse.Namespace) -> int:
-    from optimlab.lab.report import _plt, _save
-    from optimlab.lab.runner import build_schedule, parse_schedule
-    from optimlab.lab.sweep import check_writable
+    from optimlab.lab.present.report import _plt, _save
+    from optimlab.lab.study.sweep import check_writable
+    from optimlab.lab.training.runner import build_schedule, parse_schedule
 
     if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
         raise ValueError(f"Invalid --lr: {args.lr}; expected a positive number")
@@ -632,10 +637,10 @@ def _schedule(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from optimlab.lab import library
-    from optimlab.lab.optimizers import DEFAULT_OPTIMIZERS, PRESETS, WRAPPERS, search_space
-    from optimlab.lab.report import fmt_value
-    from optimlab.lab.tasks import DEFAULT_TASK, TASKS
+    from optimlab.lab.catalog import adapter
+    from optimlab.lab.catalog.presets import DEFAULT_OPTIMIZERS, PRESETS, WRAPPERS, search_space
+    from optimlab.lab.catalog.tasks import DEFAULT_TASK, TASKS
+    from optimlab.lab.present.report import fmt_value
 
     print("tasks (the target of 'time to target': a validation metric; the training loss on the 2-D tasks):")
     for t in TASKS.values():
@@ -655,7 +660,7 @@ def _list(args: argparse.Namespace) -> int:
     if extra:
         print(" *also in the default comparison: " + ", ".join(extra))
     print("wrappers: " + ", ".join(f"{w}{WRAPPERS[w]}" for w in WRAPPERS) + "  (compose: lookahead+adam)")
-    print("schedules: " + ", ".join(library.schedule_names()))
+    print("schedules: " + ", ".join(adapter.schedule_names()))
     return 0
 
 
@@ -672,12 +677,12 @@ def _register_builtin() -> None:
     )
 
     def configure_benchmark(p: argparse.ArgumentParser) -> None:
-        from optimlab.lab.benchmark import configure
+        from optimlab.lab.commands.benchmark import configure
 
         configure(p)
 
     def benchmark(args: argparse.Namespace) -> int:
-        from optimlab.lab.benchmark import command
+        from optimlab.lab.commands.benchmark import command
 
         return command(args)
 
@@ -695,8 +700,8 @@ _register_builtin()
 # Modules that add subcommands of their own, by name: each defines ``add_commands(subparsers)`` (adds its
 # parsers to ``optimlab``'s) and ``COMMANDS`` (name -> handler). A module that is not there is skipped.
 PLUGINS: list[str] = [
-    "optimlab.lab.diagnose",  # walk, interpolate, landscape, histograms, sharpness
-    "optimlab.lab.reproduce.cli",  # reproduce (issue 13)
+    "optimlab.lab.commands.diagnose",  # walk, interpolate, landscape, histograms, sharpness
+    "optimlab.lab.commands.reproduce",  # reproduce (issue 13)
 ]
 
 
@@ -732,9 +737,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
                   line: str | None = None) -> None:
-    """The lab's warnings (:class:`~optimlab.lab.sweep.LabWarning`) as one line each, each said once per command
+    """The lab's warnings (:class:`~optimlab.lab.study.sweep.LabWarning`) as one line each, each said once per command
     (a results file is read several times); others as Python prints them."""
-    from optimlab.lab.sweep import LabWarning
+    from optimlab.lab.study.sweep import LabWarning
 
     if issubclass(category, LabWarning):
         if str(message) not in _SAID:
@@ -774,7 +779,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     A mistake the user can fix (a bad argument, a missing file, a full disk, an unreachable tracking server)
     ends with one line ``optimlab: error: ...`` and exit status 2; the lab's warnings are one line each."""
-    from optimlab.lab.data import DatasetNotFoundError
+    from optimlab.lab.catalog.data import DatasetNotFoundError
 
     args = build_parser().parse_args(argv)
     previous = warnings.showwarning
