@@ -19,9 +19,10 @@ import pytest
 from lab_args import TINY
 
 from optimlab.lab.commands.cli import main, parse_seeds, split_specs
-from optimlab.lab.study import sweep as sweep_module
-from optimlab.lab.study.sweep import expand, load_records, run_sweep
+from optimlab.lab.executors import local as local_executor
+from optimlab.lab.study.sweep import expand, run_sweep
 from optimlab.lab.study.tuning import TUNING_SEED_BASE
+from optimlab.lab.training.results import load_records
 from optimlab.lab.training.runner import Callback, RunConfig, RunContext, run
 
 # the columns of summary.csv that are pure functions of the configs (timings are not)
@@ -151,7 +152,7 @@ def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path: Path, monke
     configs = expand(
         "quadratic", ["sgd", "adam"], {"sgd": [0.05], "adam": [0.1]}, [0, 1], steps=20, batch_size=1, eval_every=10
     )
-    real_run = sweep_module.run
+    real_run = local_executor.run
     calls = []
 
     def interrupted_after_three(config, **kwargs):
@@ -160,13 +161,13 @@ def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path: Path, monke
         calls.append(config.key())
         return real_run(config, **kwargs)
 
-    monkeypatch.setattr(sweep_module, "run", interrupted_after_three)
+    monkeypatch.setattr(local_executor, "run", interrupted_after_three)
     first = run_sweep(configs, tmp_path, progress=False)
     assert first.interrupted and first.finished == 3
     assert {r["key"] for r in load_records(tmp_path)} == set(calls)
     with open(tmp_path / "results.jsonl", "a") as f:
         f.write('{"key": "torn')  # a record cut short by a hard kill is ignored
-    monkeypatch.setattr(sweep_module, "run", real_run)
+    monkeypatch.setattr(local_executor, "run", real_run)
     second = run_sweep(configs, tmp_path, progress=False)
     assert (second.skipped, second.finished, second.interrupted) == (3, 1, False)
     assert {r["key"] for r in load_records(tmp_path)} == {c.key() for c in configs}
@@ -436,7 +437,7 @@ def _trajectory_callbacks(config: RunConfig) -> list[Callback]:
 
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_the_executor_attaches_callbacks_in_the_process_that_runs(tmp_path: Path, jobs: int) -> None:
-    from optimlab.lab.study.sweep import LocalExecutor
+    from optimlab.lab.executors.local import LocalExecutor
 
     lrs = {"sgd": [0.05], "adam": [0.1]}
     configs = expand("quadratic", ["sgd", "adam"], lrs, [0], steps=6, batch_size=1, eval_every=3)

@@ -20,8 +20,10 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (scripts/setup.sh test installs it)")
 
+from optimlab.lab.executors.local import LocalExecutor  # noqa: E402
 from optimlab.lab.executors.ray import RayExecutor, RunsFailedError  # noqa: E402
-from optimlab.lab.study.sweep import RESULTS_FILE, LocalExecutor, load_records, run_sweep  # noqa: E402
+from optimlab.lab.study.sweep import run_sweep  # noqa: E402
+from optimlab.lab.training.results import RESULTS_FILE, load_records  # noqa: E402
 from optimlab.lab.training.runner import Callback, RunConfig, RunContext  # noqa: E402
 
 # what a run measures of its own speed differs between any two runs; everything else must be equal

@@ -21,9 +21,11 @@ from typing import Any
 import pytest
 
 from optimlab.lab.commands.cli import main
-from optimlab.lab.study import sweep as sweep_module
+from optimlab.lab.executors.local import LocalExecutor
 from optimlab.lab.study import tuning as tuning_module
-from optimlab.lab.study.sweep import LabWarning, LocalExecutor, load_records, run_sweep
+from optimlab.lab.study.sweep import run_sweep
+from optimlab.lab.training import results as results_module
+from optimlab.lab.training.results import LabWarning, load_records
 from optimlab.lab.training.runner import RunConfig
 
 QUICK = ["--task", "quadratic", "--steps", "20", "--seeds", "1", "--tuning", "none", "--jobs", "1", "--no-progress"]
@@ -135,7 +137,7 @@ def test_a_full_disk_is_one_line_keeps_finished_runs_and_the_same_command_resume
     tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "out"
-    monkeypatch.setattr(sweep_module, "os", FullDisk(fail_from=2))
+    monkeypatch.setattr(results_module, "os", FullDisk(fail_from=2))
     assert compare(out) != 0
     line = one_error_line(capsys.readouterr().err)
     assert "No space left on device" in line and str(out) in line and "same command" in line
@@ -456,7 +458,7 @@ def test_dry_run_creates_nothing(tmp_path: Path, capsys) -> None:
 def test_threads_checking_one_folder_at_once_do_not_trip_each_other(tmp_path: Path) -> None:
     """check_writable's probe file has a unique name: threads of one process share a pid, and a probe named after
     it was removed by one thread under another (892 of 2400 checks failed with 8 threads before the fix)."""
-    from optimlab.lab.study.sweep import check_writable
+    from optimlab.lab.training.results import check_writable
 
     errors: list[Exception] = []
 

@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from optimlab.lab.study.sweep import LocalExecutor, load_records, run_sweep
+from optimlab.lab.executors.local import LocalExecutor
+from optimlab.lab.study.sweep import run_sweep
+from optimlab.lab.training.results import load_records
 from optimlab.lab.training.runner import RunConfig
 
 CONFIGS = [RunConfig(task="quadratic", optimizer=o, lr=0.05, seed=2, steps=40, eval_every=10) for o in ("sgd", "adam")]

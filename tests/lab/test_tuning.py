@@ -11,9 +11,10 @@ import pytest
 from optimlab.lab.catalog.presets import DEFAULT_OPTIMIZERS, PRESETS, search_space
 from optimlab.lab.catalog.space import MIN_LR_DECADES, Param, SearchSpace, halton, parse_space, trial_points
 from optimlab.lab.catalog.tasks import ClassificationTask, get_task
+from optimlab.lab.executors.local import LocalExecutor
 from optimlab.lab.study import tuning
-from optimlab.lab.study.sweep import LocalExecutor, load_records
 from optimlab.lab.study.tuning import Protocol, default_protocol, load_study, select, tune_and_run
+from optimlab.lab.training.results import load_records
 
 TINY = dict(steps=40, eval_every=20, budget=3, seeds=(0, 1), batch_size=50)
 

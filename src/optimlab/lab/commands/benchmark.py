@@ -110,8 +110,8 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Run every task's study into ``out/TASK`` (resumable) and return ``{task: StudyResult}``."""
     from optimlab.lab.executors.tracking import guard
-    from optimlab.lab.study.sweep import check_writable
     from optimlab.lab.study.tuning import check_folder, check_ours, tune_and_run
+    from optimlab.lab.training.results import check_writable
 
     check_ours(Path(out), (BENCHMARK_FILE,), "benchmark folder")
     out = check_writable(out)
@@ -232,7 +232,7 @@ def build_benchmark_report(out: str | os.PathLike) -> tuple[Path, str]:
     """Per-task reports (``OUT/TASK/report.html``), the profiles, scores and ``OUT/report.html``; returns the
     page's path and the printed text."""
     from optimlab.lab.present.report import _STYLE, _html_table, build_report, headline_sentence
-    from optimlab.lab.study.sweep import check_writable
+    from optimlab.lab.training.results import check_writable
 
     out = Path(out)
     path = out / BENCHMARK_FILE

@@ -544,7 +544,7 @@ def _lr_find(args: argparse.Namespace) -> int:
     from optimlab.lab.catalog.presets import build_optimizer, check_spec
     from optimlab.lab.catalog.tasks import get_task
     from optimlab.lab.present.style import color_for
-    from optimlab.lab.study.sweep import check_writable
+    from optimlab.lab.training.results import check_writable
 
     task = get_task(args.task)
     check_spec(args.optimizer)
@@ -603,7 +603,7 @@ def _configure_schedule(s: argparse.ArgumentParser) -> None:
 
 def _schedule(args: argparse.Namespace) -> int:
     from optimlab.lab.present.report import _plt, _save
-    from optimlab.lab.study.sweep import check_writable
+    from optimlab.lab.training.results import check_writable
     from optimlab.lab.training.runner import build_schedule, parse_schedule
 
     if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
@@ -737,9 +737,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
                   line: str | None = None) -> None:
-    """The lab's warnings (:class:`~optimlab.lab.study.sweep.LabWarning`) as one line each, each said once per command
-    (a results file is read several times); others as Python prints them."""
-    from optimlab.lab.study.sweep import LabWarning
+    """The lab's warnings (:class:`~optimlab.lab.training.results.LabWarning`) as one line each, each said once per
+    command (a results file is read several times); others as Python prints them."""
+    from optimlab.lab.training.results import LabWarning
 
     if issubclass(category, LabWarning):
         if str(message) not in _SAID:

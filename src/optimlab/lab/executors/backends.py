@@ -113,7 +113,7 @@ def executor_from_args(
             progress=progress,
             callbacks=callbacks,
         )
-    from optimlab.lab.study.sweep import LocalExecutor
+    from optimlab.lab.executors.local import LocalExecutor
 
     return LocalExecutor(jobs=jobs, data_dir=data_dir, progress=progress, callbacks=callbacks)
 

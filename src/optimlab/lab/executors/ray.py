@@ -32,8 +32,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from optimlab.lab.study.sweep import CallbackFactory
-from optimlab.lab.training.runner import RunConfig
+from optimlab.lab.training.runner import CallbackFactory, RunConfig
 
 __all__ = ["RayExecutor", "RunsFailedError", "RAY_MISSING"]
 
@@ -171,7 +170,7 @@ class RayExecutor:
     process is used as it is (and left running). ``cpus_per_run`` (default 1) is each run's CPU request and its
     torch thread count (``threads`` overrides the latter); ``gpus_per_run`` its GPU request (fractions allowed);
     ``max_retries`` (default 2) how often a run whose worker died is started again. ``progress``: the per-run
-    bars (``None``: only on a terminal). ``callbacks``: as for :class:`~optimlab.lab.study.sweep.LocalExecutor`
+    bars (``None``: only on a terminal). ``callbacks``: as for :class:`~optimlab.lab.executors.local.LocalExecutor`
     (pickled to the workers). ``log``: where the start-up line goes (default stderr).
     """
 

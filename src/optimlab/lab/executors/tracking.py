@@ -186,7 +186,7 @@ def _root_cause(error: BaseException) -> str:
 def check_tensorboard_dir(log_dir: str | os.PathLike) -> None:
     """Raise ``ValueError`` when ``log_dir`` (or a folder above it) is an existing file: checked before any
     run, and by ``--dry-run``, which creates nothing."""
-    from optimlab.lab.study.sweep import nearest_existing
+    from optimlab.lab.training.results import nearest_existing
 
     folder = nearest_existing(log_dir)
     if not folder.is_dir():
@@ -200,7 +200,7 @@ def check_mlflow_uri(uri: str) -> None:
     if resolved.startswith("file:"):
         from urllib.parse import unquote, urlparse
 
-        from optimlab.lab.study.sweep import nearest_existing
+        from optimlab.lab.training.results import nearest_existing
 
         folder = nearest_existing(unquote(urlparse(resolved).path))
         if not folder.is_dir():
@@ -327,7 +327,7 @@ class GuardedTracker:
         try:
             self.tracker.log(record)
         except Exception as e:  # a server gone, a full disk, a bug in a tracker: the runs matter more
-            from optimlab.lab.study.sweep import LabWarning
+            from optimlab.lab.training.results import LabWarning
 
             self.disabled = True
             warnings.warn(
@@ -368,7 +368,7 @@ def guard(trackers: Iterable[Any]) -> list[GuardedTracker]:
 
 def log_folder(out: str | os.PathLike, trackers: Sequence[Tracker]) -> int:
     """Log every record of a results folder (those already logged are skipped); returns how many records."""
-    from optimlab.lab.study.sweep import load_records
+    from optimlab.lab.training.results import load_records
 
     records = load_records(out)
     for record in records:

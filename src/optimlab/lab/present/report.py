@@ -25,8 +25,8 @@ from optimlab.lab.catalog.presets import ABBREVIATIONS
 from optimlab.lab.present.stats import Interval
 from optimlab.lab.present.style import color_for
 from optimlab.lab.present.summary import Row, TaskSummary, headline_value, summarize_study
-from optimlab.lab.study.sweep import check_writable, named
 from optimlab.lab.study.tuning import load_study
+from optimlab.lab.training.results import check_writable, named
 
 __all__ = [
     "build_report",

@@ -286,7 +286,7 @@ class Context:
             except (OSError, ValueError) as e:  # empty or cut short (a power loss), not JSON, not text
                 stored, problem = None, str(e) or type(e).__name__
             if problem is not None:
-                from optimlab.lab.study.sweep import LabWarning
+                from optimlab.lab.training.results import LabWarning
 
                 warnings.warn(f"{path} is unreadable ({problem}); computing that piece again", LabWarning,
                               stacklevel=2)
@@ -311,8 +311,8 @@ class Context:
     # -- training runs through the lab --------------------------------------------------------------
 
     def executor(self, callbacks: Any = None) -> Any:
-        """A :class:`~optimlab.lab.study.sweep.LocalExecutor` with this context's jobs, data folder and progress."""
-        from optimlab.lab.study.sweep import LocalExecutor
+        """A :class:`~optimlab.lab.executors.local.LocalExecutor` with this context's jobs, data folder and progress."""
+        from optimlab.lab.executors.local import LocalExecutor
 
         return LocalExecutor(jobs=self.jobs, data_dir=self.data_dir, progress=None if self.progress else False,
                              callbacks=callbacks)
@@ -323,7 +323,8 @@ class Context:
         seed and config) and return their records, in the order of ``configs``. Raises KeyboardInterrupt when the
         sweep was interrupted."""
         from optimlab.lab.commands.cli import ProgressPrinter
-        from optimlab.lab.study.sweep import load_records, run_sweep
+        from optimlab.lab.study.sweep import run_sweep
+        from optimlab.lab.training.results import load_records
 
         configs = list(configs)
         out = self.folder / subdir
@@ -348,8 +349,8 @@ class Context:
         ``callbacks``: a module-level function ``config -> [Callback, ...]`` (what they put in ``ctx.extras`` is
         in each record's ``"extras"``)."""
         from optimlab.lab.commands.cli import ProgressPrinter
-        from optimlab.lab.study.sweep import load_records
         from optimlab.lab.study.tuning import tune_and_run
+        from optimlab.lab.training.results import load_records
 
         total = len(optimizers) * (protocol.trials_per_optimizer() * protocol.trial_steps
                                    + len(protocol.seeds) * protocol.steps)

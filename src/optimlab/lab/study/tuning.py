@@ -33,8 +33,11 @@ from typing import Any
 from optimlab.lab.catalog.presets import check_spec, parse_spec, preset_lr, search_space
 from optimlab.lab.catalog.space import METHODS, Param, SearchSpace, trial_points
 from optimlab.lab.catalog.tasks import Task, get_task
+from optimlab.lab.executors import Executor
+from optimlab.lab.executors.local import LocalExecutor
 from optimlab.lab.executors.tracking import guard
-from optimlab.lab.study.sweep import Executor, LocalExecutor, check_writable, load_records, run_sweep
+from optimlab.lab.study.sweep import run_sweep
+from optimlab.lab.training.results import check_writable, load_records
 from optimlab.lab.training.runner import RECORD_VERSION, RunConfig
 
 __all__ = [

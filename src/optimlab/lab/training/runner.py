@@ -30,7 +30,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,6 +46,7 @@ __all__ = [
     "RunConfig",
     "RunContext",
     "Callback",
+    "CallbackFactory",
     "TrajectoryCallback",
     "run",
     "environment",
@@ -159,6 +160,10 @@ class Callback:
     def on_eval(self, ctx: RunContext, metrics: dict[str, float]) -> None: ...
 
     def on_run_end(self, ctx: RunContext) -> None: ...
+
+
+CallbackFactory = Callable[["RunConfig"], Sequence[Callback]]
+"""A function ``config -> [Callback, ...]`` that an executor calls for every run, in the process that runs it."""
 
 
 class TrajectoryCallback(Callback):

@@ -1,0 +1,171 @@
+"""The local executor: runs configs in this process or in a pool of spawned worker processes.
+
+Every executor follows :class:`optimlab.lab.executors.Executor`: it runs configs and yields their records as they
+complete; it never writes (the study's driver does).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from optimlab.lab.training.runner import CallbackFactory, RunConfig, run
+
+__all__ = ["LocalExecutor"]
+
+# ----------------------------------------------------------------------------------------------------
+# The local executor: this process, or a pool of spawned processes
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(
+    threads: int, data_dir: str | None, slots: Any, lock: Any, show_progress: bool, callbacks: CallbackFactory | None
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER.update(data_dir=data_dir, slot=slots.get(), show_progress=show_progress, callbacks=callbacks)
+    if lock is not None:
+        from tqdm.auto import tqdm
+
+        tqdm.set_lock(lock)
+
+
+def _progress_bar(config: RunConfig, position: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=config.steps,
+        desc=f"{config.optimizer} lr={config.lr:.3g} s{config.seed}",
+        position=position,
+        leave=False,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+
+
+def _worker_run(config: RunConfig) -> dict[str, Any]:
+    bar = _progress_bar(config, _WORKER["slot"] + 1, _WORKER["show_progress"])
+    try:
+        factory = _WORKER["callbacks"]
+        callbacks = list(factory(config)) if factory is not None else []
+        return run(config, callbacks=callbacks, data_dir=_WORKER["data_dir"], progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+class LocalExecutor:
+    """Runs configs on this machine: in this process (``jobs == 1``) or in ``jobs`` spawned worker processes
+    with ``threads`` torch threads each (default: CPU count // jobs, at least 1). ``progress``: per-run tqdm
+    bars (``None``: only on a terminal). ``callbacks``: a function ``config -> [Callback, ...]`` called for every
+    run, in the process that runs it (with ``jobs > 1`` it must be picklable: a module-level function), e.g. the
+    diagnostics that ``compare --diagnostics`` attaches; whatever they put in ``ctx.extras`` is in the record.
+
+    The worker pool is started on first use and kept for later calls (a tuning phase and a final phase share
+    it); :meth:`close` (or leaving a ``with`` block) stops it. Ctrl-C or an error terminates it.
+    """
+
+    def __init__(
+        self,
+        jobs: int = 1,
+        threads: int | None = None,
+        data_dir: str | None = None,
+        progress: bool | None = None,
+        callbacks: CallbackFactory | None = None,
+    ):
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        self.jobs = jobs
+        self.threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+        self.data_dir = data_dir
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.callbacks = callbacks
+        self._pool: Any = None
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the worker processes (if any were started)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+            self._pool = None
+
+    def _terminate(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def run(self, configs: Sequence[RunConfig]) -> Iterator[dict[str, Any]]:
+        configs = list(configs)
+        if not configs:
+            return
+        if self.jobs == 1:
+            yield from self._serial(configs)
+        else:
+            yield from self._parallel(configs)
+
+    def _serial(self, configs: list[RunConfig]) -> Iterator[dict[str, Any]]:
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            for config in configs:
+                bar = _progress_bar(config, 1, self.progress)
+                callbacks = list(self.callbacks(config)) if self.callbacks is not None else []
+                try:
+                    record = run(config, callbacks=callbacks, data_dir=self.data_dir, progress=bar)
+                finally:
+                    if bar is not None:
+                        bar.close()
+                yield record
+        finally:
+            torch.set_num_threads(previous)
+
+    def _start(self) -> Any:
+        if self._pool is None:
+            ctx = mp.get_context("spawn")
+            slots = ctx.Queue()
+            for i in range(self.jobs):
+                slots.put(i)
+            lock = None
+            if self.progress:
+                from tqdm.auto import tqdm
+
+                lock = ctx.RLock()
+                tqdm.set_lock(lock)
+            self._pool = ctx.Pool(
+                self.jobs,
+                initializer=_init_worker,
+                initargs=(self.threads, self.data_dir, slots, lock, self.progress, self.callbacks),
+            )
+        return self._pool
+
+    def _parallel(self, configs: list[RunConfig]) -> Iterator[dict[str, Any]]:
+        pool = self._start()
+        try:
+            yield from pool.imap_unordered(_worker_run, configs)
+        except BaseException:  # Ctrl-C, an error in a run, or the driver closing this generator early
+            self._terminate()
+            raise
+
+
