@@ -20,8 +20,8 @@ from lab_args import TINY
 
 from optimlab.lab.commands.cli import main, parse_seeds, split_specs
 from optimlab.lab.executors import local as local_executor
+from optimlab.lab.study.protocol import TUNING_SEED_BASE
 from optimlab.lab.study.sweep import expand, run_sweep
-from optimlab.lab.study.tuning import TUNING_SEED_BASE
 from optimlab.lab.training.results import load_records
 from optimlab.lab.training.runner import Callback, RunConfig, RunContext, run
 

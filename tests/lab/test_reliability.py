@@ -22,7 +22,8 @@ import pytest
 
 from optimlab.lab.commands.cli import main
 from optimlab.lab.executors.local import LocalExecutor
-from optimlab.lab.study import tuning as tuning_module
+from optimlab.lab.study import folder as folder_module
+from optimlab.lab.study.protocol import default_protocol as make_protocol
 from optimlab.lab.study.sweep import run_sweep
 from optimlab.lab.training import results as results_module
 from optimlab.lab.training.results import LabWarning, load_records
@@ -398,17 +399,17 @@ def test_dry_run_checks_the_backend_flags(tmp_path: Path, capsys, flags: list[st
 
 
 def test_two_commands_registering_optimizers_at_once_keep_both(tmp_path: Path, monkeypatch) -> None:
-    protocol = tuning_module.default_protocol("quadratic", steps=20, seeds=(0,), tuning="none")
-    check = tuning_module.check_folder
+    protocol = make_protocol("quadratic", steps=20, seeds=(0,), tuning="none")
+    check = folder_module.check_folder
 
     def slow_check(*args: Any, **kwargs: Any) -> list[str]:  # widens the read-modify-write window
         registered = check(*args, **kwargs)
         time.sleep(0.3)
         return registered
 
-    monkeypatch.setattr(tuning_module, "check_folder", slow_check)
+    monkeypatch.setattr(folder_module, "check_folder", slow_check)
     threads = [
-        threading.Thread(target=tuning_module.register_optimizers, args=(tmp_path, protocol, [spec]))
+        threading.Thread(target=folder_module.register_optimizers, args=(tmp_path, protocol, [spec]))
         for spec in ("sgd", "adam")
     ]
     for t in threads:

@@ -106,7 +106,7 @@ def test_fake_experiment_runs_caches_and_resumes_after_interrupt(tmp_path: Path)
 
 def test_training_pieces_are_counted_computed_then_reused(tmp_path: Path) -> None:
     """ctx.sweep and ctx.tune count their runs: all computed on the first call, all reused on the next."""
-    from optimlab.lab.study.tuning import Protocol
+    from optimlab.lab.study.protocol import Protocol
     from optimlab.lab.training.runner import RunConfig
 
     exp = Experiment.from_module(_fake_module([]))

@@ -13,7 +13,10 @@ from optimlab.lab.catalog.space import MIN_LR_DECADES, Param, SearchSpace, halto
 from optimlab.lab.catalog.tasks import ClassificationTask, get_task
 from optimlab.lab.executors.local import LocalExecutor
 from optimlab.lab.study import tuning
-from optimlab.lab.study.tuning import Protocol, default_protocol, load_study, select, tune_and_run
+from optimlab.lab.study.cost import estimate_cost, remaining_configs
+from optimlab.lab.study.protocol import TUNING_SEED_BASE, Protocol, ProtocolMismatchError, default_protocol
+from optimlab.lab.study.selection import select
+from optimlab.lab.study.tuning import load_study, tune_and_run
 from optimlab.lab.training.results import load_records
 
 TINY = dict(steps=40, eval_every=20, budget=3, seeds=(0, 1), batch_size=50)
@@ -124,7 +127,7 @@ def test_tuning_never_reads_the_test_split_before_selection(tmp_path: Path, monk
         assert all(r["test"] is None and r["config"]["splits"] == ["val"] for r in result.selection.trials)
         assert all(set(r["test"]) == {"loss", "accuracy"} for r in result.finals)
         assert {r["config"]["seed"] for r in result.finals} == {0, 1}  # fresh seeds, not the tuning seeds
-        assert all(r["config"]["seed"] >= tuning.TUNING_SEED_BASE for r in result.selection.trials)
+        assert all(r["config"]["seed"] >= TUNING_SEED_BASE for r in result.selection.trials)
         assert {r["config"]["lr"] for r in result.finals} == {result.selection.lr}
 
 
@@ -135,7 +138,7 @@ def test_protocol_is_stored_with_the_results_and_mismatches_are_refused(tmp_path
     assert study.protocol == protocol and list(study.results) == ["sgdm"] and study.complete
     before = (tmp_path / "results.jsonl").read_bytes()
     other = default_protocol("mnist1d-mlp", **{**TINY, "steps": 30})
-    with pytest.raises(tuning.ProtocolMismatchError, match="steps: 40 there, 30 now"):
+    with pytest.raises(ProtocolMismatchError, match="steps: 40 there, 30 now"):
         tune_and_run("mnist1d-mlp", ["sgdm"], other, tmp_path)
     assert (tmp_path / "results.jsonl").read_bytes() == before  # nothing lost, nothing appended
     # the same protocol with one more optimizer extends the folder; the finished runs are reused
@@ -158,10 +161,10 @@ def test_presets_without_tuning_and_explicit_lr_grid(tmp_path: Path) -> None:
 
 def test_cost_estimate_counts_only_what_is_left(tmp_path: Path) -> None:
     protocol = default_protocol("mnist1d-mlp", **TINY)
-    todo = tuning.remaining_configs(protocol, ["sgdm", "adam"], tmp_path)
+    todo = remaining_configs(protocol, ["sgdm", "adam"], tmp_path)
     assert len(todo) == 2 * (3 + 2)
-    cost = tuning.estimate_cost(protocol, todo, probe_steps=5)
+    cost = estimate_cost(protocol, todo, probe_steps=5)
     assert cost.runs == 10 and cost.train_steps == 2 * (3 * protocol.trial_steps + 2 * 40) and cost.seconds > 0
     assert "expected about" in cost.describe()
     tune_and_run("mnist1d-mlp", ["sgdm"], protocol, tmp_path)
-    assert len(tuning.remaining_configs(protocol, ["sgdm", "adam"], tmp_path)) == 5
+    assert len(remaining_configs(protocol, ["sgdm", "adam"], tmp_path)) == 5

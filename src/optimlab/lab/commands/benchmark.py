@@ -55,9 +55,9 @@ QUICK_OPTIMIZERS: tuple[str, ...] = ("sgdm", "adam")
 
 
 def suite_protocols(tasks: Sequence[str] = SUITE, *, quick: bool = False, **overrides: Any) -> dict[str, Any]:
-    """The protocol of each task: :func:`~optimlab.lab.study.tuning.default_protocol`, on the quick budget with
+    """The protocol of each task: :func:`~optimlab.lab.study.protocol.default_protocol`, on the quick budget with
     ``quick``; ``overrides`` (e.g. ``seeds``, ``budget``, ``study``) apply to every task."""
-    from optimlab.lab.study.tuning import default_protocol
+    from optimlab.lab.study.protocol import default_protocol
 
     out = {}
     for t in tasks:
@@ -110,7 +110,8 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Run every task's study into ``out/TASK`` (resumable) and return ``{task: StudyResult}``."""
     from optimlab.lab.executors.tracking import guard
-    from optimlab.lab.study.tuning import check_folder, check_ours, tune_and_run
+    from optimlab.lab.study.folder import check_folder, check_ours
+    from optimlab.lab.study.tuning import tune_and_run
     from optimlab.lab.training.results import check_writable
 
     check_ours(Path(out), (BENCHMARK_FILE,), "benchmark folder")
@@ -341,7 +342,8 @@ def command(args: argparse.Namespace) -> int:
         executor_from_args,
         trackers_from_args,
     )
-    from optimlab.lab.study.tuning import _duration, check_folder, check_ours, estimate_cost, remaining_configs
+    from optimlab.lab.study.cost import _duration, estimate_cost, remaining_configs
+    from optimlab.lab.study.folder import check_folder, check_ours
 
     tasks = list(dict.fromkeys(args.tasks or SUITE))
     for t in tasks:

@@ -2,7 +2,7 @@
 
 ``optimlab compare`` with no arguments is the lab's default comparison: every optimizer of
 :data:`optimlab.lab.catalog.presets.DEFAULT_OPTIMIZERS` tuned with the same budget on MNIST-1D (the protocol of
-:func:`optimlab.lab.study.tuning.default_protocol`), then run on fresh seeds; it prints the answer, the table, and
+:func:`optimlab.lab.study.protocol.default_protocol`), then run on fresh seeds; it prints the answer, the table, and
 writes the report.
 
 Subcommands live in :data:`COMMANDS` (name -> :class:`Command`); another module adds one with
@@ -308,10 +308,10 @@ class FinalRunDiagnostics:
 
 
 def protocol_from_args(args: argparse.Namespace) -> Any:
-    """The :class:`~optimlab.lab.study.tuning.Protocol` a ``compare`` command line asks for (validated)."""
+    """The :class:`~optimlab.lab.study.protocol.Protocol` a ``compare`` command line asks for (validated)."""
     from optimlab.lab.catalog.space import parse_space
     from optimlab.lab.catalog.tasks import ClassificationTask, get_task
-    from optimlab.lab.study.tuning import default_protocol
+    from optimlab.lab.study.protocol import default_protocol
     from optimlab.lab.training.runner import build_schedule
 
     task = get_task(args.task)
@@ -360,7 +360,7 @@ def protocol_from_args(args: argparse.Namespace) -> Any:
 
 
 def _default_out(protocol: Any) -> Path:
-    from optimlab.lab.study.tuning import default_protocol
+    from optimlab.lab.study.protocol import default_protocol
 
     base = default_protocol(protocol.task)
     if protocol == base:
@@ -391,7 +391,9 @@ def _compare(args: argparse.Namespace) -> int:
         trackers_from_args,
     )
     from optimlab.lab.present.report import build_report, format_summary
-    from optimlab.lab.study.tuning import check_folder, estimate_cost, remaining_configs, tune_and_run
+    from optimlab.lab.study.cost import estimate_cost, remaining_configs
+    from optimlab.lab.study.folder import check_folder
+    from optimlab.lab.study.tuning import tune_and_run
 
     task = get_task(args.task)
     specs = split_specs(args.optimizers) if args.optimizers else list(DEFAULT_OPTIMIZERS)

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from optimlab.lab.present import stats
-from optimlab.lab.study.tuning import OptimizerResult, Selection, StudyResult
+from optimlab.lab.study.selection import Selection
+from optimlab.lab.study.tuning import OptimizerResult, StudyResult
 
 __all__ = ["Row", "TaskSummary", "summarize_study", "headline_value"]
 

@@ -89,7 +89,7 @@ RULE = ("Per task, on the final seeds (Welch's t test, alpha 0.05; with one seed
 
 
 def _protocol(p: dict[str, Any], task: str, seeds: tuple[int, ...]) -> Any:
-    from optimlab.lab.study.tuning import default_protocol
+    from optimlab.lab.study.protocol import default_protocol
 
     t = p["tasks"][task]
     return default_protocol(task, steps=t["steps"], batch_size=t["batch_size"], eval_every=t["eval_every"],

@@ -84,7 +84,7 @@ RULE = ("For each factor (reshuffling every epoch vs one fixed order; BatchNorm 
 
 
 def _protocol(p: dict[str, Any], task: str, seeds: tuple[int, ...]) -> Any:
-    from optimlab.lab.study.tuning import default_protocol
+    from optimlab.lab.study.protocol import default_protocol
 
     return default_protocol(task, steps=int(p["steps"]), batch_size=int(p["batch_size"]),
                             eval_every=int(p["eval_every"]), schedule=p["schedule"], tuning=p["tuning"],

@@ -120,7 +120,7 @@ def speedup_interval(base: list[float], other: list[float], confidence: float = 
 
 def _protocol(p: dict[str, Any], task: str, seeds: tuple[int, ...]) -> Any:
     from optimlab.lab.catalog.tasks import get_task
-    from optimlab.lab.study.tuning import default_protocol
+    from optimlab.lab.study.protocol import default_protocol
 
     t = get_task(task)
     steps = int(p["steps"][task])

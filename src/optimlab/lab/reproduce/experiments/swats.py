@@ -81,7 +81,7 @@ def cost(protocol: dict[str, Any]) -> tuple[int, float]:
 
 
 def _protocol(pr: dict[str, Any]) -> Any:
-    from optimlab.lab.study.tuning import Protocol
+    from optimlab.lab.study.protocol import Protocol
 
     fields = ("task", "steps", "batch_size", "eval_every", "schedule", "tuning", "budget", "refine", "trial_fraction",
               "alpha")
