@@ -167,7 +167,7 @@ class ProgressPrinter:
         self.last = -math.inf
 
     def __call__(self, kind: str, **info: Any) -> None:
-        from optimlab.lab.present.report import fmt_value
+        from optimlab.lab.catalog.metrics import fmt_value
 
         if kind == "record":
             rec = info["record"]
@@ -640,9 +640,9 @@ def _schedule(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     from optimlab.lab.catalog import adapter
+    from optimlab.lab.catalog.metrics import fmt_value
     from optimlab.lab.catalog.presets import DEFAULT_OPTIMIZERS, PRESETS, WRAPPERS, search_space
     from optimlab.lab.catalog.tasks import DEFAULT_TASK, TASKS
-    from optimlab.lab.present.report import fmt_value
 
     print("tasks (the target of 'time to target': a validation metric; the training loss on the 2-D tasks):")
     for t in TASKS.values():

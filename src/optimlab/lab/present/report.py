@@ -21,6 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from optimlab.lab.catalog.metrics import fmt_value
+from optimlab.lab.catalog.metrics import scale as _scale
+from optimlab.lab.catalog.metrics import unit as _unit
 from optimlab.lab.catalog.presets import ABBREVIATIONS
 from optimlab.lab.present.stats import Interval
 from optimlab.lab.present.style import color_for
@@ -46,25 +49,6 @@ FIGURES = ("answer", "curves", "time_to_target", "lr_sensitivity", "generalizati
 
 # ----------------------------------------------------------------------------------------------------
 # Numbers as text
-
-
-def _scale(metric: str) -> float:
-    return 100.0 if metric == "accuracy" else 1.0
-
-
-def _unit(metric: str) -> str:
-    return " %" if metric == "accuracy" else ""
-
-
-def fmt_value(x: float | None, metric: str) -> str:
-    """A metric value for display: accuracy in %, perplexity with 4 digits, a loss with 3 significant digits."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    if metric == "accuracy":
-        return f"{100 * x:.1f}"
-    if metric == "perplexity":
-        return f"{x:.3f}" if x < 10 else f"{x:.4g}"
-    return f"{x:.3g}"
 
 
 def _fmt_ci(ci: Interval | None, metric: str) -> str:
