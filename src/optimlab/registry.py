@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .algorithms import LAMB, LARS, SGD, SGDW, SWATS, AdaBound, Adagrad, Adam, AdamW, AMSBound, NAdam, RAdam, RMSprop
+from .param_groups import no_decay_param_groups
 
 __all__ = ["OPTIMIZERS", "OptimizerSpec", "create_optimizer", "no_decay_param_groups", "register_optimizer"]
 
@@ -88,42 +89,6 @@ register_optimizer("shampoo", Shampoo, "Shampoo with Adam grafting and blocking 
 
 # Options that switch layer-wise adaptation off, for the optimizers that have it.
 _ADAPTATION_OFF = {"layer_adaptation": False}
-
-
-def _is_no_decay(name: str, p: torch.Tensor, module: nn.Module | None) -> bool:
-    """Biases and normalisation weights: 1-d or scalar tensors (nanoGPT's ``p.dim() >= 2`` rule), or any
-    parameter of a normalisation layer."""
-    norm_types = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
-    rms = getattr(nn, "RMSNorm", None)
-    if rms is not None:
-        norm_types = norm_types + (rms,)
-    return p.dim() < 2 or (module is not None and isinstance(module, norm_types))
-
-
-def no_decay_param_groups(model: nn.Module, weight_decay: float,
-                          exclude: Callable[[str, torch.Tensor], bool] | None = None,
-                          no_decay_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Split a model's parameters into a decayed group and a group without weight decay.
-
-    By default biases and normalisation weights go to the second group (``exclude(name, param)`` overrides
-    the rule). ``no_decay_options`` are extra options for that group (e.g. ``{"layer_adaptation": False}``).
-    Shared parameters are listed once.
-    """
-    decay, no_decay, seen = [], [], set()
-    for module_name, module in model.named_modules():
-        for name, p in module.named_parameters(recurse=False):
-            if id(p) in seen or not p.requires_grad:
-                continue
-            seen.add(id(p))
-            full = f"{module_name}.{name}" if module_name else name
-            excluded = exclude(full, p) if exclude is not None else _is_no_decay(full, p, module)
-            (no_decay if excluded else decay).append(p)
-    groups = []
-    if decay:
-        groups.append({"params": decay, "weight_decay": weight_decay})
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, **(no_decay_options or {})})
-    return groups
 
 
 def create_optimizer(name: str, params_or_model: nn.Module | Iterable[Any], *,

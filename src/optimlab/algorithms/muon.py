@@ -16,6 +16,7 @@ from ..core import ops as F
 from ..core import validation as V
 from ..core.base import ParamsT, new_step, scaling
 from ..core.ops import TensorOrList
+from ..param_groups import muon_param_groups
 from . import _matrix as M
 from ._matrix_step import MatrixOptimizer, WholeMatrices
 
@@ -297,87 +298,10 @@ class Muon(MatrixOptimizer):
                 and Moonlight use one value).
             **kwargs: Muon's arguments (lr, weight_decay, momentum, ...).
         """
-        from ..registry import _is_no_decay  # the registry's decay-exclusion rule (biases, norm layers)
-
         if adamw_lr is None:
             adamw_lr = kwargs.get("lr", 1e-3) if kwargs.get("adjust_lr_fn") == "match_rms_adamw" else 3e-4
         adam_options = dict(use_muon=False, lr=adamw_lr, adam_betas=adamw_betas, adam_eps=adamw_eps)
         wd = kwargs.get("weight_decay", 0.1)
         adam_wd = wd if adamw_weight_decay is None else adamw_weight_decay
-        groups: list[dict[str, Any]] = []
-        if isinstance(params_or_model, nn.Module):
-            named = _named_parameters(params_or_model)
-            rule = _muon_rule(params_or_model, muon_params)
-            muon = [(n, p) for n, p, _ in named if rule(n, p)]
-            adam = [(n, p, m) for n, p, m in named if not rule(n, p)]
-            if exclude_from_decay:
-                pick = exclude_from_decay if callable(exclude_from_decay) else None
-                excluded = [pick(n, p) if pick is not None else _is_no_decay(n, p, m) for n, p, m in adam]
-            else:
-                excluded = [False] * len(adam)
-            if muon:
-                groups.append(dict(params=[p for _, p in muon], param_names=[n for n, _ in muon], use_muon=True))
-            for skip in (False, True):
-                part = [(n, p) for (n, p, _), e in zip(adam, excluded, strict=True) if e == skip]
-                if part:
-                    groups.append(dict(params=[p for _, p in part], param_names=[n for n, _ in part],
-                                       weight_decay=0.0 if skip else adam_wd, **adam_options))
-        else:
-            if exclude_from_decay:
-                raise TypeError("Invalid params_or_model for exclude_from_decay: expected an nn.Module, got "
-                                f"{type(params_or_model).__name__}")
-            items = list(params_or_model)
-            as_groups = items and isinstance(items[0], dict)
-            chosen = _chosen(muon_params)
-            adam_parts = []
-            for g in items if as_groups else [{"params": items}]:
-                ps = list(g["params"])
-                options = {k: v for k, v in g.items() if k != "params"}
-                to_muon = [chosen(f"{i}", p) if chosen is not None else p.dim() >= 2 for i, p in enumerate(ps)]
-                if any(to_muon):
-                    groups.append({**options, "params": [p for p, m in zip(ps, to_muon, strict=True) if m],
-                                   "use_muon": True})
-                if not all(to_muon):
-                    adam_parts.append({**options, "params": [p for p, m in zip(ps, to_muon, strict=True) if not m],
-                                       "weight_decay": adam_wd, **adam_options})
-            groups += adam_parts
-        return cls(groups, **kwargs)
+        return cls(muon_param_groups(params_or_model, muon_params, exclude_from_decay, adam_options, adam_wd), **kwargs)
 
-
-def _named_parameters(model: nn.Module) -> list[tuple[str, Tensor, nn.Module]]:
-    """``(full name, parameter, owning module)`` for every trainable parameter, shared ones once."""
-    out, seen = [], set()
-    for module_name, module in model.named_modules():
-        for name, p in module.named_parameters(recurse=False):
-            if id(p) in seen or not p.requires_grad:
-                continue
-            seen.add(id(p))
-            out.append((f"{module_name}.{name}" if module_name else name, p, module))
-    return out
-
-
-def _chosen(muon_params: Any) -> Callable[[str, Tensor], bool] | None:
-    """The override as a predicate: a callable as is, a collection of names/parameters as membership."""
-    if muon_params is None or callable(muon_params):
-        return muon_params
-    members = list(muon_params)
-    names = {m for m in members if isinstance(m, str)}
-    ids = {id(m) for m in members if isinstance(m, Tensor)}
-    return lambda name, p: name in names or id(p) in ids
-
-
-def _muon_rule(model: nn.Module, muon_params: Any) -> Callable[[str, Tensor], bool]:
-    chosen = _chosen(muon_params)
-    if chosen is not None:
-        return chosen
-    not_hidden: set[int] = set()
-    for m in model.modules():
-        if isinstance(m, nn.Embedding | nn.EmbeddingBag):
-            not_hidden.update(id(p) for p in m.parameters(recurse=False))
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if linears:
-        not_hidden.add(id(linears[-1].weight))
-    convs = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)]
-    if convs:
-        not_hidden.add(id(convs[0].weight))
-    return lambda name, p: p.dim() >= 2 and id(p) not in not_hidden
