@@ -47,8 +47,7 @@ import inspect
 import operator
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from functools import cache
 from itertools import repeat
 from typing import Any
@@ -87,24 +86,6 @@ def _number(value: Any) -> Any:
 def new_step() -> Tensor:
     """A fresh step counter, as torch.optim keeps it (a 0-d float tensor of the default scalar dtype)."""
     return torch.tensor(0.0, dtype=_get_scalar_dtype())
-
-
-@contextmanager
-def _working_copies(s: dict[str, Any], keys: list[str], dtype: torch.dtype) -> Iterator[None]:
-    """Within the block, ``s[k]`` for state stored in another dtype is a copy in ``dtype``; on exit the copy is
-    rounded back into the stored tensor. A tensor or a list of tensors. Only for the moments a ``moment_dtype``
-    stores in lower precision (``_moment_keys``): 0-d counters kept in float64 (SWATS's) must never be rounded."""
-    low = [k for k in keys if F.first(s[k]).dtype != dtype]
-    stored = {k: s[k] for k in low}
-    for k in low:
-        s[k] = [t.to(dtype) for t in s[k]] if isinstance(s[k], list) else s[k].to(dtype)
-    try:
-        yield
-    finally:
-        for k in low:
-            for dst, src in zip(*(([x] if isinstance(x, Tensor) else x) for x in (stored[k], s[k])), strict=True):
-                dst.copy_(src)
-            s[k] = stored[k]
 
 
 #: torch's implementation flags, with torch's defaults: every optimlab group carries them.
@@ -662,7 +643,7 @@ class Optimizer(torch.optim.Optimizer):
         else:
             one = {k: v[0] for k, v in s.items()}
             self._prepare(one, h)
-            with _working_copies(one, [k for k in tensor_keys if k in self._moment_keys], ps[0].dtype):
+            with dispatch.working_copies(one, [k for k in tensor_keys if k in self._moment_keys], ps[0].dtype):
                 self._apply(ps[0], gs[0], one, h)
             new = {k: [v] for k, v in one.items() if k not in bucket[0][2]}
         for k, values in new.items():  # state the rule created on this step (e.g. SGD's momentum buffer)
@@ -671,6 +652,15 @@ class Optimizer(torch.optim.Optimizer):
 
     def _apply(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         self._update(p, F.neg(g) if h["maximize"] else g, s, h)
+
+    def _overrides_run_lists(self) -> bool:
+        """The class has a list path of its own (it overrides :meth:`_run_lists`): the ``custom`` row of
+        :mod:`optimlab.core.dispatch`."""
+        return type(self)._run_lists is not Optimizer._run_lists
+
+    def _overrides_fused(self) -> bool:
+        """The class maps its rule onto torch's fused kernel (it overrides :meth:`_fused`): the ``fused`` row."""
+        return type(self)._fused is not Optimizer._fused
 
     def _run_lists(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
                    tensor_keys: list[str]) -> None:

@@ -81,19 +81,16 @@ import operator
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from . import blocked, kernels, triton_kernels
+from . import ops as F
 
-if TYPE_CHECKING:  # the base class imports this module
-    from .base import Optimizer
-
-__all__ = ["BUCKET_PATHS", "BUCKET_ROWS", "ENTRY_PATHS", "ENTRY_ROWS", "LayoutMemo", "compiling", "entry_path",
-           "found_inf", "only",
-           "step_bucket", "taken"]
+__all__ = ["BUCKET_PATHS", "BUCKET_ROWS", "ENTRY_PATHS", "ENTRY_ROWS", "LayoutMemo", "Stepper", "compiling",
+           "entry_path", "found_inf", "only", "step_bucket", "taken", "working_copies"]
 
 #: True while ``torch.compile`` traces the step (then the ``traced`` row runs); one cheap call in eager mode.
 compiling: Callable[[], bool] = torch.compiler.is_compiling
@@ -103,6 +100,48 @@ compiling: Callable[[], bool] = torch.compiler.is_compiling
 taken: Counter[str] = Counter()
 
 _allowed: frozenset[str] | None = None
+
+
+class Stepper(Protocol):
+    """What the tables ask of an optimizer: :class:`optimlab.core.base.Optimizer` is one (see its docstring for
+    the hooks). Typed here so that this module never imports the base class, which stands on it."""
+
+    _moment_keys: tuple[str, ...]
+    _elementwise: bool
+
+    def _overrides_run_lists(self) -> bool: ...
+
+    def _overrides_fused(self) -> bool: ...
+
+    def _run_lists(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
+                   tensor_keys: list[str]) -> None: ...
+
+    def _fused(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool: ...
+
+    def _prepare(self, s: dict[str, Any], h: dict[str, Any]) -> None: ...
+
+    def _creates_state(self, s: dict[str, Any], h: dict[str, Any]) -> bool: ...
+
+    def _apply(self, p: Any, g: Any, s: dict[str, Any], h: dict[str, Any]) -> None: ...
+
+
+@contextmanager
+def working_copies(s: dict[str, Any], keys: list[str], dtype: torch.dtype) -> Iterator[None]:
+    """Within the block, ``s[k]`` for state stored in another dtype is a copy in ``dtype``; on exit the copy is
+    rounded back into the stored tensor. A tensor or a list of tensors. Only for the moments a ``moment_dtype``
+    stores in lower precision (``_moment_keys``): 0-d counters kept in float64 (SWATS's) must never be rounded.
+    The ``mixed`` row runs the rule so; the base class's plain loop too."""
+    low = [k for k in keys if F.first(s[k]).dtype != dtype]
+    stored = {k: s[k] for k in low}
+    for k in low:
+        s[k] = [t.to(dtype) for t in s[k]] if isinstance(s[k], list) else s[k].to(dtype)
+    try:
+        yield
+    finally:
+        for k in low:
+            for dst, src in zip(*(([x] if isinstance(x, Tensor) else x) for x in (stored[k], s[k])), strict=True):
+                dst.copy_(src)
+            s[k] = stored[k]
 
 
 @contextmanager
@@ -194,7 +233,7 @@ class Bucket:
 
     __slots__ = ("gs", "h", "keys", "layout", "memo", "moments", "opt", "prepared", "ps", "s", "shapes_checked")
 
-    def __init__(self, opt: Optimizer, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
+    def __init__(self, opt: Stepper, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
                  keys: list[str], memo: LayoutMemo | None = None) -> None:
         self.opt, self.ps, self.gs, self.s, self.h, self.keys = opt, ps, gs, s, h, keys
         self.moments = [k for k in keys if k in opt._moment_keys]
@@ -230,9 +269,7 @@ class Bucket:
         """The class runs torch's fused kernel for its rule, and the bucket is laid out as that kernel reads it:
         gradients and state with their parameters' shapes (else ``RuntimeError``) and strides, parameters
         non-overlapping and dense (:func:`optimlab.core.blocked.same_layout`); otherwise the next row runs."""
-        from .base import Optimizer  # noqa: PLC0415 - the base class imports this module
-
-        if type(self.opt)._fused is Optimizer._fused:
+        if not self.opt._overrides_fused():
             return False
         self.check_shapes()
         if self.layout is None:
@@ -268,9 +305,7 @@ class Bucket:
 
 
 def _custom(b: Bucket) -> bool:
-    from .base import Optimizer  # noqa: PLC0415 - the base class imports this module
-
-    return type(b.opt)._run_lists is not Optimizer._run_lists
+    return b.opt._overrides_run_lists()
 
 
 def _run_custom(b: Bucket) -> bool:
@@ -289,10 +324,8 @@ def _run_fused(b: Bucket) -> bool:
 
 
 def _run_mixed(b: Bucket) -> bool:
-    from .base import _working_copies  # noqa: PLC0415
-
     b.prepare()
-    with _working_copies(b.s, b.moments, b.ps[0].dtype):
+    with working_copies(b.s, b.moments, b.ps[0].dtype):
         b.opt._apply(b.ps, b.gs, b.s, b.h)
     return True
 
@@ -337,7 +370,7 @@ def found_inf(flag: Tensor | None) -> bool:
     return flag is not None and bool(flag.item())
 
 
-def _step_scaled(opt: Optimizer, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
+def _step_scaled(opt: Stepper, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
                  keys: list[str], custom: bool, memo: LayoutMemo | None = None) -> str:
     """GradScaler's contract for a bucket (``h`` holds ``grad_scale`` and ``found_inf``, either may be None).
 
@@ -367,7 +400,7 @@ def _step_scaled(opt: Optimizer, ps: list[Tensor], gs: list[Tensor], s: dict[str
     return step_bucket(opt, ps, gs, s, h, keys, custom, memo)
 
 
-def step_bucket(opt: Optimizer, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
+def step_bucket(opt: Stepper, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
                 keys: list[str], custom: bool = True, memo: LayoutMemo | None = None) -> str:
     """Step one bucket on the list path by the first row of :data:`BUCKET_ROWS` that applies and accepts it;
     returns the path's name. ``custom=False`` skips the ``custom`` row (a class's own path falling back here).
