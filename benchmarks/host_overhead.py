@@ -57,14 +57,14 @@ def small_model(tensors: int = 300, numel: int = 64, seed: int = 0) -> list[torc
 @contextlib.contextmanager
 def no_torch_fused() -> Iterator[None]:
     """optimlab without torch's fused kernels: its rules then run as its own compiled C loop."""
-    from optimlab.core import blocked  # noqa: PLC0415
+    from optimlab.core import tensors  # noqa: PLC0415
 
-    orig = blocked.fused_kernels_support
-    blocked.fused_kernels_support = lambda tensors: False
+    orig = tensors.fused_kernels_support
+    tensors.fused_kernels_support = lambda ts: False
     try:
         yield
     finally:
-        blocked.fused_kernels_support = orig
+        tensors.fused_kernels_support = orig
 
 
 def _c_loop(factory: Factory) -> Factory:

@@ -29,7 +29,7 @@ step of a freshly constructed optimizer. The probe runs once after every timed s
 row's bound uses the median of the probes taken during its own timing, so the load from other tenants of a
 shared machine affects a row's time and its bound alike.
 
-optimlab's fast paths (see ``optimlab/core/kernels.py`` and ``optimlab/core/blocked.py``): torch's fused kernels
+optimlab's fast paths (see ``optimlab/core/kernels.py`` and ``optimlab/core/tiling.py``): torch's fused kernels
 where the algorithm is torch's (SGD, Adam, AdamW, AMSGrad, Adagrad, RAdam's rectified steps); every other rule runs as
 one compiled loop per phase, traced from the rule itself and compiled with the system's C compiler. The run
 uses a fresh kernel cache unless ``--warm-cache``, so Table 2's first step includes compiling.
@@ -708,15 +708,15 @@ def triton_backend() -> Iterator[None]:
     """optimlab's list path on the Triton kernels of :mod:`optimlab.core.triton_kernels` (the backend the
     dispatch of phase B will choose on CUDA): torch's fused kernels off, the Triton backend in the C backend's
     place (``usable``/``run`` have the same contract), as the tests run it."""
-    from optimlab.core import blocked, kernels  # noqa: PLC0415
+    from optimlab.core import kernels, tensors  # noqa: PLC0415
     from optimlab.core import triton_kernels as tk  # noqa: PLC0415
 
-    saved = blocked.fused_kernels_support, kernels.usable, kernels.run
-    blocked.fused_kernels_support, kernels.usable, kernels.run = (lambda tensors: False), tk.usable, tk.run
+    saved = tensors.fused_kernels_support, kernels.usable, kernels.run
+    tensors.fused_kernels_support, kernels.usable, kernels.run = (lambda ts: False), tk.usable, tk.run
     try:
         yield
     finally:
-        blocked.fused_kernels_support, kernels.usable, kernels.run = saved
+        tensors.fused_kernels_support, kernels.usable, kernels.run = saved
 
 
 def copy_gbs(n: int, device: torch.device, reps: int = 10) -> float:

@@ -448,14 +448,14 @@ def test_a_parameter_listed_twice_is_deterministic_on_the_compiled_path(name):
 @pytest.mark.parametrize("path", ["plain", "blocked", "compiled"])
 def test_swats_criterion_sees_the_same_float64_dot_products_on_every_path(path, monkeypatch):
     from optimlab.algorithms import swats as swats_module
-    from optimlab.core import blocked
+    from optimlab.core import tiling
 
     if path == "compiled" and not kernels.enabled():
         pytest.skip("no C compiler")
     if path == "blocked":
         monkeypatch.setattr(kernels, "_enabled", False)
-        monkeypatch.setattr(blocked, "DEFAULT_BLOCK_ELEMS", 1 << 12)
-        monkeypatch.setattr(blocked, "MIN_BLOCKED_ELEMS", 0)
+        monkeypatch.setattr(tiling, "DEFAULT_BLOCK_ELEMS", 1 << 12)
+        monkeypatch.setattr(tiling, "MIN_BLOCKED_ELEMS", 0)
     seen = []
     real = swats_module.SWATS._maybe_switch
 

@@ -22,7 +22,7 @@ import torch
 from optim_db import BY_NAME, DB, MATRIX_OPTIMIZERS, NO_FLOAT16
 
 import optimlab
-from optimlab.core import blocked, dispatch, kernels
+from optimlab.core import dispatch, kernels, tensors, tiling
 from optimlab.core import triton_kernels as tk
 
 NAMES = [info.name for info in DB]
@@ -169,8 +169,8 @@ FORCED = ("fused", "compiled", "blocked", "foreach")
 def test_every_elementwise_row_equals_the_plain_loop_for_any_layout(name, path, monkeypatch):
     if path == "compiled" and not kernels.enabled():
         pytest.skip("no C compiler")
-    monkeypatch.setattr(blocked, "MIN_BLOCKED_ELEMS", 0)
-    monkeypatch.setattr(blocked, "DEFAULT_BLOCK_ELEMS", 7)
+    monkeypatch.setattr(tiling, "MIN_BLOCKED_ELEMS", 0)
+    monkeypatch.setattr(tiling, "DEFAULT_BLOCK_ELEMS", 7)
     for seed in (4, 5, 6, 7):
         _compare(name, Case(name, seed), lambda: dispatch.only(path))
 
@@ -359,17 +359,17 @@ def test_the_triton_rows_refuse_lists_of_other_sizes(monkeypatch):
 
 def test_same_layout_is_what_the_fused_kernels_need():
     p = torch.zeros(3, 4)
-    assert blocked.same_layout([[p], [torch.ones(3, 4)]])
-    assert not blocked.same_layout([[p], [torch.ones(4, 3).t()]])
-    assert not blocked.same_layout([[p], [torch.ones(1, 1).expand(3, 4)]])
-    assert not blocked.same_layout([[p], [torch.ones(3, 8)[:, ::2]]])
-    assert not blocked.same_layout([[p], [torch.ones(3, 5)]])
+    assert tensors.same_layout([[p], [torch.ones(3, 4)]])
+    assert not tensors.same_layout([[p], [torch.ones(4, 3).t()]])
+    assert not tensors.same_layout([[p], [torch.ones(1, 1).expand(3, 4)]])
+    assert not tensors.same_layout([[p], [torch.ones(3, 8)[:, ::2]]])
+    assert not tensors.same_layout([[p], [torch.ones(3, 5)]])
     t = torch.zeros(4, 3).t()  # a transposed parameter with a gradient of its layout: dense, the same strides
-    assert blocked.same_layout([[t], [torch.ones(4, 3).t()]])
-    assert not blocked.same_layout([[torch.zeros(3, 8)[:, ::2]], [torch.ones(3, 8)[:, ::2]]])  # gaps: not dense
+    assert tensors.same_layout([[t], [torch.ones(4, 3).t()]])
+    assert not tensors.same_layout([[torch.zeros(3, 8)[:, ::2]], [torch.ones(3, 8)[:, ::2]]])  # gaps: not dense
     c = torch.zeros(2, 3, 4, 5).contiguous(memory_format=torch.channels_last)
-    assert blocked.same_layout([[c], [torch.ones_like(c)]])
-    assert not blocked.same_layout([[c], [torch.ones(2, 3, 4, 5)]])
+    assert tensors.same_layout([[c], [torch.ones_like(c)]])
+    assert not tensors.same_layout([[c], [torch.ones(2, 3, 4, 5)]])
 
 
 # -- Triton's interpreter ---------------------------------------------------------------------------------------

@@ -561,11 +561,11 @@ def test_cuda_matches_cpu(case):
 def tiny_blocks(monkeypatch):
     """Make the cache-blocked eager path run on these tiny problems: blocks of 7 elements, no minimum size, no
     compiled kernels."""
-    from optimlab.core import blocked as _fast
+    from optimlab.core import tiling
 
     monkeypatch.setattr(kernels, "_enabled", False)
-    monkeypatch.setattr(_fast, "DEFAULT_BLOCK_ELEMS", 7)
-    monkeypatch.setattr(_fast, "MIN_BLOCKED_ELEMS", 0)
+    monkeypatch.setattr(tiling, "DEFAULT_BLOCK_ELEMS", 7)
+    monkeypatch.setattr(tiling, "MIN_BLOCKED_ELEMS", 0)
 
 
 @ALL
@@ -582,11 +582,11 @@ def test_blocked_path_equals_plain_loop(case, tiny_blocks):
 
 
 def test_blocked_path_is_taken(tiny_blocks, monkeypatch):
-    from optimlab.core import blocked as _fast
+    from optimlab.core import tiling
 
     calls = []
-    real = _fast.owned_block_plan
-    monkeypatch.setattr(_fast, "owned_block_plan", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    real = tiling.owned_block_plan
+    monkeypatch.setattr(tiling, "owned_block_plan", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     for name in ("radam", "lamb", "lars", "rmsprop"):
         calls.clear()
         _trajectory(BY_NAME[name], BY_NAME[name].configs[0], foreach=True, steps=2)

@@ -19,7 +19,7 @@ from optim_db import CASES, DB, case_id
 from problems import loss_at, make_params
 from test_kernels import _every_op, _tensors
 
-from optimlab.core import blocked, kernels
+from optimlab.core import kernels, tensors
 from optimlab.core import ops as F
 from optimlab.core import triton_kernels as tk
 
@@ -48,7 +48,7 @@ def triton_path(monkeypatch):
         asked["usable"] += ok
         return ok
 
-    monkeypatch.setattr(blocked, "fused_kernels_support", lambda tensors: False)
+    monkeypatch.setattr(tensors, "fused_kernels_support", lambda ts: False)
     monkeypatch.setattr(kernels, "usable", usable)
     monkeypatch.setattr(kernels, "run", tk.run)
     return asked
@@ -399,7 +399,7 @@ def _recorded_structures(monkeypatch):
             seen.setdefault(found[0][:6], (rule, [lst[0].dtype for lst in lists], len(per_tensor), tuple(readonly)))
         return real(rule, lists, per_tensor, readonly)
 
-    monkeypatch.setattr(blocked, "fused_kernels_support", lambda tensors: False)
+    monkeypatch.setattr(tensors, "fused_kernels_support", lambda ts: False)
     monkeypatch.setattr(kernels, "usable", tk.usable)
     monkeypatch.setattr(kernels, "run", record)
     monkeypatch.setattr(tk, "run", record)  # dispatch's triton row calls the Triton backend directly

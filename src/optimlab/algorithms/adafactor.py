@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..core import blocked
+from ..core import tensors
 from ..core import validation as V
 from ..core.base import Optimizer, ParamsT, new_step
 from ..core.ops import TensorOrList
@@ -87,7 +87,7 @@ class Adafactor(Optimizer):
         if p.is_complex():
             raise RuntimeError("Adafactor does not support complex parameters")
         state["step"] = new_step()
-        local = p if blocked.is_plain([p]) else _sharded(p)[0].to_local()  # DTensor shard: state of the shard
+        local = p if tensors.is_plain([p]) else _sharded(p)[0].to_local()  # DTensor shard: state of the shard
         if p.dim() > 1:
             row_shape, col_shape = list(local.shape), list(local.shape)
             row_shape[-1], col_shape[-2] = 1, 1
@@ -114,7 +114,7 @@ class Adafactor(Optimizer):
             for i, (p_i, g_i) in enumerate(zip(p, g, strict=True)):
                 self._update(p_i, g_i, {k: v[i] for k, v in s.items()}, h)
             return
-        if not blocked.is_plain([p]):
+        if not tensors.is_plain([p]):
             self._update_sharded(p, g, s, h)
             return
         if p.numel() == 0:
@@ -136,7 +136,7 @@ class Adafactor(Optimizer):
 
     def _run_lists(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
                    tensor_keys: list[str]) -> None:
-        chunked = ["row_var" in s and p.dim() == 2 and p.numel() > 0 and blocked.is_plain([p, g])
+        chunked = ["row_var" in s and p.dim() == 2 and p.numel() > 0 and tensors.is_plain([p, g])
                    and p.is_contiguous() and g.is_contiguous() for p, g in zip(ps, gs, strict=True)]
         todo = [p for p, c in zip(ps, chunked, strict=True) if c]
         norms = iter(torch.stack(torch._foreach_norm(todo)).tolist() if todo else [])  # one pass, one sync

@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from ..core import blocked
 from ..core import blocks as B
 from ..core import ops as F
+from ..core import tensors
 from ..core import validation as V
 from ..core.base import Optimizer, ParamsT, new_step, scaling
 from ..core.ops import TensorOrList
@@ -72,7 +72,7 @@ class Adagrad(Optimizer):
     _elementwise = True
 
     def _fused(self, ps: list[torch.Tensor], gs: list[torch.Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
-        if not blocked.fused_kernels_support(ps):
+        if not tensors.fused_kernels_support(ps):
             return False
         torch._fused_adagrad_(ps, gs, s["sum"], s["step"], lr=h["lr"], lr_decay=h["lr_decay"],
                               weight_decay=h["weight_decay"], eps=h["eps"], maximize=h["maximize"],

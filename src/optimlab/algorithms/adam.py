@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from ..core import blocked
 from ..core import blocks as B
 from ..core import ops as F
+from ..core import tensors
 from ..core import validation as V
 from ..core.base import Optimizer, ParamsT, _get_scalar_dtype, new_step, scaling
 from ..core.ops import TensorOrList
@@ -45,7 +45,7 @@ class _AdamBase(Optimizer):
         :math:`\theta \\mathrel{-}= \frac{lr}{1-\beta_1^t} m / (\\sqrt{v}/\\sqrt{1-\beta_2^t} + eps)`, for any rule
         of that shape (``lr`` and ``eps`` rescaled by the caller). Decoupled decay of the rule's own size is
         obtained by rescaling the kernel's ``weight_decay`` (the kernel decays by ``lr * weight_decay``)."""
-        if not blocked.fused_kernels_support(ps) or lr <= 0:
+        if not tensors.fused_kernels_support(ps) or lr <= 0:
             return False
         weight_decay = h["weight_decay"]
         if h["decoupled_weight_decay"]:

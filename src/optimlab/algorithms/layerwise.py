@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core import blocked, kernels
 from ..core import blocks as B
+from ..core import kernels, tiling
 from ..core import ops as F
 from ..core import validation as V
 from ..core.base import Optimizer, ParamsT, new_step
@@ -130,20 +130,20 @@ class LARS(Optimizer):
         keys = [k for k in tensor_keys if k in s]
         if self._run_compiled(ps, gs, s, h, keys):
             return
-        if not blocked.blockable(ps):
+        if not tiling.blockable(ps):
             return super()._run_lists(ps, gs, s, h, tensor_keys)
         n = len(ps)
-        plan = blocked.owned_block_plan([ps, gs, *(s[k] for k in keys)])
+        plan = tiling.owned_block_plan([ps, gs, *(s[k] for k in keys)])
         local: list[Tensor] | None = None
         if h["layer_adaptation"]:
             acc = _acc_dtype(ps[0])
             w2, g2, u2 = (torch.zeros(n, dtype=acc, device=ps[0].device) for _ in range(3))
             for (p_b, g_b, *_), owners in plan:
                 g_b = F.neg(g_b) if h["maximize"] else g_b
-                blocked.add_piece_sq_norms_(w2, p_b, owners)
-                blocked.add_piece_sq_norms_(g2, g_b, owners)
+                tiling.add_piece_sq_norms_(w2, p_b, owners)
+                tiling.add_piece_sq_norms_(g2, g_b, owners)
                 if h["trust_denominator"] == "norm":
-                    blocked.add_piece_sq_norms_(u2, B.l2_decay(g_b, p_b, h["weight_decay"]), owners)
+                    tiling.add_piece_sq_norms_(u2, B.l2_decay(g_b, p_b, h["weight_decay"]), owners)
             local = self._local_lr_from_norms(w2.sqrt(), g2.sqrt(), u2.sqrt(), h).to(ps[0].dtype)
         for (p_b, g_b, *st_b), owners in plan:
             scale = list(local[owners].unbind()) if local is not None else h["lr"]
@@ -264,10 +264,10 @@ class LAMB(Optimizer):
         compiled loop where :mod:`optimlab.core.kernels` can run it."""
         if self._run_compiled(ps, gs, s, h):
             return
-        if not blocked.blockable(ps):
+        if not tiling.blockable(ps):
             return super()._run_lists(ps, gs, s, h, tensor_keys)
         n = len(ps)
-        plan = blocked.owned_block_plan([ps, gs, s["exp_avg"], s["exp_avg_sq"]])
+        plan = tiling.owned_block_plan([ps, gs, s["exp_avg"], s["exp_avg_sq"]])
         acc = _acc_dtype(ps[0])
         w2, r2 = torch.zeros(n, dtype=acc, device=ps[0].device), torch.zeros(n, dtype=acc, device=ps[0].device)
         adapt = h["layer_adaptation"]
@@ -277,8 +277,8 @@ class LAMB(Optimizer):
             if not adapt:
                 F.add_(p_b, r_b, alpha=-h["lr"])
                 continue
-            blocked.add_piece_sq_norms_(w2, p_b, owners)
-            blocked.add_piece_sq_norms_(r2, r_b, owners)
+            tiling.add_piece_sq_norms_(w2, p_b, owners)
+            tiling.add_piece_sq_norms_(r2, r_b, owners)
         if not adapt:
             return
         ratio = B.trust_ratio(self._phi(w2.sqrt(), h), r2.sqrt()).to(ps[0].dtype)

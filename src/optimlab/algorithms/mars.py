@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core import blocked, kernels
+from ..core import kernels, tiling
 from ..core import ops as F
 from ..core import validation as V
 from ..core.base import Optimizer, ParamsT, new_step
@@ -180,14 +180,14 @@ class MARS(Optimizer):
                 if kernels.run(apply, lists, per_tensor=[scale], readonly=(1,)) is False:  # norms taken: finish
                     self._apply(ps, gs, s, {**h, "_scale": list(scale.to(ps[0].dtype).unbind())})
                 return
-        if not blocked.blockable(ps):
+        if not tiling.blockable(ps):
             self._apply(ps, gs, s, h)
             return
-        plan = blocked.owned_block_plan(lists)
+        plan = tiling.owned_block_plan(lists)
         c2 = torch.zeros(len(ps), dtype=torch.float64, device=ps[0].device)
         for (_, g_b, *st_b), owners in plan:
             g_b = F.neg(g_b) if h["maximize"] else g_b
-            blocked.add_piece_sq_norms_(c2, self._correction(g_b, st_b[tensor_keys.index("last_grad")], h), owners)
+            tiling.add_piece_sq_norms_(c2, self._correction(g_b, st_b[tensor_keys.index("last_grad")], h), owners)
         scale = c2.sqrt().clamp(min=1.0).to(ps[0].dtype)
         for (p_b, g_b, *st_b), owners in plan:
             self._apply(p_b, g_b, dict(zip(tensor_keys, st_b, strict=True)),

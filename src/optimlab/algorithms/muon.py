@@ -10,19 +10,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..core import blocked
 from ..core import blocks as B
 from ..core import ops as F
+from ..core import tensors
 from ..core import validation as V
-from ..core.base import ParamsT, new_step, scaling
+from ..core.base import FP16_TINY, ParamsT, new_step, scaling
 from ..core.ops import TensorOrList
 from ..param_groups import muon_param_groups
 from . import _matrix as M
 from ._matrix_step import MatrixOptimizer, WholeMatrices
 
 __all__ = ["Muon"]
-
-_FP16_TINY = 6.1e-5  # smallest normal float16
 
 
 class Muon(MatrixOptimizer):
@@ -118,7 +116,7 @@ class Muon(MatrixOptimizer):
             warnings.filterwarnings("ignore", message=".*rounds to zero in float16")
             super().add_param_group(param_group)
         group = self.param_groups[-1]
-        if not group["use_muon"] and group["adam_eps"] < _FP16_TINY and \
+        if not group["use_muon"] and group["adam_eps"] < FP16_TINY and \
                 any(p.dtype == torch.float16 for p in group["params"]):
             warnings.warn(f"Muon: adam_eps={group['adam_eps']:g} rounds to zero in float16, so an AdamW step "
                           "divides by zero where the second moment underflows; use adam_eps >= 1e-4 or float32 "
@@ -175,7 +173,7 @@ class Muon(MatrixOptimizer):
 
     def _fused(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
         # torch.optim.AdamW's own fused kernel is exactly this rule
-        if not blocked.fused_kernels_support(ps) or h["lr"] <= 0:
+        if not tensors.fused_kernels_support(ps) or h["lr"] <= 0:
             return False
         beta1, beta2 = h["adam_betas"]
         torch._fused_adamw_(ps, gs, s["exp_avg"], s["exp_avg_sq"], [], s["step"], lr=h["lr"], beta1=beta1,
@@ -248,7 +246,7 @@ class Muon(MatrixOptimizer):
         """The momentum step for all matrices of the group at once (torch's ``_foreach`` kernels on plain tensors)."""
         bufs = [state["momentum_buffer"] for _, _, state in entries]
         grads = [g for _, g, _ in entries]
-        if not blocked.is_plain(bufs + grads) or h["momentum_form"] != "ema":
+        if not tensors.is_plain(bufs + grads) or h["momentum_form"] != "ema":
             return [self._momentum(b, g, h) for b, g in zip(bufs, grads, strict=True)]
         mu = h["momentum"]
         torch._foreach_lerp_(bufs, grads, 1 - mu)

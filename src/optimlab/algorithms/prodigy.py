@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..core import blocked, kernels
+from ..core import kernels, tensors, tiling
 from ..core import ops as F
 from ..core import validation as V
 from ..core.base import Optimizer, ParamsT
@@ -121,7 +121,7 @@ class Prodigy(Optimizer):
                             "1e-12 at the start), which underflows in float16; use float32 or bfloat16 parameters "
                             "(or float32 master weights)")
         state["s"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        if not blocked.is_plain([p]) or p.is_meta or bool(p.detach().any()):  # meta: load_state_dict's shapes
+        if not tensors.is_plain([p]) or p.is_meta or bool(p.detach().any()):  # meta: load_state_dict's shapes
             state["p0"] = p.detach().clone(memory_format=torch.preserve_format)
         if group["betas"][0] > 0:
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -165,7 +165,7 @@ class Prodigy(Optimizer):
                 if out is not None:
                     h["_totals"].append(out.sum(dim=1))
                 return
-        plan = blocked.block_plan(lists) if blocked.blockable(ps) else [lists]
+        plan = tiling.block_plan(lists) if tiling.blockable(ps) else [lists]
         for block in plan:
             self._apply(block[0], block[1], dict(zip(tensor_keys, block[2:], strict=True)), h)
             self._collect(h)

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core import blocked, kernels
 from ..core import blocks as B
+from ..core import kernels, tensors, tiling
 from ..core import ops as F
 from ..core import validation as V
 from ..core.base import Optimizer, ParamsT, fused_sgd_drops_updates, scaling
@@ -96,7 +96,7 @@ class SGD(Optimizer):
 
     def _fused(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
         # torch's fused SGD kernel is this rule in one pass (it copies the gradient into a new buffer on step 1).
-        if not blocked.fused_kernels_support(ps) or not self._fused_kernel_is_correct(ps, h):
+        if not tensors.fused_kernels_support(ps) or not self._fused_kernel_is_correct(ps, h):
             return False
         first = h["momentum"] != 0 and "momentum_buffer" not in s
         if first and h.get("found_inf") is not None:
@@ -170,7 +170,7 @@ class SGDW(SGD):
     def _fused(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
         # One compiled loop where it can run (the base class tries it next); else, per cache-sized block, the decay
         # and then torch's fused SGD kernel (without L2) on the same block.
-        if not blocked.fused_kernels_support(ps) or not self._fused_kernel_is_correct(ps, h):
+        if not tensors.fused_kernels_support(ps) or not self._fused_kernel_is_correct(ps, h):
             return False
         if "found_inf" in h:  # GradScaler: the decay is outside the kernel, so the list path takes the bucket
             return False
@@ -181,7 +181,7 @@ class SGDW(SGD):
         if first:
             s["momentum_buffer"] = [torch.empty_like(p, memory_format=torch.preserve_format) for p in ps]
         lists = [ps, gs, *([s["momentum_buffer"]] if "momentum_buffer" in s else [])]
-        for block in blocked.block_plan(lists) if blocked.blockable(ps) else [lists]:
+        for block in tiling.block_plan(lists) if tiling.blockable(ps) else [lists]:
             B.decoupled_decay_(block[0], h)
             self._fused_sgd(block[0], block[1], block[2] if len(block) > 2 else [], h, first, weight_decay=0.0)
         return True

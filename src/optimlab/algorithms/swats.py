@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core import blocked, kernels
 from ..core import blocks as B
+from ..core import kernels, tiling
 from ..core import ops as F
 from ..core import validation as V
 from ..core.base import Optimizer, ParamsT, _get_scalar_dtype, new_step
@@ -160,19 +160,19 @@ class SWATS(Optimizer):
             return super()._run_lists(ps, gs, s, h, tensor_keys)
         if self._run_compiled(ps, gs, s, h):
             return
-        if not blocked.blockable(ps):
+        if not tiling.blockable(ps):
             return super()._run_lists(ps, gs, s, h, tensor_keys)
         if h["phase"] == SGD:
             rates = -torch.tensor(self._sgd_rates(s, h), dtype=ps[0].dtype, device=ps[0].device)
-            for (p_b, g_b, buf_b), owners in blocked.owned_block_plan([ps, gs, s["momentum_buffer"]]):
+            for (p_b, g_b, buf_b), owners in tiling.owned_block_plan([ps, gs, s["momentum_buffer"]]):
                 self._sgd_phase_step(p_b, g_b, buf_b, list(rates[owners].unbind()), h)
             return
         pp = torch.zeros(len(ps), dtype=torch.float64, device=ps[0].device)
         pg = torch.zeros_like(pp)
-        for (p_b, g_b, m_b, v_b), owners in blocked.owned_block_plan([ps, gs, s["exp_avg"], s["exp_avg_sq"]]):
+        for (p_b, g_b, m_b, v_b), owners in tiling.owned_block_plan([ps, gs, s["exp_avg"], s["exp_avg_sq"]]):
             step, g_b = self._adam_phase_step(p_b, g_b, m_b, v_b, h)
-            blocked.add_piece_dots_(pp, step, step, owners)
-            blocked.add_piece_dots_(pg, step, g_b, owners)
+            tiling.add_piece_dots_(pp, step, step, owners)
+            tiling.add_piece_dots_(pg, step, g_b, owners)
         self._maybe_switch(pp.tolist(), pg.tolist(), s, h)
 
     # Each phase's element-wise part, on a block or a traced symbol (the compiled loop).

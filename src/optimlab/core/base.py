@@ -61,12 +61,14 @@ from . import ops as F
 from . import validation as V
 from .ops import TensorOrList
 
-__all__ = ["TORCH_FLAGS", "Optimizer", "ParamsT", "fused_sgd_drops_updates", "new_step", "plan_stats", "scaling"]
+__all__ = ["FP16_TINY", "TORCH_FLAGS", "Optimizer", "ParamsT", "fused_sgd_drops_updates", "new_step", "plan_stats",
+           "scaling"]
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
 
-_FP16_TINY = 6.1e-5  # smallest normal float16
+#: The smallest normal float16 (about): an ``eps`` below it rounds to zero in float16, which a warning says.
+FP16_TINY = 6.1e-5
 
 
 def _number(value: Any) -> Any:
@@ -388,7 +390,7 @@ class Optimizer(torch.optim.Optimizer):
         if self._needs_base_lr(group):
             group.setdefault("base_lr", group["lr"].clone() if isinstance(group["lr"], Tensor) else group["lr"])
         eps = group.get("eps")
-        if isinstance(eps, float) and eps < _FP16_TINY and any(p.dtype == torch.float16 for p in group["params"]):
+        if isinstance(eps, float) and eps < FP16_TINY and any(p.dtype == torch.float16 for p in group["params"]):
             warnings.warn(f"{type(self).__name__}: eps={eps:g} rounds to zero in float16, so a step divides by zero "
                           "where the second moment underflows; use eps >= 1e-4 or float32 master weights",
                           UserWarning, stacklevel=3)

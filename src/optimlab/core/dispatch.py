@@ -36,7 +36,7 @@ path              when (and what runs)
 ``fused``         ``fused`` is not False, moments stored in the parameters' dtype, every gradient and
                   state tensor with its parameter's shape and strides and the parameters non-overlapping
                   and dense (torch's kernels read each tensor as laid out as its parameter:
-                  :func:`optimlab.core.blocked.same_layout`), and the class's ``_fused`` accepts the
+                  :func:`optimlab.core.tensors.same_layout`), and the class's ``_fused`` accepts the
                   bucket: torch's fused kernel (SGD, Adam, AdamW, Adagrad, Muon's AdamW part)
 ``triton``        elementwise, Triton installed and enabled, plain contiguous tensors on one CUDA device
                   (CPU tensors under ``TRITON_INTERPRET=1``): one Triton kernel per step
@@ -45,8 +45,8 @@ path              when (and what runs)
                   beside float32 allowed): one compiled C loop (:mod:`optimlab.core.kernels`)
 ``mixed``         moments stored in lower precision (``moment_dtype``) and no kernel above took it: the
                   rule on working copies in the parameters' dtype
-``blocked``       elementwise and at least ``blocked.MIN_BLOCKED_ELEMS`` elements of plain tensors: the
-                  rule on cache-sized blocks of views (:mod:`optimlab.core.blocked`)
+``blocked``       elementwise and at least ``tiling.MIN_BLOCKED_ELEMS`` elements of plain tensors: the
+                  rule on cache-sized blocks of views (:mod:`optimlab.core.tiling`)
 ``foreach``       always: the rule once on whole lists (``torch._foreach_*``)
 ================  ====================================================================================
 
@@ -86,7 +86,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from . import blocked, kernels, triton_kernels
+from . import kernels, tensors, tiling, triton_kernels
 from . import ops as F
 
 __all__ = ["BUCKET_PATHS", "BUCKET_ROWS", "ENTRY_PATHS", "ENTRY_ROWS", "LayoutMemo", "Stepper", "compiling",
@@ -207,11 +207,11 @@ class LayoutMemo:
         self.states, self.numels = states, list(map(Tensor.numel, ps))
         self.contiguous = all(map(Tensor.is_contiguous, ps))
         self.strides = [] if self.contiguous else list(map(Tensor.stride, ps))
-        self.same = blocked.same_layout([ps, *states], sizes_checked=True)
+        self.same = tensors.same_layout([ps, *states], sizes_checked=True)
 
     def layout(self, ps: list[Tensor], gs: list[Tensor], states: list[list[Tensor]]) -> bool | None:
         """None unless the state and parameters are as remembered and every gradient has its parameter's size;
-        then whether the bucket is laid out as torch's fused kernels read it (:func:`blocked.same_layout`).
+        then whether the bucket is laid out as torch's fused kernels read it (:func:`tensors.same_layout`).
         Cheapest where everything is contiguous (the usual case): contiguous tensors of one size are laid out
         alike, so no strides are read."""
         old = self.states
@@ -248,7 +248,7 @@ class Bucket:
 
     def check_shapes(self) -> bool:
         """Every gradient and state tensor has its parameter's shape, else ``RuntimeError`` naming the optimizer,
-        the state and both shapes (:func:`optimlab.core.blocked.check_shapes`); once per bucket. Returns True.
+        the state and both shapes (:func:`optimlab.core.tensors.check_shapes`); once per bucket. Returns True.
 
         With a :class:`LayoutMemo` that still matches, the state was checked against these parameters before:
         only the gradients are compared (element counts, as ``p.grad = g`` itself refuses another shape;
@@ -259,7 +259,7 @@ class Bucket:
         states = [self.s[k] for k in self.keys]
         self.layout = None if memo is None else memo.layout(ps, gs, states)
         if self.layout is None:
-            blocked.check_shapes(self.lists, type(self.opt).__name__, ["gradient", *self.keys])
+            tensors.check_shapes(self.lists, type(self.opt).__name__, ["gradient", *self.keys])
             if memo is not None:
                 memo.remember(ps, states)
         self.shapes_checked = True
@@ -268,12 +268,12 @@ class Bucket:
     def fusable(self) -> bool:
         """The class runs torch's fused kernel for its rule, and the bucket is laid out as that kernel reads it:
         gradients and state with their parameters' shapes (else ``RuntimeError``) and strides, parameters
-        non-overlapping and dense (:func:`optimlab.core.blocked.same_layout`); otherwise the next row runs."""
+        non-overlapping and dense (:func:`optimlab.core.tensors.same_layout`); otherwise the next row runs."""
         if not self.opt._overrides_fused():
             return False
         self.check_shapes()
         if self.layout is None:
-            self.layout = blocked.same_layout(self.lists, sizes_checked=True)
+            self.layout = tensors.same_layout(self.lists, sizes_checked=True)
         return self.layout
 
     def prepare(self) -> None:
@@ -293,9 +293,9 @@ class Bucket:
         self.prepare()
         return not self.opt._creates_state(self.s, self.h)
 
-    def apply(self, ps: Any, gs: Any, tensors: list[Any]) -> None:
+    def apply(self, ps: Any, gs: Any, state_tensors: list[Any]) -> None:
         scalars = {k: v for k, v in self.s.items() if k not in self.keys}
-        self.opt._apply(ps, gs, {**scalars, **dict(zip(self.keys, tensors, strict=True))}, self.h)
+        self.opt._apply(ps, gs, {**scalars, **dict(zip(self.keys, state_tensors, strict=True))}, self.h)
 
     def traced(self, backend: Any) -> bool:
         def rule(p: Any, g: Any, *state: Any) -> None:
@@ -335,7 +335,7 @@ def _run_traced(b: Bucket) -> bool:
 
 
 def _run_blocked(b: Bucket) -> bool:
-    for block in blocked.block_plan(b.lists):
+    for block in tiling.block_plan(b.lists):
         b.apply(block[0], block[1], block[2:])
     return True
 
@@ -355,7 +355,7 @@ BUCKET_ROWS: tuple[tuple[str, Callable[[Bucket], bool], Callable[[Bucket], bool]
     ("compiled", lambda b: b.elementwise() and kernels.usable(b.lists, sizes_checked=True),
      lambda b: b.traced(kernels)),
     ("mixed", lambda b: b.mixed(), _run_mixed),
-    ("blocked", lambda b: b.elementwise() and blocked.blockable(b.ps), _run_blocked),
+    ("blocked", lambda b: b.elementwise() and tiling.blockable(b.ps), _run_blocked),
     ("foreach", lambda b: True, _run_foreach),
 )
 BUCKET_PATHS = tuple(name for name, _, _ in BUCKET_ROWS)

@@ -57,9 +57,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.nn import Parameter
 
-from . import blocked
+from . import tensors
 
 __all__ = [
     "Sym",
@@ -75,8 +74,6 @@ __all__ = [
 ]
 
 _C_TYPES = {torch.float32: ("float", "sqrtf"), torch.float64: ("double", "sqrt")}
-_PLAIN = (Tensor, Parameter)
-_PLAIN_SET = frozenset(_PLAIN)
 _IS_CPU = operator.attrgetter("is_cpu")
 _DTYPE = operator.attrgetter("dtype")
 #: Below this many elements a kernel runs on the calling thread only.
@@ -813,7 +810,7 @@ def usable(lists: Sequence[Sequence[Tensor]], owner: str = "optimlab", sizes_che
     (lower-precision state such as ``moment_dtype=torch.bfloat16``).
 
     A kernel walks every tensor ``i`` over ``lists[0][i].numel()`` elements, so every ``lists[j][i]`` must have
-    ``lists[0][i]``'s shape: otherwise ``RuntimeError`` (:func:`optimlab.core.blocked.check_shapes`, naming
+    ``lists[0][i]``'s shape: otherwise ``RuntimeError`` (:func:`optimlab.core.tensors.check_shapes`, naming
     ``owner``), never a decline to an eager path. ``sizes_checked``: the caller has checked that already.
     Contiguous tensors of one shape are laid out alike, so a kernel reads them element for element."""
     if not lists or not lists[0] or not enabled():
@@ -822,12 +819,12 @@ def usable(lists: Sequence[Sequence[Tensor]], owner: str = "optimlab", sizes_che
     if compute not in _C_TYPES:
         return False
     if not sizes_checked:
-        blocked.check_shapes(lists, owner)
+        tensors.check_shapes(lists, owner)
     for lst in lists:  # this runs every step, over every tensor: C-level map() calls, no Python loop per tensor
         dtype = lst[0].dtype
         if not _storage_ok(dtype, compute):
             return False
-        if (not set(map(type, lst)) <= _PLAIN_SET or not all(map(_IS_CPU, lst))
+        if (not tensors.is_plain(lst) or not all(map(_IS_CPU, lst))
                 or set(map(_DTYPE, lst)) != {dtype} or not all(map(Tensor.is_contiguous, lst))):
             return False
     return True

@@ -53,9 +53,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.nn import Parameter
 
-from . import blocked, kernels
+from . import kernels, tensors
 
 __all__ = [
     "MIN_TRITON",
@@ -140,7 +139,6 @@ _BF16_STORE = ("tl.where(({0} & 0x7FFFFFFF) > 0x7F800000, ({0} >> 16) | 0x40, "
                "({0} + 0x7FFF + (({0} >> 16) & 1)) >> 16).to(tl.uint16)")
 #: Block sums: Triton's own sum combiner, which the interpreter runs as one numpy sum.
 _SUM = "tl.standard._sum_combine"
-_PLAIN = (Tensor, Parameter)
 _TRUE = ("1", "true", "on", "yes")
 
 #: The fixed kernel that adds each tensor's block sums (the generated kernels write one partial sum per block).
@@ -243,13 +241,15 @@ def usable(lists: Sequence[Sequence[Tensor]], owner: str = "optimlab", sizes_che
     if compute is None:
         return False
     if not sizes_checked:
-        blocked.check_shapes(lists, owner)
+        tensors.check_shapes(lists, owner)
     for lst in lists:
         dtype = lst[0].dtype
         if not _storage_ok(dtype, compute):
             return False
+        if not tensors.is_plain(lst):
+            return False
         for t in lst:
-            if type(t) not in _PLAIN or t.device != device or t.dtype != dtype or not t.is_contiguous():
+            if t.device != device or t.dtype != dtype or not t.is_contiguous():
                 return False
     return True
 

@@ -77,11 +77,12 @@ rules: blocked and unblocked parameters ``torch.equal`` after a step on the 150-
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch.nn import Parameter
+
+from .tensors import is_plain
 
 __all__ = [
     "DEFAULT_BLOCK_ELEMS",
@@ -90,12 +91,7 @@ __all__ = [
     "add_piece_sq_norms_",
     "block_plan",
     "blockable",
-    "check_shapes",
-    "fused_kernels_support",
-    "is_plain",
     "owned_block_plan",
-    "run_blocked",
-    "same_layout",
 ]
 
 #: Elements per block: 512K fp32 elements are 2 MiB per operand. Measured with optimlab's rules on the 25M-parameter
@@ -106,88 +102,6 @@ DEFAULT_BLOCK_ELEMS = 1 << 19
 
 #: Below this many elements a bucket runs unblocked: blocking only pays once temporaries exceed the caches.
 MIN_BLOCKED_ELEMS = 4 * DEFAULT_BLOCK_ELEMS
-
-
-_PLAIN = (Tensor, Parameter)
-_PLAIN_SET = frozenset(_PLAIN)
-
-
-def is_plain(tensors: Sequence[Tensor]) -> bool:
-    """Plain tensors and parameters, not DTensor or other subclasses (whose views and kernels differ)."""
-    return set(map(type, tensors)) <= _PLAIN_SET  # one C-level pass: this runs every step
-
-
-def fused_kernels_support(tensors: Sequence[Tensor]) -> bool:
-    """torch's ``_fused_*_`` optimizer kernels exist for dense floating plain tensors on CPU and CUDA (whether a
-    bucket's gradients and state are laid out as its parameters is :func:`same_layout`, checked by the caller)."""
-    t = tensors[0]
-    return t.device.type in ("cpu", "cuda") and t.is_floating_point() and is_plain(tensors)
-
-
-def _shape_mismatch(lists: Sequence[Sequence[Tensor]]) -> tuple[int, int] | None:
-    """``(j, i)`` of the first ``lists[j][i]`` whose shape is not ``lists[0][i]``'s (or a list of another length:
-    ``i`` is then the first index one of them lacks), else None."""
-    sizes = list(map(Tensor.size, lists[0]))
-    for j in range(1, len(lists)):
-        if list(map(Tensor.size, lists[j])) != sizes:  # one C-level pass per list: this runs every step
-            for i, (a, b) in enumerate(zip(lists[j], lists[0], strict=False)):
-                if a.shape != b.shape:
-                    return j, i
-            return j, min(len(lists[j]), len(sizes))
-    return None
-
-
-def check_shapes(lists: Sequence[Sequence[Tensor]], owner: str = "optimlab",
-                 names: Sequence[str] = ()) -> None:
-    """Raise ``RuntimeError`` unless every ``lists[j][i]`` has the shape of ``lists[0][i]`` (its parameter).
-
-    Every path that takes raw pointers or assumes sizes (torch's fused kernels, the compiled and Triton kernels,
-    blocked views) calls this first: a state tensor of another size than its parameter (a checkpoint of a resized
-    layer, ``p.data = bigger``) must raise, as torch's ops do, not write out of bounds. ``names[j - 1]`` names
-    list ``j`` in the message (``"gradient"``, a state key); ``owner`` is the optimizer's name."""
-    found = _shape_mismatch(lists)
-    if found is None:
-        return
-    j, i = found
-    what = names[j - 1] if j - 1 < len(names) else f"operand {j}"
-    what = what if what == "gradient" else f"state {what!r}"
-    if i >= len(lists[j]) or i >= len(lists[0]):
-        raise RuntimeError(f"{owner}: the list of {what} has {len(lists[j])} tensors, the parameters "
-                           f"{len(lists[0])}")
-    raise RuntimeError(
-        f"{owner}: the {what} of a parameter of shape {tuple(lists[0][i].shape)} has shape "
-        f"{tuple(lists[j][i].shape)} (tensor {i} of its bucket); it must have its parameter's shape. A checkpoint "
-        "of another model, or a parameter resized with p.data = ..., leaves state of the old size: load a matching "
-        "checkpoint, or drop that parameter's state (del optimizer.state[p])")
-
-
-def _non_overlapping_and_dense(t: Tensor) -> bool:
-    """Its elements fill one block of memory without gaps or repeats, in some order of its dimensions
-    (contiguous, transposed, channels-last; not a slice with gaps, not a broadcast)."""
-    if t.is_contiguous():
-        return True
-    expected = 1
-    for size, stride in sorted(zip(t.shape, t.stride(), strict=True), key=lambda d: d[1]):
-        if size == 1:
-            continue
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
-def same_layout(lists: Sequence[Sequence[Tensor]], sizes_checked: bool = False) -> bool:
-    """Every ``lists[j][i]`` has the shape and strides of ``lists[0][i]`` (its parameter), and the parameters are
-    non-overlapping and dense: what torch's fused kernels assume (they read every tensor's memory as laid out as
-    its parameter). Gradients set by hand can differ (``torch.autograd.grad`` returns a broadcast, stride-0 tensor
-    for ``w.sum()``; a transposed computation a transposed one); ``backward()`` obeys the layout contract.
-    ``sizes_checked``: the caller has run :func:`check_shapes` on these lists (the strides remain to compare)."""
-    if not sizes_checked and _shape_mismatch(lists) is not None:
-        return False
-    strides = list(map(Tensor.stride, lists[0]))
-    if any(list(map(Tensor.stride, lst)) != strides for lst in lists[1:]):
-        return False
-    return all(map(Tensor.is_contiguous, lists[0])) or all(map(_non_overlapping_and_dense, lists[0]))
 
 
 def blockable(tensors: Sequence[Tensor]) -> bool:
@@ -265,12 +179,3 @@ def owned_block_plan(lists: Sequence[Sequence[Tensor]],
         blocks.append((current, owners))
     return blocks
 
-
-def run_blocked(rule: Callable[..., None], lists: Sequence[Sequence[Tensor]], *args: object,
-                block_elems: int | None = None) -> None:
-    """Call ``rule(*block_lists, *args)`` once per block of :func:`block_plan`.
-
-    ``rule`` must be element-wise (no reduction over a tensor) and work in place on its list arguments.
-    """
-    for block in block_plan(lists, block_elems):
-        rule(*block, *args)
