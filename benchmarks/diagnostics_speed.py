@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 import optimlab
-from optimlab import diagnostics as D
+from optimlab import diagnostics
 from optimlab.lab.catalog.presets import build_optimizer
 from optimlab.lab.catalog.tasks import get_task
 from optimlab.lab.training.runner import RunConfig, run
@@ -62,7 +62,7 @@ def _steps(task, model, opt, batches, n: int) -> list[float]:
     return times
 
 
-class _TimedRecorder(D.Recorder):
+class _TimedRecorder(diagnostics.Recorder):
     """The recorder with a stopwatch around its two hooks: its own cost, apart from the step's noise."""
 
     seconds = 0.0
@@ -98,18 +98,18 @@ def recorder_overhead(spec: str, every: int, rounds: int, block: int) -> tuple[f
 
 def landscape_time(grid: int, examples: int) -> tuple[float, str]:
     task, data, model, opt, batches = _setup("sgdm", steps=200)
-    evals = D.fixed_batches(data.x_train[:examples], data.y_train[:examples], 2000)
-    dirs = D.random_directions(model, 2)
+    evals = diagnostics.fixed_batches(data.x_train[:examples], data.y_train[:examples], 2000)
+    dirs = diagnostics.random_directions(model, 2)
     t0 = time.perf_counter()
-    res = D.landscape(model, task.loss_fn, evals, dirs, np.linspace(-1, 1, grid))
+    res = diagnostics.landscape(model, task.loss_fn, evals, dirs, np.linspace(-1, 1, grid))
     return time.perf_counter() - t0, str(res.cost)
 
 
-def eigen_time(examples: int) -> tuple[float, D.HessianEigen]:
+def eigen_time(examples: int) -> tuple[float, diagnostics.HessianEigen]:
     task, data, model, opt, batches = _setup("sgdm", steps=200)
     batch = (data.x_train[:examples], data.y_train[:examples])
     t0 = time.perf_counter()
-    e = D.top_hessian_eigenvalue(model, task.loss_fn, batch, iters=100, tol=1e-3)
+    e = diagnostics.top_hessian_eigenvalue(model, task.loss_fn, batch, iters=100, tol=1e-3)
     return time.perf_counter() - t0, e
 
 
@@ -161,7 +161,7 @@ def recorder_table(rounds: int, block: int) -> None:
           f"{rounds} rounds; medians)")
     print(f"{'optimizer':10s} {'every':>5s} {'plain ms':>9s} {'recorded ms':>12s} {'recorder ms':>12s} "
           f"{'overhead':>9s}")
-    default = inspect.signature(D.Recorder).parameters["every"].default
+    default = inspect.signature(diagnostics.Recorder).parameters["every"].default
     for spec in ("sgdm", "adam", "lamb"):
         for every in (default, 10, 1):
             a, b, c, pct = recorder_overhead(spec, every, rounds, block)

@@ -21,8 +21,7 @@ import pytest
 import torch
 
 import optimlab
-from optimlab.core import kernels
-from optimlab.core import ops as F
+from optimlab.core import kernels, ops
 
 needs_compiler = pytest.mark.skipif(not kernels.enabled(), reason="no C compiler: compiled kernels are off")
 
@@ -68,7 +67,7 @@ def fresh_cache(monkeypatch, tmp_path):
 
 
 def _add_kernel(lists):
-    return kernels.run(lambda p, g: F.add_(p, g, alpha=-0.5), lists)
+    return kernels.run(lambda p, g: ops.add_(p, g, alpha=-0.5), lists)
 
 
 def _lists():
@@ -121,11 +120,11 @@ void optimlab_kernel(int64_t a, const void* b, const void* c, const void* d, con
 
 _STEP_IN_A_NEW_PROCESS = textwrap.dedent("""
     import json, warnings, torch
-    from optimlab.core import kernels, ops as F
+    from optimlab.core import kernels, ops
     lists = [[torch.ones(10)], [torch.full((10,), 2.0)]]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ran = [kernels.run(lambda p, g: F.add_(p, g, alpha=-0.5), lists) is not False for _ in range(2)]
+        ran = [kernels.run(lambda p, g: ops.add_(p, g, alpha=-0.5), lists) is not False for _ in range(2)]
     print(json.dumps({"ran": ran, "p": lists[0][0].tolist(), "stats": kernels.stats(),
                       "warnings": [str(w.message) for w in caught if "optimlab" in str(w.message)]}))
 """)

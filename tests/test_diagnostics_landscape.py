@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from optimlab import diagnostics as D
+from optimlab import diagnostics
 
 
 class Quadratic(nn.Module):
@@ -42,7 +42,7 @@ def test_interpolation_on_a_convex_quadratic_is_the_exact_parabola():
     a = [torch.randn(2, 2, dtype=torch.float64), torch.randn(2, dtype=torch.float64)]
     b = {"w": torch.randn(2, 2, dtype=torch.float64), "v": torch.randn(2, dtype=torch.float64), "A": model.A}
     alphas = np.linspace(-0.5, 1.5, 9)
-    res = D.interpolate(model, a, b, loss_of_output, [(None, None)], alphas)
+    res = diagnostics.interpolate(model, a, b, loss_of_output, [(None, None)], alphas)
     ta = torch.cat([a[0].reshape(-1), a[1]])
     d = torch.cat([b["w"].reshape(-1), b["v"]]) - ta
     A, bb = model.A, model.b
@@ -51,7 +51,8 @@ def test_interpolation_on_a_convex_quadratic_is_the_exact_parabola():
     curv = float(d @ A @ d)
     np.testing.assert_allclose(res.loss, f0 + slope * alphas + 0.5 * curv * alphas**2, rtol=1e-13)
     assert res.cost.forward_passes == 9 and np.isnan(res.metric).all()
-    assert res.alphas[0] == -0.5 and D.default_alphas()[4] == pytest.approx(0.0) and D.default_alphas()[24] == 1.0
+    alphas = diagnostics.default_alphas()
+    assert res.alphas[0] == -0.5 and alphas[4] == pytest.approx(0.0) and alphas[24] == 1.0
 
 
 def test_landscape_of_a_two_parameter_function_is_the_function_on_the_grid():
@@ -62,13 +63,13 @@ def test_landscape_of_a_two_parameter_function_is_the_function_on_the_grid():
     ex = [torch.tensor([1.0, 0.0], dtype=torch.float64)]
     ey = [torch.tensor([0.0, 1.0], dtype=torch.float64)]
     xs, ys = np.linspace(-1, 1, 7), np.linspace(-0.5, 2.0, 5)
-    res = D.landscape(model, task.loss_fn, [(None, None)], [ex, ey], grid=[xs, ys])
+    res = diagnostics.landscape(model, task.loss_fn, [(None, None)], [ex, ey], grid=[xs, ys])
     x0, y0 = task.start
     want = np.array([[(1 - (x0 + a)) ** 2 + 100 * ((y0 + b) - (x0 + a) ** 2) ** 2 for b in ys] for a in xs])
     assert res.loss.shape == (7, 5)
     np.testing.assert_allclose(res.loss, want, rtol=1e-14)
     assert model.xy.tolist() == list(task.start)  # restored
-    one = D.landscape(model, task.loss_fn, [(None, None)], [ex], grid=xs)
+    one = diagnostics.landscape(model, task.loss_fn, [(None, None)], [ex], grid=xs)
     np.testing.assert_allclose(one.loss, [(1 - (x0 + a)) ** 2 + 100 * (y0 - (x0 + a) ** 2) ** 2 for a in xs],
                                rtol=1e-14)
 
@@ -80,7 +81,7 @@ def _convnet() -> nn.Module:
 
 def test_filter_normalization_gives_each_filter_the_norm_of_the_weights_filter():
     model = _convnet()
-    (d,) = D.random_directions(model, 1, seed=1)
+    (d,) = diagnostics.random_directions(model, 1, seed=1)
     for (name, p), t in zip(model.named_parameters(), d, strict=True):
         if p.dim() <= 1:
             assert torch.count_nonzero(t) == 0, name  # biases and BatchNorm weights: ignored
@@ -88,19 +89,19 @@ def test_filter_normalization_gives_each_filter_the_norm_of_the_weights_filter()
         for i in range(p.shape[0]):  # one filter per output channel / row
             assert float(t[i].norm()) == pytest.approx(float(p[i].detach().norm()), rel=1e-6), (name, i)
         assert not torch.allclose(t, p)  # random, not the weights
-    (kept,) = D.random_directions(model, 1, ignore=None, seed=1)
+    (kept,) = diagnostics.random_directions(model, 1, ignore=None, seed=1)
     for p, t in zip(model.parameters(), kept, strict=True):
         if p.dim() <= 1:
             assert torch.equal(t, p.detach())  # the reference's choice: d = theta for 1-d tensors
-    (layer,) = D.random_directions(model, 1, norm="layer", seed=1)
+    (layer,) = diagnostics.random_directions(model, 1, norm="layer", seed=1)
     for p, t in zip(model.parameters(), layer, strict=True):
         if p.dim() > 1:
             assert float(t.norm()) == pytest.approx(float(p.detach().norm()), rel=1e-6)
-    (raw,) = D.random_directions(model, 1, filter_normalize=False, seed=1)
+    (raw,) = diagnostics.random_directions(model, 1, filter_normalize=False, seed=1)
     g = torch.Generator().manual_seed(1)
     assert all(torch.equal(t, torch.randn(p.shape, generator=g, dtype=torch.float64).float())
                for p, t in zip(model.parameters(), raw, strict=True))
-    a, b = D.random_directions(model, 2, seed=3)
+    a, b = diagnostics.random_directions(model, 2, seed=3)
     assert not torch.equal(a[0], b[0])
 
 
@@ -111,13 +112,13 @@ def test_landscape_restores_the_model_and_handles_batchnorm_and_dropout():
     model.train()
     model(x)  # some running statistics
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    batches = D.fixed_batches(x, y, 16)
+    batches = diagnostics.fixed_batches(x, y, 16)
     assert [len(b[1]) for b in batches] == [16, 16, 8]
-    dirs = D.random_directions(model, 2)
+    dirs = diagnostics.random_directions(model, 2)
     acc = lambda out, t: (out.argmax(1) == t).float().mean()  # noqa: E731
     rng = torch.get_rng_state()
-    res = D.landscape(model, nn.functional.cross_entropy, batches, dirs, grid=[-0.5, 0.0, 0.5], metric_fn=acc,
-                      bn="eval")
+    res = diagnostics.landscape(model, nn.functional.cross_entropy, batches, dirs, grid=[-0.5, 0.0, 0.5], metric_fn=acc,
+                                bn="eval")
     assert torch.equal(torch.get_rng_state(), rng)  # dropout off: no draws
     assert model.training and all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     model.eval()
@@ -126,7 +127,7 @@ def test_landscape_restores_the_model_and_handles_batchnorm_and_dropout():
     assert res.loss[1, 1] == pytest.approx(float(nn.functional.cross_entropy(out, y)), rel=1e-6)
     assert res.metric[1, 1] == pytest.approx(float(acc(out, y)), rel=1e-6)
     # recompute: statistics re-estimated at the point, as update_bn does
-    rec = D.landscape(model, nn.functional.cross_entropy, batches, dirs, grid=[0.0], bn="recompute")
+    rec = diagnostics.landscape(model, nn.functional.cross_entropy, batches, dirs, grid=[0.0], bn="recompute")
     ref = _convnet()
     ref.insert(3, nn.Dropout(0.5))
     ref.load_state_dict(state)
@@ -137,7 +138,7 @@ def test_landscape_restores_the_model_and_handles_batchnorm_and_dropout():
     assert rec.loss[0, 0] == pytest.approx(want, rel=1e-6)
     assert rec.cost.bn_batches == 3 and rec.cost.forward_passes == 6
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # statistics put back
-    batch = D.landscape(model, nn.functional.cross_entropy, [(x, y)], dirs[:1], grid=[0.0], bn="batch")
+    batch = diagnostics.landscape(model, nn.functional.cross_entropy, [(x, y)], dirs[:1], grid=[0.0], bn="batch")
     ref.train()
     for m in ref.modules():
         if isinstance(m, nn.Dropout):
@@ -157,7 +158,8 @@ def test_non_finite_loss_at_a_grid_point_is_recorded_not_raised():
 
     model = Exploding()
     grid = [-2.0, -0.5, 0.0, 1.0]
-    res = D.landscape(model, loss_of_output, [(None, None)], [[torch.tensor([1.0], dtype=torch.float64)]], grid)
+    res = diagnostics.landscape(model, loss_of_output, [(None, None)], [[torch.tensor([1.0], dtype=torch.float64)]],
+                                grid)
     assert math.isnan(res.loss[0]) and math.isinf(res.loss[3])  # log of a negative number; exp overflow
     assert res.loss[2] == 1.0 and res.finite.tolist() == [False, True, True, False]
     assert res.to_dict()["loss"][0] is None
@@ -173,7 +175,7 @@ def test_trajectory_pca_finds_the_plane_of_a_planar_path():
     ts = np.linspace(0, 1, 12)
     path = [[c + (3 * (1 - t)) * a + math.sin(4 * t) * b for c, a, b in zip(center, u, v, strict=True)] for t in ts]
     path[-1] = center
-    pca = D.trajectory_pca(path, model=model)
+    pca = diagnostics.trajectory_pca(path, model=model)
     assert pca.coords.shape == (12, 2)
     assert pca.explained_variance_ratio.sum() == pytest.approx(1.0, abs=1e-10)
     assert (pca.coords[0] <= 0).all() and np.allclose(pca.coords[-1], 0)
@@ -190,7 +192,7 @@ def test_trajectory_pca_finds_the_plane_of_a_planar_path():
         assert abs(float(flat[k].numpy() @ vt[k])) == pytest.approx(1.0, abs=1e-9)
     np.testing.assert_allclose(pca.explained_variance_ratio, (s**2 / (s**2).sum())[:2], rtol=1e-9)
     assert all(torch.count_nonzero(t) == 0 for d in pca.directions for t in d if t.dim() == 1)  # biasbn
-    np.testing.assert_allclose(D.project(path[3], center, pca.directions), pca.coords[3], atol=1e-10)
+    np.testing.assert_allclose(diagnostics.project(path[3], center, pca.directions), pca.coords[3], atol=1e-10)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -204,41 +206,41 @@ def test_bad_input_for_interpolation_and_landscapes():
     good = model.state_dict()
     before = {k: v.clone() for k, v in good.items()}
     with pytest.raises(ValueError, match=r"Invalid theta_b: .*without \['0.bias'\]"):
-        D.interpolate(model, good, {"0.weight": good["0.weight"]}, ce, batches)
+        diagnostics.interpolate(model, good, {"0.weight": good["0.weight"]}, ce, batches)
     with pytest.raises(ValueError, match=r"Invalid theta_b: .*unknown keys \['1.weight'\]"):
-        D.interpolate(model, good, {**good, "1.weight": torch.zeros(2, 2)}, ce, batches)
+        diagnostics.interpolate(model, good, {**good, "1.weight": torch.zeros(2, 2)}, ce, batches)
     with pytest.raises(ValueError, match=r"Invalid theta_a\['0.weight'\]: 'shape \(3, 2\)'; expected shape \(2, 3\)"):
-        D.interpolate(model, {**good, "0.weight": torch.zeros(3, 2)}, good, ce, batches)
+        diagnostics.interpolate(model, {**good, "0.weight": torch.zeros(3, 2)}, good, ce, batches)
     with pytest.raises(ValueError, match=r"Invalid theta_b: 'a sequence of 1 tensors'"):
-        D.interpolate(model, good, [torch.zeros(2, 3)], ce, batches)
+        diagnostics.interpolate(model, good, [torch.zeros(2, 3)], ce, batches)
     with pytest.raises(TypeError, match=r"Invalid theta_a"):
-        D.interpolate(model, 3.0, good, ce, batches)
+        diagnostics.interpolate(model, 3.0, good, ce, batches)
     with pytest.raises(ValueError, match=r"Invalid alphas: 'an empty grid'; expected at least one point"):
-        D.interpolate(model, good, good, ce, batches, alphas=[])
+        diagnostics.interpolate(model, good, good, ce, batches, alphas=[])
     with pytest.raises(ValueError, match=r"Invalid grid: 'an empty grid'"):
-        D.landscape(model, ce, batches, D.random_directions(model, 1), grid=[])
+        diagnostics.landscape(model, ce, batches, diagnostics.random_directions(model, 1), grid=[])
     with pytest.raises(ValueError, match=r"Invalid grid\[1\]: 'an empty grid'"):
-        D.landscape(model, ce, batches, D.random_directions(model, 2), grid=[[0.0], []])
+        diagnostics.landscape(model, ce, batches, diagnostics.random_directions(model, 2), grid=[[0.0], []])
     with pytest.raises(ValueError, match=r"Invalid alphas: \[0.0, nan\]; expected finite numbers"):
-        D.interpolate(model, good, good, ce, batches, alphas=[0.0, math.nan])
+        diagnostics.interpolate(model, good, good, ce, batches, alphas=[0.0, math.nan])
     with pytest.raises(ValueError, match=r"Invalid batches: 'no batches'"):
-        D.interpolate(model, good, good, ce, [])
+        diagnostics.interpolate(model, good, good, ce, [])
     with pytest.raises(ValueError, match=r"Invalid directions: '3 directions'"):
-        D.landscape(model, ce, batches, D.random_directions(model, 3))
+        diagnostics.landscape(model, ce, batches, diagnostics.random_directions(model, 3))
     with pytest.raises(TypeError, match=r"wrap a single direction"):
-        D.landscape(model, ce, batches, D.random_directions(model, 1)[0])
+        diagnostics.landscape(model, ce, batches, diagnostics.random_directions(model, 1)[0])
     with pytest.raises(ValueError, match=r"Invalid bn: 'stale'"):
-        D.interpolate(model, good, good, ce, batches, bn="stale")
+        diagnostics.interpolate(model, good, good, ce, batches, bn="stale")
     with pytest.raises(ValueError, match=r"Invalid norm: 'l1'"):
-        D.random_directions(model, 1, norm="l1")
+        diagnostics.random_directions(model, 1, norm="l1")
     with pytest.raises(ValueError, match=r"has no parameters|at least one trainable parameter"):
-        D.interpolate(nn.ReLU(), {}, {}, ce, batches)
+        diagnostics.interpolate(nn.ReLU(), {}, {}, ce, batches)
     with pytest.raises(ValueError, match=r"at least one trainable parameter"):
-        D.random_directions(nn.Sequential(), 1)
+        diagnostics.random_directions(nn.Sequential(), 1)
     with pytest.raises(ValueError, match=r"at least 2 checkpoints"):
-        D.trajectory_pca([good], model=model)
+        diagnostics.trajectory_pca([good], model=model)
     with pytest.raises(ValueError, match=r"Invalid checkpoints\[1\]"):
-        D.trajectory_pca([[torch.zeros(2, 3)], [torch.zeros(3, 2)]])
+        diagnostics.trajectory_pca([[torch.zeros(2, 3)], [torch.zeros(3, 2)]])
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # nothing lost
 
 
@@ -254,5 +256,6 @@ def test_model_is_restored_when_the_loss_raises_mid_landscape():
         return nn.functional.cross_entropy(out, y)
 
     with pytest.raises(RuntimeError, match="boom"):
-        D.landscape(model, failing, [(torch.randn(4, 3), torch.randint(0, 2, (4,)))], D.random_directions(model, 2))
+        diagnostics.landscape(model, failing, [(torch.randn(4, 3), torch.randint(0, 2, (4,)))],
+                              diagnostics.random_directions(model, 2))
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import optimlab
-from optimlab import diagnostics as D
+from optimlab import diagnostics
 
 # ------------------------------------------------------------------------------------------------------------
 # Closed forms: full-batch GD on a quadratic
@@ -23,7 +23,7 @@ def _gd_on_quadratic(lr: float, steps: int, every: int = 1):
     theta0 = [torch.tensor([1.0, -2.0], dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64)]
     params = [t.clone().requires_grad_() for t in theta0]
     opt = optimlab.SGD(params, lr=lr)
-    rec = D.Recorder(opt, every=every)
+    rec = diagnostics.Recorder(opt, every=every)
     for _ in range(steps):
         opt.zero_grad()
         sum(0.5 * (l * p * p).sum() for l, p in zip(lam, params, strict=True)).backward()
@@ -79,7 +79,7 @@ def test_distance_from_init_and_norms_match_the_closed_form_iterate():
 def _run(make, record: int | None, steps: int = 12):
     params = problems.make_params(torch.float64, seed=3)
     opt = make(params)
-    rec = D.Recorder(opt, every=record) if record else None
+    rec = diagnostics.Recorder(opt, every=record) if record else None
     problems.run(opt, params, steps, seed=5)
     if rec is not None:
         assert len(rec.history["step"]) == steps // record
@@ -137,7 +137,7 @@ def test_every_registered_optimizer_is_in_the_neutrality_test():
 def test_lookahead_update_includes_the_synchronisation():
     params = problems.make_params(torch.float64, seed=1)
     opt = optimlab.Lookahead(optimlab.SGD(params, lr=0.1), k=2, alpha=0.5)
-    rec = D.Recorder(opt, every=1)
+    rec = diagnostics.Recorder(opt, every=1)
     before = []
     for k in range(4):
         before.append([p.detach().clone() for p in params])
@@ -155,7 +155,7 @@ def _layer_steps(make, steps=6):
     params = problems.make_params(torch.float64, seed=4)
     params[2] = params[2].detach().zero_().requires_grad_()  # a zero-weight layer: the guarded ratio 1
     opt = make(params)
-    rec = D.Recorder(opt, every=1)
+    rec = diagnostics.Recorder(opt, every=1)
     out = []
     for k in range(steps):
         before = [p.detach().clone() for p in params]
@@ -202,16 +202,17 @@ def test_lamb_trust_ratios_are_the_ones_applied(cfg):
 def test_trust_ratios_absent_where_the_optimizer_has_none_and_for_excluded_groups():
     model = torch.nn.Linear(3, 2)
     opt = optimlab.create_optimizer("lamb", model, lr=0.01, weight_decay=0.01, exclude_from_decay=True)
-    rec = D.Recorder(opt, model, every=1)
+    rec = diagnostics.Recorder(opt, model, every=1)
     model(torch.randn(4, 3)).sum().backward()
     opt.step()
     ratios = dict(zip(rec.layers, rec.history["layer"]["trust_ratio"][0], strict=True))
     assert math.isfinite(ratios["weight"]) and math.isnan(ratios["bias"])  # the bias is excluded from adaptation
     opt2 = optimlab.Adam(model.parameters(), lr=0.01)
-    rec2 = D.Recorder(opt2, every=1)
+    rec2 = diagnostics.Recorder(opt2, every=1)
     opt2.step()
     assert all(math.isnan(r) for r in rec2.history["layer"]["trust_ratio"][0])
-    assert not D.has_trust_ratios(optimlab.GradientNoise(optimlab.LARS(model.parameters(), lr=1.0), eta=0.1, seed=0))
+    noisy = optimlab.GradientNoise(optimlab.LARS(model.parameters(), lr=1.0), eta=0.1, seed=0)
+    assert not diagnostics.has_trust_ratios(noisy)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -219,11 +220,11 @@ def test_trust_ratios_absent_where_the_optimizer_has_none_and_for_excluded_group
 
 
 def test_abs_histogram_bins_are_fixed_and_log_spaced():
-    bins = D.LogBins(-3, 1, 2)  # edges 1e-3, 10^-2.5, 1e-2, ..., 10
+    bins = diagnostics.LogBins(-3, 1, 2)  # edges 1e-3, 10^-2.5, 1e-2, ..., 10
     assert bins.count == 8
     np.testing.assert_allclose(bins.edges, 10.0 ** np.arange(-3, 1.01, 0.5))
     x = torch.tensor([0.0, -0.0, 1e-5, 2e-3, -5e-3, 0.02, 0.5, 0.99, 3.0, 100.0, math.inf, math.nan])
-    h = D.abs_histogram([x[:6], x[6:]], bins)
+    h = diagnostics.abs_histogram([x[:6], x[6:]], bins)
     assert h.counts.tolist() == [1, 1, 1, 0, 0, 2, 1, 0]
     assert (h.zero, h.under, h.over, h.nonfinite, h.total) == (2, 1, 1, 2, 12)
 
@@ -231,15 +232,15 @@ def test_abs_histogram_bins_are_fixed_and_log_spaced():
 def test_recorder_histograms_count_every_element():
     params = problems.make_params(torch.float64)
     opt = optimlab.Adam(params, lr=0.01)
-    rec = D.Recorder(opt, every=2, bins=D.LogBins(-8, 1, 1))
+    rec = diagnostics.Recorder(opt, every=2, bins=diagnostics.LogBins(-8, 1, 1))
     problems.run(opt, params, 4)
     n = sum(p.numel() for p in params)
     for key in ("grad", "update", "step_size"):
         for counts, outside in zip(rec.history["hist"][key], rec.history["hist_outside"][key], strict=True):
             assert len(counts) == 9 and sum(counts) + sum(outside) == n
     # Adam's first step moves every coordinate by lr (= 0.02 here): all updates in the bin [1e-2, 1e-1)
-    rec1 = D.Recorder(optimlab.Adam(ps := problems.make_params(torch.float64), lr=0.02), every=1,
-                      bins=D.LogBins(-8, 1, 1))
+    rec1 = diagnostics.Recorder(optimlab.Adam(ps := problems.make_params(torch.float64), lr=0.02), every=1,
+                                bins=diagnostics.LogBins(-8, 1, 1))
     problems.run(rec1.optimizer, ps, 1)
     assert rec1.history["hist"]["update"][0][6] == n
 
@@ -247,13 +248,13 @@ def test_recorder_histograms_count_every_element():
 def test_recorder_bad_input():
     p = torch.nn.Parameter(torch.zeros(2))
     with pytest.raises(ValueError, match=r"Invalid every: 0; expected a positive integer"):
-        D.Recorder(optimlab.SGD([p], lr=0.1), every=0)
+        diagnostics.Recorder(optimlab.SGD([p], lr=0.1), every=0)
     with pytest.raises(TypeError, match=r"Invalid optimizer"):
-        D.Recorder([p])  # type: ignore[arg-type]
+        diagnostics.Recorder([p])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"Invalid per_decade"):
-        D.LogBins(-3, 1, 0)
+        diagnostics.LogBins(-3, 1, 0)
     with pytest.raises(ValueError, match=r"Invalid high"):
-        D.LogBins(1, -3)
+        diagnostics.LogBins(1, -3)
 
 
 def test_recorder_to_dict_is_json_and_close_stops_recording():
@@ -261,7 +262,7 @@ def test_recorder_to_dict_is_json_and_close_stops_recording():
 
     params = problems.make_params(torch.float64)
     opt = optimlab.LAMB(params, lr=0.01)
-    rec = D.Recorder(opt, every=1)
+    rec = diagnostics.Recorder(opt, every=1)
     problems.run(opt, params, 3)
     rec.close()
     problems.run(opt, params, 2, start=3)
@@ -281,13 +282,14 @@ def test_noise_scale_estimates_are_unbiased():
     G = torch.tensor([1.0, 2.0, 0.0, 0.0], dtype=torch.float64)
     sd = torch.tensor([1.0, 2.0, 3.0, math.sqrt(26.0)], dtype=torch.float64)  # variances sum to 40
     b, k, draws = 8, 4, 4000
-    ests = [D.noise_scale_from_gradients([[G + sd * torch.randn(4, generator=g, dtype=torch.float64) / math.sqrt(b)]
-                                          for _ in range(k)], b) for _ in range(draws)]
+    ests = [diagnostics.noise_scale_from_gradients(
+        [[G + sd * torch.randn(4, generator=g, dtype=torch.float64) / math.sqrt(b)] for _ in range(k)], b)
+        for _ in range(draws)]
     g2 = np.array([e.g2 for e in ests])
     tr = np.array([e.trace for e in ests])
     assert abs(g2.mean() - 5.0) < 4 * g2.std() / math.sqrt(draws)
     assert abs(tr.mean() - 40.0) < 4 * tr.std() / math.sqrt(draws)
-    tracker = D.NoiseScaleTracker(beta=0.999)
+    tracker = diagnostics.NoiseScaleTracker(beta=0.999)
     for e in ests:
         smooth = tracker.update(e)
     assert smooth == pytest.approx(8.0, rel=0.1)
@@ -303,7 +305,7 @@ def test_gradient_noise_scale_touches_nothing():
     grads = [p.grad.clone() for p in model.parameters()]
     buffers = [b.clone() for b in model.buffers()]
     rng = torch.get_rng_state()
-    est = D.gradient_noise_scale(model, loss_fn, (x, y), parts=4)
+    est = diagnostics.gradient_noise_scale(model, loss_fn, (x, y), parts=4)
     assert torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads, strict=True))
     assert all(torch.equal(b, c) for b, c in zip(model.buffers(), buffers, strict=True))
@@ -314,16 +316,16 @@ def test_gradient_noise_scale_touches_nothing():
         for i in range(4):
             loss = loss_fn(model(x[8 * i:8 * i + 8]), y[8 * i:8 * i + 8])
             manual.append([t.detach() for t in torch.autograd.grad(loss, list(model.parameters()))])
-    ref = D.noise_scale_from_gradients(manual, 8)
+    ref = diagnostics.noise_scale_from_gradients(manual, 8)
     assert est.g2 == pytest.approx(ref.g2, rel=1e-12) and est.trace == pytest.approx(ref.trace, rel=1e-12)
     with pytest.raises(ValueError, match="Invalid parts"):
-        D.gradient_noise_scale(model, loss_fn, (x, y), parts=1)
+        diagnostics.gradient_noise_scale(model, loss_fn, (x, y), parts=1)
 
 
 def test_recorder_records_the_noise_scale_with_the_step():
     model = torch.nn.Linear(4, 1).double()
     opt = optimlab.SGD(model.parameters(), lr=0.01)
-    rec = D.Recorder(opt, model, every=1)
+    rec = diagnostics.Recorder(opt, model, every=1)
     x, y = torch.randn(16, 4, dtype=torch.float64), torch.randn(16, 1, dtype=torch.float64)
     mse = torch.nn.functional.mse_loss
     mse(model(x), y).backward()

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 import optimlab
-from optimlab.core import kernels
-from optimlab.core import ops as F
+from optimlab.core import kernels, ops
 
 needs_compiler = pytest.mark.skipif(not kernels.enabled(), reason="no C compiler: compiled kernels are off")
 
@@ -24,23 +23,23 @@ def _every_op(x, y, z):
     """Each operation a rule may use, through :mod:`optimlab.core.ops` (the functions rules are written with).
     Denominators are kept away from zero, so the result is well conditioned and round-off stays at a few ulps
     of the intermediates (|x| < 10): the kernel may contract ``a + b*c`` into one FMA where torch does not."""
-    a = F.add(x, y, alpha=0.3)
-    F.add_(a, z, alpha=-2.0)
-    F.add_scalar_(a, 0.25)
+    a = ops.add(x, y, alpha=0.3)
+    ops.add_(a, z, alpha=-2.0)
+    ops.add_scalar_(a, 0.25)
     a = torch.sub(torch.add(a, 0.5, alpha=3.0), 0.25, alpha=2.0)  # scalar operands with alpha, as torch has them
-    b = F.mul(F.neg(a), 1.5)
-    F.mul_(b, y)
-    c = F.div(F.sqrt(F.addcmul_(F.add_scalar_(F.mul(z, z), 1.0), z, z, value=0.5)), 3.0)
-    F.div_(c, F.add_scalar_(F.mul(y, y), 1.0))
-    F.lerp_(b, c, 0.1)
-    F.lerp_(c, b, 0.9)  # torch switches formula at weight 0.5
-    F.addcdiv_(b, c, F.add_scalar_(F.sqrt(F.mul(z, z)), 1.0), value=-0.7)
-    F.maximum_(c, b)
-    F.clamp_(b, -0.5, 0.75)
-    F.reciprocal_(F.add_scalar_(F.mul_(c, c), 4.0))
-    F.add_(x, b)
-    F.add_(z, c, alpha=0.5)
-    return [F.mul(b, b), F.mul(c, y)]
+    b = ops.mul(ops.neg(a), 1.5)
+    ops.mul_(b, y)
+    c = ops.div(ops.sqrt(ops.addcmul_(ops.add_scalar_(ops.mul(z, z), 1.0), z, z, value=0.5)), 3.0)
+    ops.div_(c, ops.add_scalar_(ops.mul(y, y), 1.0))
+    ops.lerp_(b, c, 0.1)
+    ops.lerp_(c, b, 0.9)  # torch switches formula at weight 0.5
+    ops.addcdiv_(b, c, ops.add_scalar_(ops.sqrt(ops.mul(z, z)), 1.0), value=-0.7)
+    ops.maximum_(c, b)
+    ops.clamp_(b, -0.5, 0.75)
+    ops.reciprocal_(ops.add_scalar_(ops.mul_(c, c), 4.0))
+    ops.add_(x, b)
+    ops.add_(z, c, alpha=0.5)
+    return [ops.mul(b, b), ops.mul(c, y)]
 
 
 @needs_compiler
@@ -70,8 +69,8 @@ def test_nan_and_inf_propagate_as_in_torch():
     y = torch.tensor([0.0, nan, 0.0, nan, -0.0, 3.0])
 
     def rule(a, b):
-        F.maximum_(a, b)
-        F.clamp_(b, -1.0, 1.0)
+        ops.maximum_(a, b)
+        ops.clamp_(b, -1.0, 1.0)
 
     got = [[x.clone()], [y.clone()]]
     assert kernels.run(rule, got) is None
@@ -93,8 +92,8 @@ def test_per_tensor_scalars_and_threads_split_inside_tensors(monkeypatch):
         before = [t.clone() for t in lists[0]]
 
         def rule(p, g, k):
-            F.add_(p, F.mul(g, k))
-            return [F.mul(g, g)]
+            ops.add_(p, ops.mul(g, k))
+            return [ops.mul(g, g)]
 
         sums = kernels.run(rule, lists, per_tensor=[scale], readonly=(1,))
     finally:
@@ -108,7 +107,7 @@ def test_per_tensor_scalars_and_threads_split_inside_tensors(monkeypatch):
 def test_writing_into_a_readonly_input_is_an_error():
     lists = _tensors(2, (8,), torch.float32)
     with pytest.raises(RuntimeError, match="never modify p.grad"):
-        kernels.run(lambda p, g: F.mul_(g, 2.0), lists, readonly=(1,))
+        kernels.run(lambda p, g: ops.mul_(g, 2.0), lists, readonly=(1,))
 
 
 @needs_compiler
@@ -117,8 +116,8 @@ def test_untraceable_rule_touches_nothing():
     before = [t.clone() for lst in lists for t in lst]
 
     def rule(p, g):
-        F.add_(p, g)
-        F.norms(p)  # a reduction over a tensor inside the rule: not element-wise
+        ops.add_(p, g)
+        ops.norms(p)  # a reduction over a tensor inside the rule: not element-wise
 
     assert kernels.run(rule, lists) is False
     assert all(torch.equal(a, b) for a, b in zip([t for lst in lists for t in lst], before, strict=True))
@@ -204,12 +203,12 @@ def test_kernels_are_cached_on_disk_by_source(monkeypatch, tmp_path):
     assert kernels.cache_dir() == tmp_path
     compiled = kernels.stats()["compiled"]
     lists = _tensors(2, (9,), torch.float32)
-    kernels.run(lambda p, g: F.add_(p, g, alpha=0.123), lists)
-    kernels.run(lambda p, g: F.add_(p, g, alpha=-7.0), lists)  # another lr: the same kernel
+    kernels.run(lambda p, g: ops.add_(p, g, alpha=0.123), lists)
+    kernels.run(lambda p, g: ops.add_(p, g, alpha=-7.0), lists)  # another lr: the same kernel
     assert kernels.stats()["compiled"] == compiled + 1
     assert len(list(tmp_path.glob("optimlab_*.so"))) == 1 and len(list(tmp_path.glob("optimlab_*.c"))) == 1
     monkeypatch.setattr(kernels, "_loaded", {})  # a new process: loads, does not compile
-    kernels.run(lambda p, g: F.add_(p, g, alpha=1.0), lists)
+    kernels.run(lambda p, g: ops.add_(p, g, alpha=1.0), lists)
     assert kernels.stats()["compiled"] == compiled + 1
     assert os.access(next(tmp_path.glob("optimlab_*.so")), os.R_OK)
 
@@ -279,7 +278,7 @@ def test_kernels_run_on_torchs_openmp_threads():
     before = _loaded_openmp_runtimes()
     assert library in before
     lists = _tensors(2, (300_000, 5), torch.float32)
-    kernels.run(lambda p, g: F.add_(p, g, alpha=0.25), lists)
+    kernels.run(lambda p, g: ops.add_(p, g, alpha=0.25), lists)
     assert _loaded_openmp_runtimes() == before
 
 
@@ -297,7 +296,7 @@ def test_both_thread_runtimes_give_the_same_sums(monkeypatch, tmp_path, runtime)
     torch.set_num_threads(4)
     try:
         lists = _tensors(2, (1000, 7, 33), torch.float64)
-        sums = kernels.run(lambda p, g: [F.mul(p, g)], lists)
+        sums = kernels.run(lambda p, g: [ops.mul(p, g)], lists)
     finally:
         torch.set_num_threads(threads)
     expected = torch.stack([(p * g).sum() for p, g in zip(*lists, strict=True)])
@@ -337,13 +336,13 @@ def test_second_pass_finishes_eagerly_when_its_kernel_cannot_run(name, monkeypat
 # -- ops added for the optimizers after Adam (issue 12): abs, sign, comparisons, where, copy_ -------------------------
 def _sign_and_mask_ops(x, y, z):
     """abs, sign, gt/ge/lt/le, where (tensor and scalar branches) and copy_, through :mod:`optimlab.core.ops`."""
-    s = F.sign(F.mul(x, y))
-    grown = F.where(F.gt(s, 0.0), F.mul(z, 1.2), F.where(F.lt(s, 0.0), F.mul(z, 0.5), z))
-    F.copy_(z, F.clamp_(grown, 1e-3, None))
-    a = F.abs(x)
-    F.add_(x, F.where(F.ge(a, y), a, F.sign(y)))
-    F.add_(x, F.where(F.le(y, -0.5), 0.0, F.add_scalar(y, 0.25)))
-    return [F.where(F.le(x, 0.5), x, 0.0), F.abs(F.sign(y)), F.where(F.gt(x, y), 1.0, z)]
+    s = ops.sign(ops.mul(x, y))
+    grown = ops.where(ops.gt(s, 0.0), ops.mul(z, 1.2), ops.where(ops.lt(s, 0.0), ops.mul(z, 0.5), z))
+    ops.copy_(z, ops.clamp_(grown, 1e-3, None))
+    a = ops.abs(x)
+    ops.add_(x, ops.where(ops.ge(a, y), a, ops.sign(y)))
+    ops.add_(x, ops.where(ops.le(y, -0.5), 0.0, ops.add_scalar(y, 0.25)))
+    return [ops.where(ops.le(x, 0.5), x, 0.0), ops.abs(ops.sign(y)), ops.where(ops.gt(x, y), 1.0, z)]
 
 
 @needs_compiler
@@ -376,8 +375,8 @@ def test_abs_and_sign_of_special_values():
     x = torch.tensor([nan, -0.0, 0.0, -inf, inf, -2.5, 3.0, 1e-40], dtype=torch.float32)
 
     def rule(a, b):
-        F.copy_(b, F.sign(a))
-        F.copy_(a, F.abs(a))
+        ops.copy_(b, ops.sign(a))
+        ops.copy_(a, ops.abs(a))
 
     got = [[x.clone()], [torch.zeros_like(x)]]
     assert kernels.run(rule, got) is None
@@ -389,11 +388,11 @@ def test_abs_and_sign_of_special_values():
 
 def test_where_of_two_scalars_is_refused():
     with pytest.raises(TypeError, match="a or b must be a tensor"):
-        F.where(torch.ones(2, dtype=torch.bool), 1.0, 0.0)
+        ops.where(torch.ones(2, dtype=torch.bool), 1.0, 0.0)
 
 
 @needs_compiler
 def test_copy_into_the_gradient_is_refused():
     lists = _tensors(2, (8,), torch.float32)
     with pytest.raises(RuntimeError, match="never modify p.grad"):
-        kernels.run(lambda p, g: F.copy_(g, p), lists, readonly=(1,))
+        kernels.run(lambda p, g: ops.copy_(g, p), lists, readonly=(1,))

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import optimlab
-from optimlab.algorithms import _matrix as M
+from optimlab.algorithms import _matrix
 
 SHAPES = [(6, 5), (5, 6), (6, 5), (8, 8), (3, 9), (1, 4)]
 
@@ -140,7 +140,7 @@ def test_newton_schulz_singular_values_lie_in_the_band(coefficients, band, dtype
     "~Uniform(0.5, 1.5)", facebookresearch/optimizers "[0.7, 1.3]"), Polar Express x 5 [0.859, 1.141]. The
     matrix iteration lands there in float64/float32, and within 0.01 of it in bfloat16; the singular vectors are
     G's."""
-    schedule, scale = M.ns_schedule(coefficients, 5)
+    schedule, scale = _matrix.ns_schedule(coefficients, 5)
     k = min(shape)
     sigma = torch.logspace(-1.2, 0, k, dtype=torch.float64)  # normalized s from about 9e-3 to 0.14
     G, u, v = _with_singular_values(shape, sigma)
@@ -148,7 +148,7 @@ def test_newton_schulz_singular_values_lie_in_the_band(coefficients, band, dtype
     assert s.min() >= 3e-3
     expected = _scalar_map(schedule, scale, s)
     assert band[0] <= expected.min() and expected.max() <= band[1]
-    O = M.newton_schulz(G, schedule, 1e-7, dtype, scale).double()
+    O = _matrix.newton_schulz(G, schedule, 1e-7, dtype, scale).double()
     sv = torch.linalg.svdvals(O)
     slack = 0.01 if dtype == torch.bfloat16 else 1e-6
     assert band[0] - slack <= sv.min() and sv.max() <= band[1] + slack
@@ -159,16 +159,16 @@ def test_newton_schulz_singular_values_lie_in_the_band(coefficients, band, dtype
 def test_polar_express_is_closer_to_orthogonal_than_the_quintic():
     """The paper's claim, on the scalar map over [1e-3, 1]: max |p(s) - 1| is smaller for Polar Express at 5 steps."""
     s = np.logspace(-3, 0, 20001)
-    err = {c: np.abs(_scalar_map(*M.ns_schedule(c, 5), s) - 1).max() for c in ("quintic", "polar_express")}
+    err = {c: np.abs(_scalar_map(*_matrix.ns_schedule(c, 5), s) - 1).max() for c in ("quintic", "polar_express")}
     assert err["polar_express"] < 0.16 < 0.5 < err["quintic"]
 
 
 def test_polar_express_repeats_its_last_polynomial_and_custom_sequences_are_accepted():
-    sched, scale = M.ns_schedule("polar_express", 7)
-    assert sched[:5] == list(M.POLAR_EXPRESS) and sched[5] == sched[6] == M.POLAR_EXPRESS[-1]
+    sched, scale = _matrix.ns_schedule("polar_express", 7)
+    assert sched[:5] == list(_matrix.POLAR_EXPRESS) and sched[5] == sched[6] == _matrix.POLAR_EXPRESS[-1]
     assert scale == 1.02
-    assert M.ns_schedule([(2.0, -1.5, 0.5), (1.5, -0.5, 0.0)], 3)[0] == [(2.0, -1.5, 0.5), (1.5, -0.5, 0.0)] * 1 + \
-        [(1.5, -0.5, 0.0)]
+    assert _matrix.ns_schedule([(2.0, -1.5, 0.5), (1.5, -0.5, 0.0)], 3)[0] == \
+        [(2.0, -1.5, 0.5), (1.5, -0.5, 0.0)] * 1 + [(1.5, -0.5, 0.0)]
 
 
 def test_hand_derived_first_step():

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import optimlab
-from optimlab.algorithms import _matrix as M
+from optimlab.algorithms import _matrix
 
 
 # -- the reference, transcribed from distributed_shampoo.py, shampoo_preconditioner_list.py (RootInv),
@@ -216,30 +216,30 @@ def test_inverse_root_and_its_regularisation():
     g = torch.Generator().manual_seed(3)
     X = torch.randn(5, 8, generator=g, dtype=torch.float64)
     A = X @ X.T
-    R = M.inverse_root(A, 4.0, 1e-12)
+    R = _matrix.inverse_root(A, 4.0, 1e-12)
     torch.testing.assert_close(torch.linalg.matrix_power(R, 4) @ (A + 1e-12 * torch.eye(5, dtype=torch.float64)),
                                torch.eye(5, dtype=torch.float64), rtol=0, atol=1e-9)
     indefinite = torch.diag(torch.tensor([2.0, -1.0], dtype=torch.float64))  # eigenvalues shifted to min = eps
-    torch.testing.assert_close(M.inverse_root(indefinite, 2.0, 1e-2),
+    torch.testing.assert_close(_matrix.inverse_root(indefinite, 2.0, 1e-2),
                                torch.diag(torch.tensor([3.01, 0.01], dtype=torch.float64) ** -0.5))
-    stacked = M.inverse_root(torch.stack([A, 2 * A]), 4.0, 1e-12)
-    torch.testing.assert_close(stacked[1], M.inverse_root(2 * A, 4.0, 1e-12))
+    stacked = _matrix.inverse_root(torch.stack([A, 2 * A]), 4.0, 1e-12)
+    torch.testing.assert_close(stacked[1], _matrix.inverse_root(2 * A, 4.0, 1e-12))
 
 
 def test_blocking_follows_merge_small_dims_and_multi_dim_split():
-    assert M.merge_small_dims((32, 3, 64, 64), 8192) == (96, 4096)
-    assert M.merge_small_dims((1, 2, 5, 1), 10) == (10,)
-    assert M.merge_small_dims((1, 2, 5, 1), 1) == (2, 5)
-    assert M.merge_small_dims((), 1024) == (1,) and M.merge_small_dims((0, 3), 1024) == (0,)
-    assert M.merge_small_dims((768, 3072), 1024) == (768, 3072)
-    assert M.merge_small_dims((768, 3072), math.inf) == (768 * 3072,)  # as the reference: all merged
+    assert _matrix.merge_small_dims((32, 3, 64, 64), 8192) == (96, 4096)
+    assert _matrix.merge_small_dims((1, 2, 5, 1), 10) == (10,)
+    assert _matrix.merge_small_dims((1, 2, 5, 1), 1) == (2, 5)
+    assert _matrix.merge_small_dims((), 1024) == (1,) and _matrix.merge_small_dims((0, 3), 1024) == (0,)
+    assert _matrix.merge_small_dims((768, 3072), 1024) == (768, 3072)
+    assert _matrix.merge_small_dims((768, 3072), math.inf) == (768 * 3072,)  # as the reference: all merged
     for shape in [(32, 3, 64, 64), (1, 2, 5, 1), (768, 3072), (6, 5), (5,)]:
         for t in (8, 1024, math.inf):
-            assert M.merge_small_dims(shape, t) == _merge_small_dims(shape, t)
+            assert _matrix.merge_small_dims(shape, t) == _merge_small_dims(shape, t)
     t = torch.arange(5 * 3).reshape(5, 3)
-    ours = [t[cut] for cut in M.split_slices((5, 3), 2)]
+    ours = [t[cut] for cut in _matrix.split_slices((5, 3), 2)]
     assert all(torch.equal(a, b) for a, b in zip(ours, _multi_dim_split(t, 2), strict=True))
-    assert M.split_slices((768, 3072), 1024) == [(slice(0, 768), slice(i, i + 1024)) for i in (0, 1024, 2048)]
+    assert _matrix.split_slices((768, 3072), 1024) == [(slice(0, 768), slice(i, i + 1024)) for i in (0, 1024, 2048)]
 
 
 def test_bad_start_step_is_refused():

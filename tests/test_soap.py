@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import optimlab
-from optimlab.algorithms import _matrix as M
+from optimlab.algorithms import _matrix
 
 
 # -- the reference: nikhilvyas/SOAP soap.py, its methods transcribed as functions on one tensor's state ---------------
@@ -275,22 +275,22 @@ def test_eigenbasis_refresh_is_power_iteration_and_qr():
     g = torch.Generator().manual_seed(1)
     X = torch.randn(6, 20, generator=g, dtype=torch.float64)
     A = X @ X.T
-    Q = M.eigenbasis(A)
+    Q = _matrix.eigenbasis(A)
     lam = torch.diag(Q.T @ A @ Q)
     assert (lam[:-1] > lam[1:]).all()
     shuffled = Q[:, torch.tensor([3, 0, 5, 1, 4, 2])]
-    Q2, order = M.eigenbasis_refresh(A, shuffled)
+    Q2, order = _matrix.eigenbasis_refresh(A, shuffled)
     assert order.tolist() == [1, 3, 5, 0, 4, 2]
     torch.testing.assert_close(Q2.abs(), Q.abs(), rtol=0, atol=1e-12)
-    batched, _ = M.eigenbasis_refresh(torch.stack([A, 2 * A]), torch.stack([shuffled, shuffled]))
+    batched, _ = _matrix.eigenbasis_refresh(torch.stack([A, 2 * A]), torch.stack([shuffled, shuffled]))
     torch.testing.assert_close(batched[0], Q2, rtol=0, atol=1e-13)
 
 
 def test_merge_dims_rule():
-    assert M.merge_dims_soap([3, 4, 5], 15) == [12, 5]
-    assert M.merge_dims_soap([3, 4, 5], 100) == [60]
-    assert M.merge_dims_soap([20, 3, 4], 12) == [20, 12]
-    assert M.merge_dims_soap([], 10) == [1]
+    assert _matrix.merge_dims_soap([3, 4, 5], 15) == [12, 5]
+    assert _matrix.merge_dims_soap([3, 4, 5], 100) == [60]
+    assert _matrix.merge_dims_soap([20, 3, 4], 12) == [20, 12]
+    assert _matrix.merge_dims_soap([], 10) == [1]
 
 
 def test_complex_parameters_are_refused():

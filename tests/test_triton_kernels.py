@@ -19,8 +19,7 @@ from optim_db import CASES, DB, case_id
 from problems import loss_at, make_params
 from test_kernels import _every_op, _tensors
 
-from optimlab.core import kernels, tensors
-from optimlab.core import ops as F
+from optimlab.core import kernels, ops, tensors
 from optimlab.core import triton_kernels as tk
 
 pytest.importorskip("triton", reason="Triton is not installed (pip install 'optimlab[gpu]'; scripts/setup.sh test)")
@@ -110,8 +109,8 @@ def test_mixed_storage_bfloat16_moment_beside_float32():
     assert tk.usable(lists)
 
     def rule(p, g, m):
-        F.lerp_(m, g, 0.1)
-        F.add_(p, m, alpha=-0.01)
+        ops.lerp_(m, g, 0.1)
+        ops.add_(p, m, alpha=-0.01)
 
     tk.run(rule, lists, readonly=(1,))
     for i in range(2):
@@ -126,8 +125,8 @@ def test_nan_and_inf_propagate_as_in_torch():
     y = torch.tensor([0.0, nan, 0.0, nan, -0.0, 3.0])
 
     def rule(a, b):
-        F.maximum_(a, b)
-        F.clamp_(b, -1.0, 1.0)
+        ops.maximum_(a, b)
+        ops.clamp_(b, -1.0, 1.0)
 
     got = [[x.clone()], [y.clone()]]
     assert tk.run(rule, got) is None
@@ -214,8 +213,8 @@ def test_per_tensor_scalars_and_sums_over_many_blocks(monkeypatch):
     before = [t.clone() for t in lists[0]]
 
     def rule(p, g, k):
-        F.add_(p, F.mul(g, k))
-        return [F.mul(g, g), k]  # a sum of a per-tensor scalar: k * numel
+        ops.add_(p, ops.mul(g, k))
+        return [ops.mul(g, g), k]  # a sum of a per-tensor scalar: k * numel
 
     sums = tk.run(rule, lists, per_tensor=[scale], readonly=(1,))
     for i, (p, g, b) in enumerate(zip(lists[0], lists[1], before, strict=True)):
@@ -226,9 +225,9 @@ def test_per_tensor_scalars_and_sums_over_many_blocks(monkeypatch):
 
 def test_sums_are_deterministic():
     lists = _tensors(2, (3000, 2049, 1), torch.float32, seed=5)
-    first = tk.run(lambda p, g: [F.mul(p, g)], lists)
+    first = tk.run(lambda p, g: [ops.mul(p, g)], lists)
     for _ in range(3):
-        assert torch.equal(tk.run(lambda p, g: [F.mul(p, g)], lists), first)
+        assert torch.equal(tk.run(lambda p, g: [ops.mul(p, g)], lists), first)
 
 
 def test_unaligned_views_take_the_unaligned_variant():
@@ -236,14 +235,14 @@ def test_unaligned_views_take_the_unaligned_variant():
     lists = [[b[1:2050]] for b in base]  # 8-byte offset: not 16-byte aligned
     assert lists[0][0].data_ptr() % 16
     want = lists[0][0] + 0.5 * lists[1][0]
-    tk.run(lambda p, g: F.add_(p, g, alpha=0.5), lists)
+    tk.run(lambda p, g: ops.add_(p, g, alpha=0.5), lists)
     torch.testing.assert_close(lists[0][0], want, rtol=1e-15, atol=0)
     assert not tk._layout(lists, lists[0][0].device)[3]
 
 
 def test_writing_into_a_readonly_input_is_an_error():
     with pytest.raises(RuntimeError, match="never modify p.grad"):
-        tk.run(lambda p, g: F.mul_(g, 2.0), _tensors(2, (8,), torch.float32), readonly=(1,))
+        tk.run(lambda p, g: ops.mul_(g, 2.0), _tensors(2, (8,), torch.float32), readonly=(1,))
 
 
 def test_untraceable_rule_or_unknown_op_touches_nothing(monkeypatch):
@@ -251,12 +250,12 @@ def test_untraceable_rule_or_unknown_op_touches_nothing(monkeypatch):
     before = [t.clone() for lst in lists for t in lst]
 
     def rule(p, g):
-        F.add_(p, g)
-        F.norms(p)
+        ops.add_(p, g)
+        ops.norms(p)
 
     assert tk.run(rule, lists) is False
     monkeypatch.delitem(tk.OPS, "sqrt")  # an op the C backend has and this one would lack
-    assert tk.run(lambda p, g: F.add_(p, F.sqrt(g)), lists) is False
+    assert tk.run(lambda p, g: ops.add_(p, ops.sqrt(g)), lists) is False
     assert all(torch.equal(a, b) for a, b in zip([t for lst in lists for t in lst], before, strict=True))
 
 
@@ -282,17 +281,17 @@ def test_usable(monkeypatch):
 
 def test_a_schedule_never_generates_a_new_kernel():
     lists = _tensors(2, (9, 2000), torch.float32)
-    tk.run(lambda p, g: F.add_(p, g, alpha=0.123), lists)
+    tk.run(lambda p, g: ops.add_(p, g, alpha=0.123), lists)
     generated, layouts = tk.stats()["generated"], tk.stats()["layouts"]
     for lr in (1e-3, 0.0, -7.0, 1e30):
-        tk.run(lambda p, g, lr=lr: F.add_(p, g, alpha=lr), lists)
+        tk.run(lambda p, g, lr=lr: ops.add_(p, g, alpha=lr), lists)
     assert tk.stats()["generated"] == generated and tk.stats()["layouts"] == layouts
 
 
 def test_float64_hyperparameters_keep_float64():
     """A float64 rule gets its scalars as float64 (a float32 argument would round 1 + 1e-12 to 1)."""
     lists = [[torch.zeros(3, dtype=torch.float64)], [torch.ones(3, dtype=torch.float64)]]
-    tk.run(lambda p, g: F.add_(p, g, alpha=1 + 1e-12), lists)
+    tk.run(lambda p, g: ops.add_(p, g, alpha=1 + 1e-12), lists)
     assert torch.equal(lists[0][0], torch.full((3,), 1 + 1e-12, dtype=torch.float64))
 
 

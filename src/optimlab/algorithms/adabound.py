@@ -6,9 +6,7 @@ from typing import Any
 
 import torch
 
-from ..core import blocks as B
-from ..core import ops as F
-from ..core import validation as V
+from ..core import blocks, ops, validation
 from ..core.base import ParamsT
 from ..core.ops import TensorOrList
 from .adam import _AdamBase
@@ -69,8 +67,8 @@ class AdaBound(_AdamBase):
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
-        V.check_nonneg("final_lr", group["final_lr"])
-        V.check_positive("gamma", group["gamma"])
+        validation.check_nonneg("final_lr", group["final_lr"])
+        validation.check_positive("gamma", group["gamma"])
         if group["amsbound"] != group["amsgrad"]:
             group["amsgrad"] = group["amsbound"]  # a group that overrides amsbound
 
@@ -80,17 +78,17 @@ class AdaBound(_AdamBase):
         beta1, beta2 = h["betas"]
         t, lr = h["step"], h["lr"]
         g = self._decay(p, g, h)
-        m = B.ema_(s["exp_avg"], g, beta1)
-        v = B.ema_sq_(s["exp_avg_sq"], g, beta2)
+        m = blocks.ema_(s["exp_avg"], g, beta1)
+        v = blocks.ema_sq_(s["exp_avg_sq"], g, beta2)
         if h["amsbound"]:
-            v = B.amsgrad_max_(s["max_exp_avg_sq"], v)
-        step_size = lr * B.bias_correction(beta2, t) ** 0.5 / B.bias_correction(beta1, t)
-        final_lr = h["final_lr"] * B.schedule_multiplier(h)
+            v = blocks.amsgrad_max_(s["max_exp_avg_sq"], v)
+        step_size = lr * blocks.bias_correction(beta2, t) ** 0.5 / blocks.bias_correction(beta1, t)
+        final_lr = h["final_lr"] * blocks.schedule_multiplier(h)
         lower = final_lr * (1 - 1 / (h["gamma"] * t + 1))
         upper = final_lr * (1 + 1 / (h["gamma"] * t))
-        step = F.mul_(F.reciprocal_(F.add_scalar_(F.sqrt(v), h["eps"])), step_size)
-        F.mul_(F.clamp_(step, lower, upper), m)
-        F.add_(p, step, alpha=-1.0)
+        step = ops.mul_(ops.reciprocal_(ops.add_scalar_(ops.sqrt(v), h["eps"])), step_size)
+        ops.mul_(ops.clamp_(step, lower, upper), m)
+        ops.add_(p, step, alpha=-1.0)
 
 
 class AMSBound(AdaBound):

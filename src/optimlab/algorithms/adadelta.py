@@ -6,9 +6,7 @@ from typing import Any
 
 import torch
 
-from ..core import blocks as B
-from ..core import ops as F
-from ..core import validation as V
+from ..core import blocks, ops, validation
 from ..core.base import Optimizer, ParamsT, new_step
 from ..core.ops import TensorOrList
 
@@ -50,7 +48,7 @@ class Adadelta(Optimizer):
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
-        V.check_in_range("rho", group["rho"], 0.0, 1.0, hi_open=False)
+        validation.check_in_range("rho", group["rho"], 0.0, 1.0, hi_open=False)
 
     def _init_state(self, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["step"] = new_step()
@@ -59,9 +57,9 @@ class Adadelta(Optimizer):
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         rho, eps = h["rho"], h["eps"]
-        g = B.l2_decay(g, p, h["weight_decay"])
-        v = B.ema_sq_(s["square_avg"], g, rho)
-        std = F.sqrt(F.add_scalar(v, eps))
-        delta = F.mul_(F.div_(F.sqrt(F.add_scalar(s["acc_delta"], eps)), std), g)
-        B.ema_sq_(s["acc_delta"], delta, rho)
-        F.add_(p, delta, alpha=-h["lr"])
+        g = blocks.l2_decay(g, p, h["weight_decay"])
+        v = blocks.ema_sq_(s["square_avg"], g, rho)
+        std = ops.sqrt(ops.add_scalar(v, eps))
+        delta = ops.mul_(ops.div_(ops.sqrt(ops.add_scalar(s["acc_delta"], eps)), std), g)
+        blocks.ema_sq_(s["acc_delta"], delta, rho)
+        ops.add_(p, delta, alpha=-h["lr"])

@@ -9,8 +9,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..core import tensors
-from ..core import validation as V
+from ..core import tensors, validation
 from ..core.base import Optimizer, ParamsT, new_step
 from ..core.ops import TensorOrList
 
@@ -76,12 +75,12 @@ class Adafactor(Optimizer):
         super()._validate({k: v for k, v in group.items() if k != "eps"})
         eps = group["eps"]
         if not isinstance(eps, tuple | list) or len(eps) != 2:
-            V.fail("eps", eps, "a pair (eps1 or None, eps2)", TypeError)
+            validation.fail("eps", eps, "a pair (eps1 or None, eps2)", TypeError)
         if eps[0] is not None:
-            V.check_nonneg("eps[0]", eps[0])
-        V.check_nonneg("eps[1]", eps[1])
-        V.check_in_range("beta2_decay", group["beta2_decay"], float("-inf"), 0.0, hi_open=False)
-        V.check_in_range("d", group["d"], 1.0, float("inf"), hi_open=False)
+            validation.check_nonneg("eps[0]", eps[0])
+        validation.check_nonneg("eps[1]", eps[1])
+        validation.check_in_range("beta2_decay", group["beta2_decay"], float("-inf"), 0.0, hi_open=False)
+        validation.check_in_range("d", group["d"], 1.0, float("inf"), hi_open=False)
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         if p.is_complex():

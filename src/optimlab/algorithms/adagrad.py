@@ -6,10 +6,7 @@ from typing import Any
 
 import torch
 
-from ..core import blocks as B
-from ..core import ops as F
-from ..core import tensors
-from ..core import validation as V
+from ..core import blocks, ops, tensors, validation
 from ..core.base import Optimizer, ParamsT, new_step, scaling
 from ..core.ops import TensorOrList
 
@@ -55,8 +52,8 @@ class Adagrad(Optimizer):
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
-        V.check_nonneg("lr_decay", group["lr_decay"])
-        V.check_nonneg("initial_accumulator_value", group["initial_accumulator_value"])
+        validation.check_nonneg("lr_decay", group["lr_decay"])
+        validation.check_nonneg("initial_accumulator_value", group["initial_accumulator_value"])
 
     def share_memory(self) -> None:
         for group in self.param_groups:
@@ -91,8 +88,8 @@ class Adagrad(Optimizer):
         p.add_(torch.sparse_coo_tensor(indices, values / std, g.size(), check_invariants=False), alpha=-clr)
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
-        g = B.l2_decay(g, p, h["weight_decay"])
+        g = blocks.l2_decay(g, p, h["weight_decay"])
         clr = h["lr"] / (1 + (h["step"] - 1) * h["lr_decay"])
-        F.addcmul_(s["sum"], g, g)
-        std = F.add_scalar_(F.sqrt(s["sum"]), h["eps"])
-        F.addcdiv_(p, g, std, value=-clr)
+        ops.addcmul_(s["sum"], g, g)
+        std = ops.add_scalar_(ops.sqrt(s["sum"]), h["eps"])
+        ops.addcdiv_(p, g, std, value=-clr)

@@ -7,10 +7,7 @@ from typing import Any
 
 import torch
 
-from ..core import blocks as B
-from ..core import ops as F
-from ..core import tensors
-from ..core import validation as V
+from ..core import blocks, ops, tensors, validation
 from ..core.base import Optimizer, ParamsT, _get_scalar_dtype, new_step, scaling
 from ..core.ops import TensorOrList
 
@@ -25,12 +22,12 @@ class _AdamBase(Optimizer):
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
-        V.check_choice("decay_scale", group["decay_scale"], {"lr", "schedule"})
+        validation.check_choice("decay_scale", group["decay_scale"], {"lr", "schedule"})
         if not isinstance(group["decoupled_weight_decay"], bool):
-            V.fail("decoupled_weight_decay", group["decoupled_weight_decay"], "a bool", TypeError)
+            validation.fail("decoupled_weight_decay", group["decoupled_weight_decay"], "a bool", TypeError)
         if group["fused"] and group.get("moment_dtype") is not None:
-            V.fail("fused", True, "fused=None or False with moment_dtype (torch's fused kernel keeps m in the "
-                   "parameters' dtype)")
+            validation.fail("fused", True, "fused=None or False with moment_dtype (torch's fused kernel keeps m in the "
+                            "parameters' dtype)")
 
     def _init_state(self, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["step"] = new_step()
@@ -49,7 +46,7 @@ class _AdamBase(Optimizer):
             return False
         weight_decay = h["weight_decay"]
         if h["decoupled_weight_decay"]:
-            weight_decay = B.decoupled_decay_factor(h) / lr
+            weight_decay = blocks.decoupled_decay_factor(h) / lr
         kernel = torch._fused_adamw_ if h["decoupled_weight_decay"] else torch._fused_adam_
         beta1, beta2 = h["betas"]
         kernel(ps, gs, s["exp_avg"], s["exp_avg_sq"], s.get("max_exp_avg_sq", []), s["step"], lr=lr,
@@ -61,9 +58,9 @@ class _AdamBase(Optimizer):
     def _decay(p: TensorOrList, g: TensorOrList, h: dict[str, Any]) -> TensorOrList:
         """AdamW-style decay shrinks the weights; Adam-style L2 returns ``g + lambda * p``."""
         if h["decoupled_weight_decay"]:
-            B.decoupled_decay_(p, h)
+            blocks.decoupled_decay_(p, h)
             return g
-        return B.l2_decay(g, p, h["weight_decay"])
+        return blocks.l2_decay(g, p, h["weight_decay"])
 
 
 class Adam(_AdamBase):
@@ -122,10 +119,10 @@ class Adam(_AdamBase):
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
-        V.check_choice("amsgrad_max", group["amsgrad_max"], {"v", "v_hat"})
+        validation.check_choice("amsgrad_max", group["amsgrad_max"], {"v", "v_hat"})
         if group["fused"] and group["amsgrad_max"] != "v":
-            V.fail("fused", True, "fused=None or False with amsgrad_max='v_hat' (torch's fused kernel keeps the "
-                   "max of v)")
+            validation.fail("fused", True, "fused=None or False with amsgrad_max='v_hat' (torch's fused kernel "
+                            "keeps the max of v)")
 
     def _fused(self, ps: list[torch.Tensor], gs: list[torch.Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
         # torch's fused Adam/AdamW kernel is this rule (with AMSGrad's max of v) in one pass over memory.
@@ -136,15 +133,15 @@ class Adam(_AdamBase):
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         beta1, beta2 = h["betas"]
         g = self._decay(p, g, h)
-        m = B.ema_(s["exp_avg"], g, beta1)
-        v = B.ema_sq_(s["exp_avg_sq"], g, beta2)
-        bc1, bc2 = B.bias_correction(beta1, h["step"]), B.bias_correction(beta2, h["step"])
+        m = blocks.ema_(s["exp_avg"], g, beta1)
+        v = blocks.ema_sq_(s["exp_avg_sq"], g, beta2)
+        bc1, bc2 = blocks.bias_correction(beta1, h["step"]), blocks.bias_correction(beta2, h["step"])
         if h["amsgrad"]:
             if h["amsgrad_max"] == "v":
-                v = B.amsgrad_max_(s["max_exp_avg_sq"], v)
+                v = blocks.amsgrad_max_(s["max_exp_avg_sq"], v)
             else:
-                v, bc2 = B.amsgrad_max_(s["max_exp_avg_sq"], F.div(v, bc2)), 1.0
-        F.addcdiv_(p, m, B.adam_denominator(v, bc2, h["eps"]), value=-(h["lr"] / bc1))
+                v, bc2 = blocks.amsgrad_max_(s["max_exp_avg_sq"], ops.div(v, bc2)), 1.0
+        ops.addcdiv_(p, m, blocks.adam_denominator(v, bc2, h["eps"]), value=-(h["lr"] / bc1))
 
 
 class AdamW(Adam):
@@ -215,8 +212,8 @@ class NAdam(_AdamBase):
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
-        V.check_nonneg("momentum_decay", group["momentum_decay"])
-        V.check_choice("momentum_schedule", group["momentum_schedule"], {"dozat", "constant"})
+        validation.check_nonneg("momentum_decay", group["momentum_decay"])
+        validation.check_choice("momentum_schedule", group["momentum_schedule"], {"dozat", "constant"})
 
     def _init_state(self, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         super()._init_state(p, state, group)
@@ -229,20 +226,20 @@ class NAdam(_AdamBase):
         else:
             h["mu"] = beta1 * (1.0 - 0.5 * 0.96 ** (t * psi))
             h["mu_next"] = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * psi))
-        h["mu_product"] = F.first(F.mul_(s["mu_product"], h["mu"])).item()  # kept in its own dtype, as torch
+        h["mu_product"] = ops.first(ops.mul_(s["mu_product"], h["mu"])).item()  # kept in its own dtype, as torch
         if h["momentum_schedule"] == "constant":
             h["mu_product"] = beta1**t  # exact, rather than the float32 running product
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         beta1, beta2 = h["betas"]
         lr, mu, mu_next, mu_product = h["lr"], h["mu"], h["mu_next"], h["mu_product"]
-        bc2 = B.bias_correction(beta2, h["step"])
+        bc2 = blocks.bias_correction(beta2, h["step"])
         g = self._decay(p, g, h)
-        m = B.ema_(s["exp_avg"], g, beta1)
-        v = B.ema_sq_(s["exp_avg_sq"], g, beta2)
-        denom = F.add_scalar_(F.sqrt(F.div(v, bc2)), h["eps"])
-        F.addcdiv_(p, g, denom, value=-lr * (1.0 - mu) / (1.0 - mu_product))
-        F.addcdiv_(p, m, denom, value=(-lr * mu_next) / (1.0 - mu_product * mu_next))
+        m = blocks.ema_(s["exp_avg"], g, beta1)
+        v = blocks.ema_sq_(s["exp_avg_sq"], g, beta2)
+        denom = ops.add_scalar_(ops.sqrt(ops.div(v, bc2)), h["eps"])
+        ops.addcdiv_(p, g, denom, value=-lr * (1.0 - mu) / (1.0 - mu_product))
+        ops.addcdiv_(p, m, denom, value=(-lr * mu_next) / (1.0 - mu_product * mu_next))
 
 
 class RAdam(_AdamBase):
@@ -290,16 +287,16 @@ class RAdam(_AdamBase):
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
-        V.check_in_range("rectify_threshold", group["rectify_threshold"], 4.0, math.inf)
+        validation.check_in_range("rectify_threshold", group["rectify_threshold"], 4.0, math.inf)
         if not isinstance(group["degenerated_to_sgd"], bool):
-            V.fail("degenerated_to_sgd", group["degenerated_to_sgd"], "a bool", TypeError)
+            validation.fail("degenerated_to_sgd", group["degenerated_to_sgd"], "a bool", TypeError)
 
     @staticmethod
     def _rectification(h: dict[str, Any]) -> float | None:
         """:math:`r_t`, or None while :math:`\rho_t` is below the threshold."""
         beta2, t = h["betas"][1], h["step"]
         rho_inf = 2 / (1 - beta2) - 1
-        rho_t = rho_inf - 2 * t * (beta2**t) / B.bias_correction(beta2, t)
+        rho_t = rho_inf - 2 * t * (beta2**t) / blocks.bias_correction(beta2, t)
         if not rho_t > h["rectify_threshold"]:
             return None
         return ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
@@ -309,24 +306,24 @@ class RAdam(_AdamBase):
         r = self._rectification(h)
         if r is None:
             return False
-        bc2 = B.bias_correction(h["betas"][1], h["step"])
+        bc2 = blocks.bias_correction(h["betas"][1], h["step"])
         return self._fused_adam(ps, gs, s, h, lr=h["lr"] * r, eps=h["eps"] / bc2**0.5)
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         beta1, beta2 = h["betas"]
         t, lr = h["step"], h["lr"]
-        bc1, bc2 = B.bias_correction(beta1, t), B.bias_correction(beta2, t)
+        bc1, bc2 = blocks.bias_correction(beta1, t), blocks.bias_correction(beta2, t)
         r = self._rectification(h)
         if r is None and not h["degenerated_to_sgd"]:
-            g = g if h["decoupled_weight_decay"] else B.l2_decay(g, p, h["weight_decay"])
-            B.ema_(s["exp_avg"], g, beta1)
-            B.ema_sq_(s["exp_avg_sq"], g, beta2)
+            g = g if h["decoupled_weight_decay"] else blocks.l2_decay(g, p, h["weight_decay"])
+            blocks.ema_(s["exp_avg"], g, beta1)
+            blocks.ema_sq_(s["exp_avg_sq"], g, beta2)
             return
         g = self._decay(p, g, h)
-        m = B.ema_(s["exp_avg"], g, beta1)
-        v = B.ema_sq_(s["exp_avg_sq"], g, beta2)
-        update = F.mul_(F.div(m, bc1), lr)
+        m = blocks.ema_(s["exp_avg"], g, beta1)
+        v = blocks.ema_sq_(s["exp_avg_sq"], g, beta2)
+        update = ops.mul_(ops.div(m, bc1), lr)
         if r is not None:
-            adaptive = F.mul_(F.reciprocal_(F.add_scalar_(F.sqrt(v), h["eps"])), bc2**0.5)
-            F.mul_(F.mul_(update, adaptive), r)
-        F.add_(p, update, alpha=-1.0)
+            adaptive = ops.mul_(ops.reciprocal_(ops.add_scalar_(ops.sqrt(v), h["eps"])), bc2**0.5)
+            ops.mul_(ops.mul_(update, adaptive), r)
+        ops.add_(p, update, alpha=-1.0)

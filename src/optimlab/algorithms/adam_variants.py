@@ -11,9 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core import blocks as B
-from ..core import ops as F
-from ..core import validation as V
+from ..core import blocks, ops, validation
 from ..core.base import Optimizer, ParamsT, new_step
 from ..core.ops import TensorOrList
 
@@ -61,10 +59,10 @@ class Adamax(Optimizer):
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         beta1, beta2 = h["betas"]
-        g = B.l2_decay(g, p, h["weight_decay"])
-        m = B.ema_(s["exp_avg"], g, beta1)
-        u = B.ema_inf_(s["exp_inf"], g, beta2, h["eps"])
-        F.addcdiv_(p, m, u, value=-h["lr"] / B.bias_correction(beta1, h["step"]))
+        g = blocks.l2_decay(g, p, h["weight_decay"])
+        m = blocks.ema_(s["exp_avg"], g, beta1)
+        u = blocks.ema_inf_(s["exp_inf"], g, beta2, h["eps"])
+        ops.addcdiv_(p, m, u, value=-h["lr"] / blocks.bias_correction(beta1, h["step"]))
 
 
 def ademamix_alpha(step: float, alpha: float, warmup: int | None) -> float:
@@ -137,16 +135,16 @@ class AdEMAMix(Optimizer):
     def _validate(self, group: dict[str, Any]) -> None:
         betas = group["betas"]
         if not isinstance(betas, tuple | list) or len(betas) != 3:
-            V.fail("betas", betas, "a triple (beta1, beta2, beta3)", TypeError)
+            validation.fail("betas", betas, "a triple (beta1, beta2, beta3)", TypeError)
         super()._validate({**group, "betas": tuple(betas[:2])})
-        V.check_beta("betas[2]", betas[2])
-        V.check_nonneg("alpha", group["alpha"])
+        validation.check_beta("betas[2]", betas[2])
+        validation.check_nonneg("alpha", group["alpha"])
         for name in ("beta3_warmup", "alpha_warmup"):
             value = group[name]
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                V.fail(name, value, "None or an int >= 1")
+                validation.fail(name, value, "None or an int >= 1")
         if not isinstance(group["warmup_from_zero"], bool):
-            V.fail("warmup_from_zero", group["warmup_from_zero"], "a bool", TypeError)
+            validation.fail("warmup_from_zero", group["warmup_from_zero"], "a bool", TypeError)
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["step"] = new_step()
@@ -161,14 +159,14 @@ class AdEMAMix(Optimizer):
         at = t - 1 if h["warmup_from_zero"] else t
         alpha = ademamix_alpha(at, h["alpha"], h["alpha_warmup"])
         beta3 = ademamix_beta3(at, beta3_final, beta1, h["beta3_warmup"])
-        m1 = F.add_(F.mul_(s["exp_avg_fast"], beta1), g, alpha=1 - beta1) if "exp_avg_fast" in s else g
-        m2 = F.add_(F.mul_(s["exp_avg_slow"], beta3), g, alpha=1 - beta3)
-        v = B.ema_sq_(s["exp_avg_sq"], g, beta2)
-        denom = B.adam_denominator(v, B.bias_correction(beta2, t), h["eps"])
-        update = F.div_(F.add_(F.div(m1, B.bias_correction(beta1, t)), m2, alpha=alpha), denom)
+        m1 = ops.add_(ops.mul_(s["exp_avg_fast"], beta1), g, alpha=1 - beta1) if "exp_avg_fast" in s else g
+        m2 = ops.add_(ops.mul_(s["exp_avg_slow"], beta3), g, alpha=1 - beta3)
+        v = blocks.ema_sq_(s["exp_avg_sq"], g, beta2)
+        denom = blocks.adam_denominator(v, blocks.bias_correction(beta2, t), h["eps"])
+        update = ops.div_(ops.add_(ops.div(m1, blocks.bias_correction(beta1, t)), m2, alpha=alpha), denom)
         if h["weight_decay"] != 0:
-            F.add_(update, p, alpha=h["weight_decay"])
-        F.add_(p, update, alpha=-h["lr"])
+            ops.add_(update, p, alpha=h["weight_decay"])
+        ops.add_(p, update, alpha=-h["lr"])
 
 
 def adopt_clip(step: int) -> float:
@@ -211,7 +209,7 @@ class ADOPT(Optimizer):
                  foreach: bool | None = None,
                  fused: bool | None = None, capturable: bool = False, differentiable: bool = False) -> None:
         if clip_lambda is not None and not callable(clip_lambda):
-            V.fail("clip_lambda", clip_lambda, "None or a function of the step", TypeError)
+            validation.fail("clip_lambda", clip_lambda, "None or a function of the step", TypeError)
         self.clip_lambda = clip_lambda
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decouple=decouple,
                                       maximize=maximize, foreach=foreach,
@@ -220,7 +218,7 @@ class ADOPT(Optimizer):
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
         if not isinstance(group["decouple"], bool):
-            V.fail("decouple", group["decouple"], "a bool", TypeError)
+            validation.fail("decouple", group["decouple"], "a bool", TypeError)
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["step"] = new_step()
@@ -235,16 +233,16 @@ class ADOPT(Optimizer):
         beta1, beta2 = h["betas"]
         lr, wd = h["lr"], h["weight_decay"]
         if not h["decouple"]:
-            g = B.l2_decay(g, p, wd)
+            g = blocks.l2_decay(g, p, wd)
         v = s["exp_avg_sq"]
         if h["step"] == 1:  # the first step only initialises the second moment
-            F.addcmul_(v, g, g)
+            ops.addcmul_(v, g, g)
             return
         if h["decouple"] and wd != 0:
-            F.add_(p, p, alpha=-lr * wd)
-        normed = F.div(g, F.clamp_(F.sqrt(v), h["eps"], None))
+            ops.add_(p, p, alpha=-lr * wd)
+        normed = ops.div(g, ops.clamp_(ops.sqrt(v), h["eps"], None))
         if h.get("clip") is not None:
-            F.clamp_(normed, -h["clip"], h["clip"])
-        B.ema_(s["exp_avg"], normed, beta1)
-        F.add_(p, s["exp_avg"], alpha=-lr)
-        B.ema_sq_(v, g, beta2)
+            ops.clamp_(normed, -h["clip"], h["clip"])
+        blocks.ema_(s["exp_avg"], normed, beta1)
+        ops.add_(p, s["exp_avg"], alpha=-lr)
+        blocks.ema_sq_(v, g, beta2)

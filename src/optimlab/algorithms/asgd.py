@@ -6,9 +6,7 @@ from typing import Any
 
 import torch
 
-from ..core import blocks as B
-from ..core import ops as F
-from ..core import validation as V
+from ..core import blocks, ops, validation
 from ..core.base import Optimizer, ParamsT, _get_scalar_dtype, _number, new_step
 from ..core.ops import TensorOrList
 
@@ -61,9 +59,9 @@ class ASGD(Optimizer):
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
-        V.check_nonneg("lambd", group["lambd"])
-        V.check_nonneg("alpha", group["alpha"])
-        V.check_nonneg("t0", group["t0"])
+        validation.check_nonneg("lambd", group["lambd"])
+        validation.check_nonneg("alpha", group["alpha"])
+        validation.check_nonneg("t0", group["t0"])
 
     def _init_state(self, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["step"] = new_step()
@@ -82,10 +80,10 @@ class ASGD(Optimizer):
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         eta, mu = h["eta"], h["mu"]
-        g = B.l2_decay(g, p, h["weight_decay"])
-        F.mul_(p, 1 - h["lambd"] * eta)
-        F.add_(p, g, alpha=-eta)
+        g = blocks.l2_decay(g, p, h["weight_decay"])
+        ops.mul_(p, 1 - h["lambd"] * eta)
+        ops.add_(p, g, alpha=-eta)
         if mu != 1:
-            F.add_(s["ax"], F.mul_(F.add(p, s["ax"], alpha=-1.0), mu))
+            ops.add_(s["ax"], ops.mul_(ops.add(p, s["ax"], alpha=-1.0), mu))
         else:
-            F.copy_(s["ax"], p)
+            ops.copy_(s["ax"], p)

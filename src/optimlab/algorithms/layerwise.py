@@ -7,10 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core import blocks as B
-from ..core import kernels, tiling
-from ..core import ops as F
-from ..core import validation as V
+from ..core import blocks, kernels, ops, tiling, validation
 from ..core.base import Optimizer, ParamsT, new_step
 from ..core.ops import TensorOrList
 
@@ -74,11 +71,11 @@ class LARS(Optimizer):
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
-        V.check_in_range("momentum", group["momentum"], 0.0, 1.0)
-        V.check_positive("trust_coefficient", group["trust_coefficient"])
-        V.check_choice("trust_denominator", group["trust_denominator"], {"sum", "norm"})
+        validation.check_in_range("momentum", group["momentum"], 0.0, 1.0)
+        validation.check_positive("trust_coefficient", group["trust_coefficient"])
+        validation.check_choice("trust_denominator", group["trust_denominator"], {"sum", "norm"})
         if group["nesterov"] and group["momentum"] <= 0:
-            V.fail("nesterov", True, "momentum > 0 (Nesterov momentum)")
+            validation.fail("nesterov", True, "momentum > 0 (Nesterov momentum)")
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["step"] = new_step()
@@ -98,29 +95,29 @@ class LARS(Optimizer):
 
     def _local_lr(self, p: TensorOrList, g: TensorOrList, u: TensorOrList, h: dict[str, Any]) -> TensorOrList:
         r""":math:`\gamma_t \eta^\ell` per tensor, as 0-d tensors."""
-        u_norm = _stack(F.norms(u)) if h["trust_denominator"] == "norm" else None
-        return _unstack(self._local_lr_from_norms(_stack(F.norms(p)), _stack(F.norms(g)), u_norm, h), p)
+        u_norm = _stack(ops.norms(u)) if h["trust_denominator"] == "norm" else None
+        return _unstack(self._local_lr_from_norms(_stack(ops.norms(p)), _stack(ops.norms(g)), u_norm, h), p)
 
     def _apply_scaled(self, p: TensorOrList, u: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         """Momentum on the scaled update ``u`` (lr and trust ratio already in it), then the step."""
         if h["momentum"] > 0:
-            buf = F.add_(F.mul_(s["momentum_buffer"], h["momentum"]), u)
-            u = F.add_(F.mul(buf, h["momentum"]), u) if h["nesterov"] else buf
-        F.add_(p, u, alpha=-1.0)
+            buf = ops.add_(ops.mul_(s["momentum_buffer"], h["momentum"]), u)
+            u = ops.add_(ops.mul(buf, h["momentum"]), u) if h["nesterov"] else buf
+        ops.add_(p, u, alpha=-1.0)
 
     def _scaled_step(self, p: TensorOrList, g: TensorOrList, scale: Any, s: dict[str, Any],
                      h: dict[str, Any]) -> None:
         r"""The second pass, on a block, a traced symbol or whole lists: the raw gradient, with weight decay,
         times the per-tensor :math:`\gamma_t \eta^\ell` (``scale``), into momentum and the step."""
-        g = F.neg(g) if h["maximize"] else g
-        self._apply_scaled(p, F.mul(B.l2_decay(g, p, h["weight_decay"]), scale), s, h)
+        g = ops.neg(g) if h["maximize"] else g
+        self._apply_scaled(p, ops.mul(blocks.l2_decay(g, p, h["weight_decay"]), scale), s, h)
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
-        u = B.l2_decay(g, p, h["weight_decay"])
+        u = blocks.l2_decay(g, p, h["weight_decay"])
         if h["layer_adaptation"]:
-            u = F.mul(u, self._local_lr(p, g, u, h))
+            u = ops.mul(u, self._local_lr(p, g, u, h))
         else:
-            u = F.mul(u, h["lr"])
+            u = ops.mul(u, h["lr"])
         self._apply_scaled(p, u, s, h)
 
     def _run_lists(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
@@ -139,11 +136,11 @@ class LARS(Optimizer):
             acc = _acc_dtype(ps[0])
             w2, g2, u2 = (torch.zeros(n, dtype=acc, device=ps[0].device) for _ in range(3))
             for (p_b, g_b, *_), owners in plan:
-                g_b = F.neg(g_b) if h["maximize"] else g_b
+                g_b = ops.neg(g_b) if h["maximize"] else g_b
                 tiling.add_piece_sq_norms_(w2, p_b, owners)
                 tiling.add_piece_sq_norms_(g2, g_b, owners)
                 if h["trust_denominator"] == "norm":
-                    tiling.add_piece_sq_norms_(u2, B.l2_decay(g_b, p_b, h["weight_decay"]), owners)
+                    tiling.add_piece_sq_norms_(u2, blocks.l2_decay(g_b, p_b, h["weight_decay"]), owners)
             local = self._local_lr_from_norms(w2.sqrt(), g2.sqrt(), u2.sqrt(), h).to(ps[0].dtype)
         for (p_b, g_b, *st_b), owners in plan:
             scale = list(local[owners].unbind()) if local is not None else h["lr"]
@@ -157,11 +154,11 @@ class LARS(Optimizer):
         local = None
         if h["layer_adaptation"]:
             def norms(p: Any, g: Any) -> list[Any]:
-                g = F.neg(g) if h["maximize"] else g
-                sq = [F.mul(p, p), F.mul(g, g)]
+                g = ops.neg(g) if h["maximize"] else g
+                sq = [ops.mul(p, p), ops.mul(g, g)]
                 if h["trust_denominator"] == "norm":
-                    u = B.l2_decay(g, p, h["weight_decay"])
-                    sq.append(F.mul(u, u))
+                    u = blocks.l2_decay(g, p, h["weight_decay"])
+                    sq.append(ops.mul(u, u))
                 return sq
 
             sums = kernels.run(norms, [ps, gs], readonly=(0, 1))
@@ -218,7 +215,7 @@ class LAMB(Optimizer):
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
         if group["max_weight_norm"] is not None:
-            V.check_positive("max_weight_norm", group["max_weight_norm"])
+            validation.check_positive("max_weight_norm", group["max_weight_norm"])
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["step"] = new_step()
@@ -232,12 +229,12 @@ class LAMB(Optimizer):
         beta1, beta2 = h["betas"]
         m, v = s["exp_avg"], s["exp_avg_sq"]
         if g is not None:
-            m, v = B.ema_(m, g, beta1), B.ema_sq_(v, g, beta2)
-        bc1, bc2 = ((B.bias_correction(beta1, h["step"]), B.bias_correction(beta2, h["step"]))
+            m, v = blocks.ema_(m, g, beta1), blocks.ema_sq_(v, g, beta2)
+        bc1, bc2 = ((blocks.bias_correction(beta1, h["step"]), blocks.bias_correction(beta2, h["step"]))
                     if h["bias_correction"] else (1.0, 1.0))
-        r = F.div_(F.div(m, B.adam_denominator(v, bc2, h["eps"])), bc1)
+        r = ops.div_(ops.div(m, blocks.adam_denominator(v, bc2, h["eps"])), bc1)
         if h["weight_decay"] != 0:
-            F.add_(r, p, alpha=h["weight_decay"])
+            ops.add_(r, p, alpha=h["weight_decay"])
         return r
 
     def _apply_ratio(self, p: TensorOrList, m: TensorOrList, v: TensorOrList, ratio: Any,
@@ -245,7 +242,7 @@ class LAMB(Optimizer):
         """The second pass, on a block, a traced symbol or whole lists: :math:`r_t` recomputed from the advanced
         moments, times the finished per-tensor trust ratio, into the step."""
         r = self._direction(p, None, {"exp_avg": m, "exp_avg_sq": v}, h)
-        F.add_(p, F.mul_(r, ratio), alpha=-h["lr"])
+        ops.add_(p, ops.mul_(r, ratio), alpha=-h["lr"])
 
     def _phi(self, w_norm: Tensor, h: dict[str, Any]) -> Tensor:
         return w_norm if h["max_weight_norm"] is None else w_norm.clamp(max=h["max_weight_norm"])
@@ -253,8 +250,8 @@ class LAMB(Optimizer):
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         r = self._direction(p, g, s, h)
         if h["layer_adaptation"]:
-            F.mul_(r, _unstack(B.trust_ratio(self._phi(_stack(F.norms(p)), h), _stack(F.norms(r))), p))
-        F.add_(p, r, alpha=-h["lr"])
+            ops.mul_(r, _unstack(blocks.trust_ratio(self._phi(_stack(ops.norms(p)), h), _stack(ops.norms(r))), p))
+        ops.add_(p, r, alpha=-h["lr"])
 
     def _run_lists(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
                    tensor_keys: list[str]) -> None:
@@ -272,16 +269,16 @@ class LAMB(Optimizer):
         w2, r2 = torch.zeros(n, dtype=acc, device=ps[0].device), torch.zeros(n, dtype=acc, device=ps[0].device)
         adapt = h["layer_adaptation"]
         for (p_b, g_b, m_b, v_b), owners in plan:
-            g_b = F.neg(g_b) if h["maximize"] else g_b
+            g_b = ops.neg(g_b) if h["maximize"] else g_b
             r_b = self._direction(p_b, g_b, {"exp_avg": m_b, "exp_avg_sq": v_b}, h)
             if not adapt:
-                F.add_(p_b, r_b, alpha=-h["lr"])
+                ops.add_(p_b, r_b, alpha=-h["lr"])
                 continue
             tiling.add_piece_sq_norms_(w2, p_b, owners)
             tiling.add_piece_sq_norms_(r2, r_b, owners)
         if not adapt:
             return
-        ratio = B.trust_ratio(self._phi(w2.sqrt(), h), r2.sqrt()).to(ps[0].dtype)
+        ratio = blocks.trust_ratio(self._phi(w2.sqrt(), h), r2.sqrt()).to(ps[0].dtype)
         for (p_b, _, m_b, v_b), owners in plan:
             self._apply_ratio(p_b, m_b, v_b, list(ratio[owners].unbind()), h)
 
@@ -291,18 +288,18 @@ class LAMB(Optimizer):
         adapt = h["layer_adaptation"]
 
         def moments(p: Any, g: Any, m: Any, v: Any) -> list[Any] | None:
-            r = self._direction(p, F.neg(g) if h["maximize"] else g, {"exp_avg": m, "exp_avg_sq": v}, h)
+            r = self._direction(p, ops.neg(g) if h["maximize"] else g, {"exp_avg": m, "exp_avg_sq": v}, h)
             if not adapt:
-                F.add_(p, r, alpha=-h["lr"])
+                ops.add_(p, r, alpha=-h["lr"])
                 return None
-            return [F.mul(p, p), F.mul(r, r)]
+            return [ops.mul(p, p), ops.mul(r, r)]
 
         sums = kernels.run(moments, [ps, gs, s["exp_avg"], s["exp_avg_sq"]], readonly=(1,))
         if sums is False:
             return False
         if not adapt:
             return True
-        ratio = B.trust_ratio(self._phi(sums[0].sqrt(), h), sums[1].sqrt())
+        ratio = blocks.trust_ratio(self._phi(sums[0].sqrt(), h), sums[1].sqrt())
 
         lists = [ps, s["exp_avg"], s["exp_avg_sq"]]
         def apply(p: Any, m: Any, v: Any, ratio: Any) -> None:

@@ -8,9 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core import kernels, tiling
-from ..core import ops as F
-from ..core import validation as V
+from ..core import kernels, ops, tiling, validation
 from ..core.base import Optimizer, ParamsT, new_step
 from ..core.blocks import schedule_multiplier
 from ..core.ops import TensorOrList
@@ -82,14 +80,14 @@ class MARS(Optimizer):
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
-        V.check_nonneg("gamma", group["gamma"])
-        V.check_choice("mars_type", group["mars_type"], {"mars-adamw", "mars-lion"})
-        V.check_lr(group["lr_1d"], "lr_1d")
-        V.check_betas(group["betas_1d"], "betas_1d")
-        V.check_nonneg("weight_decay_1d", group["weight_decay_1d"])
+        validation.check_nonneg("gamma", group["gamma"])
+        validation.check_choice("mars_type", group["mars_type"], {"mars-adamw", "mars-lion"})
+        validation.check_lr(group["lr_1d"], "lr_1d")
+        validation.check_betas(group["betas_1d"], "betas_1d")
+        validation.check_nonneg("weight_decay_1d", group["weight_decay_1d"])
         for flag in ("amsgrad", "optimize_1d"):
             if not isinstance(group[flag], bool):
-                V.fail(flag, group[flag], "a bool", TypeError)
+                validation.fail(flag, group[flag], "a bool", TypeError)
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         mars = p.dim() == 2 or group["optimize_1d"]
@@ -107,43 +105,43 @@ class MARS(Optimizer):
     def _correction(g: TensorOrList, last_grad: TensorOrList, h: dict[str, Any]) -> TensorOrList:
         """:math:`c_t` before clipping (a new tensor)."""
         beta1 = h["betas"][0]
-        return F.add_(F.mul(F.add(g, last_grad, alpha=-1.0), h["gamma"] * (beta1 / (1.0 - beta1))), g)
+        return ops.add_(ops.mul(ops.add(g, last_grad, alpha=-1.0), h["gamma"] * (beta1 / (1.0 - beta1))), g)
 
     @staticmethod
     def _adam_direction(m: TensorOrList, v: TensorOrList, s: dict[str, Any], betas: tuple[float, float],
                         h: dict[str, Any]) -> TensorOrList:
         """:math:`m_t / ((\\sqrt{\\hat v_t} + \\epsilon)(1-\\beta_1^t))` as the reference computes it."""
         if h["amsgrad"]:
-            v = F.maximum_(s["max_exp_avg_sq"], v)
+            v = ops.maximum_(s["max_exp_avg_sq"], v)
         t = h["step"]
         bc1, bc2 = 1.0 - betas[0] ** t, 1.0 - betas[1] ** t
-        denom = F.mul_(F.add_scalar_(F.mul_(F.sqrt(v), 1 / math.sqrt(bc2)), h["eps"]), bc1)
-        return F.div(m, denom)
+        denom = ops.mul_(ops.add_scalar_(ops.mul_(ops.sqrt(v), 1 / math.sqrt(bc2)), h["eps"]), bc1)
+        return ops.div(m, denom)
 
     def _mars_step(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any],
                    scale: Any) -> None:
         """The element-wise part for a MARS tensor, with the finished per-tensor :math:`\\max(1, \\|c_t\\|)`."""
         beta1, beta2 = h["betas"]
-        c = F.div_(self._correction(g, s["last_grad"], h), scale)
-        m = F.add_(F.mul_(s["exp_avg"], beta1), c, alpha=1.0 - beta1)
+        c = ops.div_(self._correction(g, s["last_grad"], h), scale)
+        m = ops.add_(ops.mul_(s["exp_avg"], beta1), c, alpha=1.0 - beta1)
         if h["mars_type"] == "mars-adamw":
-            v = F.addcmul_(F.mul_(s["exp_avg_sq"], beta2), c, c, value=1.0 - beta2)
+            v = ops.addcmul_(ops.mul_(s["exp_avg_sq"], beta2), c, c, value=1.0 - beta2)
             u = self._adam_direction(m, v, s, (beta1, beta2), h)
         else:
-            u = F.sign(m)
-        F.add_(u, p, alpha=h["weight_decay"])
-        F.add_(p, u, alpha=-h["lr"])
-        F.copy_(s["last_grad"], g)
+            u = ops.sign(m)
+        ops.add_(u, p, alpha=h["weight_decay"])
+        ops.add_(p, u, alpha=-h["lr"])
+        ops.copy_(s["last_grad"], g)
 
     def _adamw_step(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         """A tensor that is not 2-D (unless ``optimize_1d``): AdamW with ``betas_1d``, ``lr_1d``,
         ``weight_decay_1d``."""
         beta1, beta2 = h["betas_1d"]
-        m = F.add_(F.mul_(s["exp_avg"], beta1), g, alpha=1.0 - beta1)
-        v = F.addcmul_(F.mul_(s["exp_avg_sq"], beta2), g, g, value=1.0 - beta2)
+        m = ops.add_(ops.mul_(s["exp_avg"], beta1), g, alpha=1.0 - beta1)
+        v = ops.addcmul_(ops.mul_(s["exp_avg_sq"], beta2), g, g, value=1.0 - beta2)
         u = self._adam_direction(m, v, s, (beta1, beta2), h)
-        F.add_(u, p, alpha=h["weight_decay_1d"])
-        F.add_(p, u, alpha=-h["lr_1d"] * schedule_multiplier(h))  # lr_1d follows the group's schedule
+        ops.add_(u, p, alpha=h["weight_decay_1d"])
+        ops.add_(p, u, alpha=-h["lr_1d"] * schedule_multiplier(h))  # lr_1d follows the group's schedule
 
     def _needs_base_lr(self, group: dict[str, Any]) -> bool:
         return not group["optimize_1d"]  # lr_1d is scaled by the schedule multiplier lr_t / lr_0
@@ -155,7 +153,7 @@ class MARS(Optimizer):
         scale = h.get("_scale")
         if scale is None:  # eager: the norms of c_t over whole tensors (reduced across ranks for DTensor shards)
             c = self._correction(g, s["last_grad"], h)
-            scale = _unstack(torch.clamp(_stack(F.norms(c)), min=1.0), p)
+            scale = _unstack(torch.clamp(_stack(ops.norms(c)), min=1.0), p)
         self._mars_step(p, g, s, h, scale)
 
     # -- the fast path: two passes (the norms of c_t, then the update) ------------------------------------------
@@ -167,8 +165,8 @@ class MARS(Optimizer):
         lg = s["last_grad"]
         if kernels.usable(lists):
             def norms(g: Any, last: Any) -> list[Any]:
-                c = self._correction(F.neg(g) if h["maximize"] else g, last, h)
-                return [F.mul(c, c)]
+                c = self._correction(ops.neg(g) if h["maximize"] else g, last, h)
+                return [ops.mul(c, c)]
 
             sums = kernels.run(norms, [gs, lg], readonly=(0, 1))
             if sums is not False:
@@ -186,7 +184,7 @@ class MARS(Optimizer):
         plan = tiling.owned_block_plan(lists)
         c2 = torch.zeros(len(ps), dtype=torch.float64, device=ps[0].device)
         for (_, g_b, *st_b), owners in plan:
-            g_b = F.neg(g_b) if h["maximize"] else g_b
+            g_b = ops.neg(g_b) if h["maximize"] else g_b
             tiling.add_piece_sq_norms_(c2, self._correction(g_b, st_b[tensor_keys.index("last_grad")], h), owners)
         scale = c2.sqrt().clamp(min=1.0).to(ps[0].dtype)
         for (p_b, g_b, *st_b), owners in plan:

@@ -10,14 +10,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..core import blocks as B
-from ..core import ops as F
-from ..core import tensors
-from ..core import validation as V
+from ..core import blocks, ops, tensors, validation
 from ..core.base import FP16_TINY, ParamsT, new_step, scaling
 from ..core.ops import TensorOrList
 from ..param_groups import muon_param_groups
-from . import _matrix as M
+from . import _matrix
 from ._matrix_step import MatrixOptimizer, WholeMatrices
 
 __all__ = ["Muon"]
@@ -98,7 +95,7 @@ class Muon(MatrixOptimizer):
     _lazy_param_state = ("momentum_buffer",)  # a matrix's, created by its first step
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
-                 nesterov: bool = True, ns_coefficients: Any = M.QUINTIC, eps: float = 1e-7, ns_steps: int = 5,
+                 nesterov: bool = True, ns_coefficients: Any = _matrix.QUINTIC, eps: float = 1e-7, ns_steps: int = 5,
                  adjust_lr_fn: str | None = None, *, ns_dtype: torch.dtype | None = torch.bfloat16,
                  momentum_form: str = "ema", use_muon: bool = True, adam_betas: tuple[float, float] = (0.9, 0.95),
                  adam_eps: float = 1e-10, maximize: bool = False, foreach: bool | None = None,
@@ -125,28 +122,30 @@ class Muon(MatrixOptimizer):
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
         if "betas" in group:
-            V.fail("betas", group["betas"], "adam_betas (Muon's AdamW groups take adam_betas and adam_eps)", TypeError)
-        V.check_in_range("momentum", group["momentum"], 0.0, 1.0)
+            validation.fail("betas", group["betas"], "adam_betas (Muon's AdamW groups take adam_betas and adam_eps)",
+                            TypeError)
+        validation.check_in_range("momentum", group["momentum"], 0.0, 1.0)
         for flag in ("nesterov", "use_muon"):
             if not isinstance(group[flag], bool):
-                V.fail(flag, group[flag], "a bool", TypeError)
+                validation.fail(flag, group[flag], "a bool", TypeError)
         steps = group["ns_steps"]
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps < 100:
-            V.fail("ns_steps", steps, "an int in [1, 100)")
+            validation.fail("ns_steps", steps, "an int in [1, 100)")
         try:
-            schedule, _ = M.ns_schedule(group["ns_coefficients"], steps)
+            schedule, _ = _matrix.ns_schedule(group["ns_coefficients"], steps)
         except (TypeError, ValueError):
             schedule = []
         if not schedule or any(len(abc) != 3 for abc in schedule):
-            V.fail("ns_coefficients", group["ns_coefficients"],
-                   "(a, b, c), a sequence of such triples, 'quintic' or 'polar_express'", TypeError)
+            validation.fail("ns_coefficients", group["ns_coefficients"],
+                            "(a, b, c), a sequence of such triples, 'quintic' or 'polar_express'", TypeError)
         if group["adjust_lr_fn"] not in (None, "original", "match_rms_adamw"):
-            V.fail("adjust_lr_fn", group["adjust_lr_fn"], "None, 'original' or 'match_rms_adamw'")
-        if group["ns_dtype"] is not None and group["ns_dtype"] not in M.NS_DTYPES:
-            V.fail("ns_dtype", group["ns_dtype"], "torch.bfloat16, float16, float32, float64 or None", TypeError)
-        V.check_choice("momentum_form", group["momentum_form"], {"ema", "sum"})
-        V.check_betas(group["adam_betas"], "adam_betas")
-        V.check_positive("adam_eps", group["adam_eps"])
+            validation.fail("adjust_lr_fn", group["adjust_lr_fn"], "None, 'original' or 'match_rms_adamw'")
+        if group["ns_dtype"] is not None and group["ns_dtype"] not in _matrix.NS_DTYPES:
+            validation.fail("ns_dtype", group["ns_dtype"], "torch.bfloat16, float16, float32, float64 or None",
+                            TypeError)
+        validation.check_choice("momentum_form", group["momentum_form"], {"ema", "sum"})
+        validation.check_betas(group["adam_betas"], "adam_betas")
+        validation.check_positive("adam_eps", group["adam_eps"])
         if group["use_muon"] and "params" in group:  # the defaults are validated before params are read
             names = group.get("param_names") or [None] * len(group["params"])
             for i, (p, name) in enumerate(zip(group["params"], names, strict=True)):
@@ -185,11 +184,11 @@ class Muon(MatrixOptimizer):
         """AdamW (torch.optim.AdamW's update) with ``adam_betas`` and ``adam_eps``."""
         beta1, beta2 = h["adam_betas"]
         if h["weight_decay"] != 0:
-            F.mul_(p, 1 - h["lr"] * h["weight_decay"])
-        m = B.ema_(s["exp_avg"], g, beta1)
-        v = B.ema_sq_(s["exp_avg_sq"], g, beta2)
-        bc1, bc2 = B.bias_correction(beta1, h["step"]), B.bias_correction(beta2, h["step"])
-        F.addcdiv_(p, m, B.adam_denominator(v, bc2, h["adam_eps"]), value=-(h["lr"] / bc1))
+            ops.mul_(p, 1 - h["lr"] * h["weight_decay"])
+        m = blocks.ema_(s["exp_avg"], g, beta1)
+        v = blocks.ema_sq_(s["exp_avg_sq"], g, beta2)
+        bc1, bc2 = blocks.bias_correction(beta1, h["step"]), blocks.bias_correction(beta2, h["step"])
+        ops.addcdiv_(p, m, blocks.adam_denominator(v, bc2, h["adam_eps"]), value=-(h["lr"] / bc1))
 
     # -- Muon for the use_muon=True groups ---------------------------------------------------------------------------
     @staticmethod
@@ -211,32 +210,32 @@ class Muon(MatrixOptimizer):
         for p, _, state in entries:
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        schedule, norm_scale = M.ns_schedule(h["ns_coefficients"], h["ns_steps"])
+        schedule, norm_scale = _matrix.ns_schedule(h["ns_coefficients"], h["ns_steps"])
         lr, wd = h["lr"], h["weight_decay"]
         whole = WholeMatrices(group["params"])
         if h["foreach"] is False:  # the reference loop: torch.optim.Muon's operations, one matrix at a time
             for p, g, state in entries:
                 u = self._momentum(state["momentum_buffer"], g, h)
-                rows, cols = M.matrix_view_shape(p.shape)
+                rows, cols = _matrix.matrix_view_shape(p.shape)
                 full = whole.full(u)
-                o = M.newton_schulz(full.reshape(rows, cols), schedule, h["eps"], h["ns_dtype"], norm_scale) \
+                o = _matrix.newton_schulz(full.reshape(rows, cols), schedule, h["eps"], h["ns_dtype"], norm_scale) \
                     if whole.owns(p) else None
                 self._apply_update(p, whole.share(p, None if o is None else o.reshape(p.shape), self._out_dtype(h, u)),
-                            lr, wd, M.adjust_lr(lr, h["adjust_lr_fn"], rows, cols))
+                            lr, wd, _matrix.adjust_lr(lr, h["adjust_lr_fn"], rows, cols))
             return
         updates = self._momenta(entries, h)
         by_shape: dict[Any, list[tuple[Tensor, Tensor]]] = defaultdict(list)
         for (p, _, _), u in zip(entries, updates, strict=True):
-            by_shape[(M.matrix_view_shape(p.shape), u.device, u.dtype)].append((p, u))
+            by_shape[(_matrix.matrix_view_shape(p.shape), u.device, u.dtype)].append((p, u))
         for ((rows, cols), _, dtype), members in by_shape.items():
             fulls = [whole.full(u) for _, u in members]  # a collective for each sharded matrix, on every rank
             mine = [i for i, (p, _) in enumerate(members) if whole.owns(p)]
             out: dict[int, Tensor] = {}
             if mine:
                 stack = torch.stack([fulls[i].reshape(rows, cols) for i in mine])
-                ortho = M.newton_schulz(stack, schedule, h["eps"], h["ns_dtype"], norm_scale)
+                ortho = _matrix.newton_schulz(stack, schedule, h["eps"], h["ns_dtype"], norm_scale)
                 out = {i: ortho[j] for j, i in enumerate(mine)}
-            scaled_lr = M.adjust_lr(lr, h["adjust_lr_fn"], rows, cols)
+            scaled_lr = _matrix.adjust_lr(lr, h["adjust_lr_fn"], rows, cols)
             out_dtype = h["ns_dtype"] or dtype
             for i, (p, _) in enumerate(members):
                 o = out[i].reshape(p.shape) if i in out else None

@@ -11,9 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..core import kernels, tensors, tiling
-from ..core import ops as F
-from ..core import validation as V
+from ..core import kernels, ops, tensors, tiling, validation
 from ..core.base import Optimizer, ParamsT
 from ..core.ops import TensorOrList
 
@@ -100,18 +98,19 @@ class Prodigy(Optimizer):
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
         if group["beta3"] is not None:
-            V.check_beta("beta3", group["beta3"])
-        V.check_positive("d0", group["d0"])
-        V.check_positive("d_coef", group["d_coef"])
-        V.check_in_range("growth_rate", group["growth_rate"], 1.0, math.inf, hi_open=False)
+            validation.check_beta("beta3", group["beta3"])
+        validation.check_positive("d0", group["d0"])
+        validation.check_positive("d_coef", group["d_coef"])
+        validation.check_in_range("growth_rate", group["growth_rate"], 1.0, math.inf, hi_open=False)
         for flag in ("decouple", "use_bias_correction", "safeguard_warmup", "fsdp_in_use"):
             if not isinstance(group[flag], bool):
-                V.fail(flag, group[flag], "a bool", TypeError)
+                validation.fail(flag, group[flag], "a bool", TypeError)
         if getattr(self, "param_groups", None) and group is not self.param_groups[0]:  # defaults: none yet
             first = self.param_groups[0]
             for key in _GLOBAL:
                 if group[key] != first[key]:
-                    V.fail(key, group[key], f"{first[key]!r}, the first group's: Prodigy's D estimate is global")
+                    validation.fail(key, group[key],
+                                    f"{first[key]!r}, the first group's: Prodigy's D estimate is global")
             for key in _ESTIMATE:  # a group added later joins the running estimate
                 group[key] = first[key]
 
@@ -133,23 +132,23 @@ class Prodigy(Optimizer):
         coupled = not h["decouple"] and h["weight_decay"] != 0
         if h["pass"] == 1:
             d = h["d"]
-            g = F.add(g, p, alpha=h["weight_decay"]) if coupled else g
-            diff = F.add(s["p0"], p, alpha=-1.0) if "p0" in s else F.neg(p)
+            g = ops.add(g, p, alpha=h["weight_decay"]) if coupled else g
+            diff = ops.add(s["p0"], p, alpha=-1.0) if "p0" in s else ops.neg(p)
             if beta1 > 0:
-                F.add_(F.mul_(s["exp_avg"], beta1), g, alpha=d * (1 - beta1))
-            F.addcmul_(F.mul_(s["exp_avg_sq"], beta2), g, g, value=d * d * (1 - beta2))
-            acc = F.add_(F.mul_(s["s"], h["beta3"]), g, alpha=h["s_coef"])
-            h["_sums"] = [F.mul(g, diff), F.abs(acc)]
+                ops.add_(ops.mul_(s["exp_avg"], beta1), g, alpha=d * (1 - beta1))
+            ops.addcmul_(ops.mul_(s["exp_avg_sq"], beta2), g, g, value=d * d * (1 - beta2))
+            acc = ops.add_(ops.mul_(s["s"], h["beta3"]), g, alpha=h["s_coef"])
+            h["_sums"] = [ops.mul(g, diff), ops.abs(acc)]
             return
         dlr, d_new = h["dlr"], h["d_new"]
-        denom = F.add_scalar_(F.sqrt(s["exp_avg_sq"]), d_new * h["eps"])
+        denom = ops.add_scalar_(ops.sqrt(s["exp_avg_sq"]), d_new * h["eps"])
         if h["decouple"] and h["weight_decay"] != 0:
-            F.add_(p, p, alpha=-h["weight_decay"] * dlr)
+            ops.add_(p, p, alpha=-h["weight_decay"] * dlr)
         if beta1 > 0:
-            F.addcdiv_(p, s["exp_avg"], denom, value=-dlr)
+            ops.addcdiv_(p, s["exp_avg"], denom, value=-dlr)
         else:  # the (decayed) gradient itself; the parameters have not moved since the first pass
-            g = F.add(g, p, alpha=h["weight_decay"]) if coupled else g
-            F.addcdiv_(p, g, denom, value=-dlr * d_new)
+            g = ops.add(g, p, alpha=h["weight_decay"]) if coupled else g
+            ops.addcdiv_(p, g, denom, value=-dlr * d_new)
 
     def _run_lists(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any],
                    tensor_keys: list[str]) -> None:

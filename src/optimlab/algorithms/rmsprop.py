@@ -6,9 +6,7 @@ from typing import Any
 
 import torch
 
-from ..core import blocks as B
-from ..core import ops as F
-from ..core import validation as V
+from ..core import blocks, ops, validation
 from ..core.base import Optimizer, ParamsT, new_step
 from ..core.ops import TensorOrList
 
@@ -50,8 +48,8 @@ class RMSprop(Optimizer):
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
-        V.check_in_range("alpha", group["alpha"], 0.0, 1.0, hi_open=False)
-        V.check_nonneg("momentum", group["momentum"])
+        validation.check_in_range("alpha", group["alpha"], 0.0, 1.0, hi_open=False)
+        validation.check_nonneg("momentum", group["momentum"])
 
     def _init_state(self, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["step"] = new_step()
@@ -64,17 +62,17 @@ class RMSprop(Optimizer):
     _elementwise = True
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
-        g = B.l2_decay(g, p, h["weight_decay"])
-        v = B.ema_sq_(s["square_avg"], g, h["alpha"])
+        g = blocks.l2_decay(g, p, h["weight_decay"])
+        v = blocks.ema_sq_(s["square_avg"], g, h["alpha"])
         if h["centered"]:
-            g_avg = B.ema_(s["grad_avg"], g, h["alpha"])
-            v = F.sqrt(F.addcmul_(F.clone(v), g_avg, g_avg, value=-1))
+            g_avg = blocks.ema_(s["grad_avg"], g, h["alpha"])
+            v = ops.sqrt(ops.addcmul_(ops.clone(v), g_avg, g_avg, value=-1))
         else:
-            v = F.sqrt(v)
-        denom = F.add_scalar_(v, h["eps"])
+            v = ops.sqrt(v)
+        denom = ops.add_scalar_(v, h["eps"])
         if h["momentum"] > 0:
-            buf = F.mul_(s["momentum_buffer"], h["momentum"])
-            F.addcdiv_(buf, g, denom)
-            F.add_(p, buf, alpha=-h["lr"])
+            buf = ops.mul_(s["momentum_buffer"], h["momentum"])
+            ops.addcdiv_(buf, g, denom)
+            ops.add_(p, buf, alpha=-h["lr"])
         else:
-            F.addcdiv_(p, g, denom, value=-h["lr"])
+            ops.addcdiv_(p, g, denom, value=-h["lr"])

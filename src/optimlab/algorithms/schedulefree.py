@@ -11,9 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core import blocks as B
-from ..core import ops as F
-from ..core import validation as V
+from ..core import blocks, ops, validation
 from ..core.base import Optimizer, ParamsT, _number
 from ..core.ops import TensorOrList
 
@@ -60,9 +58,9 @@ class _ScheduleFree(Optimizer):
         super()._validate(group)
         steps = group["warmup_steps"]
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            V.fail("warmup_steps", steps, "an int >= 0")
-        V.check_nonneg("r", group["r"])
-        V.check_nonneg("weight_lr_power", group["weight_lr_power"])
+            validation.fail("warmup_steps", steps, "an int >= 0")
+        validation.check_nonneg("r", group["r"])
+        validation.check_nonneg("weight_lr_power", group["weight_lr_power"])
 
     # -- train / eval -------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -162,14 +160,14 @@ class ScheduleFreeSGD(_ScheduleFree):
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
-        V.check_in_range("momentum", group["momentum"], 0.0, 1.0, lo_open=True)
+        validation.check_in_range("momentum", group["momentum"], 0.0, 1.0, lo_open=True)
 
     def _beta(self, group: dict[str, Any]) -> float:
         return group["momentum"]
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
-        g = B.l2_decay(g, p, h["weight_decay"])  # at y: the parameters hold y while training
-        B.schedule_free_step_(p, s["z"], g, h["sf_lr"], h["momentum"], h["ckp1"])
+        g = blocks.l2_decay(g, p, h["weight_decay"])  # at y: the parameters hold y while training
+        blocks.schedule_free_step_(p, s["z"], g, h["sf_lr"], h["momentum"], h["ckp1"])
 
 
 class ScheduleFreeAdamW(_ScheduleFree):
@@ -216,9 +214,9 @@ class ScheduleFreeAdamW(_ScheduleFree):
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
         if not group["betas"][0] > 0:
-            V.fail("betas[0]", group["betas"][0], "(0, 1): the interpolation constant of x and z")
-        V.check_beta("inner_momentum", group["inner_momentum"])
-        V.check_choice("bias_correction", group["bias_correction"], {"v", "lr"})
+            validation.fail("betas[0]", group["betas"][0], "(0, 1): the interpolation constant of x and z")
+        validation.check_beta("inner_momentum", group["inner_momentum"])
+        validation.check_choice("bias_correction", group["bias_correction"], {"v", "lr"})
 
     def _beta(self, group: dict[str, Any]) -> float:
         return group["betas"][0]
@@ -226,7 +224,7 @@ class ScheduleFreeAdamW(_ScheduleFree):
     def _lr_factor(self, group: dict[str, Any]) -> float:
         if group["bias_correction"] != "lr":
             return 1.0
-        return B.bias_correction(group["betas"][1], group["k"] + 1) ** 0.5
+        return blocks.bias_correction(group["betas"][1], group["k"] + 1) ** 0.5
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         super()._init_state(p, state, group)
@@ -237,20 +235,20 @@ class ScheduleFreeAdamW(_ScheduleFree):
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         _, beta2 = h["betas"]
         t = h["k"] + 1
-        v = B.ema_sq_(s["exp_avg_sq"], g, beta2)
+        v = blocks.ema_sq_(s["exp_avg_sq"], g, beta2)
         if h["bias_correction"] == "v":
-            denom = F.add_scalar_(F.sqrt(F.div(v, B.bias_correction(beta2, t))), h["eps"])
+            denom = ops.add_scalar_(ops.sqrt(ops.div(v, blocks.bias_correction(beta2, t))), h["eps"])
         else:
-            denom = F.add_scalar_(F.sqrt(v), h["eps"])
+            denom = ops.add_scalar_(ops.sqrt(v), h["eps"])
         mu = h["inner_momentum"]
         if mu != 0 and "exp_avg" in s:
-            m = F.add_(F.mul_(s["exp_avg"], mu), g, alpha=1 - mu)
-            u = F.div_(F.div(m, B.bias_correction(mu, t)), denom)
+            m = ops.add_(ops.mul_(s["exp_avg"], mu), g, alpha=1 - mu)
+            u = ops.div_(ops.div(m, blocks.bias_correction(mu, t)), denom)
         else:
-            u = F.div(g, denom)
+            u = ops.div(g, denom)
         if h["weight_decay"] != 0:
-            F.add_(u, p, alpha=h["weight_decay"])
-        B.schedule_free_step_(p, s["z"], u, h["sf_lr"], h["betas"][0], h["ckp1"])
+            ops.add_(u, p, alpha=h["weight_decay"])
+        blocks.schedule_free_step_(p, s["z"], u, h["sf_lr"], h["betas"][0], h["ckp1"])
 
 
 def schedule_free_bn_update(model: torch.nn.Module, optimizer: _ScheduleFree, batches: Iterable[Any],
@@ -269,7 +267,7 @@ def schedule_free_bn_update(model: torch.nn.Module, optimizer: _ScheduleFree, ba
         model.train(); opt.train()
     """
     if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
-        V.fail("num_batches", num_batches, "an int >= 1")
+        validation.fail("num_batches", num_batches, "an int >= 1")
     model.train()
     optimizer.eval()
     with torch.no_grad():

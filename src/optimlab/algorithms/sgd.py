@@ -8,10 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core import blocks as B
-from ..core import kernels, tensors, tiling
-from ..core import ops as F
-from ..core import validation as V
+from ..core import blocks, kernels, ops, tensors, tiling, validation
 from ..core.base import Optimizer, ParamsT, fused_sgd_drops_updates, scaling
 from ..core.ops import TensorOrList
 
@@ -70,10 +67,10 @@ class SGD(Optimizer):
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
-        V.check_nonneg("momentum", group["momentum"])
-        V.check_in_range("dampening", group["dampening"], 0.0, 1.0, hi_open=False)
+        validation.check_nonneg("momentum", group["momentum"])
+        validation.check_in_range("dampening", group["dampening"], 0.0, 1.0, hi_open=False)
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            V.fail("nesterov", True, "momentum > 0 and dampening == 0 (Nesterov momentum)")
+            validation.fail("nesterov", True, "momentum > 0 and dampening == 0 (Nesterov momentum)")
 
     def _init_state(self, p: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
         pass  # the momentum buffer is created from the first gradient, as in torch
@@ -121,14 +118,14 @@ class SGD(Optimizer):
         if momentum == 0:
             return g
         if "momentum_buffer" not in s:
-            buf = s["momentum_buffer"] = F.clone(g)
+            buf = s["momentum_buffer"] = ops.clone(g)
         else:
-            buf = B.momentum_(s["momentum_buffer"], g, momentum, h["dampening"])
-        return F.add(g, buf, alpha=momentum) if h["nesterov"] else buf
+            buf = blocks.momentum_(s["momentum_buffer"], g, momentum, h["dampening"])
+        return ops.add(g, buf, alpha=momentum) if h["nesterov"] else buf
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
-        g = B.l2_decay(g, p, h["weight_decay"])
-        F.add_(p, self._direction(g, s, h), alpha=-h["lr"])
+        g = blocks.l2_decay(g, p, h["weight_decay"])
+        ops.add_(p, self._direction(g, s, h), alpha=-h["lr"])
 
 
 class SGDW(SGD):
@@ -161,11 +158,11 @@ class SGDW(SGD):
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
-        V.check_choice("decay_scale", group["decay_scale"], {"lr", "schedule"})
+        validation.check_choice("decay_scale", group["decay_scale"], {"lr", "schedule"})
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
-        B.decoupled_decay_(p, h)
-        F.add_(p, self._direction(g, s, h), alpha=-h["lr"])
+        blocks.decoupled_decay_(p, h)
+        ops.add_(p, self._direction(g, s, h), alpha=-h["lr"])
 
     def _fused(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
         # One compiled loop where it can run (the base class tries it next); else, per cache-sized block, the decay
@@ -182,6 +179,6 @@ class SGDW(SGD):
             s["momentum_buffer"] = [torch.empty_like(p, memory_format=torch.preserve_format) for p in ps]
         lists = [ps, gs, *([s["momentum_buffer"]] if "momentum_buffer" in s else [])]
         for block in tiling.block_plan(lists) if tiling.blockable(ps) else [lists]:
-            B.decoupled_decay_(block[0], h)
+            blocks.decoupled_decay_(block[0], h)
             self._fused_sgd(block[0], block[1], block[2] if len(block) > 2 else [], h, first, weight_decay=0.0)
         return True

@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core import validation as V
+from ..core import validation
 from ..core.base import ParamsT, new_step
-from . import _matrix as M
+from . import _matrix
 from ._matrix_step import MatrixOptimizer, WholeMatrices
 
 __all__ = ["Shampoo"]
@@ -24,8 +24,8 @@ _GRAFTING = (None, "sgd", "adagrad", "rmsprop", "adam")
 def _layout(shape: tuple[int, ...], max_dim: int | float) -> tuple[tuple[int, ...], tuple[tuple[slice, ...], ...]]:
     """The merged shape of a parameter and its blocks (facebookresearch/optimizers' ``merge_small_dims`` and
     ``multi_dim_split``)."""
-    merged = M.merge_small_dims(shape, max_dim)
-    return merged, tuple(M.split_slices(merged, max_dim))
+    merged = _matrix.merge_small_dims(shape, max_dim)
+    return merged, tuple(_matrix.split_slices(merged, max_dim))
 
 
 class Shampoo(MatrixOptimizer):
@@ -127,36 +127,36 @@ class Shampoo(MatrixOptimizer):
         super()._validate({k: v for k, v in group.items() if k != "betas"})  # beta2 = 1 is allowed here
         betas = group["betas"]
         if not isinstance(betas, tuple | list) or len(betas) != 2:
-            V.fail("betas", betas, "a pair (beta1, beta2)", TypeError)
-        V.check_in_range("betas[0]", betas[0], 0.0, 1.0)
-        V.check_in_range("betas[1]", betas[1], 0.0, 1.0, hi_open=False)
-        V.check_positive("epsilon", group["epsilon"])
-        V.check_choice("weight_decay_type", group["weight_decay_type"], {"decoupled", "l2"})
+            validation.fail("betas", betas, "a pair (beta1, beta2)", TypeError)
+        validation.check_in_range("betas[0]", betas[0], 0.0, 1.0)
+        validation.check_in_range("betas[1]", betas[1], 0.0, 1.0, hi_open=False)
+        validation.check_positive("epsilon", group["epsilon"])
+        validation.check_choice("weight_decay_type", group["weight_decay_type"], {"decoupled", "l2"})
         dim = group["max_preconditioner_dim"]
         if not (dim == math.inf or (isinstance(dim, int) and not isinstance(dim, bool) and dim >= 1)):
-            V.fail("max_preconditioner_dim", dim, "an int >= 1 or math.inf")
+            validation.fail("max_preconditioner_dim", dim, "an int >= 1 or math.inf")
         freq = group["precondition_frequency"]
         if isinstance(freq, bool) or not isinstance(freq, int) or freq < 1:
-            V.fail("precondition_frequency", freq, "an int >= 1")
+            validation.fail("precondition_frequency", freq, "an int >= 1")
         start = group["start_preconditioning_step"]
         if isinstance(start, bool) or not isinstance(start, int) or (start != -1 and start < freq):
-            V.fail("start_preconditioning_step", start, f"-1 or an int >= precondition_frequency ({freq})")
+            validation.fail("start_preconditioning_step", start, f"-1 or an int >= precondition_frequency ({freq})")
         if not isinstance(group["use_bias_correction"], bool):
-            V.fail("use_bias_correction", group["use_bias_correction"], "a bool", TypeError)
+            validation.fail("use_bias_correction", group["use_bias_correction"], "a bool", TypeError)
         if group["grafting"] not in _GRAFTING:
-            V.fail("grafting", group["grafting"], "None, 'sgd', 'adagrad', 'rmsprop' or 'adam'")
-        V.check_beta("grafting_beta2", group["grafting_beta2"])
-        V.check_positive("grafting_epsilon", group["grafting_epsilon"])
+            validation.fail("grafting", group["grafting"], "None, 'sgd', 'adagrad', 'rmsprop' or 'adam'")
+        validation.check_beta("grafting_beta2", group["grafting_beta2"])
+        validation.check_positive("grafting_epsilon", group["grafting_epsilon"])
         override = group["inverse_exponent_override"]
         if override is not None and (not isinstance(override, dict) or
                                      any(not isinstance(k, int) or not isinstance(v, int | float) or v < 0
                                          for k, v in override.items())):
-            V.fail("inverse_exponent_override", override, "None or {order: exponent >= 0}", TypeError)
+            validation.fail("inverse_exponent_override", override, "None or {order: exponent >= 0}", TypeError)
         if group["factor_dtype"] not in (None, torch.float32, torch.float64):
-            V.fail("factor_dtype", group["factor_dtype"], "None, torch.float32 or torch.float64", TypeError)
+            validation.fail("factor_dtype", group["factor_dtype"], "None, torch.float32 or torch.float64", TypeError)
         for i, p in enumerate(group.get("params", ())):  # the defaults are validated before params are read
             if p.is_complex():
-                V.fail(f"params[{i}]", p.dtype, "a real parameter (Shampoo's factors are real)")
+                validation.fail(f"params[{i}]", p.dtype, "a real parameter (Shampoo's factors are real)")
 
     # -- pieces ------------------------------------------------------------------------------------------------------
     @staticmethod
@@ -242,7 +242,7 @@ class Shampoo(MatrixOptimizer):
             if amortized:
                 root = 1.0 / self._exponent(h, len(cut))
                 for j in idx:
-                    roots[j].copy_(M.inverse_root(factors[j] / bc2, root, h["epsilon"]))
+                    roots[j].copy_(_matrix.inverse_root(factors[j] / bc2, root, h["epsilon"]))
         # grafting state, then the filtered gradient
         graft = h["grafting"]
         if graft in ("adagrad", "rmsprop", "adam"):

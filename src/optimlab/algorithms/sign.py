@@ -8,9 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core import blocks as B
-from ..core import ops as F
-from ..core import validation as V
+from ..core import blocks, ops, validation
 from ..core.base import Optimizer, ParamsT, _number, new_step
 from ..core.ops import TensorOrList
 
@@ -59,14 +57,14 @@ class Rprop(Optimizer):
         super()._validate(group)
         etas, sizes = group["etas"], group["step_sizes"]
         if not isinstance(etas, tuple | list) or len(etas) != 2:
-            V.fail("etas", etas, "a pair (eta_minus, eta_plus)", TypeError)
+            validation.fail("etas", etas, "a pair (eta_minus, eta_plus)", TypeError)
         if not 0.0 < etas[0] < 1.0 < etas[1]:
-            V.fail("etas", etas, "0 < etas[0] < 1 < etas[1]")
+            validation.fail("etas", etas, "0 < etas[0] < 1 < etas[1]")
         if not isinstance(sizes, tuple | list) or len(sizes) != 2:
-            V.fail("step_sizes", sizes, "a pair (min, max)", TypeError)
-        V.check_nonneg("step_sizes[0]", sizes[0])
+            validation.fail("step_sizes", sizes, "a pair (min, max)", TypeError)
+        validation.check_nonneg("step_sizes[0]", sizes[0])
         if not sizes[0] <= sizes[1]:
-            V.fail("step_sizes", sizes, "step_sizes[0] <= step_sizes[1]")
+            validation.fail("step_sizes", sizes, "step_sizes[0] <= step_sizes[1]")
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         lr = _number(group["lr"])
@@ -79,13 +77,13 @@ class Rprop(Optimizer):
         eta_minus, eta_plus = h["etas"]
         lo, hi = h["step_sizes"]
         prev, step_size = s["prev"], s["step_size"]
-        sign = F.sign(F.mul(g, prev))
-        up, down = F.gt(sign, 0.0), F.lt(sign, 0.0)
-        grown = F.where(up, F.mul(step_size, eta_plus), F.where(down, F.mul(step_size, eta_minus), step_size))
-        F.copy_(step_size, F.clamp_(grown, lo, hi))
-        g = F.where(down, 0.0, g)
-        F.addcmul_(p, F.sign(g), step_size, value=-1.0)
-        F.copy_(prev, g)
+        sign = ops.sign(ops.mul(g, prev))
+        up, down = ops.gt(sign, 0.0), ops.lt(sign, 0.0)
+        grown = ops.where(up, ops.mul(step_size, eta_plus), ops.where(down, ops.mul(step_size, eta_minus), step_size))
+        ops.copy_(step_size, ops.clamp_(grown, lo, hi))
+        g = ops.where(down, 0.0, g)
+        ops.addcmul_(p, ops.sign(g), step_size, value=-1.0)
+        ops.copy_(prev, g)
 
 
 class Lion(Optimizer):
@@ -131,7 +129,7 @@ class Lion(Optimizer):
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
-        V.check_choice("decay_scale", group["decay_scale"], {"lr", "schedule"})
+        validation.check_choice("decay_scale", group["decay_scale"], {"lr", "schedule"})
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -139,7 +137,7 @@ class Lion(Optimizer):
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         beta1, beta2 = h["betas"]
         m = s["exp_avg"]
-        B.decoupled_decay_(p, h)
-        c = F.add(F.mul(m, beta1), g, alpha=1 - beta1)
-        B.sign_step_(p, c, h["lr"])
-        F.add_(F.mul_(m, beta2), g, alpha=1 - beta2)
+        blocks.decoupled_decay_(p, h)
+        c = ops.add(ops.mul(m, beta1), g, alpha=1 - beta1)
+        blocks.sign_step_(p, c, h["lr"])
+        ops.add_(ops.mul_(m, beta2), g, alpha=1 - beta2)

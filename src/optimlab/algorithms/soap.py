@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core import validation as V
+from ..core import validation
 from ..core.base import ParamsT, new_step
-from . import _matrix as M
+from . import _matrix
 from ._matrix_step import MatrixOptimizer, WholeMatrices
 
 __all__ = ["SOAP"]
@@ -96,18 +96,18 @@ class SOAP(MatrixOptimizer):
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
         if group["shampoo_beta"] >= 0:
-            V.check_beta("shampoo_beta", group["shampoo_beta"])
+            validation.check_beta("shampoo_beta", group["shampoo_beta"])
         for name in ("precondition_frequency", "max_precond_dim"):
             value = group[name]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                V.fail(name, value, "an int >= 1")
+                validation.fail(name, value, "an int >= 1")
         for flag in ("merge_dims", "precondition_1d", "normalize_grads", "correct_bias"):
             if not isinstance(group[flag], bool):
-                V.fail(flag, group[flag], "a bool", TypeError)
-        V.check_choice("data_format", group["data_format"], {"channels_first", "channels_last"})
+                validation.fail(flag, group[flag], "a bool", TypeError)
+        validation.check_choice("data_format", group["data_format"], {"channels_first", "channels_last"})
         for i, p in enumerate(group.get("params", ())):  # the defaults are validated before params are read
             if p.is_complex():
-                V.fail(f"params[{i}]", p.dtype, "a real parameter (SOAP's eigenbases are real)")
+                validation.fail(f"params[{i}]", p.dtype, "a real parameter (SOAP's eigenbases are real)")
 
     # -- shapes ------------------------------------------------------------------------------------------------------
     @staticmethod
@@ -120,7 +120,7 @@ class SOAP(MatrixOptimizer):
             return x
         if self._permuted(x.shape, h):
             x = x.permute(0, 3, 1, 2)
-        return x.reshape(M.merge_dims_soap(x.shape, h["max_precond_dim"]))
+        return x.reshape(_matrix.merge_dims_soap(x.shape, h["max_precond_dim"]))
 
     def _unwork(self, x: Tensor, shape: torch.Size, h: dict[str, Any]) -> Tensor:
         if not h["merge_dims"]:
@@ -135,7 +135,7 @@ class SOAP(MatrixOptimizer):
         if len(shape) == 1:
             n = shape[0]
             return [n if h["precondition_1d"] and n <= h["max_precond_dim"] else 0]
-        work = M.merge_dims_soap(self._permute_shape(shape, h), h["max_precond_dim"]) if h["merge_dims"] \
+        work = _matrix.merge_dims_soap(self._permute_shape(shape, h), h["max_precond_dim"]) if h["merge_dims"] \
             else list(shape)
         return [n if n <= h["max_precond_dim"] else 0 for n in work]
 
@@ -185,7 +185,7 @@ class SOAP(MatrixOptimizer):
             if not gg.numel():
                 bases.append(q)
                 continue
-            q_new, order = M.eigenbasis_refresh(gg, q)
+            q_new, order = _matrix.eigenbasis_refresh(gg, q)
             v_work = v_work.index_select(k, order)
             bases.append(q_new)
         state["Q"] = bases
@@ -200,7 +200,7 @@ class SOAP(MatrixOptimizer):
         gw = self._work(g.to(cd), h)
         if "Q" not in state:  # the first gradient only builds the preconditioner (reference: `continue`)
             self._accumulate(state, gw, h)
-            state["Q"] = [M.eigenbasis(gg) if gg.numel() else gg.clone() for gg in state["GG"]]
+            state["Q"] = [_matrix.eigenbasis(gg) if gg.numel() else gg.clone() for gg in state["GG"]]
             return None
         beta1, beta2 = h["betas"]
         two_d = fast and gw.dim() == 2 and all(q.numel() for q in state["Q"])

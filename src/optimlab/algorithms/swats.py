@@ -7,10 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core import blocks as B
-from ..core import kernels, tiling
-from ..core import ops as F
-from ..core import validation as V
+from ..core import blocks, kernels, ops, tiling, validation
 from ..core.base import Optimizer, ParamsT, _get_scalar_dtype, new_step
 from ..core.ops import TensorOrList
 
@@ -83,7 +80,7 @@ class SWATS(Optimizer):
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
         if group["switch_tol"] is not None:
-            V.check_positive("switch_tol", group["switch_tol"])
+            validation.check_positive("switch_tol", group["switch_tol"])
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         scalar = _get_scalar_dtype()
@@ -108,26 +105,26 @@ class SWATS(Optimizer):
         """:math:`v_k = \beta_1 v_{k-1} + g_k` (Nesterov: :math:`g_k + \beta_1 v_k`)."""
         beta1 = h["betas"][0]
         if "momentum_buffer" not in s:
-            buf = s["momentum_buffer"] = F.clone(g)
+            buf = s["momentum_buffer"] = ops.clone(g)
         else:
-            buf = F.add_(F.mul_(s["momentum_buffer"], beta1), g)
-        return F.add(g, buf, alpha=beta1) if h["nesterov"] else buf
+            buf = ops.add_(ops.mul_(s["momentum_buffer"], beta1), g)
+        return ops.add(g, buf, alpha=beta1) if h["nesterov"] else buf
 
     def _adam_step_(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> TensorOrList:
         """Advance the moments, take Adam's step :math:`p_k` and return it."""
         beta1, beta2 = h["betas"]
-        m = B.ema_(s["exp_avg"], g, beta1)
-        v = B.ema_sq_(s["exp_avg_sq"], g, beta2)
-        bc1, bc2 = B.bias_correction(beta1, h["step"]), B.bias_correction(beta2, h["step"])
-        step = F.div(m, F.add_scalar_(F.sqrt(v), h["eps"]))
-        F.mul_(step, -h["lr"] * bc2**0.5 / bc1)
-        F.add_(p, step)
+        m = blocks.ema_(s["exp_avg"], g, beta1)
+        v = blocks.ema_sq_(s["exp_avg_sq"], g, beta2)
+        bc1, bc2 = blocks.bias_correction(beta1, h["step"]), blocks.bias_correction(beta2, h["step"])
+        step = ops.div(m, ops.add_scalar_(ops.sqrt(v), h["eps"]))
+        ops.mul_(step, -h["lr"] * bc2**0.5 / bc1)
+        ops.add_(p, step)
         return step
 
     def _maybe_switch(self, pp: list[float], pg: list[float], s: dict[str, Any], h: dict[str, Any]) -> None:
         """The switching criterion, per tensor, from :math:`p_k^\top p_k` and :math:`p_k^\top g_k`."""
         beta2, k = h["betas"][1], h["step"]
-        bc2 = B.bias_correction(beta2, k)
+        bc2 = blocks.bias_correction(beta2, k)
         tol = h["switch_tol"] if h["switch_tol"] is not None else h["eps"]
         for i, (pp_i, pg_i) in enumerate(zip(pp, pg, strict=True)):
             if pg_i == 0:
@@ -143,7 +140,7 @@ class SWATS(Optimizer):
                 _listify(s["switch_step"])[i].fill_(k)
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
-        g = B.l2_decay(g, p, h["weight_decay"])
+        g = blocks.l2_decay(g, p, h["weight_decay"])
         if h["phase"] == SGD:
             d = self._sgd_direction(g, s, h)
             for p_i, d_i, rate in zip(_listify(p), _listify(d), self._sgd_rates(s, h), strict=True):
@@ -178,13 +175,13 @@ class SWATS(Optimizer):
     # Each phase's element-wise part, on a block or a traced symbol (the compiled loop).
     def _sgd_phase_step(self, p: TensorOrList, g: TensorOrList, buf: TensorOrList, rate: Any,
                         h: dict[str, Any]) -> None:
-        g = B.l2_decay(F.neg(g) if h["maximize"] else g, p, h["weight_decay"])
-        F.add_(p, F.mul(self._sgd_direction(g, {"momentum_buffer": buf}, h), rate))
+        g = blocks.l2_decay(ops.neg(g) if h["maximize"] else g, p, h["weight_decay"])
+        ops.add_(p, ops.mul(self._sgd_direction(g, {"momentum_buffer": buf}, h), rate))
 
     def _adam_phase_step(self, p: TensorOrList, g: TensorOrList, m: TensorOrList, v: TensorOrList,
                          h: dict[str, Any]) -> tuple[TensorOrList, TensorOrList]:
         """Adam's step :math:`p_k`, and the gradient it was taken with (decay included), for the dot products."""
-        g = B.l2_decay(F.neg(g) if h["maximize"] else g, p, h["weight_decay"])
+        g = blocks.l2_decay(ops.neg(g) if h["maximize"] else g, p, h["weight_decay"])
         return self._adam_step_(p, g, {"exp_avg": m, "exp_avg_sq": v}, h), g
 
     def _run_compiled(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
@@ -204,7 +201,7 @@ class SWATS(Optimizer):
 
         def adam(p: Any, g: Any, m: Any, v: Any) -> list[Any]:
             step, g = self._adam_phase_step(p, g, m, v, h)
-            return [F.mul(step, step), F.mul(step, g)]
+            return [ops.mul(step, step), ops.mul(step, g)]
 
         dots = kernels.run(adam, lists, readonly=(1,))
         if dots is False:

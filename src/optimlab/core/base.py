@@ -56,9 +56,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
-from . import dispatch
-from . import ops as F
-from . import validation as V
+from . import dispatch, ops, validation
 from .ops import TensorOrList
 
 __all__ = ["FP16_TINY", "TORCH_FLAGS", "Optimizer", "ParamsT", "fused_sgd_drops_updates", "new_step", "plan_stats",
@@ -316,21 +314,21 @@ class Optimizer(torch.optim.Optimizer):
 
     # -- subclass interface ------------------------------------------------------------------------------------
     def _validate(self, group: dict[str, Any]) -> None:
-        V.check_lr(group["lr"])
+        validation.check_lr(group["lr"])
         if "weight_decay" in group:
-            V.check_nonneg("weight_decay", group["weight_decay"])
+            validation.check_nonneg("weight_decay", group["weight_decay"])
         if "eps" in group:
-            V.check_positive("eps", group["eps"])
+            validation.check_positive("eps", group["eps"])
         if "betas" in group:
-            V.check_betas(group["betas"])
+            validation.check_betas(group["betas"])
         for flag in _bool_options(type(self)):  # a string "False" would otherwise read as True
             if flag in group and not isinstance(group[flag], bool):
-                V.fail(flag, group[flag], "a bool", TypeError)
+                validation.fail(flag, group[flag], "a bool", TypeError)
         for flag in ("foreach", "fused"):
             if group[flag] not in (None, True, False):
-                V.fail(flag, group[flag], "None, True or False", TypeError)
+                validation.fail(flag, group[flag], "None, True or False", TypeError)
         if "moment_dtype" in group:
-            V.check_moment_dtype(group["moment_dtype"], group.get("betas", (0.0,))[0])
+            validation.check_moment_dtype(group["moment_dtype"], group.get("betas", (0.0,))[0])
         self._check_implementation(group)
 
     def _check_implementation(self, group: dict[str, Any]) -> None:
@@ -653,7 +651,7 @@ class Optimizer(torch.optim.Optimizer):
                 st[k] = torch.view_as_complex(v) if complex_ else v
 
     def _apply(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
-        self._update(p, F.neg(g) if h["maximize"] else g, s, h)
+        self._update(p, ops.neg(g) if h["maximize"] else g, s, h)
 
     def _overrides_run_lists(self) -> bool:
         """The class has a list path of its own (it overrides :meth:`_run_lists`): the ``custom`` row of

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import ops as F
+from . import ops
 from .ops import TensorOrList
 
 __all__ = [
@@ -37,7 +37,7 @@ __all__ = [
 
 def l2_decay(g: TensorOrList, p: TensorOrList, weight_decay: float) -> TensorOrList:
     """L2 regularisation folded into the gradient: ``g + lambda * p`` (a new tensor; ``g`` is untouched)."""
-    return F.add(g, p, alpha=weight_decay) if weight_decay != 0 else g
+    return ops.add(g, p, alpha=weight_decay) if weight_decay != 0 else g
 
 
 def schedule_multiplier(h: dict[str, Any]) -> float:
@@ -71,35 +71,35 @@ def decoupled_decay_factor(h: dict[str, Any]) -> float:
 def decoupled_decay_(p: TensorOrList, h: dict[str, Any]) -> None:
     """``p *= 1 - factor`` (see :func:`decoupled_decay_factor`): decays the pre-update weights."""
     if h["weight_decay"] != 0:
-        F.mul_(p, 1 - decoupled_decay_factor(h))
+        ops.mul_(p, 1 - decoupled_decay_factor(h))
 
 
 def momentum_(buf: TensorOrList, g: TensorOrList, momentum: float, dampening: float = 0.0) -> TensorOrList:
     """Heavy-ball momentum as torch.optim.SGD keeps it: ``buf = momentum * buf + (1 - dampening) * g``."""
-    F.mul_(buf, momentum)
-    return F.add_(buf, g, alpha=1 - dampening)
+    ops.mul_(buf, momentum)
+    return ops.add_(buf, g, alpha=1 - dampening)
 
 
 def ema_(m: TensorOrList, g: TensorOrList, beta: float) -> TensorOrList:
     """First moment: ``m = beta * m + (1 - beta) * g``."""
-    return F.lerp_(m, g, 1 - beta)
+    return ops.lerp_(m, g, 1 - beta)
 
 
 def ema_sq_(v: TensorOrList, g: TensorOrList, beta: float) -> TensorOrList:
     """Second moment (RMSProp): ``v = beta * v + (1 - beta) * g^2``."""
-    F.mul_(v, beta)
-    return F.addcmul_(v, g, g, value=1 - beta)
+    ops.mul_(v, beta)
+    return ops.addcmul_(v, g, g, value=1 - beta)
 
 
 def ema_inf_(u: TensorOrList, g: TensorOrList, beta: float, eps: float) -> TensorOrList:
     """Adamax's infinity norm (Kingma & Ba 2015, Alg. 2, with torch's ``eps``): ``u = max(beta * u, |g| + eps)``."""
-    return F.maximum_(F.mul_(u, beta), F.add_scalar_(F.abs(g), eps))
+    return ops.maximum_(ops.mul_(u, beta), ops.add_scalar_(ops.abs(g), eps))
 
 
 def sign_step_(p: TensorOrList, u: TensorOrList, lr: float) -> TensorOrList:
     """A sign step (Lion, signSGD): ``p -= lr * sign(u)``, so every element moves by exactly ``lr`` (or not at all
     where ``u`` is 0)."""
-    return F.add_(p, F.sign(u), alpha=-lr)
+    return ops.add_(p, ops.sign(u), alpha=-lr)
 
 
 def schedule_free_step_(y: TensorOrList, z: TensorOrList, u: TensorOrList, lr: float, beta: float,
@@ -113,9 +113,9 @@ def schedule_free_step_(y: TensorOrList, z: TensorOrList, u: TensorOrList, lr: f
     kept without storing :math:`x` (as the ``schedulefree`` package does): ``y = lerp(y, z, c)`` then
     ``y += lr * (beta * (1 - c) - 1) * u`` and ``z -= lr * u``.
     """
-    F.lerp_(y, z, c)
-    F.add_(y, u, alpha=lr * (beta * (1 - c) - 1))
-    F.add_(z, u, alpha=-lr)
+    ops.lerp_(y, z, c)
+    ops.add_(y, u, alpha=lr * (beta * (1 - c) - 1))
+    ops.add_(z, u, alpha=-lr)
 
 
 def bias_correction(beta: float, step: float) -> float:
@@ -125,13 +125,13 @@ def bias_correction(beta: float, step: float) -> float:
 
 def amsgrad_max_(v_max: TensorOrList, v: TensorOrList) -> TensorOrList:
     """AMSGrad (Reddi et al. 2018): ``v_max = max(v_max, v)``, so the effective step size never grows."""
-    return F.maximum_(v_max, v)
+    return ops.maximum_(v_max, v)
 
 
 def adam_denominator(v: TensorOrList, bias_correction2: float, eps: float) -> TensorOrList:
     """``sqrt(v / (1 - beta2^t)) + eps`` computed as torch does: ``sqrt(v) / sqrt(bc2) + eps`` (a new tensor)."""
-    denom = F.div_(F.sqrt(v), bias_correction2**0.5)
-    return F.add_scalar_(denom, eps)
+    denom = ops.div_(ops.sqrt(v), bias_correction2**0.5)
+    return ops.add_scalar_(denom, eps)
 
 
 def trust_ratio(w_norm: Tensor, u_norm: Tensor, coefficient: float = 1.0) -> Tensor:

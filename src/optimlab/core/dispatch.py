@@ -86,8 +86,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from . import kernels, tensors, tiling, triton_kernels
-from . import ops as F
+from . import kernels, ops, tensors, tiling, triton_kernels
 
 __all__ = ["BUCKET_PATHS", "BUCKET_ROWS", "ENTRY_PATHS", "ENTRY_ROWS", "LayoutMemo", "Stepper", "compiling",
            "entry_path", "found_inf", "only", "step_bucket", "taken", "working_copies"]
@@ -131,7 +130,7 @@ def working_copies(s: dict[str, Any], keys: list[str], dtype: torch.dtype) -> It
     rounded back into the stored tensor. A tensor or a list of tensors. Only for the moments a ``moment_dtype``
     stores in lower precision (``_moment_keys``): 0-d counters kept in float64 (SWATS's) must never be rounded.
     The ``mixed`` row runs the rule so; the base class's plain loop too."""
-    low = [k for k in keys if F.first(s[k]).dtype != dtype]
+    low = [k for k in keys if ops.first(s[k]).dtype != dtype]
     stored = {k: s[k] for k in low}
     for k in low:
         s[k] = [t.to(dtype) for t in s[k]] if isinstance(s[k], list) else s[k].to(dtype)

@@ -3,17 +3,18 @@
 Torch and numpy only, no plotting (the lab draws the figures: ``optimlab walk``, ``interpolate``, ``landscape``,
 ``histograms``, ``sharpness``)::
 
-    from optimlab import diagnostics as D
+    from optimlab import diagnostics
 
-    rec = D.Recorder(opt, model, every=20)               # step hooks: update angles, distance from init, norms,
+    rec = diagnostics.Recorder(opt, model, every=20)     # step hooks: update angles, distance from init, norms,
     ...train...                                          # per-layer effective lr, trust ratios, |g| histograms
     rec.history["cos_prev"], rec.history["dist_init_sq"]
 
-    D.interpolate(model, theta_init, model.state_dict(), loss_fn, batches)      # Goodfellow et al. 2015
-    dirs = D.random_directions(model, 2)                                        # filter-normalized (Li et al.)
-    D.landscape(model, loss_fn, batches, dirs, grid=np.linspace(-1, 1, 21))
-    D.trajectory_pca(checkpoints, model=model)                                  # the path on its PCA plane
-    D.top_hessian_eigenvalue(model, loss_fn, batch), D.hessian_trace(model, loss_fn, batch)   # PyHessian
+    diagnostics.interpolate(model, theta_init, model.state_dict(), loss_fn, batches)    # Goodfellow et al. 2015
+    dirs = diagnostics.random_directions(model, 2)                                      # filter-normalized (Li et al.)
+    diagnostics.landscape(model, loss_fn, batches, dirs, grid=np.linspace(-1, 1, 21))
+    diagnostics.trajectory_pca(checkpoints, model=model)                                # the path on its PCA plane
+    diagnostics.top_hessian_eigenvalue(model, loss_fn, batch)                           # PyHessian
+    diagnostics.hessian_trace(model, loss_fn, batch)
 
 Modules: :mod:`.recorder`, :mod:`.interpolation`, :mod:`.landscape`, :mod:`.hessian`, :mod:`.histograms`,
 :mod:`.noise_scale`, :mod:`.trust`, :mod:`.evaluation` (fixed batches, BatchNorm and dropout handling),
