@@ -1,6 +1,6 @@
 """The test registry: every optimizer once, with sample configurations, problems it must solve and bad inputs.
 
-One table drives the generic matrix in ``test_matrix.py`` (after torch's OptimizerInfo and optax's
+One table drives the generic matrix in ``test_every_optimizer.py`` (after torch's OptimizerInfo and optax's
 ``_OPTIMIZERS_UNDER_TEST``). Adding an optimizer to :data:`optimlab.OPTIMIZERS` without an entry here fails
 ``test_every_registered_optimizer_is_under_test``.
 """

@@ -385,7 +385,7 @@ def test_global_step_hooks_fire_once_per_step_through_wrappers(stack):
     assert local == ["inner"]  # the inner optimizer's own hooks still fire
 
 
-# -- 6. lr=0 freezes a group: see test_matrix.py::test_zero_lr_freezes_the_group (every optimizer, every config) -----
+# -- 6. lr=0 freezes a group: see test_every_optimizer.py::test_zero_lr_freezes_the_group (every optimizer and config)
 
 
 # -- 7. a parameter listed twice: warned about, then stepped once per occurrence, in order, as torch does -----------

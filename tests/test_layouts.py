@@ -119,7 +119,7 @@ def _tolerance(p: torch.Tensor) -> dict[str, float]:
     if p.dtype == torch.float32:
         return dict(rtol=1e-5, atol=1e-6)
     # bfloat16: the compiled loop computes in float32 and rounds once, the plain loop rounds every operation
-    # (tests/test_matrix.py's bound: one rounding of the parameter per step)
+    # (tests/test_every_optimizer.py's bound: one rounding of the parameter per step)
     return dict(rtol=STEPS * 2.0**-7, atol=STEPS * 2.0**-7)
 
 

@@ -340,7 +340,7 @@ def test_low_precision_parameters_step_in_float32(info, dtype, triton_path):
         pytest.skip("refuses float16 parameters (a clear error, tested with the optimizer)")
     eps = cfg.get("eps", info.cls([info.tensor(1)], lr=0.1).defaults.get("eps", 1.0))
     if dtype == torch.float16 and isinstance(eps, float) and eps < 1e-4:
-        cfg = {**cfg, "eps": 1e-4}  # as test_matrix.test_dtypes: eps below float16's range warns, and overflows
+        cfg = {**cfg, "eps": 1e-4}  # as test_every_optimizer.test_dtypes: eps below float16's range warns, overflows
     params, opt = _trajectory(info, cfg, foreach=True, dtype=dtype, steps=2)
     wide = [p.detach().float().requires_grad_() for p in params]
     ref = info.make(wide, **cfg, foreach=False)

@@ -5,7 +5,7 @@ state layout and 0-d state values) and hands each bucket to :func:`step_bucket`;
 a path. The first row whose condition holds runs; a runner may *decline* (return False, having touched nothing), and
 then the next row whose condition holds is tried. The last row of each table always applies, so every bucket is
 stepped exactly once. The plain loop is the reference: every other path must give its trajectory to round-off
-(``tests/test_matrix.py`` forces each path with :func:`only` and compares it with the plain loop).
+(``tests/test_every_optimizer.py`` forces each path with :func:`only` and compares it with the plain loop).
 
 Per parameter (:data:`ENTRY_ROWS`, decided in ``Optimizer._step_group``):
 
