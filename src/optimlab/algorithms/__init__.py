@@ -1,4 +1,14 @@
-"""The algorithms, one module per family, each a few lines of composition over :mod:`optimlab.core.blocks`.
+"""The algorithms, one module per family.
+
+19 of the 28 classes are a few lines of composition over :mod:`optimlab.core.blocks` and :mod:`optimlab.core.ops`:
+an ``_update`` rule, which the engine runs on every path (the plain loop, whole lists, cache-sized blocks, compiled C
+and Triton kernels). The other nine carry more:
+
+* LAMB, LARS, SWATS, MARS, Adafactor and Prodigy reduce over each tensor (trust ratios, norms, dot products,
+  factored moments, a global step-size estimate), so each also writes its own list path, ``_run_lists`` (two passes,
+  compiled or on blocks: see :mod:`optimlab.core.dispatch`);
+* Muon, SOAP and Shampoo need whole matrices: they derive from :class:`._matrix_step.MatrixOptimizer`, step their
+  matrix groups in ``_step_matrices`` (also under FSDP2) and share the linear algebra of :mod:`._matrix`.
 
 Every class is re-exported at the top level (``optimlab.Adam``); import from there.
 """

@@ -26,7 +26,7 @@ class RMSprop(Optimizer):
         b_t &= \mu b_{t-1} + g_t / (\sqrt{\tilde v_t} + \epsilon), \qquad \theta_t = \theta_{t-1} - \gamma b_t
             \quad (\text{without momentum: } \theta_t = \theta_{t-1} - \gamma g_t / (\sqrt{\tilde v_t} + \epsilon))
 
-    Note that :math:`\epsilon` is added outside the square root (torch and Keras), whereas the seed writes
+    Note that :math:`\epsilon` is added outside the square root (torch and Keras), whereas the source document writes
     :math:`\sqrt{v_t + \epsilon}`; with the default 1e-8 the difference only matters where :math:`v_t \approx 0`.
 
     Args:

@@ -27,7 +27,7 @@ def _dot(a: TensorOrList, b: TensorOrList) -> list[Tensor]:
 
 class SWATS(Optimizer):
     r"""SWATS: Switching from Adam to SGD (Keskar & Socher 2017, "Improving Generalization Performance by Switching
-    from Adam to SGD", Algorithm 1). The seeds' "begin with Adam, end with SGDM".
+    from Adam to SGD", Algorithm 1). The source documents' "begin with Adam, end with SGDM".
 
     Adam phase, for each parameter tensor (a layer) with Adam's step :math:`p_k`:
 

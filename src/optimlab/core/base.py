@@ -666,7 +666,7 @@ class Optimizer(torch.optim.Optimizer):
                    tensor_keys: list[str]) -> None:
         """The generic list path: the bucket rows of :mod:`optimlab.core.dispatch` (fused kernel, Triton, compiled
         C loop, working copies, blocked, whole lists). A class with a rule of its own (a reduction per tensor)
-        overrides this and calls ``super()._run_lists`` where its own path does not apply."""
+        overrides this (the ``custom`` row) and may call ``super()._run_lists`` where its own path does not apply."""
         dispatch.step_bucket(self, ps, gs, s, h, tensor_keys, custom=False)
 
     # -- optional subclass hooks for the fast path ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The building blocks the seeds' taxonomy is made of, one small function each.
+"""The building blocks of the source documents' taxonomy of optimizers, one small function each.
 
 Adam = momentum (``ema_``) + RMSProp (``ema_sq_``) + ``bias_correction``; AdamW = Adam + ``decoupled_decay_``;
 AMSGrad = Adam + ``amsgrad_max_``; LAMB/LARS = Adam/SGDM + ``trust_ratio``. After Adam: Adamax = momentum +

@@ -1,11 +1,27 @@
-"""One place decides how a bucket of parameters is stepped: two ordered tables of ``(path, condition, runner)`` rows.
+"""How a bucket of parameters is stepped: two ordered tables of ``(path, condition, runner)`` rows.
 
 The base class (:class:`optimlab.core.base.Optimizer`) groups a step's parameters into buckets (same device, dtype,
-state layout and 0-d state values) and hands each bucket to :func:`step_bucket`; nothing else in the engine chooses
-a path. The first row whose condition holds runs; a runner may *decline* (return False, having touched nothing), and
-then the next row whose condition holds is tried. The last row of each table always applies, so every bucket is
-stepped exactly once. The plain loop is the reference: every other path must give its trajectory to round-off
-(``tests/test_every_optimizer.py`` forces each path with :func:`only` and compares it with the plain loop).
+state layout and 0-d state values) and hands each bucket to :func:`step_bucket`. The first row whose condition holds
+runs; a runner may *decline* (return False, having touched nothing), and then the next row whose condition holds is
+tried. The last row of each table always applies, so every bucket is stepped exactly once. The plain loop is the
+reference: every other path must give its trajectory to round-off (``tests/test_every_optimizer.py`` forces each
+path with :func:`only` and compares it with the plain loop).
+
+For most classes the tables are the whole choice. Some choose part of it themselves:
+
+* the ``custom`` row hands the bucket to a class that overrides ``_run_lists`` (LAMB, LARS, SWATS, MARS, Adafactor,
+  Prodigy: rules with a reduction over each tensor), and that class's own small dispatcher picks the path: two
+  passes as compiled loops (:mod:`optimlab.core.kernels`; not Adafactor), else two passes over cache-sized blocks
+  (:func:`optimlab.core.tiling.owned_block_plan`; LAMB, LARS, SWATS, MARS) or over the blocks of
+  :func:`~optimlab.core.tiling.block_plan` (Prodigy), else whole lists: LAMB, LARS and SWATS (and MARS for its
+  AdamW tensors) come back to this table through ``super()._run_lists`` (``custom=False``), MARS and Prodigy run
+  their rule on whole lists themselves, and Adafactor steps one tensor at a time (matrices in chunks of rows);
+* the matrix optimizers (Muon, SOAP, Shampoo) step their matrix groups outside the tables:
+  ``MatrixOptimizer._step_group`` (:mod:`optimlab.algorithms._matrix_step`) sends them to the class's
+  ``_step_matrices``, which reads ``foreach`` itself (Muon: a loop over the matrices or same-shape batches; SOAP:
+  the reference's operations or its 2-D fast path); Muon's AdamW groups take the tables;
+* Prodigy also overrides ``step()`` (a first pass over every group for its global D estimate, then the update) and
+  forms its own buckets, which it steps by :func:`step_bucket` (or the plain loop, ``foreach=False``).
 
 Per parameter (:data:`ENTRY_ROWS`, decided in ``Optimizer._step_group``):
 
@@ -26,8 +42,8 @@ step creates no state):
 path              when (and what runs)
 ================  ====================================================================================
 ``custom``        the class overrides ``_run_lists`` (rules with a reduction over each tensor: LAMB, LARS,
-                  MARS, Prodigy, SWATS, Adafactor): its own multi-phase path, which falls back on this
-                  table through ``super()._run_lists``
+                  MARS, Prodigy, SWATS, Adafactor): its own path (see above), which may fall back on
+                  this table through ``super()._run_lists``
 ``traced``        ``torch.compile`` is tracing the step (``torch.compiler.is_compiling()``, e.g.
                   ``torch.compile(opt.step)``): the rule on torch ops over whole lists (on working copies
                   where moments are stored in lower precision), which dynamo records and inductor fuses;

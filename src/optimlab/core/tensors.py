@@ -7,6 +7,16 @@
 * :func:`same_layout`: and its parameter's strides, the parameters non-overlapping and dense (what torch's fused
   kernels assume).
 
+torch's fused kernels (``torch._fused_sgd_``, ``_fused_adam_`` with L2 decay and ``amsgrad`` by torch's max-of-v
+convention, ``_fused_adamw_``, ``_fused_adagrad_``) run on CPU and CUDA and accept lists of chunk views
+(bit-identical to whole tensors) and of non-contiguous tensors *only where every gradient and state tensor has its
+parameter's shape and strides and the parameter is non-overlapping and dense*: they read each tensor's memory as if
+it were laid out as its parameter, over the parameter's ``numel`` elements, so a transposed or broadcast (stride 0)
+gradient gives a wrong step or an out-of-bounds read, and a smaller state an out-of-bounds write. That is
+:func:`same_layout`, checked by the ``fused`` row of :mod:`optimlab.core.dispatch`. They take a 0-d tensor ``lr``
+(``.tensor_lr`` overload), do not write into the gradients unless ``grad_scale`` is given, and expect
+``state_steps`` incremented by the caller before the call.
+
 Imports only torch.
 """
 

@@ -1,78 +1,23 @@
-"""Cache-blocked execution of a list (``foreach``) update rule: the eager fast path that needs no compiler.
+"""A list (``foreach``) rule run eagerly on cache-sized blocks of views: the fast path that needs nothing but torch.
 
-Since :mod:`optimlab.core.kernels`, CPU rules run as one compiled loop where a C compiler exists; this module is the
-path for everything else (no compiler, ``OPTIMLAB_KERNELS=0``, bfloat16/float16 parameters, non-contiguous
-tensors) and, with torch's fused kernels, the one that needs nothing but torch.
+An optimizer step is bound by memory bandwidth. A rule written against ``torch._foreach_*`` runs each operation over
+*all* tensors before the next one starts, so every intermediate (``sqrt(v)``, the update, ...) is a model-sized
+temporary that travels to DRAM and back. Run on blocks of about :data:`DEFAULT_BLOCK_ELEMS` elements (flat views of
+the parameters, gradients and state; small tensors packed together), the same rule keeps its intermediates in cache.
+On CPU this is the path where no compiled loop runs (no C compiler, ``OPTIMLAB_KERNELS=0``, bfloat16/float16
+parameters, non-contiguous tensors); measurements are in ``benchmarks/README.md``.
 
-Why. An optimizer step is bound by memory bandwidth. A rule written against ``torch._foreach_*`` runs each
-operation over *all* tensors before the next one starts, so every intermediate (``sqrt(v)``, the update,
-...) is a model-sized temporary that travels to DRAM and back, and on CPU glibc returns those temporaries to
-the OS and page-faults them in again every step. Running the *same* rule on blocks of about one million
-elements (views of the flattened tensors) keeps the intermediates in cache: DRAM then sees close to the
-rule's minimal traffic.
-
-Measured (torch 2.13 CPU, 2 threads, AMD EPYC with 2 MiB L2 per core and 32 MiB L3, 25.05M fp32 parameters
-in 150 tensors: 2x[8192,1024], 4x[1024,1024], 8x[512,768], 16x[128,384], 20x[32,16,3,3], 50x[1024], 50x[96];
-the in-place-add probe gave 55-62 GB/s, an Adam bound of 11.5-12.8 ms; the machine was shared, so take the
-ratios):
-
-=========================================  ===============  =================  =====================
-Adam, written as 7 foreach ops              default malloc   glibc tunables(*)  ``torch._fused_adam_``
-=========================================  ===============  =================  =====================
-foreach over the 150 tensors                60 ms, 5.2x      41 ms, 3.3-3.7x    12.7 ms, 1.1x
-foreach, each op over 1M-element chunks     37 ms, 3.2x      34 ms, 2.7x
-blocked: whole rule per 1M-element block    20.5 ms, 1.7x    21 ms, 1.85x
-blocked, 256K-element blocks                22 ms            21 ms
-blocked, 64K-element blocks                 (slower: op dispatch, about 390 blocks)
-=========================================  ===============  =================  =====================
-
-AdaBound-like rule (11 foreach ops, with clamps): plain foreach 63-76 ms (3.4-6.7x), blocked (1M) 24 ms
-(2.1x, 512K blocks 23 ms). (*) ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736
-MALLOC_TOP_PAD_=268435456``. Blocking removes the dependence on the allocator: its temporaries are
-block-sized. Splitting each op into chunks *without* running the whole rule per block gains little (row 2):
-the point is that all of a block's operations run while its data is in cache. For comparison,
-``torch.compile`` (inductor, C++) of the same foreach rule over the 150 tensors ran at about 1.5x, but its
-cold first step took 308 s on the (loaded) test machine, far over a 10 s start-up budget; the single-tensor
-rule compiled with ``dynamic=True`` and called on 164 pieces of <= 1M elements ran at 1.86x (48 ms; 35-50 us
-per compiled call; first step 6.3 s with a warm cache, 44 s cold).
-
-optimlab's own rules (``Optimizer._update`` on lists, state after one step), plain list path -> blocked
-(1M), same run: Adam 52-118 -> 23-28 ms, AdamW 52-62 -> 26-29 ms, AdaBound 64 -> 26 ms, RMSprop 42-45 ->
-16-17 ms; ``torch._fused_adam_`` on the same tensors 11.2 ms. Building the plan costs 1-8 ms per step for
-150 tensors: cache it while the parameters and state tensors stay the same.
-
-Where torch has a fused kernel for the same algorithm, blocking cannot match it (blocked Adam is about 2x
-``torch._fused_adam_``, which ran at 1.06-1.1x the bound): ``torch._fused_sgd_``, ``_fused_adam_`` (L2 decay,
-``amsgrad`` with torch's max-of-v convention), ``_fused_adamw_`` and ``_fused_adagrad_`` run on CPU, accept
-lists of chunk views (bit-identical to whole tensors) and of non-contiguous tensors *only where every gradient and
-state tensor has its parameter's shape and strides and the parameter is non-overlapping and dense*: the kernels
-read each tensor's memory as if it were laid out as its parameter, over the parameter's ``numel`` elements, so a
-transposed or broadcast (stride 0) gradient gives a wrong step or an out-of-bounds read, and a smaller state an
-out-of-bounds write (:func:`same_layout` is that condition; the ``fused`` row of :mod:`optimlab.core.dispatch`
-checks it). They take a 0-d tensor ``lr`` (``.tensor_lr`` overload), and do not write into the gradients unless
-``grad_scale`` is given; ``state_steps`` must be incremented by the caller before the call.
-
-Only for element-wise rules that do not mutate 0-d state. A rule that reduces over a whole tensor (LAMB's
-and LARS's trust ratios, norms, any ``first()`` of a list) must not be blocked: its per-tensor norms would
-become per-block norms. Such rules can run in two blocked phases (accumulate squared norms per tensor, then
-apply), which this module does not do. A rule that advances a 0-d state tensor in place (NAdam's
-``mu_product``) would advance it once per block: such classes must either update the scalar outside the rule
-or not be blocked.
-
-How the base class uses it (the ``blocked`` row of :mod:`optimlab.core.dispatch`): on the list path, when the
-class declares its rule element-wise (e.g. a class attribute ``_elementwise = True``), no new state is created by
-this step (state exists already), and the bucket is large (``sum(numel) >= 4 * block_elems``), replace the single call
-``self._update(ps, gs, s, h)`` by::
-
-    plan = block_plan([ps, gs, *tensor_state_lists], block_elems)
-    for ps_b, gs_b, *st_b in plan:
-        self._update(ps_b, gs_b, {**scalar_state, **dict(zip(tensor_keys, st_b))}, h)
-
-(``maximize``'s ``neg`` then also runs per block, inside the rule or just before it, so it stops allocating
-a model-sized copy of the gradients). Views share storage with the parameters and state, so in-place updates
-land where they belong, and the results are bit-identical to the unblocked list path: element-wise kernels
-compute each element independently of how the tensor is split (checked for optimlab's Adam and AdaBound
-rules: blocked and unblocked parameters ``torch.equal`` after a step on the 150-tensor model above).
+* :func:`block_plan` splits aligned lists of tensors into such blocks, and :func:`blockable` says whether a bucket is
+  worth it (plain tensors, at least :data:`MIN_BLOCKED_ELEMS` elements). The ``blocked`` row of
+  :mod:`optimlab.core.dispatch` runs an element-wise rule once per block. Views share storage with the tensors, so
+  in-place updates land where they belong, and an element-wise rule gives exactly the unblocked list path's result.
+  A rule that reduces over a tensor (a norm, a ``first()`` of a list) or advances a 0-d state tensor in place
+  (NAdam's ``mu_product``) must not run so: its norms would become per-block norms, its state would advance once
+  per block.
+* Such reductions run in two blocked passes: :func:`owned_block_plan` also gives, for every view, the tensor it
+  belongs to, and :func:`add_piece_sq_norms_` / :func:`add_piece_dots_` sum squared norms and dot products over a
+  tensor's pieces in the first pass; the second pass applies the finished per-tensor numbers. LAMB, LARS, MARS and
+  SWATS step so in their own ``_run_lists`` (the ``custom`` row).
 """
 
 from __future__ import annotations
