@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from .core import validation
 from .wrappers._base import OptimizerWrapper
 
 __all__ = ["LRFinderResult", "lr_find"]
@@ -315,22 +316,6 @@ class _Batches:
         return batch
 
 
-def _check_real(name: str, value: Any, ok: bool, allowed: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number {allowed}, got {value!r}")
-    if not (math.isfinite(value) and ok):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return float(value)
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return value
-
-
 def lr_find(
     model: nn.Module,
     optimizer: Optimizer,
@@ -401,18 +386,17 @@ def lr_find(
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable (outputs, targets) -> loss, got {type(loss_fn).__name__}")
-    start_lr = _check_real("start_lr", start_lr, start_lr > 0, "> 0")
-    end_lr = _check_real("end_lr", end_lr, end_lr > start_lr, f"> start_lr = {start_lr}")
-    num_steps = _check_int("num_steps", num_steps, 2)
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {list(_MODES)}, got {mode!r}")
-    smooth = _check_real("smooth", smooth, 0 <= smooth < 1, "in [0, 1)")
-    diverge_threshold = _check_real("diverge_threshold", diverge_threshold, diverge_threshold > 1, "> 1")
-    accumulation_steps = _check_int("accumulation_steps", accumulation_steps, 1)
+    start_lr = validation.check_real("start_lr", start_lr, 0.0, low_open=True)
+    end_lr = validation.check_real("end_lr", end_lr, start_lr, low_open=True, expected=f"> start_lr = {start_lr}")
+    num_steps = validation.check_int("num_steps", num_steps, 2)
+    validation.check_choice("mode", mode, _MODES)
+    smooth = validation.check_real("smooth", smooth, 0.0, 1.0, high_open=True)
+    diverge_threshold = validation.check_real("diverge_threshold", diverge_threshold, 1.0, low_open=True)
+    accumulation_steps = validation.check_int("accumulation_steps", accumulation_steps, 1)
     if grad_scaler is not None and not isinstance(grad_scaler, torch.amp.GradScaler):
         raise TypeError(f"grad_scaler must be a torch.amp.GradScaler or None, got {type(grad_scaler).__name__}")
-    skip_start = num_steps // 10 if skip_start is None else _check_int("skip_start", skip_start, 0)
-    skip_end = _check_int("skip_end", skip_end, 0)
+    skip_start = num_steps // 10 if skip_start is None else validation.check_int("skip_start", skip_start, 0)
+    skip_end = validation.check_int("skip_end", skip_end, 0)
     dev = None if device is None else torch.device(device)
 
     if mode == "exp":

@@ -1,9 +1,15 @@
-"""Argument checks with one message format: ``Invalid <name>: <value>; expected <range>``."""
+"""Argument checks with one message format: ``Invalid <name>: <value>; expected <range>``.
+
+The optimizers' hyperparameters (``check_lr``, ``check_betas``, ...; a number or a 1-element tensor), and the plain
+arguments of the schedules and the LR finder (:func:`check_int`, :func:`check_real`, which return the value as an
+``int`` or a ``float``). A value of the wrong type raises ``TypeError``, a value out of range ``ValueError``.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Container
+from numbers import Integral, Real
 from typing import Any
 
 import torch
@@ -13,10 +19,12 @@ __all__ = [
     "check_betas",
     "check_choice",
     "check_in_range",
+    "check_int",
     "check_lr",
     "check_moment_dtype",
     "check_nonneg",
     "check_positive",
+    "check_real",
     "fail",
 ]
 
@@ -95,3 +103,37 @@ def check_moment_dtype(value: Any, beta1: float) -> None:
     if beta1 > 0.95:
         fail("moment_dtype", value, f"betas[0] <= 0.95 for a bfloat16 first moment (betas[0] is {beta1}): "
              "an average stored in bfloat16 stalls when 1 - beta is below its precision")
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """An integer (a Python or numpy integer, not a bool) ``>= minimum``, returned as an ``int``."""
+    expected = f"an integer >= {minimum}"
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        fail(name, value, expected, TypeError)
+    if value < minimum:
+        fail(name, value, expected)
+    return int(value)
+
+
+def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
+    if math.isinf(low) and math.isinf(high):
+        return ""
+    if math.isinf(high):
+        return f" {'>' if low_open else '>='} {low:g}"
+    if math.isinf(low):
+        return f" {'<' if high_open else '<='} {high:g}"
+    return f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def check_real(name: str, value: Any, low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
+               high_open: bool = False, expected: str | None = None) -> float:
+    """A finite real number (not a bool) between ``low`` and ``high`` (each bound included unless ``*_open``),
+    returned as a ``float``. ``expected`` names the range in the message where the bounds alone do not say it
+    (``"> start_lr = 1e-07"``)."""
+    bounds = f" {expected}" if expected is not None else _interval(low, high, low_open, high_open)
+    if isinstance(value, bool) or not isinstance(value, Real):
+        fail(name, value, f"a real number{bounds}", TypeError)
+    v = float(value)
+    if not (math.isfinite(v) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)):
+        fail(name, value, f"a finite number{bounds}")
+    return v

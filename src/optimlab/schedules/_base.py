@@ -1,4 +1,4 @@
-"""The schedule protocol, argument checks, composition and the batch-size scaling rule.
+"""The schedule protocol, composition and the batch-size scaling rule.
 
 A schedule is a pure function of the step. Learning-rate schedules return a *factor* that multiplies each
 parameter group's base lr (the lr the optimizer was built with, which is the *peak* lr of every schedule
@@ -10,7 +10,8 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Sequence
-from numbers import Integral, Real
+
+from ..core import validation
 
 __all__ = ["Schedule", "constant", "join", "scale_lr_for_batch_size"]
 
@@ -45,52 +46,12 @@ class Schedule:
         return self._description
 
 
-# ---------------------------------------------------------------------------------------------------- checks
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(
-            f"{name} must be an integer >= {minimum}, got {value!r} of type {type(value).__name__}"
-        )
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_real(
-    name: str,
-    value: object,
-    low: float = -math.inf,
-    high: float = math.inf,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(
-            f"{name} must be a real number in {interval}, got {value!r} of type {type(value).__name__}"
-        )
-    v = float(value)
-    ok = math.isfinite(v) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-    if not ok:
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
-    return v
-
-
-def _check_choice(name: str, value: object, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
-    return str(value)
-
-
 # ---------------------------------------------------------------------------------------------- combinators
 
 
 def constant(factor: float = 1.0) -> Schedule:
     """A constant factor of the base lr."""
-    factor = _check_real("factor", factor, 0.0)
+    factor = validation.check_real("factor", factor, 0.0)
     return Schedule(lambda s: factor, f"constant(factor={factor})", 0.0)
 
 
@@ -150,9 +111,9 @@ def scale_lr_for_batch_size(
     Returns:
         ``base_lr * k`` or ``base_lr * sqrt(k)`` with ``k = batch_size / base_batch_size``.
     """
-    base_lr = _check_real("base_lr", base_lr, 0.0, low_open=True)
-    base_batch_size = _check_int("base_batch_size", base_batch_size, 1)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    rule = _check_choice("rule", rule, ("linear", "sqrt"))
+    base_lr = validation.check_real("base_lr", base_lr, 0.0, low_open=True)
+    base_batch_size = validation.check_int("base_batch_size", base_batch_size, 1)
+    batch_size = validation.check_int("batch_size", batch_size, 1)
+    validation.check_choice("rule", rule, ("linear", "sqrt"))
     k = batch_size / base_batch_size
     return base_lr * (k if rule == "linear" else math.sqrt(k))

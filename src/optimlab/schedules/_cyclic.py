@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from ._base import Schedule, _check_choice, _check_int, _check_real
+from ..core import validation
+from ._base import Schedule
 
 __all__ = ["cyclic", "cyclic_momentum", "sgdr", "one_cycle", "one_cycle_momentum"]
 
@@ -26,11 +27,11 @@ def _clr_wave(
     scale_mode: str | None,
 ) -> tuple[Callable[[float], tuple[float, float]], str]:
     """Validate the CLR arguments; return ``s -> (position in the cycle in [0, 1], amplitude scale)``."""
-    up = _check_int("step_size_up", step_size_up, 1)
-    down = up if step_size_down is None else _check_int("step_size_down", step_size_down, 1)
-    gamma = _check_real("gamma", gamma, 0.0, 1.0, low_open=True)
+    up = validation.check_int("step_size_up", step_size_up, 1)
+    down = up if step_size_down is None else validation.check_int("step_size_down", step_size_down, 1)
+    gamma = validation.check_real("gamma", gamma, 0.0, 1.0, low_open=True)
     if scale_fn is None:
-        mode = _check_choice("mode", mode, _CLR_MODES)
+        validation.check_choice("mode", mode, _CLR_MODES)
         if scale_mode is not None:
             raise ValueError(
                 f"scale_mode is set by mode={mode!r}; pass scale_mode only with a custom scale_fn"
@@ -46,8 +47,8 @@ def _clr_wave(
         if not callable(scale_fn):
             raise TypeError(f"scale_fn must be callable, got {type(scale_fn).__name__}")
         fn = scale_fn
-        scale_mode = _check_choice("scale_mode", "cycle" if scale_mode is None else scale_mode,
-                                   ("cycle", "iterations"))
+        scale_mode = "cycle" if scale_mode is None else scale_mode
+        validation.check_choice("scale_mode", scale_mode, ("cycle", "iterations"))
         desc = f"step_size_up={up}, step_size_down={down}, scale_fn={scale_fn!r}, scale_mode={scale_mode!r}"
     total = float(up + down)
     ratio = up / total
@@ -88,7 +89,7 @@ def cyclic(
         section 3.1; reference code bckenstler/CLR (``clr_callback.py``).
     """
     wave, desc = _clr_wave(step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode)
-    lo = _check_real("min_factor", min_factor, 0.0, 1.0)
+    lo = validation.check_real("min_factor", min_factor, 0.0, 1.0)
 
     def fn(s: float) -> float:
         pos, scale = wave(s)
@@ -115,8 +116,8 @@ def cyclic_momentum(
     hyper-parameters: Part 1", arXiv:1803.09820) recommends cycling momentum inversely to the lr.
     """
     wave, desc = _clr_wave(step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode)
-    hi = _check_real("max_momentum", max_momentum, 0.0, 1.0)
-    lo = _check_real("base_momentum", base_momentum, 0.0, 1.0)
+    hi = validation.check_real("max_momentum", max_momentum, 0.0, 1.0)
+    lo = validation.check_real("base_momentum", base_momentum, 0.0, 1.0)
     if lo > hi:
         raise ValueError(f"base_momentum must be <= max_momentum = {hi}, got {lo}")
 
@@ -139,9 +140,9 @@ def sgdr(period: int, *, t_mult: int = 1, min_factor: float = 0.0) -> Schedule:
         Loshchilov & Hutter 2017, "SGDR: Stochastic Gradient Descent with Warm Restarts" (ICLR,
         arXiv:1608.03983), eq. (5); reference code loshchil/SGDR.
     """
-    t0 = _check_int("period", period, 1)
-    mult = _check_int("t_mult", t_mult, 1)
-    lo = _check_real("min_factor", min_factor, 0.0, 1.0)
+    t0 = validation.check_int("period", period, 1)
+    mult = validation.check_int("t_mult", t_mult, 1)
+    lo = validation.check_real("min_factor", min_factor, 0.0, 1.0)
 
     def fn(s: float) -> float:
         if mult == 1:
@@ -166,8 +167,8 @@ def _anneal_linear(start: float, end: float, pct: float) -> float:
 
 
 def _one_cycle_ends(total_steps: int, pct_start: float, three_phase: bool) -> tuple[int, float, list[float]]:
-    n = _check_int("total_steps", total_steps, 2)
-    pct = _check_real("pct_start", pct_start, 0.0, 1.0, low_open=True, high_open=True)
+    n = validation.check_int("total_steps", total_steps, 2)
+    pct = validation.check_real("pct_start", pct_start, 0.0, 1.0, low_open=True, high_open=True)
     ends = [pct * n - 1.0, 2.0 * pct * n - 2.0, n - 1.0] if three_phase else [pct * n - 1.0, n - 1.0]
     starts = [0.0, *ends[:-1]]
     if any(e <= s for s, e in zip(starts, ends, strict=True)):
@@ -223,9 +224,9 @@ def one_cycle(
         Part 1" (arXiv:1803.09820); fastai ``fit_one_cycle``; torch ``OneCycleLR``.
     """
     n, pct, ends = _one_cycle_ends(total_steps, pct_start, three_phase)
-    div = _check_real("div_factor", div_factor, 1.0)
-    final_div = _check_real("final_div_factor", final_div_factor, 1.0)
-    anneal = _check_choice("anneal", anneal, ("cos", "linear"))
+    div = validation.check_real("div_factor", div_factor, 1.0)
+    final_div = validation.check_real("final_div_factor", final_div_factor, 1.0)
+    validation.check_choice("anneal", anneal, ("cos", "linear"))
     initial = 1.0 / div
     minimum = initial / final_div
     values = [initial, 1.0, initial, minimum] if three_phase else [initial, 1.0, minimum]
@@ -253,11 +254,11 @@ def one_cycle_momentum(
     (arXiv:1708.07120); Smith 2018 (arXiv:1803.09820), section 4.
     """
     n, pct, ends = _one_cycle_ends(total_steps, pct_start, three_phase)
-    hi = _check_real("max_momentum", max_momentum, 0.0, 1.0)
-    lo = _check_real("base_momentum", base_momentum, 0.0, 1.0)
+    hi = validation.check_real("max_momentum", max_momentum, 0.0, 1.0)
+    lo = validation.check_real("base_momentum", base_momentum, 0.0, 1.0)
     if lo > hi:
         raise ValueError(f"base_momentum must be <= max_momentum = {hi}, got {lo}")
-    anneal = _check_choice("anneal", anneal, ("cos", "linear"))
+    validation.check_choice("anneal", anneal, ("cos", "linear"))
     values = [hi, lo, hi, hi] if three_phase else [hi, lo, hi]
     return Schedule(
         _piecewise(ends, values, anneal),

@@ -6,7 +6,8 @@ import bisect
 import math
 from collections.abc import Callable, Sequence
 
-from ._base import Schedule, _check_choice, _check_int, _check_real, join
+from ..core import validation
+from ._base import Schedule, join
 
 __all__ = [
     "linear_warmup",
@@ -28,8 +29,8 @@ def linear_warmup(warmup_steps: int, init_factor: float = 0.0) -> Schedule:
     "Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour" (arXiv:1706.02677, section 2.2), which ramps
     from ``lr / k`` to ``lr`` (``init_factor = 1 / k``) over 5 epochs.
     """
-    w = _check_int("warmup_steps", warmup_steps, 1)
-    init = _check_real("init_factor", init_factor, 0.0, 1.0)
+    w = validation.check_int("warmup_steps", warmup_steps, 1)
+    init = validation.check_real("init_factor", init_factor, 0.0, 1.0)
     return Schedule(
         lambda s: init + (1.0 - init) * (min(s, w) / w),
         f"linear_warmup(warmup_steps={w}, init_factor={init})",
@@ -39,8 +40,8 @@ def linear_warmup(warmup_steps: int, init_factor: float = 0.0) -> Schedule:
 
 def exponential_warmup(warmup_steps: int, init_factor: float = 1e-3) -> Schedule:
     """Geometric warm-up: ``factor(t) = init ** (1 - min(t, W) / W)``, from ``init_factor`` to 1 at step W."""
-    w = _check_int("warmup_steps", warmup_steps, 1)
-    init = _check_real("init_factor", init_factor, 0.0, 1.0, low_open=True)
+    w = validation.check_int("warmup_steps", warmup_steps, 1)
+    init = validation.check_real("init_factor", init_factor, 0.0, 1.0, low_open=True)
     return Schedule(
         lambda s: init ** (1.0 - min(s, w) / w),
         f"exponential_warmup(warmup_steps={w}, init_factor={init})",
@@ -62,7 +63,7 @@ def warmup(
     Args:
         mode: ``"linear"`` (Goyal et al. 2017) or ``"exponential"`` (``init_factor`` must then be > 0).
     """
-    mode = _check_choice("mode", mode, ("linear", "exponential"))
+    validation.check_choice("mode", mode, ("linear", "exponential"))
     first = linear_warmup(warmup_steps, init_factor) if mode == "linear" else exponential_warmup(
         warmup_steps, init_factor
     )
@@ -71,19 +72,19 @@ def warmup(
 
 def step_decay(step_size: int, gamma: float = 0.1) -> Schedule:
     """Multiply by ``gamma`` every ``step_size`` steps: ``gamma ** floor(t / step_size)`` (torch StepLR)."""
-    n = _check_int("step_size", step_size, 1)
-    g = _check_real("gamma", gamma, 0.0, 1.0, low_open=True)
+    n = validation.check_int("step_size", step_size, 1)
+    g = validation.check_real("gamma", gamma, 0.0, 1.0, low_open=True)
     return Schedule(lambda s: g ** math.floor(s / n), f"step_decay(step_size={n}, gamma={g})", None)
 
 
 def multistep_decay(milestones: Sequence[int], gamma: float = 0.1) -> Schedule:
     """Multiply by ``gamma`` at each milestone: ``gamma ** #{m <= t}`` (torch ``MultiStepLR``)."""
-    ms = [_check_int(f"milestones[{i}]", m, 1) for i, m in enumerate(milestones)]
+    ms = [validation.check_int(f"milestones[{i}]", m, 1) for i, m in enumerate(milestones)]
     if not ms:
         raise ValueError("milestones must hold at least one step >= 1, got none")
     if any(b <= a for a, b in zip(ms, ms[1:], strict=False)):
         raise ValueError(f"milestones must be strictly increasing, got {ms}")
-    g = _check_real("gamma", gamma, 0.0, 1.0, low_open=True)
+    g = validation.check_real("gamma", gamma, 0.0, 1.0, low_open=True)
     return Schedule(
         lambda s: g ** bisect.bisect_right(ms, s),
         f"multistep_decay(milestones={ms}, gamma={g})",
@@ -93,8 +94,8 @@ def multistep_decay(milestones: Sequence[int], gamma: float = 0.1) -> Schedule:
 
 def exponential_decay(gamma: float, end_factor: float = 0.0) -> Schedule:
     """``max(gamma ** t, end_factor)`` (torch ``ExponentialLR`` when ``end_factor = 0``)."""
-    g = _check_real("gamma", gamma, 0.0, 1.0, low_open=True)
-    end = _check_real("end_factor", end_factor, 0.0, 1.0)
+    g = validation.check_real("gamma", gamma, 0.0, 1.0, low_open=True)
+    end = validation.check_real("end_factor", end_factor, 0.0, 1.0)
     end_step = math.log(end) / math.log(g) if (end > 0.0 and g < 1.0) else (0.0 if g == 1.0 else None)
     return Schedule(lambda s: max(g**s, end), f"exponential_decay(gamma={g}, end_factor={end})", end_step)
 
@@ -106,8 +107,8 @@ def cosine_decay(decay_steps: int, end_factor: float = 0.0) -> Schedule:
     2017, "SGDR: Stochastic Gradient Descent with Warm Restarts" (ICLR, arXiv:1608.03983, eq. 5) without
     restarts; ``end_factor`` is ``eta_min / eta_max``.
     """
-    t = _check_int("decay_steps", decay_steps, 1)
-    end = _check_real("end_factor", end_factor, 0.0, 1.0)
+    t = validation.check_int("decay_steps", decay_steps, 1)
+    end = validation.check_real("end_factor", end_factor, 0.0, 1.0)
     return Schedule(
         lambda s: end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * min(s, t) / t)),
         f"cosine_decay(decay_steps={t}, end_factor={end})",
@@ -117,8 +118,8 @@ def cosine_decay(decay_steps: int, end_factor: float = 0.0) -> Schedule:
 
 def linear_decay(decay_steps: int, end_factor: float = 0.0) -> Schedule:
     """Linear from 1 at step 0 to ``end_factor`` at step ``decay_steps``, then ``end_factor``."""
-    t = _check_int("decay_steps", decay_steps, 1)
-    end = _check_real("end_factor", end_factor, 0.0, 1.0)
+    t = validation.check_int("decay_steps", decay_steps, 1)
+    end = validation.check_real("end_factor", end_factor, 0.0, 1.0)
     return Schedule(
         lambda s: end + (1.0 - end) * (1.0 - min(s, t) / t),
         f"linear_decay(decay_steps={t}, end_factor={end})",
@@ -162,16 +163,17 @@ def wsd(
         schedule and the ``1-sqrt`` cool-down ``1 - sqrt((n - N + N_decay) / N_decay)`` (their eq. for the
         cool-down phase); reference code epfml/schedules-and-scaling.
     """
-    n = _check_int("total_steps", total_steps, 1)
-    w = _check_int("warmup_steps", warmup_steps, 0)
-    d = _check_int("decay_steps", decay_steps, 1)
+    n = validation.check_int("total_steps", total_steps, 1)
+    w = validation.check_int("warmup_steps", warmup_steps, 0)
+    d = validation.check_int("decay_steps", decay_steps, 1)
     if w + d > n:
         raise ValueError(
             f"warmup_steps + decay_steps must be <= total_steps = {n}, got {w} + {d} = {w + d}"
         )
-    init = _check_real("init_factor", init_factor, 0.0, 1.0)
-    end = _check_real("end_factor", end_factor, 0.0, 1.0)
-    shape = _COOLDOWNS[_check_choice("decay", decay, tuple(_COOLDOWNS))]
+    init = validation.check_real("init_factor", init_factor, 0.0, 1.0)
+    end = validation.check_real("end_factor", end_factor, 0.0, 1.0)
+    validation.check_choice("decay", decay, tuple(_COOLDOWNS))
+    shape = _COOLDOWNS[decay]
     decay_start = n - d
 
     def fn(s: float) -> float:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import _check_int, _check_real
+from ..core import validation
 
 __all__ = ["plot_schedule"]
 
@@ -35,8 +35,8 @@ def plot_schedule(
         label: legend label for the lr curve (default: ``repr(schedule)``).
         log_scale: log-scaled lr axis.
     """
-    n = _check_int("total_steps", total_steps, 1)
-    base_lr = _check_real("base_lr", base_lr, 0.0, low_open=True)
+    n = validation.check_int("total_steps", total_steps, 1)
+    base_lr = validation.check_real("base_lr", base_lr, 0.0, low_open=True)
     import matplotlib.pyplot as plt  # lazy: optional dependency
 
     if ax is None:
