@@ -24,6 +24,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from .core import validation
+from .core.snapshot import Snapshot
 from .wrappers._base import OptimizerWrapper
 
 __all__ = ["LRFinderResult", "lr_find"]
@@ -204,17 +205,10 @@ class _Checkpoint:
     ``param_groups`` gets that ``state_dict()`` back with ``load_state_dict`` (so everything it saves is restored)."""
 
     def __init__(self, model: nn.Module, optimizer: Optimizer, scaler: Any) -> None:
-        tensors: dict[int, torch.Tensor] = {}
-        for t in (*model.parameters(), *model.buffers()):
-            tensors.setdefault(id(t), t)
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                tensors.setdefault(id(p), p)
-        self.tensors = [(t, t.detach().clone()) for t in tensors.values()]
-        self.grads = [
-            (t, t.grad, None if t.grad is None else t.grad.detach().clone()) for t in tensors.values()
-        ]
-        self.training = [(m, m.training) for m in model.modules()]
+        # the values of the model's parameters and buffers and of the optimizer's parameters, the modules' modes
+        self.weights = Snapshot([*model.parameters(), *model.buffers(),
+                                 *(p for group in optimizer.param_groups for p in group["params"])], model.modules())
+        self.grads = [(t, t.grad, None if t.grad is None else t.grad.detach().clone()) for t, _ in self.weights.tensors]
         self.optimizer = optimizer
         self.wrappers: list[_WrapperCheckpoint] = []
         inner = optimizer
@@ -238,15 +232,12 @@ class _Checkpoint:
         self.np_rng = np.random.get_state()
 
     def restore(self) -> None:
+        self.weights.restore()
         with torch.no_grad():
-            for t, saved in self.tensors:
-                t.copy_(saved)
             for t, grad, saved in self.grads:
                 if grad is not None:
                     grad.copy_(saved)
                 t.grad = grad
-        for m, mode in self.training:
-            m.training = mode
         state = self.optimizer.state
         for p in list(state.keys()):
             if p not in self.opt_state:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..core.snapshot import Snapshot
 from ..core.validation import fail
 
 __all__ = [
@@ -103,21 +104,11 @@ def set_point(params: Sequence[Tensor], center: Sequence[Tensor], directions: Se
 def restored(model: nn.Module) -> Iterator[None]:
     """Inside the block the model may be moved and re-moded freely: on exit (also on an exception) every
     parameter, every buffer (BatchNorm statistics) and every module's train/eval mode are put back bit for bit."""
-    params = [p for p in model.parameters()]
-    saved_params = [p.detach().clone() for p in params]
-    buffers = [b for b in model.buffers()]
-    saved_buffers = [b.detach().clone() for b in buffers]
-    modes = [(m, m.training) for m in model.modules()]
+    snapshot = Snapshot([*model.parameters(), *model.buffers()], model.modules())
     try:
         yield
     finally:
-        with torch.no_grad():
-            for p, s in zip(params, saved_params, strict=True):
-                p.copy_(s)
-            for b, s in zip(buffers, saved_buffers, strict=True):
-                b.copy_(s)
-        for m, mode in modes:
-            m.training = mode
+        snapshot.restore()
 
 
 def _flat(t: Tensor) -> Tensor:

@@ -45,6 +45,8 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim import optimizer as _torch_optimizer
 
+from ..core.snapshot import Snapshot
+
 __all__ = ["OptimizerWrapper"]
 
 _STATE_DICT_VERSION = 1
@@ -201,9 +203,7 @@ class OptimizerWrapper(Optimizer):
                 if src is not None:
                     params.append(p)
                     sources.append(src)
-            backups = [p.detach().clone() for p in params]
-            buffers = [b for b in module.buffers()] if module is not None else []
-            buffer_backups = [b.detach().clone() for b in buffers]
+            snapshot = Snapshot([*params, *(module.buffers() if module is not None else ())])
         self._swapped = True
         try:
             with torch.no_grad():
@@ -211,11 +211,7 @@ class OptimizerWrapper(Optimizer):
                     p.copy_(src)
             yield
         finally:
-            with torch.no_grad():
-                for p, b in zip(params, backups, strict=True):
-                    p.copy_(b)
-                for buf, b in zip(buffers, buffer_backups, strict=True):
-                    buf.copy_(b)
+            snapshot.restore()
             self._swapped = False
 
     # ------------------------------------------------------------------ state_dict
