@@ -1,6 +1,6 @@
 """The test registry: every optimizer once, with sample configurations, problems it must solve and bad inputs.
 
-One table drives the generic matrix in ``test_every_optimizer.py`` (after torch's OptimizerInfo and optax's
+One table drives the generic tests in ``test_every_optimizer.py`` (after torch's OptimizerInfo and optax's
 ``_OPTIMIZERS_UNDER_TEST``). Adding an optimizer to :data:`optimlab.OPTIMIZERS` without an entry here fails
 ``test_every_registered_optimizer_is_under_test``.
 """
@@ -117,7 +117,7 @@ DB: list[OptimInfo] = [
               ADAM_ERRORS + [(dict(switch_tol=-1.0), ValueError, r"Invalid switch_tol")]),
 ]
 
-# -- issue12b: the matrix optimizers (Muon, SOAP, Shampoo) ---------------------------------------------------------
+# -- the matrix optimizers (Muon, SOAP, Shampoo) -----------------------------------------------------------------------
 # Muon runs Newton-Schulz in float64 here so the stacked path can be held to the plain loop at 1e-12 (in bfloat16 the
 # two agree to the last bit of bfloat16: tests/test_muon.py). Through create_optimizer a parameter list is split:
 # matrices to Muon, the rest to AdamW (whose lr is adamw_lr); quadratic/Rosenbrock have a vector only, i.e. AdamW.
@@ -187,7 +187,7 @@ def case_id(case: tuple[OptimInfo, dict[str, Any]]) -> str:
     return info.name + "-" + ",".join(f"{k}={v}" for k, v in cfg.items() if k != "lr")
 
 
-# -- after Adam (issue 12, element-wise and torch classes) -------------------------------------------------------------
+# -- after Adam (element-wise, and the other torch classes) ------------------------------------------------------------
 def _beta_errors(name: str = "betas") -> list[tuple[dict[str, Any], type[Exception], str]]:
     return [(dict(betas=(1.0, 0.999)), ValueError, rf"Invalid {name}\[0\]: 1\.0; expected \[0, 1\)"),
             (dict(betas=(0.9, -0.1)), ValueError, rf"Invalid {name}\[1\]"),

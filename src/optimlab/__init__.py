@@ -10,38 +10,8 @@ and, on top, the lab (``optimlab.lab``), which imports the library and never the
     opt = optimlab.create_optimizer("lamb", model, lr=1e-3, weight_decay=0.01, exclude_from_decay=True)
 """
 
-from . import schedules
-from .algorithms import (
-    ADOPT,
-    ASGD,
-    LAMB,
-    LARS,
-    MARS,
-    SGD,
-    SGDW,
-    SOAP,
-    SWATS,
-    AdaBound,
-    Adadelta,
-    Adafactor,
-    Adagrad,
-    Adam,
-    Adamax,
-    AdamW,
-    AdEMAMix,
-    AMSBound,
-    Lion,
-    Muon,
-    NAdam,
-    Prodigy,
-    RAdam,
-    RMSprop,
-    Rprop,
-    ScheduleFreeAdamW,
-    ScheduleFreeSGD,
-    Shampoo,
-    schedule_free_bn_update,
-)
+from . import algorithms, schedules
+from .algorithms import *  # noqa: F403 - every algorithm, as algorithms.__all__ lists them
 from .core import Optimizer
 from .lr_finder import LRFinderResult, lr_find
 from .registry import OPTIMIZERS, create_optimizer, no_decay_param_groups, register_optimizer
@@ -50,27 +20,14 @@ from .wrappers import EMA, SWA, GradientNoise, Lookahead, OptimizerWrapper, upda
 __version__ = "0.1.0"
 
 __all__ = [
-    "AMSBound",
-    "AdaBound",
-    "Adagrad",
-    "Adam",
-    "AdamW",
     "EMA",
     "GradientNoise",
-    "LAMB",
-    "LARS",
     "LRFinderResult",
     "Lookahead",
-    "NAdam",
     "OPTIMIZERS",
     "Optimizer",
     "OptimizerWrapper",
-    "RAdam",
-    "RMSprop",
-    "SGD",
-    "SGDW",
     "SWA",
-    "SWATS",
     "create_optimizer",
     "lr_find",
     "no_decay_param_groups",
@@ -78,6 +35,4 @@ __all__ = [
     "schedules",
     "update_bn",
 ]
-__all__ += ["ADOPT", "ASGD", "AdEMAMix", "Adadelta", "Adafactor", "Adamax", "Lion", "MARS", "Prodigy", "Rprop",
-            "ScheduleFreeAdamW", "ScheduleFreeSGD", "schedule_free_bn_update"]
-__all__ += ["Muon", "SOAP", "Shampoo"]
+__all__ += algorithms.__all__  # the algorithms' one list is optimlab/algorithms/__init__.py

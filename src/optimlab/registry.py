@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .algorithms import LAMB, LARS, SGD, SGDW, SWATS, AdaBound, Adagrad, Adam, AdamW, AMSBound, NAdam, RAdam, RMSprop
+from . import algorithms
 from .param_groups import no_decay_param_groups
 
 __all__ = ["OPTIMIZERS", "OptimizerSpec", "create_optimizer", "no_decay_param_groups", "register_optimizer"]
@@ -34,58 +34,43 @@ def register_optimizer(name: str, cls: type[torch.optim.Optimizer], doc: str = "
     OPTIMIZERS[name] = OptimizerSpec(cls, dict(preset), doc)
 
 
-register_optimizer("sgd", SGD, "plain SGD")
-register_optimizer("sgdm", SGD, "SGD with heavy-ball momentum 0.9", momentum=0.9)
-register_optimizer("nesterov", SGD, "SGD with Nesterov momentum 0.9", momentum=0.9, nesterov=True)
-register_optimizer("sgdw", SGDW, "SGD with momentum 0.9 and decoupled weight decay", momentum=0.9)
-register_optimizer("adagrad", Adagrad, "Adagrad")
-register_optimizer("rmsprop", RMSprop, "RMSProp")
-register_optimizer("adam", Adam, "Adam")
-register_optimizer("amsgrad", Adam, "Adam with AMSGrad", amsgrad=True)
-register_optimizer("adamw", AdamW, "Adam with decoupled weight decay")
-register_optimizer("nadam", NAdam, "Nesterov Adam")
-register_optimizer("radam", RAdam, "rectified Adam")
-register_optimizer("adabound", AdaBound, "AdaBound")
-register_optimizer("amsbound", AMSBound, "AMSBound")
-register_optimizer("lars", LARS, "LARS")
-register_optimizer("lamb", LAMB, "LAMB")
-register_optimizer("swats", SWATS, "SWATS: Adam, then SGD with momentum")
+register_optimizer("sgd", algorithms.SGD, "plain SGD")
+register_optimizer("sgdm", algorithms.SGD, "SGD with heavy-ball momentum 0.9", momentum=0.9)
+register_optimizer("nesterov", algorithms.SGD, "SGD with Nesterov momentum 0.9", momentum=0.9, nesterov=True)
+register_optimizer("sgdw", algorithms.SGDW, "SGD with momentum 0.9 and decoupled weight decay", momentum=0.9)
+register_optimizer("adagrad", algorithms.Adagrad, "Adagrad")
+register_optimizer("rmsprop", algorithms.RMSprop, "RMSProp")
+register_optimizer("adam", algorithms.Adam, "Adam")
+register_optimizer("amsgrad", algorithms.Adam, "Adam with AMSGrad", amsgrad=True)
+register_optimizer("adamw", algorithms.AdamW, "Adam with decoupled weight decay")
+register_optimizer("nadam", algorithms.NAdam, "Nesterov Adam")
+register_optimizer("radam", algorithms.RAdam, "rectified Adam")
+register_optimizer("adabound", algorithms.AdaBound, "AdaBound")
+register_optimizer("amsbound", algorithms.AMSBound, "AMSBound")
+register_optimizer("lars", algorithms.LARS, "LARS")
+register_optimizer("lamb", algorithms.LAMB, "LAMB")
+register_optimizer("swats", algorithms.SWATS, "SWATS: Adam, then SGD with momentum")
 
-# After Adam (issue 12): the other torch.optim classes and the element-wise optimizers that came after Adam.
-from .algorithms import (  # noqa: E402
-    ADOPT,
-    ASGD,
-    MARS,
-    Adadelta,
-    Adafactor,
-    Adamax,
-    AdEMAMix,
-    Lion,
-    Prodigy,
-    Rprop,
-    ScheduleFreeAdamW,
-    ScheduleFreeSGD,
-)
+# The other torch.optim classes and the element-wise optimizers that came after Adam.
+register_optimizer("adamax", algorithms.Adamax, "Adamax: Adam with the infinity norm")
+register_optimizer("adadelta", algorithms.Adadelta, "Adadelta")
+register_optimizer("asgd", algorithms.ASGD, "averaged SGD")
+register_optimizer("rprop", algorithms.Rprop, "Rprop: per-element step sizes from gradient signs")
+register_optimizer("adafactor", algorithms.Adafactor, "Adafactor: factored second moment, relative step size")
+register_optimizer("lion", algorithms.Lion, "Lion: sign of an interpolated momentum")
+register_optimizer("schedulefree-sgd", algorithms.ScheduleFreeSGD, "Schedule-Free SGD (call train()/eval())")
+register_optimizer("schedulefree-adamw", algorithms.ScheduleFreeAdamW, "Schedule-Free AdamW (call train()/eval())")
+register_optimizer("ademamix", algorithms.AdEMAMix, "AdEMAMix: Adam plus a slow momentum")
+register_optimizer("mars", algorithms.MARS, "MARS-AdamW: variance-reduced AdamW")
+register_optimizer("prodigy", algorithms.Prodigy, "Prodigy: Adam with an estimated step size (lr 1)")
+register_optimizer("adopt", algorithms.ADOPT, "ADOPT: Adam normalised by the previous second moment")
 
-register_optimizer("adamax", Adamax, "Adamax: Adam with the infinity norm")
-register_optimizer("adadelta", Adadelta, "Adadelta")
-register_optimizer("asgd", ASGD, "averaged SGD")
-register_optimizer("rprop", Rprop, "Rprop: per-element step sizes from gradient signs")
-register_optimizer("adafactor", Adafactor, "Adafactor: factored second moment, relative step size")
-register_optimizer("lion", Lion, "Lion: sign of an interpolated momentum")
-register_optimizer("schedulefree-sgd", ScheduleFreeSGD, "Schedule-Free SGD (call train()/eval())")
-register_optimizer("schedulefree-adamw", ScheduleFreeAdamW, "Schedule-Free AdamW (call train()/eval())")
-register_optimizer("ademamix", AdEMAMix, "AdEMAMix: Adam plus a slow momentum")
-register_optimizer("mars", MARS, "MARS-AdamW: variance-reduced AdamW")
-register_optimizer("prodigy", Prodigy, "Prodigy: Adam with an estimated step size (lr 1)")
-register_optimizer("adopt", ADOPT, "ADOPT: Adam normalised by the previous second moment")
-
-# The matrix optimizers (issue 12). A class with a ``from_model`` builds its own groups in create_optimizer.
-from .algorithms import SOAP, Muon, Shampoo  # noqa: E402
-
-register_optimizer("muon", Muon, "Muon (Newton-Schulz-orthogonalized momentum) for hidden matrices, AdamW for the rest")
-register_optimizer("soap", SOAP, "SOAP: Adam in the eigenbasis of Shampoo's preconditioner")
-register_optimizer("shampoo", Shampoo, "Shampoo with Adam grafting and blocking (Distributed Shampoo's recipe)")
+# The matrix optimizers. A class with a ``from_model`` builds its own groups in create_optimizer.
+register_optimizer("muon", algorithms.Muon,
+                   "Muon (Newton-Schulz-orthogonalized momentum) for hidden matrices, AdamW for the rest")
+register_optimizer("soap", algorithms.SOAP, "SOAP: Adam in the eigenbasis of Shampoo's preconditioner")
+register_optimizer("shampoo", algorithms.Shampoo,
+                   "Shampoo with Adam grafting and blocking (Distributed Shampoo's recipe)")
 
 # Options that switch layer-wise adaptation off, for the optimizers that have it.
 _ADAPTATION_OFF = {"layer_adaptation": False}

@@ -14,32 +14,52 @@ Every class is re-exported at the top level (``optimlab.Adam``); import from the
 """
 
 from .adabound import AdaBound, AMSBound
+from .adadelta import Adadelta
+from .adafactor import Adafactor
 from .adagrad import Adagrad
 from .adam import Adam, AdamW, NAdam, RAdam
+from .adam_variants import ADOPT, Adamax, AdEMAMix
+from .asgd import ASGD
 from .layerwise import LAMB, LARS
+from .mars import MARS
+from .muon import Muon
+from .prodigy import Prodigy
 from .rmsprop import RMSprop
+from .schedulefree import ScheduleFreeAdamW, ScheduleFreeSGD, schedule_free_bn_update
 from .sgd import SGD, SGDW
+from .shampoo import Shampoo
+from .sign import Lion, Rprop
+from .soap import SOAP
 from .swats import SWATS
 
-__all__ = ["AMSBound", "AdaBound", "Adagrad", "Adam", "AdamW", "LAMB", "LARS", "NAdam", "RAdam", "RMSprop", "SGD",
-           "SGDW", "SWATS"]
-
-# After Adam: the remaining torch.optim classes and the element-wise optimizers of 2023-2025.
-from .adadelta import Adadelta  # noqa: E402
-from .adafactor import Adafactor  # noqa: E402
-from .adam_variants import ADOPT, Adamax, AdEMAMix  # noqa: E402
-from .asgd import ASGD  # noqa: E402
-from .mars import MARS  # noqa: E402
-from .prodigy import Prodigy  # noqa: E402
-from .schedulefree import ScheduleFreeAdamW, ScheduleFreeSGD, schedule_free_bn_update  # noqa: E402
-from .sign import Lion, Rprop  # noqa: E402
-
-__all__ += ["ADOPT", "ASGD", "AdEMAMix", "Adadelta", "Adafactor", "Adamax", "Lion", "MARS", "Prodigy", "Rprop",
-            "ScheduleFreeAdamW", "ScheduleFreeSGD", "schedule_free_bn_update"]
-
-# The matrix optimizers (issue 12): their step needs whole matrices (see ._matrix_step).
-from .muon import Muon  # noqa: E402
-from .shampoo import Shampoo  # noqa: E402
-from .soap import SOAP  # noqa: E402
-
-__all__ += ["Muon", "SOAP", "Shampoo"]
+__all__ = [
+    "ADOPT",
+    "AMSBound",
+    "ASGD",
+    "AdEMAMix",
+    "AdaBound",
+    "Adadelta",
+    "Adafactor",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "LAMB",
+    "LARS",
+    "Lion",
+    "MARS",
+    "Muon",
+    "NAdam",
+    "Prodigy",
+    "RAdam",
+    "RMSprop",
+    "Rprop",
+    "SGD",
+    "SGDW",
+    "SOAP",
+    "SWATS",
+    "ScheduleFreeAdamW",
+    "ScheduleFreeSGD",
+    "Shampoo",
+    "schedule_free_bn_update",
+]

@@ -118,7 +118,7 @@ OPS: dict[str, Callable[[Sequence[str], _Float], str]] = {
                           f"{a[1]} - ({a[1]} - {a[0]}) * (1.0 - {a[2]}))"),
     "addcmul": lambda a, f: f"{a[0]} + {a[3]} * {a[1]} * {a[2]}",
     "addcdiv": lambda a, f: f"{a[0]} + " + f.div(f"{a[3]} * {a[1]}", a[2]),
-    # sign and comparison ops (traced once issue 12's ops are in kernels.Sym): exact, so equal to torch bit for bit
+    # sign and comparison ops (as kernels.Sym records them): exact, so equal to torch bit for bit
     "abs": lambda a, f: f"tl.abs({a[0]})",  # clears the sign bit: |-0.0| = +0.0, |NaN| = NaN
     "sign": lambda a, f: f"(({a[0]} > 0).to({f.t}) - ({a[0]} < 0).to({f.t}))",  # sign(NaN) = sign(-0.0) = 0
     "gt": lambda a, f: f"({a[0]} > {a[1]}).to({f.t})",  # a mask, 1 or 0 in the compute type; NaN compares false
