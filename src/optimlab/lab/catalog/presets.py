@@ -237,7 +237,7 @@ def parse_kwargs(text: str, spec: str, what: str = "optimizer spec") -> tuple[tu
     return tuple(out)
 
 
-# The summary table's short names of settings (report._settings_text): a spec must spell the argument out, so
+# The summary table's short names of settings (tables.settings_text): a spec must spell the argument out, so
 # that one setting has one spelling and the same run one config key.
 ABBREVIATIONS = {"wd": "weight_decay", "mom": "momentum"}
 
