@@ -144,3 +144,24 @@ def test_unknown_task_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown task 'cifar'"):
         get_task("cifar")
     assert torch.get_num_threads() >= 1
+
+
+def test_the_readme_and_the_tasks_module_list_every_task_as_optimlab_list_does(capsys: pytest.CaptureFixture) -> None:
+    """The README's task table holds, in order, what ``optimlab list`` prints of each task (name, description,
+    target); the tasks module's own table names every task."""
+    from optimlab.lab.catalog import tasks
+
+    assert main(["list"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    lines = printed[1 : next(i for i, line in enumerate(printed) if line.startswith("optimizers"))]
+    expected = []
+    for line in lines:
+        name, _, rest = line.strip().partition(" ")
+        description, _, target = rest.strip().removesuffix("(default)").strip().rpartition("; target: ")
+        expected.append(f"| `{name}` | {description} | {target} |")
+    assert [row.split("`")[1] for row in expected] == list(TASKS)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text().splitlines()
+    start = readme.index("| task | data and model | target |") + 2
+    table = readme[start : next(i for i in range(start, len(readme)) if not readme[i].startswith("| `"))]
+    assert table == expected, "the README's task table should read:\n" + "\n".join(expected)
+    assert [name for name in TASKS if f"``{name}``" not in tasks.__doc__] == []

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 import optimlab
+from optimlab.lab.catalog.models import CharTransformer
 from optimlab.lab.catalog.presets import CHECK_STEPS, PRESETS, build_optimizer, check_spec, search_space
-from optimlab.lab.catalog.tasks import CharTransformer, ClassificationTask, TensorSplits
+from optimlab.lab.catalog.tasks import ClassificationTask, TensorSplits
 from optimlab.lab.commands import cli
 from optimlab.lab.training.runner import Callback, RunConfig, RunContext, run
 

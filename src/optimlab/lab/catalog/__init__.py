@@ -1,4 +1,5 @@
-"""What the lab can compare: tasks (data, model, metric), the data loaders, the optimizer presets with their search
-spaces, and the adapter through which the lab builds the library's optimizers, wrappers and schedules.
+"""What the lab can compare: tasks (data, model, metric) and their models, the data loaders, the optimizer presets
+with their search spaces, how a metric's value is shown, and the adapter through which the lab's specs and runs
+build the library's optimizers, wrappers and schedules.
 
 The lowest room of the lab: it imports the library and nothing else of the lab."""

@@ -1,7 +1,19 @@
-"""The lab's only coupling to the library's optimizer, wrapper, schedule and LR-finder APIs.
+"""The lab's adapter to the library: the optimizers, wrappers, schedules and LR finder its specs and runs name.
 
-Everything the lab needs from :mod:`optimlab` goes through these few functions, so that a renamed argument in
-the library is adjusted here and nowhere else. The lab imports the library; the library never imports the lab.
+- :func:`create_optimizer`, :func:`lookahead`, :func:`gradient_noise`: what an optimizer spec builds
+  (:mod:`optimlab.lab.catalog.presets` parses the spec and calls these);
+- the lab's schedule names: :func:`create_schedule` (``constant``, the schedules of :data:`RUN_SCHEDULES` sized to
+  the run, or any factory of :mod:`optimlab.schedules` with its own arguments), :func:`schedule_names`,
+  :func:`attach_schedule`;
+- :func:`lr_find` (the LR range test) and :func:`schedule_free_bn_update` (BatchNorm at a Schedule-Free
+  optimizer's evaluation point).
+
+The presets, the tasks, the training loop, the report's schedule figure and the ``lr-find`` and ``schedule``
+commands reach the library through these functions, so that a renamed argument there is adjusted here. Not all of
+the lab does: the reproduce experiments build the optimizers and wrappers they study directly (``optimlab.Adam``,
+``Lookahead``, ``SWA``, ...), and the diagnostics (the diagnostics commands,
+:mod:`optimlab.lab.training.diagnostic_runs`) call :mod:`optimlab.diagnostics`. The lab imports the library; the
+library never imports the lab.
 """
 
 from __future__ import annotations

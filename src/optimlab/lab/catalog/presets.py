@@ -2,7 +2,8 @@
 
 A spec is a string ``[wrapper[@k=v,...]+]...base[@k=v,...]``, for example ``sgdm``, ``nesterov``,
 ``adam@lr=3e-4,betas=(0.9,0.99)``, ``lookahead+radam`` or ``lookahead@k=10,alpha=0.8+sgdm``. Values are Python
-literals. The base names are the library's registry names plus the lab's presets (``sgdm``, ``nesterov``).
+literals. The base names are the keys of :data:`PRESETS`, each a name of the library's registry (``sgdm`` and
+``nesterov`` included); ``optimlab list`` shows them.
 
 Each :class:`Preset` is the one entry an optimizer needs in the lab: its library name, its commonly used settings
 (from the paper or the reference/torch defaults) and its search space for tuning: the lr, log-uniform over
@@ -237,7 +238,7 @@ def parse_kwargs(text: str, spec: str, what: str = "optimizer spec") -> tuple[tu
     return tuple(out)
 
 
-# The summary table's short names of settings (report._settings_text): a spec must spell the argument out, so
+# The summary table's short names of settings (tables.settings_text): a spec must spell the argument out, so
 # that one setting has one spelling and the same run one config key.
 ABBREVIATIONS = {"wd": "weight_decay", "mom": "momentum"}
 

@@ -1,20 +1,22 @@
-"""Tasks: data, model, loss, metrics and a default budget, bundled under one name.
+"""Tasks: data, model, loss, metrics and a default budget, bundled under one name (the models themselves are
+:mod:`optimlab.lab.catalog.models`, the data loaders :mod:`optimlab.lab.catalog.data`).
 
-========================  =====================================================  ===========================
-task                      data / model                                           metric, validation target
-========================  =====================================================  ===========================
-``mnist1d-mlp``           MNIST-1D, MLP 40-100-100-10 (Greydanus & Kobak, 2020)   accuracy, 60 %
-``mnist1d-mlp-fixed-order`` the MLP, one fixed batch order for every epoch     accuracy, 60 %
-``mnist1d-mlp-bn``        the MLP with BatchNorm after each hidden layer          accuracy, 60 %
-``mnist1d-mlp-dropout``   the MLP with dropout 0.2 after each hidden layer        accuracy, 60 %
-``mnist1d-cnn``           MNIST-1D, the paper's 3-layer 1-D CNN                   accuracy, 90 %
-``fmnist-cnn``            Fashion-MNIST, 2 conv + 2 dense layers                  accuracy, 88 %
-``fmnist-resnet``         Fashion-MNIST, small ResNet (3 residual stages, BN)    accuracy, 90 %
-``fmnist-autoencoder``    Fashion-MNIST, MLP autoencoder 784-256-64-16 and back  loss (MSE per pixel), 0.02
-``shakespeare-char``      Shakespeare's plays, 2-layer character Transformer     perplexity, 6
-``quadratic``             ill-conditioned 2-D quadratic, deterministic gradient  loss, 1e-3
-``rosenbrock``            2-D Rosenbrock function, deterministic gradient        loss, 1e-2
-========================  =====================================================  ===========================
+=============================  ======================================================  ============================
+task                           data / model                                            metric, validation target
+=============================  ======================================================  ============================
+``mnist1d-mlp``                MNIST-1D, MLP 40-100-100-10 (Greydanus & Kobak, 2020)   accuracy, 60 %
+``mnist1d-mlp-fixed-order``    the MLP, one fixed batch order for every epoch          accuracy, 60 %
+``mnist1d-mlp-bn``             the MLP with BatchNorm after each hidden layer          accuracy, 60 %
+``mnist1d-mlp-dropout``        the MLP with dropout 0.2 after each hidden layer        accuracy, 60 %
+``mnist1d-deep-mlp``           MNIST-1D, 20x50 ReLU MLP (Neelakantan et al., 2015)     accuracy, 30 %
+``mnist1d-cnn``                MNIST-1D, the paper's 3-layer 1-D CNN                   accuracy, 90 %
+``fmnist-cnn``                 Fashion-MNIST, 2 conv + 2 dense layers                  accuracy, 88 %
+``fmnist-resnet``              Fashion-MNIST, small ResNet (3 residual stages, BN)     accuracy, 90 %
+``fmnist-autoencoder``         Fashion-MNIST, MLP autoencoder 784-256-64-16 and back   loss (MSE per pixel), 0.02
+``shakespeare-char``           Shakespeare's plays, 2-layer character Transformer      perplexity, 6
+``quadratic``                  ill-conditioned 2-D quadratic, deterministic gradient   loss, 1e-3
+``rosenbrock``                 2-D Rosenbrock function, deterministic gradient         loss, 1e-2
+=============================  ======================================================  ============================
 
 Every task evaluates on fixed data (a fixed training subset for the train metric, the validation split, the
 test split), so the numbers of two runs differ only through the optimizer, its hyperparameters and the seed.
@@ -38,6 +40,16 @@ from torch import nn
 
 from optimlab.lab.catalog import adapter
 from optimlab.lab.catalog import data as datasets
+from optimlab.lab.catalog.models import (
+    CharTransformer,
+    Point,
+    ResNet,
+    fmnist_cnn,
+    mlp_autoencoder,
+    mnist1d_cnn,
+    mnist1d_deep_mlp,
+    mnist1d_mlp,
+)
 
 __all__ = [
     "Task",
@@ -47,9 +59,9 @@ __all__ = [
     "TASKS",
     "DEFAULT_TASK",
     "get_task",
-    "CharTransformer",
-    "ResNet",
     "ReconstructionTask",
+    "TensorSplits",
+    "TextSplits",
 ]
 
 Batch = tuple[Any, Any]
@@ -211,122 +223,6 @@ class ClassificationTask(Task):
         return {"loss": total_loss / len(y), "accuracy": correct / len(y)}
 
 
-def _mnist1d_mlp(d: TensorSplits) -> nn.Module:
-    # The MLP of the MNIST-1D paper (greydanus/mnist1d, models.py: MLP with 100 hidden units).
-    return nn.Sequential(nn.Linear(40, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, d.num_classes))
-
-
-def _mnist1d_deep_mlp(d: TensorSplits) -> nn.Module:
-    # Neelakantan et al. (2015), Section 4.1: 20 hidden layers of 50 ReLU units, the "simple init" (weights drawn
-    # from N(0, 0.1^2), zero biases): deep, narrow and hard to train (the signal shrinks ~2x a layer).
-    sizes = [40] + [50] * 20
-    layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    layers.append(nn.Linear(50, d.num_classes))
-    model = nn.Sequential(*layers)
-    with torch.no_grad():
-        for m in model:
-            if isinstance(m, nn.Linear):
-                m.weight.normal_(0.0, 0.1)
-                m.bias.zero_()
-    return model
-
-
-def _mnist1d_mlp_with(norm: bool = False, dropout: float = 0.0) -> Callable[[TensorSplits], nn.Module]:
-    """The MNIST-1D MLP with BatchNorm after each hidden linear layer and/or dropout after each hidden ReLU (the
-    variants of ``optimlab reproduce helps-optimization``)."""
-
-    def make(d: TensorSplits) -> nn.Module:
-        layers: list[nn.Module] = []
-        for a, b in ((40, 100), (100, 100)):
-            layers += [nn.Linear(a, b), *([nn.BatchNorm1d(b)] if norm else []), nn.ReLU()]
-            layers += [nn.Dropout(dropout)] if dropout else []
-        return nn.Sequential(*layers, nn.Linear(100, d.num_classes))
-
-    return make
-
-
-class _Unsqueeze(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unsqueeze(1)
-
-
-def _mnist1d_cnn(d: TensorSplits) -> nn.Module:
-    # The ConvBase model of the MNIST-1D paper (greydanus/mnist1d, models.py): 3 strided convs, 25 channels.
-    c = 25
-    return nn.Sequential(
-        _Unsqueeze(),
-        nn.Conv1d(1, c, 5, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Conv1d(c, c, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Conv1d(c, c, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(c * 5, d.num_classes),
-    )
-
-
-def _fmnist_cnn(d: TensorSplits) -> nn.Module:
-    # The classic small CNN of the Keras/PyTorch MNIST examples: 2x (conv3x3 + ReLU + maxpool), 128 dense, 10.
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(64 * 7 * 7, 128),
-        nn.ReLU(),
-        nn.Linear(128, d.num_classes),
-    )
-
-
-class _BasicBlock(nn.Module):
-    """He et al. (2016) basic block: conv3x3-BN-ReLU-conv3x3-BN plus the (projected) input, then ReLU."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class ResNet(nn.Module):
-    """A small ResNet for 28x28 grey images: a strided conv3x3-BN-ReLU stem (28 -> 14 pixels, to keep a CPU step
-    short), one basic block per stage with ``widths`` channels (stride 1, 2, 2: 14, 7, 4 pixels), global average
-    pooling and a linear classifier (the CIFAR ResNets of He et al., 2016, Sec. 4.2, with one block per stage)."""
-
-    def __init__(self, num_classes: int = 10, widths: tuple[int, ...] = (16, 32, 64)):
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(1, widths[0], 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
-        )
-        blocks, c = [], widths[0]
-        for i, w in enumerate(widths):
-            blocks.append(_BasicBlock(c, w, 1 if i == 0 else 2))
-            c = w
-        self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Linear(c, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.stem(x)).mean(dim=(2, 3)))
-
-
-def _fmnist_resnet(d: TensorSplits) -> nn.Module:
-    return ResNet(d.num_classes)
-
-
 # ----------------------------------------------------------------------------------------------------
 # Reconstruction (autoencoder)
 
@@ -357,69 +253,8 @@ class ReconstructionTask(ClassificationTask):
         return {"loss": total / x.numel()}
 
 
-def _autoencoder(d: TensorSplits) -> nn.Module:
-    # A smaller version of the deep MNIST autoencoder of Hinton & Salakhutdinov (2006), the classic test of
-    # optimizers on an ill-conditioned problem (Martens, 2010): ReLU layers, a 16-unit code, sigmoid output.
-    sizes = (784, 256, 64, 16)
-    layers: list[nn.Module] = [nn.Flatten()]
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    layers.pop()  # the code layer is linear
-    rev = sizes[::-1]
-    for a, b in zip(rev[:-1], rev[1:], strict=True):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    layers[-1] = nn.Sigmoid()
-    layers.append(nn.Unflatten(1, (1, 28, 28)))
-    return nn.Sequential(*layers)
-
-
 # ----------------------------------------------------------------------------------------------------
 # Character language model
-
-
-class CausalSelfAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int):
-        super().__init__()
-        self.n_head = n_head
-        self.qkv = nn.Linear(n_embd, 3 * n_embd)
-        self.proj = nn.Linear(n_embd, n_embd)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, c = x.shape
-        q, k, v = self.qkv(x).split(c, dim=2)
-        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.proj(y.transpose(1, 2).reshape(b, t, c))
-
-
-class Block(nn.Module):
-    def __init__(self, n_embd: int, n_head: int):
-        super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(n_embd), nn.LayerNorm(n_embd)
-        self.attn = CausalSelfAttention(n_embd, n_head)
-        self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
-
-
-class CharTransformer(nn.Module):
-    """A small pre-LayerNorm GPT shaped like nanoGPT's ``shakespeare_char`` config, scaled down for a CPU."""
-
-    def __init__(self, vocab_size: int, block_size: int = 64, n_layer: int = 2, n_head: int = 4, n_embd: int = 128):
-        super().__init__()
-        self.block_size = block_size
-        self.tok = nn.Embedding(vocab_size, n_embd)
-        self.pos = nn.Embedding(block_size, n_embd)
-        self.blocks = nn.Sequential(*(Block(n_embd, n_head) for _ in range(n_layer)))
-        self.ln_f = nn.LayerNorm(n_embd)
-        self.head = nn.Linear(n_embd, vocab_size, bias=False)
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        pos = torch.arange(idx.shape[1], device=idx.device)
-        x = self.blocks(self.tok(idx) + self.pos(pos))
-        return self.head(self.ln_f(x))
 
 
 @dataclass(frozen=True)
@@ -495,18 +330,6 @@ class LanguageTask(Task):
 # Synthetic 2-D functions
 
 
-class Point(nn.Module):
-    """A single 2-D parameter; calling it evaluates ``fn`` at that point."""
-
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], start: tuple[float, float]):
-        super().__init__()
-        self.fn = fn
-        self.xy = nn.Parameter(torch.tensor(start, dtype=torch.float64))
-
-    def forward(self, _: Any = None) -> torch.Tensor:
-        return self.fn(self.xy)
-
-
 def _quadratic(w: torch.Tensor) -> torch.Tensor:
     # f(x, y) = (x^2 + 20 y^2) / 2: condition number 20, minimum 0 at the origin.
     return 0.5 * (w[0] ** 2 + 20.0 * w[1] ** 2)
@@ -568,6 +391,11 @@ class SyntheticTask(Task):
         return {"loss": loss}
 
 
+def _of_classes(build: Callable[..., nn.Module], **kwargs: Any) -> Callable[[TensorSplits], nn.Module]:
+    """A classification task's ``make_model``: ``build(data.num_classes, **kwargs)``."""
+    return lambda d: build(d.num_classes, **kwargs)
+
+
 def _to_tensors(a: datasets.ArrayData) -> TensorSplits:
     t = torch.from_numpy
     return TensorSplits(t(a.x_train), t(a.y_train), t(a.x_val), t(a.y_val), t(a.x_test), t(a.y_test), a.num_classes)
@@ -597,7 +425,7 @@ TASKS: dict[str, Task] = {
             "mnist1d-mlp",
             "MNIST-1D (procedural, 3.6k/0.4k/1k), MLP 40-100-100-10",
             _load_mnist1d,
-            _mnist1d_mlp,
+            _of_classes(mnist1d_mlp),
             steps=3000,
             batch_size=100,
             eval_every=250,
@@ -618,16 +446,17 @@ TASKS: dict[str, Task] = {
                 shuffle=shuffle,
             )
             for name, what, make, shuffle in (
-                ("mnist1d-mlp-fixed-order", "one fixed batch order every epoch", _mnist1d_mlp, False),
-                ("mnist1d-mlp-bn", "BatchNorm after each hidden layer", _mnist1d_mlp_with(norm=True), True),
-                ("mnist1d-mlp-dropout", "dropout 0.2 after each hidden layer", _mnist1d_mlp_with(dropout=0.2), True),
+                ("mnist1d-mlp-fixed-order", "one fixed batch order every epoch", _of_classes(mnist1d_mlp), False),
+                ("mnist1d-mlp-bn", "BatchNorm after each hidden layer", _of_classes(mnist1d_mlp, norm=True), True),
+                ("mnist1d-mlp-dropout", "dropout 0.2 after each hidden layer", _of_classes(mnist1d_mlp, dropout=0.2),
+                 True),
             )
         ),
         ClassificationTask(
             "mnist1d-deep-mlp",
             "MNIST-1D (procedural, 3.6k/0.4k/1k), 20x50 ReLU MLP, N(0, 0.1^2) init (Neelakantan et al. 2015)",
             _load_mnist1d,
-            _mnist1d_deep_mlp,
+            _of_classes(mnist1d_deep_mlp),
             steps=3000,
             batch_size=100,
             eval_every=250,
@@ -638,7 +467,7 @@ TASKS: dict[str, Task] = {
             "mnist1d-cnn",
             "MNIST-1D (procedural, 3.6k/0.4k/1k), 3-layer 1-D CNN",
             _load_mnist1d,
-            _mnist1d_cnn,
+            _of_classes(mnist1d_cnn),
             steps=1000,
             batch_size=100,
             eval_every=100,
@@ -650,7 +479,7 @@ TASKS: dict[str, Task] = {
             "fmnist-cnn",
             "Fashion-MNIST (55k/5k/10k), CNN conv32-conv64-fc128",
             _load_fashion_mnist,
-            _fmnist_cnn,
+            _of_classes(fmnist_cnn),
             steps=1500,
             batch_size=128,
             eval_every=250,
@@ -662,7 +491,7 @@ TASKS: dict[str, Task] = {
             "fmnist-resnet",
             "Fashion-MNIST (55k/5k/10k), ResNet 16-32-64 with BatchNorm",
             _load_fashion_mnist,
-            _fmnist_resnet,
+            _of_classes(ResNet),
             steps=1000,
             batch_size=128,
             eval_every=250,
@@ -674,7 +503,7 @@ TASKS: dict[str, Task] = {
             "fmnist-autoencoder",
             "Fashion-MNIST (55k/5k/10k), MLP autoencoder 784-256-64-16-64-256-784",
             _load_fashion_mnist,
-            _autoencoder,
+            lambda d: mlp_autoencoder(),
             steps=1500,
             batch_size=128,
             eval_every=250,

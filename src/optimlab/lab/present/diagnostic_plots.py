@@ -3,7 +3,8 @@
 Every optimizer keeps one colour across every figure (:func:`optimlab.lab.present.style.color_for`); legends sit
 outside the axes; quantities that span decades are on log axes; each figure's caption in the report cites the
 paper it reproduces. The functions take plain data (lists, arrays, dicts from the recorder and the
-diagnostics) and write one PNG each.
+diagnostics) and write one PNG each. The landscape figures (interpolation, 1-D/2-D/3-D, trajectory) are
+:mod:`optimlab.lab.present.landscape_plots`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from optimlab.lab.present.style import color_for
+from optimlab.lab.present.figures import float_rows, floats, legend_right, pyplot, save_figure
+from optimlab.lab.present.landscape_plots import (
+    plot_interpolation,
+    plot_landscape_1d,
+    plot_landscape_2d,
+    plot_landscape_3d,
+    plot_trajectory,
+)
+from optimlab.lab.present.pages import figure_html, html_page, html_table
+from optimlab.lab.present.style import color_of_label
 from optimlab.lab.training.diagnostic_runs import final_value
 
 __all__ = [
@@ -24,15 +34,18 @@ __all__ = [
     "plot_walk",
     "plot_layer_rates",
     "plot_segments",
+    "plot_waterfall",
+    "plot_sharpness",
+    "write_report",
+    "diagnostics_panels",
+    # for commands/diagnose.py, until it takes them from their homes (present.landscape_plots, present.pages)
     "plot_interpolation",
     "plot_landscape_1d",
     "plot_landscape_2d",
     "plot_landscape_3d",
     "plot_trajectory",
-    "plot_waterfall",
-    "plot_sharpness",
-    "write_report",
-    "diagnostics_panels",
+    "html_table",
+    "figure_html",
 ]
 
 CITATIONS = {
@@ -60,79 +73,6 @@ CITATIONS = {
 }
 
 
-def _color(label: str) -> str:
-    """The optimizer's colour for a run label ``"spec"`` or ``"spec | variant"`` (the spec decides)."""
-    return color_for(label.split(" | ", 1)[0])
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _tidy_log_axes(fig: Any) -> None:
-    """On log axes spanning less than two decades matplotlib labels minor ticks (2x10^1, 3x10^1, ...), which
-    overlap on narrow panels: label 1, 2, 5 x 10^k in plain numbers there instead, minor ticks unlabelled."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    for ax in fig.axes:
-        for axis, scale, lim in ((ax.xaxis, ax.get_xscale(), ax.get_xlim()),
-                                 (ax.yaxis, ax.get_yscale(), ax.get_ylim())):
-            lo, hi = sorted(lim)
-            if scale != "log" or not (lo > 0 and hi / lo < 100):
-                continue
-            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            axis.set_minor_formatter(NullFormatter())
-
-
-def _loss_ticks(levels: np.ndarray) -> tuple[list[float], list[str]]:
-    """Ticks for a colour bar (or z axis) in log10(loss): at losses 1, 2, 5 x 10^k (1..9 x 10^k on a short
-    range), labelled with the loss itself."""
-    lo, hi = float(levels[0]), float(levels[-1])
-    for subs in ((1, 2, 5), tuple(range(1, 10))):
-        vals = [m * 10.0**k for k in range(math.floor(lo) - 1, math.ceil(hi) + 1) for m in subs]
-        pos = [math.log10(v) for v in vals if lo - 1e-9 <= math.log10(v) <= hi + 1e-9]
-        if len(pos) >= 3:
-            break
-    if len(pos) < 2:
-        pos = list(np.linspace(lo, hi, 4))
-    return pos, [f"{10 ** x:.3g}" for x in pos]
-
-
-def _loss_colorbar(fig: Any, cs: Any, axes: Any, levels: np.ndarray) -> None:
-    cb = fig.colorbar(cs, ax=axes.ravel().tolist(), shrink=0.85)
-    pos, labels = _loss_ticks(levels)
-    cb.set_ticks(pos, labels=labels)
-    cb.set_label("train loss (log scale)")
-
-
-def _save(fig: Any, path: Path) -> Path:
-    plt = _plt()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _tidy_log_axes(fig)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def _arr(values: Any) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in values], dtype=float)
-
-
-def _legend_right(fig: Any, axes: Any, labels: Sequence[str]) -> None:
-    """One legend for the figure, to the right of the axes (never over data)."""
-    from matplotlib.lines import Line2D
-
-    handles = [Line2D([], [], color=_color(n), lw=2.2) for n in labels]
-    fig.legend(handles, list(labels), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
-
-
 def _smooth(y: np.ndarray, window: int) -> np.ndarray:
     if window <= 1 or y.size < window:
         return y
@@ -143,10 +83,6 @@ def _smooth(y: np.ndarray, window: int) -> np.ndarray:
     den = np.convolve(ok.astype(float), kernel, mode="same")
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / den, np.nan)
-
-
-def _log_positive(ax: Any, axis: str = "y") -> None:
-    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
 
 
 def _auto_log_y(ax: Any, values: Sequence[np.ndarray]) -> None:
@@ -167,25 +103,25 @@ def _auto_log_y(ax: Any, values: Sequence[np.ndarray]) -> None:
 def plot_walk(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, title: str = "") -> Path:
     """Per optimizer: cosine of consecutive updates, squared distance from the initialization, update norm, and
     (when recorded) the gradient noise scale. ``runs``: ``(label, recorder.to_dict())``."""
-    plt = _plt()
+    plt = pyplot()
     noise = any(h.get("noise", {}).get("step") for _, h in runs)
     ncols = 4 if noise else 3
     fig, axes = plt.subplots(1, ncols, figsize=(4.6 * ncols, 3.9))
     for label, h in runs:
-        color = _color(label)
+        color = color_of_label(label)
         step = np.asarray(h["step"], dtype=float)
-        cos = _arr(h["cos_prev"])
+        cos = floats(h["cos_prev"])
         if step.size == 0:
             continue
         window = max(1, step.size // 40)
         axes[0].plot(step, cos, color=color, lw=0.6, alpha=0.3)
         axes[0].plot(step, _smooth(cos, window), color=color, lw=1.6)
-        axes[1].plot(step, _arr(h["dist_init_sq"]), color=color, lw=1.6)
-        axes[2].plot(step, _arr(h["update_norm"]), color=color, lw=1.1)
+        axes[1].plot(step, floats(h["dist_init_sq"]), color=color, lw=1.6)
+        axes[2].plot(step, floats(h["update_norm"]), color=color, lw=1.1)
         if noise and h.get("noise", {}).get("step"):
             ns = h["noise"]
-            axes[3].plot(ns["step"], _arr(ns["b_simple"]), ".", color=color, ms=3, alpha=0.4)
-            axes[3].plot(ns["step"], _arr(ns["b_simple_ema"]), color=color, lw=1.6)
+            axes[3].plot(ns["step"], floats(ns["b_simple"]), ".", color=color, ms=3, alpha=0.4)
+            axes[3].plot(ns["step"], floats(ns["b_simple_ema"]), color=color, lw=1.6)
     axes[0].set_ylim(-1.05, 1.05)
     axes[0].axhline(-1, color="0.5", lw=0.7, ls=":")
     axes[0].axhline(0, color="0.5", lw=0.7)
@@ -193,33 +129,32 @@ def plot_walk(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, title: str
     axes[1].set_title("‖θ_t − θ_0‖²")
     axes[2].set_title("update norm ‖Δθ_t‖")
     for ax in axes[1:3]:
-        _log_positive(ax)
+        ax.set_yscale("log")
     if noise:
         axes[3].set_title("gradient noise scale B_simple")
-        _log_positive(axes[3])
+        axes[3].set_yscale("log")
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         if max((len(h["step"]) for _, h in runs), default=0) > 50:
             ax.set_xscale("log")
-    _legend_right(fig, axes, [r[0] for r in runs])
+    legend_right(fig, [r[0] for r in runs])
     fig.suptitle(title or "A walk with the optimizer: update angles and distance travelled")
-    fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, tight_layout=True, tidy_log=True)
 
 
 def plot_layer_rates(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, title: str = "") -> Path:
     """Per optimizer, the effective lr per layer ``‖Δθ‖/‖g‖`` (median over layers, band: min to max) and, for
     LAMB/LARS, the trust ratios (median and band)."""
-    plt = _plt()
-    trust = [(label, h) for label, h in runs if np.isfinite(_nested(h["layer"]["trust_ratio"])).any()]
+    plt = pyplot()
+    trust = [(label, h) for label, h in runs if np.isfinite(float_rows(h["layer"]["trust_ratio"])).any()]
     ncols = 2 if trust else 1
     fig, axes = plt.subplots(1, ncols, figsize=(5.6 * ncols, 3.9), squeeze=False)
     for ax, key, items, name in ((axes[0][0], "effective_lr", runs, "effective lr per layer ‖Δθ‖ / ‖g‖"),
                                  *(((axes[0][1], "trust_ratio", trust, "trust ratio per layer"),) if trust else ())):
         for label, h in items:
             step = np.asarray(h["step"], dtype=float)
-            vals = _nested(h["layer"][key])
+            vals = float_rows(h["layer"][key])
             if vals.size == 0:
                 continue
             with np.errstate(all="ignore"):
@@ -229,38 +164,31 @@ def plot_layer_rates(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, tit
                     warnings.simplefilter("ignore", RuntimeWarning)
                     med = np.nanmedian(vals, axis=1)
                     lo, hi = np.nanmin(vals, axis=1), np.nanmax(vals, axis=1)
-            color = _color(label)
+            color = color_of_label(label)
             ax.plot(step, med, color=color, lw=1.5)
             ax.fill_between(step, lo, hi, color=color, alpha=0.15, lw=0)
         ax.set_title(name)
         ax.set_xlabel("step")
-        _log_positive(ax)
+        ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    _legend_right(fig, axes, [r[0] for r in runs])
+    legend_right(fig, [r[0] for r in runs])
     fig.suptitle(title or "Per-layer step sizes (median over layers, band: min to max)")
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def _nested(rows: Sequence[Sequence[Any]]) -> np.ndarray:
-    if not rows:
-        return np.zeros((0, 0))
-    return np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
+    return save_figure(fig, path, tight_layout=True, tidy_log=True)
 
 
 def plot_segments(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, title: str = "") -> Path:
     """Loss on the straight line between consecutive iterates. ``runs``: ``(label, {"steps": [t0, t1, ...],
     "alphas": [...], "loss": [[...] per segment]})``: segment ``k`` runs from the iterate after step
     ``steps[k]`` to the one after ``steps[k] + 1``."""
-    plt = _plt()
+    plt = pyplot()
     n = len(runs)
     fig, axes = plt.subplots(n, 1, figsize=(11, 2.4 * n + 0.8), sharex=True, squeeze=False)
     for ax, (label, seg) in zip(axes[:, 0], runs, strict=True):
-        color = _color(label)
+        color = color_of_label(label)
         alphas = np.asarray(seg["alphas"], dtype=float)
         floor_x, floor_y, ys = [], [], []
         for t, loss in zip(seg["steps"], seg["loss"], strict=True):
-            y = _arr(loss)
+            y = floats(loss)
             ys.append(y)
             ax.plot(t + alphas, y, color=color, lw=1.2)
             ax.plot([t], [y[0]], "o", color=color, ms=2.5)
@@ -276,184 +204,7 @@ def plot_segments(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, title:
     axes[0, 0].legend(loc="lower left", bbox_to_anchor=(0.0, 1.12), fontsize=8, frameon=False)
     axes[-1, 0].set_xlabel("step t + α: the loss along (1 − α) θ_t + α θ_{t+1}, α ∈ [0, 1]")
     fig.suptitle(title or "Loss between consecutive iterates", y=1.0)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Interpolation and landscapes
-
-
-def plot_interpolation(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, metric: str | None,
-                       title: str = "") -> Path:
-    """``runs``: ``(label, {"train": interpolation.to_dict(), "val": ...})``; solid: train, dashed: validation."""
-    plt = _plt()
-    ncols = 2 if metric else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(5.8 * ncols, 4.0), squeeze=False)
-    axes = axes[0]
-    for label, res in runs:
-        color = _color(label)
-        for split, ls in (("train", "-"), ("val", "--")):
-            if split not in res:
-                continue
-            a = np.asarray(res[split]["alphas"], dtype=float)
-            axes[0].plot(a, _arr(res[split]["loss"]), ls, color=color, lw=1.5)
-            if metric:
-                axes[1].plot(a, 100 * _arr(res[split]["metric"]), ls, color=color, lw=1.5)
-    axes[0].set_ylabel("loss")
-    _log_positive(axes[0])
-    if metric:
-        axes[1].set_ylabel(f"{metric} (%)")
-    for ax in axes:
-        ax.axvline(0, color="0.5", lw=0.7, ls=":")
-        ax.axvline(1, color="0.5", lw=0.7, ls=":")
-        ax.set_xlabel("α: (1 − α) θ_init + α θ_final")
-        ax.grid(alpha=0.3)
-    _legend_right(fig, axes, [r[0] for r in runs])
-    if any("val" in res for _, res in runs):
-        fig.text(1.0, 0.12, "solid: train subset\ndashed: validation", fontsize=8, ha="left")
-    fig.suptitle(title or "From the initialization to the solution")
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_landscape_1d(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, metric: str | None,
-                      title: str = "") -> Path:
-    """``runs``: ``(label, landscape.to_dict())`` of 1-D landscapes (solid: loss; right panel: metric)."""
-    plt = _plt()
-    ncols = 2 if metric else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(5.8 * ncols, 4.0), squeeze=False)
-    axes = axes[0]
-    for label, res in runs:
-        x = np.asarray(res["coords"][0], dtype=float)
-        axes[0].plot(x, _arr(res["loss"]), color=_color(label), lw=1.6)
-        if metric:
-            axes[1].plot(x, 100 * _arr(res["metric"]), color=_color(label), lw=1.6)
-    axes[0].set_ylabel("train loss")
-    _log_positive(axes[0])
-    if metric:
-        axes[1].set_ylabel(f"train {metric} (%)")
-    for ax in axes:
-        ax.set_xlabel("α along a filter-normalized random direction")
-        ax.axvline(0, color="0.5", lw=0.7, ls=":")
-        ax.grid(alpha=0.3)
-    _legend_right(fig, axes, [r[0] for r in runs])
-    fig.suptitle(title or "1-D loss landscape around each solution")
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def _grid(res: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    x = np.asarray(res["coords"][0], dtype=float)
-    y = np.asarray(res["coords"][1], dtype=float)
-    z = _nested(res["loss"])  # (x, y)
-    return x, y, z
-
-
-def _levels(zs: Sequence[np.ndarray]) -> np.ndarray:
-    finite = np.concatenate([z[np.isfinite(z) & (z > 0)] for z in zs]) if zs else np.array([])
-    if finite.size == 0:
-        return np.linspace(0, 1, 5)
-    lo = np.log10(finite.min())
-    hi = min(np.log10(np.percentile(finite, 98)), lo + 4)  # at most 4 decades: the rim would swamp the basin
-    if hi <= lo:
-        hi = lo + 1
-    return np.linspace(lo, hi, 22)
-
-
-def plot_landscape_2d(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, title: str = "",
-                      xlabel: str = "δ (filter-normalized)", ylabel: str = "η (filter-normalized)") -> Path:
-    """Contours of log10(loss), one panel per optimizer, on shared levels; the centre marked."""
-    plt = _plt()
-    n = len(runs)
-    cols = min(n, 3)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols + 1.2, 4.0 * rows), squeeze=False, layout="constrained")
-    grids = [_grid(r) for _, r in runs]
-    levels = _levels([g[2] for g in grids])
-    cs = None
-    for ax, (label, _), (x, y, z) in zip(axes.flat, runs, grids, strict=False):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lz = np.log10(z).T
-        lz = np.where(np.isfinite(lz), np.clip(lz, levels[0], levels[-1]), levels[-1])
-        cs = ax.contourf(x, y, lz, levels=levels, cmap="viridis", extend="max")
-        ax.contour(x, y, lz, levels=levels[::3], colors="white", linewidths=0.5, alpha=0.6)
-        ax.plot(0, 0, "*", color=_color(label), ms=13, mec="white", mew=1.0)
-        ax.set_title(label, color=_color(label), fontsize=10)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_aspect("equal", adjustable="box")
-    for ax in list(axes.flat)[n:]:
-        ax.set_visible(False)
-    if cs is not None:
-        _loss_colorbar(fig, cs, axes, levels)
-    fig.suptitle(title or "2-D loss landscape around each solution")
-    return _save(fig, path)
-
-
-def plot_landscape_3d(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, title: str = "") -> Path:
-    """Surfaces of the loss on a log z axis over the 2-D grid, one panel per optimizer (Li et al.'s 3-D pictures)."""
-    plt = _plt()
-    n = len(runs)
-    cols = min(n, 3)
-    rows = math.ceil(n / cols)
-    fig = plt.figure(figsize=(4.8 * cols, 4.2 * rows))
-    grids = [_grid(r) for _, r in runs]
-    levels = _levels([g[2] for g in grids])
-    for i, ((label, _), (x, y, z)) in enumerate(zip(runs, grids, strict=True)):
-        ax = fig.add_subplot(rows, cols, i + 1, projection="3d")
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lz = np.log10(z).T
-        lz = np.where(np.isfinite(lz), np.clip(lz, levels[0], levels[-1]), levels[-1])
-        gx, gy = np.meshgrid(x, y)
-        ax.plot_surface(gx, gy, lz, cmap="viridis", vmin=levels[0], vmax=levels[-1], rstride=1, cstride=1,
-                        linewidth=0.1, edgecolor="0.3", antialiased=True)
-        ax.set_zlim(levels[0], levels[-1])
-        pos, labels = _loss_ticks(levels)
-        ax.set_zticks(pos, labels=labels)
-        ax.set_title(label, color=_color(label), fontsize=10)
-        ax.set_xlabel("δ")
-        ax.set_ylabel("η")
-        ax.set_zlabel("train loss (log scale)")
-        ax.view_init(elev=32, azim=-55)
-    fig.suptitle(title or "Loss surfaces (train loss on a log z axis)")
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_trajectory(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, title: str = "") -> Path:
-    """Each optimizer's path projected on the first two principal directions of its checkpoints, over the
-    loss on that plane. ``runs``: ``(label, {"landscape": landscape.to_dict(), "coords": [[x, y], ...],
-    "explained": [r1, r2]})``."""
-    plt = _plt()
-    n = len(runs)
-    cols = min(n, 3)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols + 1.2, 4.0 * rows), squeeze=False, layout="constrained")
-    grids = [_grid(r["landscape"]) for _, r in runs]
-    levels = _levels([g[2] for g in grids])
-    cs = None
-    for ax, (label, r), (x, y, z) in zip(axes.flat, runs, grids, strict=False):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lz = np.log10(z).T
-        lz = np.where(np.isfinite(lz), np.clip(lz, levels[0], levels[-1]), levels[-1])
-        cs = ax.contourf(x, y, lz, levels=levels, cmap="Greys_r", extend="max", alpha=0.85)
-        ax.contour(x, y, lz, levels=levels[::2], colors="white", linewidths=0.4, alpha=0.7)
-        c = np.asarray(r["coords"], dtype=float)
-        color = _color(label)
-        ax.plot(c[:, 0], c[:, 1], "-o", color=color, ms=3, lw=1.6, mec="white", mew=0.5)
-        ax.plot(c[0, 0], c[0, 1], "s", color=color, ms=7, mec="white", label="start")
-        ax.plot(c[-1, 0], c[-1, 1], "*", color=color, ms=13, mec="white", label="end")
-        ex = r.get("explained", [math.nan, math.nan])
-        ax.set_xlabel(f"1st PC ({100 * ex[0]:.1f} % of the path's variance)")
-        ax.set_ylabel(f"2nd PC ({100 * ex[1]:.1f} %)")
-        ax.set_title(label, color=color, fontsize=10)
-    for ax in list(axes.flat)[n:]:
-        ax.set_visible(False)
-    if cs is not None:
-        _loss_colorbar(fig, cs, axes, levels)
-    fig.suptitle(title or "Optimization paths on the PCA plane of their checkpoints (square: start, star: end)")
-    return _save(fig, path)
+    return save_figure(fig, path, tight_layout=True, tidy_log=True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -475,7 +226,7 @@ def plot_waterfall(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, kinds
     """Histograms on log bins stacked along y by step (the RAdam paper's Figure 2): one row per optimizer, one
     column per kind (``"grad"``, ``"update"``, ``"step_size"``). ``runs``: ``(label, {"steps": [...],
     "bins": {"low", "high", "per_decade"}, kind: [[counts] per step]})``; later steps are drawn darker."""
-    plt = _plt()
+    plt = pyplot()
     n, m = len(runs), len(kinds)
     wrap = min(n, 4) if m == 1 else 1  # a single kind: the optimizers side by side, 4 to a row
     rows_, cols_ = (math.ceil(n / wrap), wrap) if m == 1 else (n, m)
@@ -494,7 +245,7 @@ def plot_waterfall(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, kinds
             hi = min(int(np.searchsorted(cdf, 0.999)) + 2, mass.size)
             axes[0][col].set_xlim(10.0 ** (b["low"] + lo / b["per_decade"]), 10.0 ** (b["low"] + hi / b["per_decade"]))
     for row, (label, h) in enumerate(runs):
-        color = _color(label)
+        color = color_of_label(label)
         b = h["bins"]
         count = int(round((b["high"] - b["low"]) * b["per_decade"]))
         centres = 10.0 ** (b["low"] + (np.arange(count) + 0.5) / b["per_decade"])
@@ -538,7 +289,7 @@ def plot_waterfall(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, kinds
                 ax.text(-0.28, 0.5, label, transform=ax.transAxes, rotation=90, va="center", ha="center",
                         color=color, fontsize=10)
     fig.suptitle(title or "Histograms over the first steps (stacked along y; log x)")
-    return _save(fig, path)
+    return save_figure(fig, path, tidy_log=True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -553,7 +304,7 @@ def plot_sharpness(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, metri
     Left: the top Hessian eigenvalue per optimizer (log x; diamond: mean, dots: seeds). Middle (when test metrics
     are given): sharpness against the final test metric. Right (when tracked): the top eigenvalue during training,
     with the edge-of-stability line 2/lr for plain SGD (Cohen et al., 2021)."""
-    plt = _plt()
+    plt = pyplot()
     during = any(r.get("during") for _, r in runs)
     test = metric is not None and any(r.get("test") for _, r in runs)
     ncols = 1 + int(test) + int(during)
@@ -562,13 +313,13 @@ def plot_sharpness(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, metri
     axes = list(axes[0])
     ax = axes.pop(0)
     y = np.arange(len(runs))
-    finite_tops = [np.abs(_arr(r["top"])) for _, r in runs if np.isfinite(_arr(r["top"])).any()]
+    finite_tops = [np.abs(floats(r["top"])) for _, r in runs if np.isfinite(floats(r["top"])).any()]
     hi_all = float(np.nanmax([np.nanmax(v) for v in finite_tops])) if finite_tops else 1.0
     lo_all = float(np.nanmin([np.nanmin(v) for v in finite_tops])) if finite_tops else 1.0
     hi_all, lo_all = (hi_all, lo_all) if lo_all > 0 else (max(hi_all, 1.0), max(hi_all, 1.0) * 1e-3)
     for i, (label, r) in enumerate(runs):
-        vals = np.abs(_arr(r["top"]))
-        color = _color(label)
+        vals = np.abs(floats(r["top"]))
+        color = color_of_label(label)
         if not np.isfinite(vals).any():
             ax.text(0.02, i, " diverged / not finite", va="center", fontsize=7, transform=ax.get_yaxis_transform())
             continue
@@ -576,7 +327,7 @@ def plot_sharpness(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, metri
         ax.hlines(i, np.nanmin(vals), np.nanmax(vals), color=color, lw=2, alpha=0.5)
         ax.plot(vals, np.full(vals.size, i), "o", color="black", ms=3, zorder=3)
         ax.plot([mean], [i], "D", color=color, ms=9, mec="white", zorder=4)
-        tr = _arr(r.get("trace", []))
+        tr = floats(r.get("trace", []))
         note = f"   tr H ≈ {np.nanmean(tr):.3g}" if tr.size and np.isfinite(tr).any() else ""
         ax.annotate(f"{mean:.3g}{note}", (np.nanmax(vals), i), xytext=(8, 0), textcoords="offset points",
                     va="center", fontsize=7)
@@ -590,10 +341,10 @@ def plot_sharpness(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, metri
     if test:
         ax2 = axes.pop(0)
         for label, r in runs:
-            vals, tv = np.abs(_arr(r["top"])), _arr(r.get("test", []))
+            vals, tv = np.abs(floats(r["top"])), floats(r.get("test", []))
             k = min(vals.size, tv.size)
             if k:
-                ax2.plot(vals[:k], 100 * tv[:k] if metric == "accuracy" else tv[:k], "o", color=_color(label),
+                ax2.plot(vals[:k], 100 * tv[:k] if metric == "accuracy" else tv[:k], "o", color=color_of_label(label),
                          ms=6)
         ax2.set_xscale("log")
         ax2.set_xlabel("|λ_max| (log)")
@@ -606,50 +357,29 @@ def plot_sharpness(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, metri
             d = r.get("during")
             if not d:
                 continue
-            ax3.plot(d["step"], np.abs(_arr(d["top"])), "-o", color=_color(label), ms=3, lw=1.4)
+            ax3.plot(d["step"], np.abs(floats(d["top"])), "-o", color=color_of_label(label), ms=3, lw=1.4)
             if r.get("sgd") and r.get("lr"):
-                ax3.axhline(2.0 / r["lr"], color=_color(label), ls="--", lw=1.0)
+                ax3.axhline(2.0 / r["lr"], color=color_of_label(label), ls="--", lw=1.0)
         ax3.set_yscale("log")
         ax3.set_xlabel("step")
         ax3.set_ylabel("|λ_max| (log)")
         ax3.set_title("sharpness during training (dashed: 2/lr for SGD)")
         ax3.grid(alpha=0.3)
-    _legend_right(fig, [], [label for label, _ in runs])
+    legend_right(fig, [label for label, _ in runs])
     fig.suptitle(title or "Sharpness (power iteration with Hessian-vector products)")
-    fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, tight_layout=True, tidy_log=True)
 
 
 # ----------------------------------------------------------------------------------------------------
 # HTML
 
 
-_STYLE = """body{font-family:system-ui,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}img{max-width:100%;margin:.6em 0}
-figcaption{font-size:13px;color:#444;margin-bottom:1.6em}code,pre{background:#f6f6f6}"""
-
-
-def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def figure_html(png: Path, caption_html: str, alt: str = "") -> str:
-    return (f"<figure><img src='{html.escape(Path(png).name)}' alt='{html.escape(alt or Path(png).stem)}'>"
-            f"<figcaption>{caption_html}</figcaption></figure>")
-
-
 def write_report(out: Path, title: str, intro_html: str, body_html: Sequence[str]) -> Path:
     """``out/report.html`` with the given parts (figures are referenced by file name, next to it)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{intro_html}{''.join(body_html)}"
-            "</body></html>")
     path = out / "report.html"
-    path.write_text(page)
+    path.write_text(html_page(title, [f"<h1>{html.escape(title)}</h1>", intro_html, *body_html]))
     return path
 
 

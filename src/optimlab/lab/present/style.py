@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["FAMILY_COLORS", "color_for", "colors_for"]
+__all__ = ["FAMILY_COLORS", "color_for", "colors_for", "color_of_label"]
 
 # fmt: off
 FAMILY_COLORS: dict[str, str] = {
@@ -48,3 +48,8 @@ def color_for(name: str) -> str:
 def colors_for(names: list[str]) -> list[str]:
     """:func:`color_for` of each name."""
     return [color_for(n) for n in names]
+
+
+def color_of_label(label: str) -> str:
+    """The optimizer's colour for a run label ``"spec"`` or ``"spec | variant"`` (the spec decides)."""
+    return color_for(label.split(" | ", 1)[0])

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from optimlab.lab.present.pages import html_page, html_table
 from optimlab.lab.reproduce.base import Outcome
 
 __all__ = ["section_markdown", "claims_table", "write_report", "REPORT_MD", "REPORT_HTML"]
@@ -37,9 +38,7 @@ def _md_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str
 
 
 def _html_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return html_table(columns, [[_cell(v) for v in r] for r in rows], text=True)
 
 
 def _caption(o: Outcome) -> str:
@@ -107,12 +106,6 @@ def _section_html(o: Outcome, base: Path) -> str:
     return "".join(parts)
 
 
-_STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:.4em 0}td,th{border:1px solid #ccc;padding:3px 7px}
-th{background:#f3f3f3}img{max-width:100%}figcaption{font-size:13px;color:#444}
-.verdict{background:#f8f8f8;padding:.5em 1em;margin:.6em 0}code{background:#f6f6f6}"""
-
-
 def write_report(
     outcomes: Sequence[Outcome], out: str | os.PathLike, not_built: Sequence[str] = (), stem: str = "report"
 ) -> Path:
@@ -139,8 +132,6 @@ def write_report(
              _html_table(columns, rows)]
     parts += [_section_html(o, out) for o in outcomes]
     parts.append("<h2>Environment</h2><pre>" + html.escape("\n".join(f"{k}: {v}" for k, v in env.items())) + "</pre>")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>optimlab reproduce</title>"
-            f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>")
     path = out / f"{stem}.html"
-    path.write_text(page)
+    path.write_text(html_page("optimlab reproduce", parts))
     return path

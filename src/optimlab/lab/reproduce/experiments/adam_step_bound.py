@@ -208,6 +208,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from optimlab.lab.present.figures import save_figure
     from optimlab.lab.present.style import color_for
 
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
@@ -225,5 +226,4 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("movement |Δθ| / η")
     ax.set_title("Adam's step bound (β₁ = 0, β₂ = 0.999), one gradient of 10⁵")
     ax.legend()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)

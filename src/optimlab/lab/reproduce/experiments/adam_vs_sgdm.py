@@ -219,6 +219,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from optimlab.lab.present.figures import save_figure
     from optimlab.lab.present.style import color_for
 
     tasks = list(evidence["tasks"])
@@ -240,6 +241,4 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
             if key == "train_loss" or e["metric"] == "perplexity":
                 ax.set_yscale("log")
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, tight_layout=True)

@@ -185,6 +185,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from optimlab.lab.present.figures import save_figure
     from optimlab.lab.present.style import color_for
 
     settings = list(evidence["runs"])
@@ -212,6 +213,4 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
             ax.set_title(f"{setting}: C = {s['C']:g}, period {s['period']}, β = ({s['beta1']:g}, {s['beta2']:g})",
                          fontsize=10)
         row[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, tight_layout=True)

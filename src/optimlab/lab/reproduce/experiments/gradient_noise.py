@@ -135,6 +135,8 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from optimlab.lab.present.figures import save_figure
+
     fig, ax = plt.subplots(figsize=(7, 4))
     colors = ["#1f77b4", "#2ca02c", "#ff7f0e", "#d62728", "#9467bd"]
     for (label, c), col in zip(evidence["curves"].items(), colors, strict=False):
@@ -145,6 +147,4 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("validation accuracy")
     ax.set_title("20 x 50 ReLU MLP, simple init, Adam ± annealed gradient noise", fontsize=10)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, tight_layout=True)

@@ -152,11 +152,11 @@ def verdict(evidence: dict[str, Any]) -> Verdict:
 
 
 def figure(evidence: dict[str, Any], path: Path) -> None:
-    from optimlab.lab.present.diagnostic_plots import _plt
+    from optimlab.lab.present.figures import pyplot, save_figure
     from optimlab.lab.present.stats import mean_ci
     from optimlab.lab.present.style import color_for
 
-    plt = _plt()
+    plt = pyplot()
     factors = evidence["factors"]
     fig, axes = plt.subplots(1, len(factors), figsize=(5 * len(factors), 4), sharey=True)
     for ax, (factor, (with_, without)) in zip(axes, factors.items(), strict=True):
@@ -175,9 +175,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3, axis="y")
     axes[0].set_ylabel("final test accuracy %")
     fig.suptitle("Something helps optimization? MNIST-1D MLP, each side tuned with the same budget")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, tight_layout=True, crop=False)
 
 
 def cost(protocol: dict[str, Any]) -> tuple[int, float]:

@@ -281,10 +281,10 @@ def verdict(evidence: dict[str, Any]) -> Verdict:
 
 
 def figure(evidence: dict[str, Any], path: Path) -> None:
-    from optimlab.lab.present.diagnostic_plots import _plt
+    from optimlab.lab.present.figures import pyplot, save_figure
     from optimlab.lab.present.style import color_for
 
-    plt = _plt()
+    plt = pyplot()
     colors = {"sgdm": color_for("sgdm"), "adam": color_for("adam"), "swa": color_for("swa")}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     g = np.asarray(evidence["grid_1d"], dtype=float)
@@ -310,9 +310,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     axes[0].legend(fontsize=8)
     axes[2].legend(fontsize=8)
     fig.suptitle("Flatness of SGDM, Adam and SWA solutions, MNIST-1D CNN")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, tight_layout=True, crop=False)
 
 
 def cost(protocol: dict[str, Any]) -> tuple[int, float]:

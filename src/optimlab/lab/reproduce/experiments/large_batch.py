@@ -268,6 +268,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from optimlab.lab.present.figures import save_figure
     from optimlab.lab.present.style import color_for
 
     fig, ax = plt.subplots(figsize=(6.8, 4.6))
@@ -289,5 +290,4 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     ax.set_ylabel(f"steps to {evidence['target']:.0%} validation accuracy")
     ax.set_title("Steps to result vs batch size (Shallue et al. 2018, Fig. 1)")
     ax.legend()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)

@@ -232,6 +232,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from optimlab.lab.present.figures import save_figure
     from optimlab.lab.present.style import color_for
 
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4))
@@ -263,8 +264,6 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     c.set_xlabel("step")
     c.set_ylabel("expected loss E f(x) (noisy quadratic)")
     c.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, tight_layout=True)
 
 

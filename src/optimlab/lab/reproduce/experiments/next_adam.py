@@ -204,10 +204,10 @@ def verdict(evidence: dict[str, Any]) -> Verdict:
 
 
 def figure(evidence: dict[str, Any], path: Path) -> None:
-    from optimlab.lab.present.diagnostic_plots import _plt
+    from optimlab.lab.present.figures import pyplot, save_figure
     from optimlab.lab.present.style import color_for
 
-    plt = _plt()
+    plt = pyplot()
     tasks = list(evidence["tasks"])
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
@@ -227,9 +227,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
                title=f"{task}: vs tuned {t['best_baseline']}")
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle("What comes after Adam? Speedups at equal tuning budget")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, tight_layout=True, crop=False)
 
 
 def cost(protocol: dict[str, Any]) -> tuple[int, float]:

@@ -209,6 +209,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from optimlab.lab.present.figures import save_figure
     from optimlab.lab.present.style import color_for
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.4), gridspec_kw={"width_ratios": [1.3, 1, 1]})
@@ -239,6 +240,4 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("step")
         title = "Adam, no warm-up" if m == "adam" else f"Adam, warm-up {evidence['warmup_steps']} steps"
         ax.set_title(f"{title} (lr {evidence['histogram_lr']:g})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, tight_layout=True)

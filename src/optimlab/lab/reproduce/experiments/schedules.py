@@ -232,6 +232,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from optimlab.lab.present.figures import save_figure
     from optimlab.lab.present.stats import mean_ci
 
     names = list(evidence["lr_curves"])
@@ -270,6 +271,4 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     for ax in (top, bottom, right):
         ax.grid(alpha=0.3)
     fig.suptitle("LR schedules at equal budget: SGDM, Fashion-MNIST ResNet")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, tight_layout=True)

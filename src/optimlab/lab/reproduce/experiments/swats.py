@@ -184,6 +184,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from optimlab.lab.present.figures import save_figure
     from optimlab.lab.present.style import color_for
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
@@ -205,6 +206,4 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     b.set_xlabel("final run (seed index)")
     b.set_ylabel("SWATS's estimated SGD lr (1-β₁)Λ, per tensor")
     b.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, tight_layout=True)

@@ -228,10 +228,10 @@ def verdict(evidence: dict[str, Any]) -> Verdict:
 
 
 def figure(evidence: dict[str, Any], path: Path) -> None:
-    from optimlab.lab.present.diagnostic_plots import _plt
+    from optimlab.lab.present.figures import pyplot, save_figure
     from optimlab.lab.present.style import color_for
 
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     colors = {lab: color_for("sgd" if lab == evidence["sgd"] else lab) for lab in evidence["labels"]}
     for lab, c in evidence["curves"].items():
@@ -256,9 +256,7 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     axes[1].legend(fontsize=7)
     axes[2].legend(fontsize=7)
     fig.suptitle("GD vs SGD on MNIST-1D (MLP), after Xing et al. 2018")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, tight_layout=True, crop=False)
 
 
 def cost(protocol: dict[str, Any]) -> tuple[int, float]:

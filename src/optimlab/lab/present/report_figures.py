@@ -1,0 +1,413 @@
+"""The report's figures, one function each: ``(summary, path) -> bool``, writing the PNG and returning
+``True``, or writing nothing and returning ``False`` when the figure would carry no information.
+
+The answer (headline metric, 95 % intervals, the best set), learning curves with 95 % bands, steps and CPU seconds
+to the validation target, lr sensitivity over the tuning trials, generalization (test metric against the training
+loss, so that underfitting shows), trajectories on the 2-D tasks, and the schedules when optimizers ran different
+ones. Every optimizer has its colour (:func:`optimlab.lab.present.style.color_for`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optimlab.lab.catalog.metrics import scale as _scale
+from optimlab.lab.catalog.metrics import unit as _unit
+from optimlab.lab.present.figures import pyplot, save_figure
+from optimlab.lab.present.style import color_for
+from optimlab.lab.present.summary import Row, TaskSummary, headline_value
+from optimlab.lab.present.tables import metric_name, settings_text, target_text
+
+__all__ = ["PLOTS", "FIGURES"]
+
+
+def _log_y(ax: Any) -> None:
+    """A log y axis labelled with plain numbers (0.3, 1, 2); minor ticks labelled when it spans < 1.5 decades.
+
+    Call after plotting, so that the data limits are known."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    lo, hi = ax.get_ylim()
+    ax.yaxis.set_minor_formatter(plain if hi / lo < 30 else NullFormatter())
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+
+
+def _complete_rows(ts: TaskSummary) -> list[Row]:
+    return [r for r in ts.rows if r.n > 0]
+
+
+def _plot_answer(ts: TaskSummary, path: Path) -> bool:
+    """Mean and 95 % interval of the headline metric per optimizer; filled: indistinguishable from the best."""
+    rows = [r for r in ts.rows if r.headline is not None]
+    if not rows:
+        return False
+    plt = pyplot()
+    s = _scale(ts.metric)
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(rows) + 1.4))
+    y = np.arange(len(rows))
+    best = next((r for r in rows if ts.best and r.spec == ts.best.best), None)
+    if best is not None and best.headline.n > 1:
+        ax.axvspan(s * best.headline.low, s * best.headline.high, color="0.85", zorder=0, lw=0)
+    for i, r in enumerate(rows):
+        c = color_for(r.spec)
+        ci = r.headline
+        if ci.n > 1:
+            ax.plot([s * ci.low, s * ci.high], [i, i], color=c, lw=2.2, solid_capstyle="butt")
+        values = [headline_value(rec) for rec in r.records]
+        ax.plot(
+            [s * v for v in values if v is not None],
+            [i] * sum(v is not None for v in values),
+            "|",
+            color=c,
+            ms=7,
+            alpha=0.6,
+        )
+        filled = r.in_best_set
+        ax.plot([s * ci.mean], [i], "o", ms=7, color=c, mfc=c if filled else "white", mew=1.6, zorder=3)
+    ax.set_yticks(y, [r.spec + ("" if not r.diverged else f" ({r.diverged} div.)") for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric_name(ts)}{_unit(ts.metric)}")
+    if ts.metric in ("perplexity", "loss"):
+        _log_x(ax)
+    ax.grid(axis="x", alpha=0.3)
+    n = max(r.n for r in rows)
+    tested = ts.best is not None and ts.best.tested
+    if tested:
+        title = (
+            f"{ts.study.task.name}: {metric_name(ts)}, mean and 95% CI over {n} seeds\n"
+            "filled: indistinguishable from the best (grey band: its CI); ticks: seeds"
+        )
+    else:
+        title = f"{ts.study.task.name}: {metric_name(ts)} of one run per optimizer\nfilled: the best (and exact ties)"
+    ax.set_title(title, fontsize=10)
+    save_figure(fig, path)
+    return True
+
+
+def _log_x(ax: Any) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+
+
+def _band(
+    recs: list[dict[str, Any]], key: str, x_key: str = "step", log: bool = False
+) -> tuple[np.ndarray, ...] | None:
+    """x, mean and 95 % band over seeds of ``history[key]`` on the evaluations every seed has; with ``log``,
+    the mean and band of the logarithm (a geometric mean, whose band stays positive on a log axis)."""
+    from optimlab.lab.present.stats import t_quantile
+
+    recs = [r for r in recs if key in r["history"]]
+    if not recs:
+        return None
+    n = min(len(r["history"]["step"]) for r in recs)
+    if n == 0:
+        return None
+    x = np.array(recs[0]["history"][x_key][:n], dtype=float)
+    v = np.array([[np.nan if a is None else a for a in r["history"][key][:n]] for r in recs], dtype=float)
+    if log:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.log(np.where(v > 0, v, np.nan))
+    back = np.exp if log else (lambda a: a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an evaluation at which every seed had diverged
+        mean = np.nanmean(v, axis=0)
+        if len(recs) < 2:
+            return x, back(mean), back(mean), back(mean)
+        half = t_quantile(0.975, len(recs) - 1) * np.nanstd(v, axis=0, ddof=1) / math.sqrt(len(recs))
+    return x, back(mean), back(mean - half), back(mean + half)
+
+
+def _plot_curves(ts: TaskSummary, path: Path) -> bool:
+    rows = _complete_rows(ts)
+    if not rows:
+        return False
+    plt = pyplot()
+    m = ts.metric
+    panels = [("train_loss", "training loss (fixed training subset), geometric mean")]
+    if ts.study.task.selection_split == "val":
+        kind = "mean" if m == "accuracy" else "geometric mean"
+        panels.append((f"val_{m}", f"validation {m}{_unit(m)}, {kind}"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels) + 1.6, 4.6), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels, strict=True):
+        s = _scale(m) if key.endswith("accuracy") else 1.0
+        log = key.endswith("loss") or key.endswith("perplexity")
+        for r in rows:
+            band = _band(r.records, key, log=log)
+            if band is None:
+                continue
+            x, mean, lo, hi = band
+            c = color_for(r.spec)
+            ax.plot(x, s * mean, color=c, lw=1.4, label=r.spec)
+            ax.fill_between(x, s * lo, s * hi, color=c, alpha=0.15, lw=0)
+        if key.startswith("val") and ts.target is not None:
+            ax.axhline(s * ts.target, color="k", ls="--", lw=0.8, label="target")
+        ax.set_xlabel("step")
+        ax.set_title(title, fontsize=10)
+        if log:
+            _log_y(ax)
+        if key.endswith("accuracy"):  # the interesting range: from the worst final value to the top
+            finals = [s * r.val.mean for r in rows if r.val is not None]
+            if finals:
+                ax.set_ylim(max(0.0, min(finals) - 10), min(100.0, max(finals) + 2))
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # beside the data
+    n = max(r.n for r in rows)
+    fig.suptitle(f"{ts.study.task.name}: mean and 95% band over {n} seed(s), at the selected settings", fontsize=11)
+    save_figure(fig, path)
+    return True
+
+
+def _plot_time_to_target(ts: TaskSummary, path: Path) -> bool:
+    """Median steps and CPU seconds to the target, bars from zero; nothing when no optimizer reaches it."""
+    rows = _complete_rows(ts)
+    if ts.target is None or not any(math.isfinite(r.steps_to_target) for r in rows):
+        return False
+    from optimlab.lab.present import stats
+
+    plt = pyplot()
+    task = ts.study.task
+    key = f"{task.selection_split}_{ts.metric}"
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.32 * len(rows) + 1.8), sharey=True)
+    for ax, x_key, label in ((axes[0], "step", "steps"), (axes[1], "cpu", "training CPU seconds")):
+        limit = max(max(rec["history"][x_key][-1] for rec in r.records) for r in rows)
+        for i, r in enumerate(rows):
+            c = color_for(r.spec)
+            times = [
+                stats.time_to_target(
+                    rec["history"][x_key], rec["history"][key], ts.target, higher_is_better=ts.higher_is_better
+                )
+                for rec in r.records
+            ]
+            hit = [t for t in times if math.isfinite(t)]
+            med = float(np.median(times))
+            if math.isfinite(med):
+                ax.barh(i, med, color=c, alpha=0.8, height=0.6)
+            else:
+                ax.text(
+                    0,
+                    i,
+                    f" missed by {len(times) - len(hit)} of {len(times)} seeds",
+                    va="center",
+                    fontsize=7,
+                    color="0.35",
+                )
+            ax.plot(hit, [i] * len(hit), "|", color="k", ms=8)
+        ax.set_xlim(0, max(limit, 1e-9) * 1.02)
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(np.arange(len(rows)), [r.spec for r in rows])
+    axes[0].set_ylim(len(rows) - 0.5, -0.5)
+    fig.suptitle(
+        f"{task.name}: steps and training CPU seconds to validation {target_text(ts)} (evaluation excluded)\n"
+        "bar: median over seeds; ticks: each seed that reached it",
+        fontsize=10,
+    )
+    save_figure(fig, path)
+    return True
+
+
+def _plot_lr_sensitivity(ts: TaskSummary, path: Path) -> bool:
+    rows = [r for r in ts.rows if r.selection is not None and r.selection.tuned and r.selection.trials]
+    if not rows:
+        return False
+    plt = pyplot()
+    task = ts.study.task
+    m = ts.metric
+    s = _scale(m)
+    key = f"{task.selection_split}_{m}"
+    cols = min(5, len(rows))
+    nrows = math.ceil(len(rows) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.7 * cols, 2.5 * nrows + 0.9), sharey=True, squeeze=False)
+    fig.subplots_adjust(hspace=0.55, wspace=0.12)
+    values_all = []
+    for r in rows:
+        for rec in r.selection.trials:
+            v = rec["history"].get(key, [None])[-1]
+            if v is not None and rec["status"] == "ok":
+                values_all.append(s * v)
+    if not values_all:
+        plt.close(fig)
+        return False
+    worst = min(values_all) if ts.higher_is_better else max(values_all)
+    for ax, r in zip(axes.flat, rows, strict=False):
+        c = color_for(r.spec)
+        pts = []
+        for rec in r.selection.trials:
+            v = rec["history"].get(key, [None])[-1]
+            pts.append((rec["config"]["lr"], None if v is None or rec["status"] != "ok" else s * v))
+        pts.sort()
+        ok = [(x, v) for x, v in pts if v is not None]
+        if ok:
+            ax.plot([x for x, _ in ok], [v for _, v in ok], "o-", color=c, ms=3.5, lw=1.2)
+        div = [x for x, v in pts if v is None]
+        if div:
+            ax.plot(div, [worst] * len(div), "x", color="r", ms=6, label="diverged")
+        ax.plot(
+            [r.selection.lr],
+            [s * r.selection.value] if r.selection.value is not None else [worst],
+            "*",
+            color=c,
+            ms=13,
+            mec="k",
+            mew=0.6,
+        )
+        tried = [x for x, _ in pts]
+        low, high = min(tried), max(tried)
+        if ts.study.results[r.spec].space is not None:
+            lr = ts.study.results[r.spec].space.lr
+            ax.axvspan(lr.low, lr.high, color=c, alpha=0.08, lw=0)
+            low, high = min(low, lr.low), max(high, lr.high)  # refining trials may lie past the range's edge
+        ax.set_xlim(low / 1.6, high * 1.6)
+        ax.set_xscale("log")
+        ax.set_title(r.spec + (" (edge)" if r.selection.edges else ""), fontsize=9, color=c)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(rows) :]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"{task.selection_split} {m}{_unit(m)}", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("learning rate", fontsize=8)
+    if m in ("perplexity", "loss"):
+        _log_y(axes[0][0])
+    p = ts.study.protocol
+    fig.suptitle(
+        f"{task.name}: final {task.selection_split} {m} of each tuning trial ({p.trial_steps} steps, 1 seed) "
+        "against its lr\nstar: selected; x: diverged; shaded: the search space (refining trials may go past it)",
+        fontsize=10,
+        y=0.995 + 0.02 / nrows,
+    )
+    save_figure(fig, path)
+    return True
+
+
+def _plot_generalization(ts: TaskSummary, path: Path) -> bool:
+    """Test metric against the final training loss (log scale): fitting and generalization together, so that an
+    optimizer with a small generalization gap because it barely fits the training data is seen for what it is."""
+    from optimlab.lab.present.stats import mean_ci
+
+    rows = [r for r in _complete_rows(ts) if r.headline is not None and r.train_loss is not None]
+    if not rows or ts.headline_split != "test":
+        return False
+    plt = pyplot()
+    m = ts.metric
+    s = _scale(m)
+    fig, ax = plt.subplots(figsize=(8, 5.4))
+    for r in rows:
+        c = color_for(r.spec)
+        losses = [rec["history"]["train_loss"][-1] for rec in r.records]
+        if any(v is None or not v > 0 for v in losses):
+            continue
+        logs = mean_ci([math.log(v) for v in losses])
+        xs, ys = math.exp(logs.mean), s * r.headline.mean
+        if logs.n > 1:
+            ax.plot([math.exp(logs.low), math.exp(logs.high)], [ys, ys], color=c, lw=1)
+            ax.plot([xs, xs], [s * r.headline.low, s * r.headline.high], color=c, lw=1)
+        ax.plot([xs], [ys], "o", color=c, ms=6, mfc=c if r.in_best_set else "white", mew=1.5)
+        gap = f", gap {s * r.gap.mean:+.1f}{'' if m != 'accuracy' else ' pp'}" if r.gap is not None else ""
+        ax.annotate(f"{r.spec}{gap}", (xs, ys), fontsize=7, xytext=(4, 3), textcoords="offset points", color=c)
+    ax.set_xscale("log")
+    ax.set_xlabel("final training loss (fixed training subset; geometric mean, 95% CI)")
+    if m in ("perplexity", "loss"):
+        _log_y(ax)
+    elif m == "accuracy":
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, min(hi, 100.0))
+    ax.set_ylabel(f"{metric_name(ts)}{_unit(m)} (mean, 95% CI)")
+    ax.set_title(
+        f"{ts.study.task.name}: generalization against fit\npoints to the right fit the training data less; "
+        "gap: train minus test (a small gap far right is underfitting, not generalization)",
+        fontsize=9,
+    )
+    ax.grid(alpha=0.3, which="both")
+    save_figure(fig, path)
+    return True
+
+
+def _plot_trajectories(ts: TaskSummary, path: Path) -> bool:
+    import torch
+
+    from optimlab.lab.catalog.tasks import SyntheticTask
+
+    task = ts.study.task
+    if not isinstance(task, SyntheticTask):
+        return False
+    rows = _complete_rows(ts)
+    if not rows:
+        return False
+    plt = pyplot()
+    x0, x1, y0, y1 = task.bounds
+    gx, gy = np.meshgrid(np.linspace(x0, x1, 300), np.linspace(y0, y1, 300))
+    with torch.no_grad():
+        z = task.fn(torch.tensor(np.stack([gx, gy]))).numpy()
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    ax.contour(gx, gy, np.log10(z + 1e-3), levels=25, cmap="Greys", linewidths=0.6)
+    for r in rows:
+        traj = np.array(r.records[0].get("extras", {}).get("trajectory", []), dtype=float)
+        if traj.size:
+            ax.plot(
+                traj[:, 0], traj[:, 1], "-", color=color_for(r.spec), lw=1.3, label=f"{r.spec} ({settings_text(r)})"
+            )
+    ax.plot(*task.start, "ko", ms=5, label="start")
+    ax.plot(*task.minimum, "r*", ms=12, label="minimum")
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title(f"{task.name}: trajectories at the selected settings (contours: log10 of the function)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # beside the data
+    save_figure(fig, path)
+    return True
+
+
+def _plot_schedules(ts: TaskSummary, path: Path) -> bool:
+    """Only when optimizers ran different schedules (else the schedule is one line of text)."""
+    from optimlab.lab.catalog import adapter
+    from optimlab.lab.training.runner import parse_schedule
+
+    rows = _complete_rows(ts)
+    schedules = {r.records[0]["config"]["schedule"] for r in rows if r.records}
+    if len(schedules) < 2:
+        return False
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in rows:
+        cfg = r.records[0]["config"]
+        name, kwargs = parse_schedule(cfg["schedule"])
+        fn = adapter.create_schedule(name, cfg["steps"], **kwargs)
+        x = np.arange(cfg["steps"] + 1)
+        ax.plot(x, [cfg["lr"] * fn(int(t)) for t in x], color=color_for(r.spec), label=f"{r.spec} ({cfg['schedule']})")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate (selected lr x schedule factor)")
+    ax.set_title(f"{ts.study.task.name}: learning-rate schedules")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    save_figure(fig, path)
+    return True
+
+
+# name -> (the figure, its caption), in the page's order; a figure's file is NAME_TASK.png
+PLOTS: dict[str, tuple[Callable[[TaskSummary, Path], bool], str]] = {
+    "answer": (_plot_answer, "The answer: headline metric per optimizer"),
+    "curves": (_plot_curves, "Learning curves"),
+    "time_to_target": (_plot_time_to_target, "Time to the validation target"),
+    "lr_sensitivity": (_plot_lr_sensitivity, "Learning-rate sensitivity over the tuning trials"),
+    "generalization": (_plot_generalization, "Generalization: training against test"),
+    "trajectories": (_plot_trajectories, "Trajectories"),
+    "schedules": (_plot_schedules, "Schedules"),
+}
+FIGURES = tuple(PLOTS)
