@@ -1,6 +1,8 @@
 """The lab's one cost model: what a study or an experiment has to run, and about how long it takes on this machine.
 
-Nothing here holds a time measured elsewhere. A short probe prices every piece of work on this machine:
+No time measured on another machine prices anything here (one guess remains: :data:`WORKER_START_SECONDS`, the
+start of a pool of worker processes, which is not probed: that would spawn one). Short probes price the work on
+this machine:
 
 - :func:`probe` trains the task's model with Adam for a few steps at one batch size and thread count, times one
   evaluation of each of the task's final splits, and one forward pass (no gradient) of a batch; it runs once per
@@ -26,7 +28,8 @@ The work it prices comes in three kinds:
 
 What the model leaves out: the probe steps Adam, so an optimizer with a costlier step (Shampoo, SOAP, Muon's
 Newton-Schulz, a wrapper) is priced as Adam; callbacks and recorders that run every step; the Python work of a
-toy loop beyond the optimizer's step; and a busy machine, which runs slower than the probe saw.
+toy loop beyond the optimizer's step; and a load that changes after the probe, which measures the machine as it
+is at that moment.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ __all__ = [
     "duration",
 ]
 
-WORKER_START_SECONDS = 6.0  # spawning a pool of workers: importing torch and loading the data in each
+WORKER_START_SECONDS = 6.0  # spawning a pool of workers, importing torch and loading the data in each (a guess)
 STEP_PROBE_STEPS = 200  # optimizer steps timed by probe_optimizer (after a few untimed ones)
 
 
