@@ -28,6 +28,7 @@ from optimlab.lab.reproduce import (
     interval_row,
     load_experiment,
     make_context,
+    plan,
     run_experiment,
     table,
     verdict_from_checks,
@@ -50,7 +51,6 @@ def _cli(*argv: str) -> tuple[int, str]:
 def _fake_module(calls: list[int], interrupt_at: int | None = None) -> types.ModuleType:
     m = types.ModuleType("fake_claim")
     m.NAME, m.TITLE, m.CLAIM, m.CITATION = "fake", "A fake claim", "x is near 1", "Nobody 2026"
-    m.HARDWARE = "anything"
     m.PROTOCOL = {"scale": 1.0, "seeds": [0, 1, 2, 3]}
     m.QUICK = {"scale": 2.0}
     m.RULE = "reproduced if the mean x is within 0.5 of 1"
@@ -146,6 +146,10 @@ def test_experiment_module_is_checked() -> None:
     m.QUICK = {"nope": 1}
     with pytest.raises(ValueError, match="unknown keys"):
         Experiment.from_module(m)
+    m = _fake_module([])
+    m.cost = lambda protocol: (4, 10.0)  # seconds measured on some machine: the old API, refused, not ignored
+    with pytest.raises(ValueError, match=r"cost\(\) is no longer read; declare work"):
+        Experiment.from_module(m)
 
 
 def test_verdict_from_checks_gives_each_value() -> None:
@@ -186,12 +190,67 @@ def test_dry_run_cost_counts_the_seeds_asked_for(tmp_path: Path) -> None:
     """--seeds changes the plan's cost as it changes the plan: lookahead's 70 runs are 14 per seed."""
     for seeds, runs in ((None, 70), ("10", 140), ("0,1", 28)):
         code, text = _cli("lookahead", "--dry-run", "--out", str(tmp_path), *(["--seeds", seeds] if seeds else []))
-        assert code == 0 and f"lookahead: {runs} runs" in text, text
+        assert code == 0 and f"lookahead: {runs} runs" in text and "on this machine with --jobs 1" in text, text
+        assert "ms/step on mnist1d-mlp (batch 100" in text  # the probe's measurement is shown
     exp = load_experiment("lookahead")
-    (r5, s5), (r10, s10) = estimate(exp), estimate(exp, seeds=range(10))
-    (_, s2), (_, s4) = estimate(exp, seeds=range(2)), estimate(exp, seeds=range(4))
-    assert (r5, r10) == (70, 140) and s10 > s5 > s4 > s2
-    assert s4 - s2 == pytest.approx((s10 - s4) / 3)  # the seconds grow linearly with the seeds (plus a fixed start)
+    assert plan(exp) == (70, 70 * 1500) and plan(exp, seeds=range(10)) == (140, 140 * 1500)
+    e5, e10 = estimate(exp), estimate(exp, seeds=range(10))
+    e2, e4 = estimate(exp, seeds=range(2)), estimate(exp, seeds=range(4))
+    assert (e5.runs, e10.runs) == (70, 140) and e10.seconds > e5.seconds > e4.seconds > e2.seconds
+    # the probes are measured once in a process, so the seconds grow linearly with the seeds
+    assert e4.seconds - e2.seconds == pytest.approx((e10.seconds - e4.seconds) / 3)
+
+
+# the runs of every claim at the quick size (large-batch: 16 asked for, 4 of them the tuning's, found again)
+QUICK_RUNS = {"adam-step-bound": 3, "amsgrad-counterexample": 4, "adam-vs-sgdm": 16, "swats": 18, "radam-warmup": 8,
+              "lookahead": 16, "large-batch": 12, "schedules": 8, "walk-with-sgd": 6, "gradient-noise": 6,
+              "landscape": 6, "helps-optimization": 56, "next-adam": 45}
+
+
+def test_every_claim_declares_its_work_and_the_model_prices_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every registered claim's work is computable from its protocol at the quick size without running anything
+    (no data loaded: the probes are stand-ins here), and priced positive; it holds no seconds of its own."""
+    from optimlab.lab.study import cost
+    from optimlab.lab.training.runner import RunConfig
+
+    probed: list[str] = []
+
+    def probe(task: str, batch_size: int, *, threads: int, data_dir: str | None = None, steps: int = 20) -> Any:
+        probed.append(task)
+        return cost.Probe(task, batch_size, threads, 0.01, {"train": 0.1, "val": 0.1, "test": 0.1}, 1e-5)
+
+    def probe_optimizer(optimizer: str, numel: int = 1, *, threads: int, steps: int = 200) -> Any:
+        return cost.StepProbe(optimizer, numel, threads, 1e-5)
+
+    monkeypatch.setattr(cost, "probe", probe)
+    monkeypatch.setattr(cost, "probe_optimizer", probe_optimizer)
+    assert set(available()) == set(QUICK_RUNS)
+    for name in available():
+        exp = load_experiment(name)
+        assert exp.work is not None and not hasattr(exp.module, "HARDWARE") and not hasattr(exp.module, "cost"), name
+        work = exp.work(exp.protocol_for(quick=True))
+        assert all(isinstance(w, (RunConfig, cost.Training, cost.Steps)) for w in work), name
+        runs, steps = plan(exp, quick=True)
+        assert (runs, len(work) <= runs, steps > 0) == (QUICK_RUNS[name], True, True), name
+        est = estimate(exp, quick=True, jobs=2)
+        assert est.runs == runs and est.train_steps == steps and est.seconds > 0, name
+        assert "measured" in est.probe and est.ms_per_step > 0, name
+    assert {"fmnist-resnet", "shakespeare-char", "mnist1d-cnn", "mnist1d-deep-mlp"} <= set(probed)
+
+
+def test_a_claim_runs_the_configs_it_declares(tmp_path: Path) -> None:
+    """gradient-noise on a tiny protocol: the runs ``run`` does are the RunConfigs ``work`` declares, key by key."""
+    from optimlab.lab.study.cost import count_work
+    from optimlab.lab.training.results import load_records
+
+    exp = load_experiment("gradient-noise")
+    ctx = make_context(exp, tmp_path, quick=True, progress=False)
+    ctx.protocol.update(etas=[0.0, 1.0], steps=12, eval_every=6, seeds=[0])
+    ctx.seeds = (0,)
+    run_experiment(exp, ctx)
+    declared = exp.work(ctx.protocol)
+    assert count_work(declared) == (ctx.computed, 2 * 12) == (2, 24)
+    assert sorted(r["key"] for r in load_records(ctx.folder / "runs")) == sorted(c.key() for c in declared)
 
 
 # ----------------------------------------------------------------------------------------------------

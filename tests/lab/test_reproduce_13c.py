@@ -16,6 +16,7 @@ from optimlab.lab.catalog.tasks import get_task
 from optimlab.lab.reproduce import MIXED, NOT_REPRODUCED, REPRODUCED, load_experiment, make_context, run_experiment
 from optimlab.lab.reproduce.experiments import helps_optimization as helps
 from optimlab.lab.reproduce.experiments import landscape, next_adam, walk_with_sgd
+from optimlab.lab.study.cost import count_work
 
 # ----------------------------------------------------------------------------------------------------
 # walk-with-sgd
@@ -66,6 +67,7 @@ def test_walk_quick_end_to_end(tmp_path: Path) -> None:
     assert all(len(v) == 2 and all(math.isfinite(x) for x in v) for v in per["gd"].values())
     assert per["gd"]["dist_sq"] != per["sgd-b50"]["dist_sq"]  # GD and SGD are different runs
     assert out.figure is not None and out.figure.read_bytes()[:4] == b"\x89PNG"
+    assert count_work(exp.work(ctx.protocol)) == (ctx.computed, 6 * 30) == (6, 180)  # the declared work ran
     again = run_experiment(exp, make_context(exp, tmp_path, quick=True, progress=False))
     assert again.evidence["per_seed"] == per  # read back from the cache
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,6 +148,13 @@ def test_schedules_verdict_every_value() -> None:
 # End to end on tiny protocols (MNIST-1D is generated, no data files)
 
 
+def plan_runs(e: Any, ctx: Any) -> int:
+    """The runs the experiment declares for the protocol it ran (:func:`optimlab.lab.study.cost.count_work`)."""
+    from optimlab.lab.study.cost import count_work
+
+    return count_work(e.work(ctx.protocol))[0]
+
+
 def _tiny_run(name: str, tmp_path: Path, **protocol: object):
     e = load_experiment(name)
     ctx = make_context(e, tmp_path, quick=True, progress=False)
@@ -160,7 +168,7 @@ def test_large_batch_end_to_end_and_rerun_reuses_everything(tmp_path: Path) -> N
     assert out.verdict.value in (REPRODUCED, NOT_REPRODUCED, MIXED)
     assert (ctx.folder / "figure.png").stat().st_size > 1000
     assert set(out.evidence["curves"]) == {"sgdm", "adam", "lars", "lamb"}
-    assert ctx.computed > 0
+    assert ctx.computed > 0 and plan_runs(e, ctx) == ctx.computed  # the declared work is what ran
     ctx2 = make_context(e, tmp_path, quick=True, progress=False)
     ctx2.protocol.update(tiny)
     again = run_experiment(e, ctx2)
@@ -171,10 +179,11 @@ def test_large_batch_end_to_end_and_rerun_reuses_everything(tmp_path: Path) -> N
 def test_schedules_end_to_end_on_mnist1d(tmp_path: Path) -> None:
     tiny = {"task": "mnist1d-cnn", "steps": 14, "eval_every": 7, "batch_size": 50,
             "range_test": {"start_lr": 1e-3, "end_lr": 1.0, "num_steps": 20, "suggestion": "valley"}}
-    _, ctx, out = _tiny_run("schedules", tmp_path, **tiny)
+    e, ctx, out = _tiny_run("schedules", tmp_path, **tiny)
     assert set(out.evidence["final"]) == {"constant", "step", "cosine", "sgdr", "cyclical", "one-cycle", "wsd"}
     assert out.evidence["peak_lr"] > 0
     lr = out.evidence["lr_curves"]
     assert lr["constant"]["lr"][0] == lr["constant"]["lr"][-1] == out.evidence["peak_lr"]
     assert lr["cosine"]["lr"][-1] < 1e-3 * out.evidence["peak_lr"]  # every schedule really ran its own shape
     assert (ctx.folder / "figure.png").exists()
+    assert plan_runs(e, ctx) == ctx.computed == 1 + 7  # the range test and the seven schedules

@@ -1,8 +1,9 @@
 """``optimlab reproduce NAME [NAME...] | --all | --list``: run claims of the seeds and write their report.
 
 A lab cli plugin (listed in :data:`optimlab.lab.commands.cli.PLUGINS`): :func:`add_commands` adds the parser and
-:data:`COMMANDS` maps ``reproduce`` to :func:`reproduce`. The cost of each claim is printed before anything runs;
-every finished piece is kept in ``--out``, so Ctrl-C then the same command resumes where it stopped.
+:data:`COMMANDS` maps ``reproduce`` to :func:`reproduce`. The cost of each claim on this machine is printed before
+anything runs (:func:`optimlab.lab.reproduce.estimate`, the lab's one cost model); every finished piece is kept in
+``--out``, so Ctrl-C then the same command resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME", help="claims to reproduce (optimlab reproduce --list)")
     p.add_argument("--all", action="store_true", help="every claim built so far, into one report")
     p.add_argument("--list", action="store_true", help="list the claims, their sizes and verdict rules")
-    p.add_argument("--quick", action="store_true", help="the small size (<= 2 min a claim on 2 cores; for CI)")
+    p.add_argument("--quick", action="store_true", help="the small size (a smoke test of each claim; for CI)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
     p.add_argument(
         "--seeds", default=None, help="seeds instead of each claim's: a count N, a range A:B or a list a,b,c"
@@ -44,16 +45,10 @@ def add_commands(subparsers: Any) -> None:
     _configure(p)
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def _list(out: Any = None) -> int:
-    from optimlab.lab.reproduce import EXPERIMENTS, available, estimate, load_experiment
+    """Every claim with its sizes counted (runs and steps; pricing them would load every data set and train
+    probes of every task, so ``--dry-run`` does that, for the claims asked) and its rule."""
+    from optimlab.lab.reproduce import EXPERIMENTS, available, load_experiment, plan
 
     built = set(available())
     for name in EXPERIMENTS:
@@ -63,18 +58,21 @@ def _list(out: Any = None) -> int:
         e = load_experiment(name)
         sizes = []
         for quick in (False, True):
-            est = estimate(e, quick)
-            sizes.append(f"{'quick' if quick else 'default'} ~{_duration(est[1])}" if est else "")
-        print(f"{name}: {e.title}\n    {e.citation}\n    sized for {e.hardware}; {', '.join(s for s in sizes if s)}"
-              f"\n    rule: {e.rule}", file=out)
+            counted = plan(e, quick)
+            if counted:
+                sizes.append(f"{'--quick' if quick else 'default'} {counted[0]} runs, {counted[1]:,} steps")
+        size = ("; ".join(sizes) + " (--dry-run prices them on this machine)") if sizes else "no work declared"
+        print(f"{name}: {e.title}\n    {e.citation}\n    {size}\n    rule: {e.rule}", file=out)
     return 0
 
 
 def reproduce(args: argparse.Namespace) -> int:
     """The ``reproduce`` handler: resolve the claims, print the cost, run them, write the report."""
+    from optimlab.lab.catalog.data import DatasetNotFoundError
     from optimlab.lab.commands.cli import parse_seeds
     from optimlab.lab.reproduce import EXPERIMENTS, available, estimate, load_experiment, make_context, run_experiment
     from optimlab.lab.reproduce.report import write_report
+    from optimlab.lab.study.cost import duration
 
     if args.list:
         return _list()
@@ -96,16 +94,25 @@ def reproduce(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     experiments = [load_experiment(n) for n in names]
     size = "--quick" if args.quick else "default size"
-    total_runs, total_s = 0, 0.0
-    print(f"optimlab reproduce: {len(experiments)} claim(s), {size}, results in {args.out}")
+    total_runs, total_s, bound = 0, 0.0, False
+    print(f"optimlab reproduce: {len(experiments)} claim(s), {size}, --jobs {args.jobs}, results in {args.out}; "
+          "each claim priced on this machine by short probe runs:", flush=True)
     for e in experiments:
-        est = estimate(e, args.quick, seeds)
-        if est:
-            total_runs += est[0]
-            total_s += est[1]
-        cost = f"{est[0]} runs, ~{_duration(est[1])} on 2 free cores with --jobs 2" if est else "no estimate"
-        print(f"  {e.name}: {cost} (sized for {e.hardware})")
-    print(f"  total: {total_runs} runs, ~{_duration(total_s)} (finished pieces in {args.out} are reused)", flush=True)
+        try:
+            est = estimate(e, args.quick, seeds, jobs=args.jobs, data_dir=args.data_dir)
+        except DatasetNotFoundError as err:  # the claim itself stops at once, saying how to get the data
+            print(f"  {e.name}: no estimate ({str(err).splitlines()[0]})", flush=True)
+            continue
+        if est is None:
+            print(f"  {e.name}: no estimate (it declares no work)", flush=True)
+            continue
+        total_runs += est.runs
+        total_s += est.seconds
+        bound = bound or est.upper_bound
+        print(f"  {e.name}: {est.runs} runs, {est.train_steps:,} steps; {est.expected} on this machine with "
+              f"--jobs {args.jobs} ({est.probe})", flush=True)
+    print(f"  total: {total_runs} runs, {'at most' if bound else 'expected'} about {duration(total_s)} (a busy "
+          f"machine runs slower; finished pieces in {args.out} are reused)", flush=True)
     if args.dry_run:
         return 0
     outcomes = []

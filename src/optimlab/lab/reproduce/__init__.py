@@ -15,17 +15,25 @@ One readable module per claim, defining (module-level names)::
     TITLE     = "Adam's step bound ..."     # one line
     CLAIM     = "..."                       # the claim as the seeds state it
     CITATION  = "Kingma & Ba 2015 ..."      # paper(s) and reference code; shown in the figure caption
-    HARDWARE  = "2 CPU cores: default ~1 min, --quick ~10 s"   # what the sizes were chosen for
     PROTOCOL  = {...}                       # everything the numbers depend on, as plain data (JSON-able);
                                             # "seeds": [...] is the default seed list (--seeds overrides it)
-    QUICK     = {...}                       # overrides of PROTOCOL keys for --quick (<= 2 min on 2 cores)
+    QUICK     = {...}                       # overrides of PROTOCOL keys for --quick (a smoke test, minutes)
     RULE      = "reproduced if ..."         # the verdict rule as text, written before any run
     CAPTION   = "..."                       # optional: what the figure shows (the citation is appended)
 
     def run(ctx: Context) -> dict: ...          # computes the evidence (JSON-able dict), see below
     def verdict(evidence: dict) -> Verdict: ... # the RULE as a function of the evidence only
     def figure(evidence: dict, path: Path) -> None: ...   # optional: writes the PNG
-    def cost(protocol: dict) -> tuple[int, float]: ...    # optional: (runs, seconds on 2 cores), printed up front
+    def work(protocol: dict) -> list[Work]: ...           # optional: the work run(ctx) will do, priced up front
+
+``work`` declares work, never seconds: the :class:`~optimlab.lab.training.runner.RunConfig` s that ``run`` gives
+``ctx.sweep`` / ``ctx.tune`` (build them in one function that both call; a tuned study's are
+:func:`~optimlab.lab.study.cost.planned_configs`), and for what runs in ``ctx.cached`` a
+:class:`~optimlab.lab.study.cost.Training` (a training loop of this process, with its extra forward and backward
+passes) or :class:`~optimlab.lab.study.cost.Steps` (an optimizer stepping a small tensor, no model). The lab's one
+cost model, :mod:`optimlab.lab.study.cost`, prices it on this machine with short probe runs (:func:`estimate`,
+``optimlab reproduce NAME --dry-run``); :func:`plan` counts its runs and steps without probing (``--list``). Price
+what dominates; say in the docstring of ``work`` what is left out.
 
 ``verdict`` usually builds :class:`Check` s and returns :func:`verdict_from_checks` (all hold: reproduced; none:
 not reproduced; else mixed; the reason lists every check with its numbers). The evidence dict may hold anything
@@ -78,6 +86,7 @@ from optimlab.lab.reproduce.base import (
     interval_row,
     load_experiment,
     make_context,
+    plan,
     run_experiment,
     table,
     verdict_from_checks,
@@ -104,6 +113,7 @@ __all__ = [
     "interval_row",
     "load_experiment",
     "make_context",
+    "plan",
     "run_experiment",
     "table",
     "verdict_from_checks",

@@ -20,7 +20,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from optimlab.lab.study.cost import CostEstimate
 
 __all__ = [
     "VERDICTS",
@@ -35,6 +38,8 @@ __all__ = [
     "Outcome",
     "load_experiment",
     "run_experiment",
+    "plan",
+    "estimate",
     "interval_row",
     "comparison_row",
     "table",
@@ -172,14 +177,13 @@ class Experiment:
     title: str
     claim: str
     citation: str
-    hardware: str
     rule: str
     protocol: Mapping[str, Any]
     quick: Mapping[str, Any]
     run: Callable[[Context], dict[str, Any]]
     verdict: Callable[[dict[str, Any]], Verdict]
     figure: Callable[[dict[str, Any], Path], None] | None
-    cost: Callable[[Mapping[str, Any]], tuple[int, float]] | None
+    work: Callable[[Mapping[str, Any]], Sequence[Any]] | None
     caption: str
     module: ModuleType | None = None
 
@@ -192,10 +196,13 @@ class Experiment:
 
     @staticmethod
     def from_module(module: ModuleType) -> Experiment:
-        missing = [a for a in ("NAME", "TITLE", "CLAIM", "CITATION", "HARDWARE", "RULE", "PROTOCOL", "run", "verdict")
+        missing = [a for a in ("NAME", "TITLE", "CLAIM", "CITATION", "RULE", "PROTOCOL", "run", "verdict")
                    if not hasattr(module, a)]
         if missing:
             raise ValueError(f"Invalid experiment {module.__name__}: missing {', '.join(missing)}")
+        if hasattr(module, "cost") and not hasattr(module, "work"):  # the old API, seconds measured elsewhere
+            raise ValueError(f"Invalid experiment {module.__name__}: cost() is no longer read; declare work(protocol) "
+                             "instead (the runs it will do; optimlab.lab.study.cost prices them on this machine)")
         quick = getattr(module, "QUICK", {})
         unknown = sorted(set(quick) - set(module.PROTOCOL))
         if unknown:
@@ -205,14 +212,13 @@ class Experiment:
             title=module.TITLE,
             claim=module.CLAIM,
             citation=module.CITATION,
-            hardware=module.HARDWARE,
             rule=module.RULE,
             protocol=module.PROTOCOL,
             quick=quick,
             run=module.run,
             verdict=module.verdict,
             figure=getattr(module, "figure", None),
-            cost=getattr(module, "cost", None),
+            work=getattr(module, "work", None),
             caption=getattr(module, "CAPTION", ""),
             module=module,
         )
@@ -405,15 +411,33 @@ def _protocol(experiment: Experiment, quick: bool, seeds: Sequence[int] | None) 
     return protocol
 
 
-def estimate(
-    experiment: Experiment, quick: bool = False, seeds: Sequence[int] | None = None
-) -> tuple[int, float] | None:
-    """``(runs, seconds)`` the experiment expects at this size (and with ``seeds`` instead of its own, as
-    ``--seeds``) on 2 free CPU cores with ``--jobs 2``, or None if it gives no estimate."""
-    if experiment.cost is None:
+def plan(experiment: Experiment, quick: bool = False, seeds: Sequence[int] | None = None) -> tuple[int, int] | None:
+    """``(runs, steps)`` of the experiment's declared work at this size (and with ``seeds`` instead of its own, as
+    ``--seeds``), counted without probing or running anything; None if it declares no work."""
+    from optimlab.lab.study.cost import count_work
+
+    if experiment.work is None:
         return None
-    runs, seconds = experiment.cost(_protocol(experiment, quick, seeds))
-    return int(runs), float(seconds)
+    return count_work(experiment.work(_protocol(experiment, quick, seeds)))
+
+
+def estimate(
+    experiment: Experiment,
+    quick: bool = False,
+    seeds: Sequence[int] | None = None,
+    *,
+    jobs: int = 1,
+    data_dir: str | None = None,
+) -> CostEstimate | None:
+    """What the experiment's declared work costs at this size (and with ``seeds`` instead of its own, as
+    ``--seeds``) on this machine with ``jobs`` workers, priced by the lab's one cost model
+    (:func:`optimlab.lab.study.cost.estimate_work`: short probe runs of its tasks and optimizers); None if it
+    declares no work."""
+    from optimlab.lab.study.cost import estimate_work
+
+    if experiment.work is None:
+        return None
+    return estimate_work(experiment.work(_protocol(experiment, quick, seeds)), jobs=jobs, data_dir=data_dir)
 
 
 def make_context(

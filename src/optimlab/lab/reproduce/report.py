@@ -68,7 +68,7 @@ def section_markdown(o: Outcome, base: Path | None = None) -> list[str]:
     base = base or o.folder
     lines = [f"## {e.name}: {e.title}", "", f"**Claim.** {e.claim}", "", f"**Source.** {e.citation}", "",
              f"**Verdict: {o.verdict.value}.** {o.verdict.reason}", "", f"**Rule** (written before the run). {e.rule}",
-             "", f"*Run:* {_size(o)}; sized for {e.hardware}; results in `{o.folder}`.", ""]
+             "", f"*Run:* {_size(o)}; results in `{o.folder}`.", ""]
     for t in o.evidence.get("tables", []):
         lines += [f"**{t['title']}**", ""] + _md_table(t["columns"], t["rows"]) + [""]
         if t.get("note"):
@@ -91,7 +91,7 @@ def _section_html(o: Outcome, base: Path) -> str:
         f"<div class='verdict' style='border-left:5px solid {color}'><b style='color:{color}'>Verdict: "
         f"{html.escape(o.verdict.value)}</b><br>{html.escape(o.verdict.reason)}<br><b>Rule</b> (written before the "
         f"run): {html.escape(e.rule)}</div>",
-        f"<p><i>Run: {html.escape(_size(o))}; sized for {html.escape(e.hardware)}; results in "
+        f"<p><i>Run: {html.escape(_size(o))}; results in "
         f"<code>{html.escape(str(o.folder))}</code>.</i></p>",
     ]
     for t in o.evidence.get("tables", []):

@@ -18,8 +18,8 @@ perplexity), the generalization gap (final test loss minus final training loss, 
 subset), and the spread over seeds (standard deviation of the final test metric: reported, not judged; a few
 seeds cannot test a difference of variances). Two optimizers compared with Welch's t test.
 
-Hardware: 2 CPU cores; default (ResNet 800 steps, Transformer 600 steps; 6 lr trials each; 3 final seeds; ``--jobs
-2``) ~25 min; ``--quick`` (40 steps, 2 trials, 2 seeds) ~2 min.
+Size: default, ResNet 800 steps, Transformer 600 steps, 6 lr trials each, 3 final seeds; ``--quick``, 40 steps, 2
+trials, 2 seeds (``--dry-run`` prices them on this machine).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ from optimlab.lab.reproduce.base import (
     table,
     verdict_from_checks,
 )
+from optimlab.lab.study.cost import planned_configs
+from optimlab.lab.training.runner import RunConfig
 
 NAME = "adam-vs-sgdm"
 TITLE = "Adam vs SGDM, tuned equally: a BatchNorm CNN and a character Transformer"
@@ -50,7 +52,6 @@ CLAIM = ("Adam trains faster early but generalizes worse than SGDM (a larger gap
          "for Transformers (the lecture: 'Adam for BERT/Transformers').")
 CITATION = ("Wilson et al. 2017 (NeurIPS, arXiv:1705.08292, github.com/wilson-ashia/adaptive_methods); the "
             "lecture's summary and table (seed notes)")
-HARDWARE = "2 CPU cores: default 12-25 min (--jobs 2; estimated, not yet timed), --quick ~2 min"
 CAPTION = ("Left: training loss against the step, right: validation metric against the step (mean over final "
            "seeds, band: min-max), for tuned SGDM and Adam on each task (the axes of Wilson et al. 2017, Fig. 1-3).")
 
@@ -97,19 +98,10 @@ def _protocol(p: dict[str, Any], task: str, seeds: tuple[int, ...]) -> Any:
                             seeds=tuple(seeds))
 
 
-def cost(protocol: dict[str, Any]) -> tuple[int, float]:
-    # s a step with one thread and s an evaluation, 2 free cores (measured 2026-12-02: the default size in 430 s)
-    ms = {"fmnist-resnet": 0.033, "shakespeare-char": 0.07}
-    evals = {"fmnist-resnet": 0.9, "shakespeare-char": 0.5}
-    runs, seconds = 0, 0.0
-    n_seeds = len(protocol["seeds"])
-    for task, t in protocol["tasks"].items():
-        trial = max(1, round(t["steps"] * protocol["trial_fraction"]))
-        per_opt = protocol["budget"] * (trial * ms[task] + 2 * evals[task] / 2) + n_seeds * (
-            t["steps"] * ms[task] + (t["steps"] // t["eval_every"] + 2) * evals[task])
-        runs += len(OPTIMIZERS) * (protocol["budget"] + n_seeds)
-        seconds += len(OPTIMIZERS) * per_opt
-    return runs, seconds / 2 + 20  # two workers, plus their start
+def work(protocol: dict[str, Any]) -> list[RunConfig]:
+    """The runs of the two tuned studies (:func:`~optimlab.lab.study.cost.planned_configs`)."""
+    seeds = tuple(protocol["seeds"])
+    return [c for task in protocol["tasks"] for c in planned_configs(_protocol(protocol, task, seeds), OPTIMIZERS)]
 
 
 def _task_evidence(task: str, study: Any, p: dict[str, Any]) -> dict[str, Any]:
@@ -144,8 +136,7 @@ def run(ctx: Context) -> dict[str, Any]:
     from optimlab.lab.reproduce.run_records import tune
 
     p = ctx.protocol
-    runs, seconds = cost(p)
-    ctx.log(f"{runs} runs on {len(p['tasks'])} tasks, about {seconds / 60:.0f} min with 2 workers")
+    ctx.log(f"{len(work(p))} runs on {len(p['tasks'])} tasks")
     evidence: dict[str, Any] = {"alpha": p["alpha"], "tasks": {}, "tables": []}
     for task in p["tasks"]:
         protocol = _protocol(p, task, ctx.seeds)

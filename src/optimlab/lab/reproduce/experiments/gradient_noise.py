@@ -16,12 +16,14 @@ Citations: Neelakantan, Vilnis, Le, Sutskever, Kaiser, Kurach & Martens, "Adding
 for Very Deep Networks", 2015 (arXiv:1511.06807); no reference code was published (optax's ``add_noise`` follows
 the paper).
 
-Hardware: 2 CPU cores: default (4 settings x 5 seeds x 3000 steps) ~20 min; ``--quick`` (3 x 2 x 300) ~2 min.
+Size: default, 4 settings x 5 seeds x 3000 steps; ``--quick``, 3 x 2 x 300 (``--dry-run`` prices them on this
+machine).
 """
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ from optimlab.lab.reproduce.base import (
     interval_row,
     table,
 )
+from optimlab.lab.training.runner import RunConfig
 
 NAME = "gradient-noise"
 TITLE = "Annealed gradient noise on a 20-layer narrow MLP"
@@ -44,7 +47,6 @@ CLAIM = ("Adding annealed Gaussian noise (variance η/(1+t)^0.55) to the gradien
          "MLP reach a better accuracy (Neelakantan et al. 2015).")
 CITATION = ("Neelakantan et al., \"Adding Gradient Noise Improves Learning for Very Deep Networks\", 2015 "
             "(arXiv:1511.06807, Section 4.1)")
-HARDWARE = "2 CPU cores: default ~20 min, --quick ~2 min"
 CAPTION = "Validation accuracy over steps (mean and range over seeds) of Adam with and without annealed noise."
 
 PROTOCOL: dict[str, Any] = {
@@ -65,27 +67,26 @@ RULE = ("reproduced if for at least one η > 0 the mean final test accuracy is a
         "t test p < 0.05; not reproduced if no η > 0 has a higher mean; mixed if some η has a higher mean but none "
         "significantly.")
 
-_MS_PER_STEP = 1.35  # the 20-layer MLP with evaluations, 2 workers on 2 free cores (measured 2026-12-02: 81 s)
-
-
 def _spec(eta: float, pr: dict[str, Any]) -> str:
     return pr["inner"] if eta == 0 else f"noise@eta={eta},gamma={pr['gamma']}+{pr['inner']}"
 
 
-def cost(protocol: dict[str, Any]) -> tuple[int, float]:
-    n = len(protocol["etas"]) * len(protocol["seeds"])
-    return n, n * protocol["steps"] * _MS_PER_STEP / 1e3
+def _configs(pr: dict[str, Any], seeds: Sequence[int]) -> list[RunConfig]:
+    """Every η's runs, η by η, seed by seed."""
+    return [RunConfig(task=pr["task"], optimizer=_spec(eta, pr), lr=pr["lr"], seed=s, steps=pr["steps"],
+                      batch_size=pr["batch_size"], eval_every=pr["eval_every"], schedule="constant")
+            for eta in pr["etas"] for s in seeds]
+
+
+def work(protocol: dict[str, Any]) -> list[RunConfig]:
+    """Every η's runs (the noise's cost per step is left out of the price)."""
+    return _configs(protocol, protocol["seeds"])
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    from optimlab.lab.training.runner import RunConfig
-
     pr = ctx.protocol
     seeds = list(ctx.seeds)
-    configs = [RunConfig(task=pr["task"], optimizer=_spec(eta, pr), lr=pr["lr"], seed=s, steps=pr["steps"],
-                         batch_size=pr["batch_size"], eval_every=pr["eval_every"], schedule="constant")
-               for eta in pr["etas"] for s in seeds]
-    records = ctx.sweep(configs, "runs")
+    records = ctx.sweep(_configs(pr, seeds), "runs")
     test: dict[str, list[float]] = {}
     curves: dict[str, Any] = {}
     for i, eta in enumerate(pr["etas"]):

@@ -17,8 +17,8 @@ Adam with the lab's protocol (:func:`optimlab.lab.study.tuning.tune_and_run`: th
 optimizer and variant, selection on validation accuracy, then fresh final seeds), so no variant wins by a
 better-tuned lr. The factor "helps" where its side has the higher mean test accuracy, with Welch's t test.
 
-Hardware: 2 shared CPU cores, 2 worker processes: default (3000 steps, 8 trials, 5 final seeds, 8 studies)
-about 8-12 min; ``--quick`` (600 steps, 4 trials, 3 seeds) about 2 min.
+Size: default, 3000 steps, 8 trials, 5 final seeds, 8 studies; ``--quick``, 600 steps, 4 trials, 3 seeds
+(``--dry-run`` prices them on this machine).
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ from optimlab.lab.reproduce import (
     verdict_from_checks,
 )
 from optimlab.lab.reproduce.experiments._study import final_values, steps_to_target, study
+from optimlab.lab.study.cost import planned_configs
+from optimlab.lab.training.runner import RunConfig
 
-__all__ = ["NAME", "PROTOCOL", "QUICK", "RULE", "FACTORS", "run", "verdict", "figure", "cost"]
+__all__ = ["NAME", "PROTOCOL", "QUICK", "RULE", "FACTORS", "run", "verdict", "figure", "work"]
 
 NAME = "helps-optimization"
 TITLE = "Something helps optimization: reshuffling, BatchNorm and dropout at equal tuning budget"
@@ -49,7 +51,6 @@ CLAIM = ("Reshuffling the data every epoch (vs one fixed order), normalization l
          "(vs none) each help training a network, for any reasonable optimizer.")
 CITATION = ("the lecture, section 9 'Something Helps Optimization' (seed 003); Bottou 2009 (reshuffling); Ioffe "
             "& Szegedy 2015, Santurkar et al. 2018 (BatchNorm); Srivastava et al. 2014 (dropout)")
-HARDWARE = "2 shared CPU cores, 2 workers: default ~10 min (8 tuned studies), --quick ~2 min"
 CAPTION = ("Final test accuracy per final seed (dots) and the mean with its 95% t interval (bars), with and "
            "without each factor, SGDM and Adam each tuned with the same budget.")
 
@@ -90,6 +91,13 @@ def _protocol(p: dict[str, Any], task: str, seeds: tuple[int, ...]) -> Any:
                             eval_every=int(p["eval_every"]), schedule=p["schedule"], tuning=p["tuning"],
                             budget=int(p["budget"]), trial_fraction=float(p["trial_fraction"]),
                             study=int(p["study"]), alpha=float(p["alpha"]), seeds=tuple(seeds))
+
+
+def work(protocol: dict[str, Any]) -> list[RunConfig]:
+    """The runs of every tuned study, one per task (:func:`~optimlab.lab.study.cost.planned_configs`)."""
+    seeds = tuple(protocol["seeds"])
+    return [c for task in protocol["tasks"]
+            for c in planned_configs(_protocol(protocol, task, seeds), protocol["optimizers"])]
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -176,12 +184,3 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     axes[0].set_ylabel("final test accuracy %")
     fig.suptitle("Something helps optimization? MNIST-1D MLP, each side tuned with the same budget")
     save_figure(fig, path, tight_layout=True, crop=False)
-
-
-def cost(protocol: dict[str, Any]) -> tuple[int, float]:
-    """Runs and seconds on 2 free cores with 2 workers (about 0.8 ms per MLP step in a worker, evaluations
-    included; measured 2026-12-02: the default size in 94 s)."""
-    n_opt, n_task = len(protocol["optimizers"]), len(protocol["tasks"])
-    runs = n_opt * n_task * (protocol["budget"] + len(protocol["seeds"]))
-    steps = n_opt * n_task * (protocol["budget"] * protocol["trial_fraction"] + len(protocol["seeds"]))
-    return runs, steps * protocol["steps"] * 0.0008 / 2 + 5 * n_task

@@ -21,12 +21,13 @@ filter-normalized landscape along shared random directions (:func:`~optimlab.dia
 :func:`~optimlab.diagnostics.landscape`), and the interpolations SGDM → Adam and SGDM → SWA
 (:func:`~optimlab.diagnostics.interpolate`). Seed 0 also gets a 2-D landscape per solution for the figure.
 
-Hardware: 2 shared CPU cores, 1 torch thread: default (5 seeds, 2000 steps) ~6 min, ``--quick`` (2 seeds, 600
-steps, smaller grids) ~1 min.
+Size: default, 5 seeds, 2000 steps; ``--quick``, 2 seeds, 600 steps, smaller grids; one torch thread
+(``--dry-run`` prices them on this machine).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,10 @@ from optimlab.lab.reproduce import (
     table,
     verdict_from_checks,
 )
+from optimlab.lab.study.cost import Training
+from optimlab.lab.training.runner import RunConfig
 
-__all__ = ["NAME", "PROTOCOL", "QUICK", "RULE", "run", "verdict", "figure", "cost", "landscape_piece"]
+__all__ = ["NAME", "PROTOCOL", "QUICK", "RULE", "run", "verdict", "figure", "work", "landscape_piece"]
 
 NAME = "landscape"
 TITLE = "Flatness of SGDM's, Adam's and SWA's solutions: Hessian, filter-normalized landscapes, interpolation"
@@ -52,7 +55,6 @@ CLAIM = ("SWA's solution is flatter than SGDM's (Izmailov et al.), and SGDM's fl
          "Hessian eigenvalue and a wider filter-normalized 1-D landscape; SWA also generalizes better than SGDM.")
 CITATION = ("Li et al. 2018 (filter-normalized landscapes, tomgoldstein/loss-landscape); Goodfellow, Vinyals & Saxe "
             "2014/2015 (linear interpolation); Izmailov et al. 2018 (SWA, timgaripov/swa); PyHessian (Yao et al. 2020)")
-HARDWARE = "2 shared CPU cores, 1 thread: default ~6 min (5 seeds x 3 runs), --quick ~1 min (2 seeds)"
 CAPTION = ("Left: training loss along filter-normalized random directions around each solution (mean over seeds "
            "and directions; Li et al. Fig. 3's axes). Middle: top Hessian eigenvalue per seed. Right: training loss "
            "along (1 − α) θ_SGDM + α θ_other (Goodfellow et al. Fig. 1's axes; Izmailov et al. Fig. 5), seed 0.")
@@ -92,10 +94,39 @@ RULE = ("Reproduced if all four hold (else mixed; none: not reproduced): (1) SWA
         "SWA < SGDM < Adam for every seed; (4) SWA's mean test accuracy is above SGDM's.")
 
 
+def _configs(p: dict[str, Any], seed: int) -> dict[str, RunConfig]:
+    """The three runs of one seed (evaluated at their start and end only): ``method -> RunConfig``."""
+    steps, bs = int(p["steps"]), int(p["batch_size"])
+    return {
+        "sgdm": RunConfig(p["task"], "sgdm", float(p["sgdm_lr"]), seed, steps, bs, steps, p["schedule"]),
+        "adam": RunConfig(p["task"], "adam", float(p["adam_lr"]), seed, steps, bs, steps, p["schedule"]),
+        "swa": RunConfig(p["task"], "sgdm", float(p["swa_lr"]), seed, steps, bs, steps, "constant"),
+    }
+
+
+def work(protocol: dict[str, Any]) -> list[Training]:
+    """Per seed, the three runs in this process with one thread, and what each solution is measured by: the
+    training and test splits once more, the power iteration (at most ``hessian_iters`` Hessian-vector products,
+    two passes each, on ``hessian_examples``), the 1-D landscapes (and seed 0's 2-D one), and from SGDM's solution
+    the two interpolations, every point on ``examples`` training examples."""
+    p = protocol
+    examples = int(p["examples"])
+    backward = 2 * int(p["hessian_iters"]) * int(p["hessian_examples"])
+    out = []
+    for seed in p["seeds"]:
+        for name, config in _configs(p, seed).items():
+            points = int(p["directions"]) * int(p["points_1d"]) + (int(p["points_2d"]) ** 2 if seed == 0 else 0)
+            points += 2 * int(p["alphas"]) if name == "sgdm" else 0
+            piece = Training.of(config, forward=points * examples, backward=backward, threads=int(p["threads"]))
+            once_more = tuple((s, n + 1 if s in ("train", "test") else n) for s, n in piece.evals)
+            out.append(dataclasses.replace(piece, evals=once_more))
+    return out
+
+
 def _models(task: Any, data: Any, p: dict[str, Any], seed: int) -> dict[str, Any]:
     """Train the three solutions of one seed; return their models (weights in place) and records."""
     from optimlab.diagnostics import current_weights
-    from optimlab.lab.training.runner import Callback, RunConfig, run
+    from optimlab.lab.training.runner import Callback, run
     from optimlab.wrappers import SWA, update_bn
 
     class Keep(Callback):
@@ -124,14 +155,8 @@ def _models(task: Any, data: Any, p: dict[str, Any], seed: int) -> dict[str, Any
                     for q, w in zip((q for q in ctx.model.parameters() if q.requires_grad), averaged, strict=True):
                         q.copy_(w)
 
-    steps, bs = int(p["steps"]), int(p["batch_size"])
-    configs = {
-        "sgdm": RunConfig(p["task"], "sgdm", float(p["sgdm_lr"]), seed, steps, bs, steps, p["schedule"]),
-        "adam": RunConfig(p["task"], "adam", float(p["adam_lr"]), seed, steps, bs, steps, p["schedule"]),
-        "swa": RunConfig(p["task"], "sgdm", float(p["swa_lr"]), seed, steps, bs, steps, "constant"),
-    }
     out = {}
-    for name, config in configs.items():
+    for name, config in _configs(p, seed).items():
         keep = Keep(name == "swa")
         record = run(config, callbacks=[keep])
         out[name] = {"model": keep.model, "record": record, "theta0": keep.theta0}
@@ -311,10 +336,3 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     axes[2].legend(fontsize=8)
     fig.suptitle("Flatness of SGDM, Adam and SWA solutions, MNIST-1D CNN")
     save_figure(fig, path, tight_layout=True, crop=False)
-
-
-def cost(protocol: dict[str, Any]) -> tuple[int, float]:
-    """Runs and seconds on 2 shared cores (about 3 ms per CNN step with one thread, plus the measurements)."""
-    n = len(protocol["seeds"])
-    per_seed = 3 * protocol["steps"] * 0.003 + 3 * (protocol["hessian_iters"] * 0.02 + 10)
-    return 3 * n, per_seed * n

@@ -24,8 +24,9 @@ still the best. Steps to target: the first evaluation of the validation accuracy
 training loop that stops there; :func:`~optimlab.lab.reproduce.run_records.train_to_target`), per seed; runs that
 never reach it within the cap count as not reached (infinite).
 
-Hardware: 2 CPU cores (one used: the runs are small and sequential); default ~20 min (7 batch sizes, 4 optimizers,
-3 lrs, 2 seeds, plus the base-lr tuning); ``--quick`` (3 batch sizes, the rule's lr only, 1 seed) ~1.5 min.
+Size: default, 7 batch sizes, 4 optimizers, 3 lrs, 2 seeds, plus the base-lr tuning; ``--quick``, 3 batch sizes,
+the rule's lr only, 1 seed; the runs are small and sequential, one torch thread each (``--dry-run`` prices them on
+this machine at their caps: most stop earlier, at the target).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from optimlab.lab.reproduce.base import (
     table,
     verdict_from_checks,
 )
+from optimlab.lab.study.cost import Training
 
 NAME = "large-batch"
 TITLE = "Steps to a target vs batch size: linear scaling (SGDM + warm-up), Adam, LARS, LAMB"
@@ -51,7 +53,6 @@ CLAIM = ("With the linear scaling rule and warm-up, SGDM needs k times fewer ste
          "(Shallue et al.); the layer-wise methods LARS and LAMB scale further (You et al.).")
 CITATION = ("Goyal et al. 2017 (arXiv:1706.02677); Shallue et al. 2018 (arXiv:1811.03600, Fig. 1); You et al. 2017 "
             "(LARS, arXiv:1708.03888); You et al. 2020 (LAMB, ICLR)")
-HARDWARE = "2 CPU cores: default 16-25 min (estimated, not yet timed), --quick ~1.5 min"
 CAPTION = ("Steps to 60 % validation accuracy (MNIST-1D MLP) against batch size, log-log, the best of the rule's lr "
            "×{0.3, 1, 3} per batch size; mean over seeds. Dotted: perfect scaling from the smallest batch "
            "(steps ∝ 1/B); crosses: the target was not reached within the cap.")
@@ -117,18 +118,34 @@ def _warmup(p: dict[str, Any], b: int, n_train: int) -> int:
 N_TRAIN = 3600  # MNIST-1D's training split (the schedule's warm-up is one epoch of it)
 
 
-def cost(protocol: dict[str, Any]) -> tuple[int, float]:
-    n_opt = len(protocol["optimizers"])
-    tune = sum(len(v["lrs"]) for v in protocol["optimizers"].values())
-    scaled = n_opt * len(protocol["batch_sizes"]) * len(protocol["lr_factors"]) * len(protocol["seeds"])
-    # measured (2 free cores, 2026-12-02: the default size in 470 s): ~1.5-3 ms a step at batch 32-512, ~8 ms at
-    # 2048; most runs stop at the target, roughly 0.4 of their cap
-    seconds = 0.0
-    for b in protocol["batch_sizes"]:
-        ms = 1.45e-3 + 3.1e-6 * b
-        seconds += 0.4 * _cap(protocol, b) * ms * n_opt * len(protocol["lr_factors"]) * len(protocol["seeds"])
-    seconds += tune * 0.6 * protocol["max_steps"] * 1.7e-3
-    return tune + scaled, seconds
+def _eval_every(p: dict[str, Any], b: int) -> int:
+    return max(1, _cap(p, b) // p["evals_per_cap"])
+
+
+def _calls(p: dict[str, Any]) -> int:
+    """The runs :func:`run` asks for: the base-lr tuning at the smallest batch, then every optimizer, batch size, lr
+    factor and seed."""
+    tuning = sum(len(p["optimizers"][spec]["lrs"]) for spec in OPTIMIZERS)
+    return tuning + len(OPTIMIZERS) * len(p["batch_sizes"]) * len(p["lr_factors"]) * len(p["seeds"])
+
+
+def work(protocol: dict[str, Any]) -> list[Training]:
+    """The runs :func:`_calls` counts, each a loop in this process with one thread that stops at the target, priced
+    at its cap (an upper bound); at the smallest batch, factor 1 and the first seed each optimizer's run is its
+    tuning run at the base lr, found again in the cache, so it is counted once."""
+    p = protocol
+
+    def runs(b: int, n: int) -> Training:
+        cap = _cap(p, b)
+        evals = cap // _eval_every(p, b) + (cap % _eval_every(p, b) > 0)
+        return Training(p["task"], b, cap, runs=n, evals=(("val", evals),), threads=1, until_target=True)
+
+    b0 = p["batch_sizes"][0]
+    per_batch = len(OPTIMIZERS) * len(p["lr_factors"]) * len(p["seeds"])
+    again = len(OPTIMIZERS) if 1.0 in p["lr_factors"] else 0
+    counts = {b: per_batch - (again if b == b0 else 0) for b in p["batch_sizes"]}
+    tuning = runs(b0, sum(len(p["optimizers"][spec]["lrs"]) for spec in OPTIMIZERS))
+    return [tuning, *(runs(b, n) for b, n in counts.items() if n > 0)]
 
 
 def _one(ctx: Context, spec: str, b: int, lr: float, seed: int) -> dict[str, Any]:
@@ -138,7 +155,7 @@ def _one(ctx: Context, spec: str, b: int, lr: float, seed: int) -> dict[str, Any
     cap = _cap(p, b)
     cfg = {
         "task": p["task"], "optimizer": spec, "lr": float(f"{lr:.6g}"), "seed": seed, "batch_size": b,
-        "max_steps": cap, "eval_every": max(1, cap // p["evals_per_cap"]), "target": p["target"],
+        "max_steps": cap, "eval_every": _eval_every(p, b), "target": p["target"],
         "schedule": f"linear_warmup@warmup_steps={_warmup(p, b, N_TRAIN)}",
     }
     out = ctx.cached({"experiment": NAME, **cfg}, lambda: train_to_target(
@@ -157,8 +174,8 @@ def _steps(r: dict[str, Any]) -> float:
 
 def run(ctx: Context) -> dict[str, Any]:
     p = ctx.protocol
-    runs, seconds = cost(p)
-    ctx.log(f"{runs} runs, about {seconds / 60:.0f} min")
+    runs = _calls(p)
+    ctx.log(f"{runs} runs")
     b0 = p["batch_sizes"][0]
     bar = ctx.bar(runs, "runs", "run")
     base: dict[str, dict[str, Any]] = {}

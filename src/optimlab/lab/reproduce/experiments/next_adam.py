@@ -21,9 +21,9 @@ scale; a run that never reaches the target counts as not reaching it (no speedup
 Presets: the newer optimizers' lab presets and search spaces come from ``optimlab.lab.catalog.presets`` (issue 12's
 lab work), as for ``optimlab compare``.
 
-Hardware: 2 shared CPU cores, 2 workers: default (the tasks' lengths, 8 trials, 5 seeds, 9 optimizers x 2 tasks)
-about 30 min on a quiet machine (not measured: see the report); ``--quick`` (the CNN only, 300 steps, 3
-trials, 2 seeds) about 3 min.
+Size: default, the tasks' lengths, 8 trials, 5 seeds, 9 optimizers x 2 tasks; ``--quick``, the CNN only, 300
+steps, 3 trials, 2 seeds (``--dry-run`` prices them on this machine, every optimizer's step as Adam's: the matrix
+optimizers step slower).
 """
 
 from __future__ import annotations
@@ -44,8 +44,10 @@ from optimlab.lab.reproduce import (
     verdict_from_checks,
 )
 from optimlab.lab.reproduce.experiments._study import final_values, steps_to_target, study
+from optimlab.lab.study.cost import planned_configs
+from optimlab.lab.training.runner import RunConfig
 
-__all__ = ["NAME", "PROTOCOL", "QUICK", "RULE", "run", "verdict", "figure", "cost", "speedup_interval"]
+__all__ = ["NAME", "PROTOCOL", "QUICK", "RULE", "run", "verdict", "figure", "work", "speedup_interval"]
 
 NAME = "next-adam"
 TITLE = "What comes after Adam (2026)? Newer optimizers vs tuned SGDM/Adam/AdamW at equal budget"
@@ -56,8 +58,6 @@ CITATION = ("Wen et al. 2025 (Fantastic Pretraining Optimizers and Where to Find
             "(Benchmarking Optimizers for LLM Pretraining); Dahl et al. 2023 / Kasimbeg et al. 2025 (AlgoPerf); "
             "Jordan et al. 2024 (Muon); Vyas et al. 2024 (SOAP); Gupta et al. 2018 (Shampoo); Defazio et al. 2024 "
             "(Schedule-Free); Pagliardini et al. 2024 (AdEMAMix); Chen et al. 2023 (Lion)")
-HARDWARE = ("2 shared CPU cores, 2 workers: default ~30 min (18 tuned optimizer-task pairs), --quick (the CNN only) "
-            "~3 min")
 CAPTION = ("Speedup in steps to the validation target over the best tuned baseline (SGDM, Adam or AdamW) per task: "
            "ratio of geometric means over seeds, bars: 95% t interval on the log scale; grey band: the 1.5x "
            "threshold of the rule; x: never reached the target.")
@@ -128,6 +128,13 @@ def _protocol(p: dict[str, Any], task: str, seeds: tuple[int, ...]) -> Any:
                             schedule=p["schedule"], tuning=p["tuning"], budget=int(p["budget"]),
                             trial_fraction=float(p["trial_fraction"]), study=int(p["study"]), seeds=tuple(seeds),
                             target=p.get("targets", {}).get(task))
+
+
+def work(protocol: dict[str, Any]) -> list[RunConfig]:
+    """The runs of every tuned study, one per task (:func:`~optimlab.lab.study.cost.planned_configs`)."""
+    specs = [*protocol["baselines"], *protocol["challengers"]]
+    seeds = tuple(protocol["seeds"])
+    return [c for task in protocol["tasks"] for c in planned_configs(_protocol(protocol, task, seeds), specs)]
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -228,13 +235,3 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle("What comes after Adam? Speedups at equal tuning budget")
     save_figure(fig, path, tight_layout=True, crop=False)
-
-
-def cost(protocol: dict[str, Any]) -> tuple[int, float]:
-    """Runs and seconds with 2 workers (about 15 ms per Transformer step and 3 ms per CNN step in a worker; the
-    matrix optimizers cost more per step)."""
-    n = len(protocol["baselines"]) + len(protocol["challengers"])
-    per_run = protocol["budget"] * protocol["trial_fraction"] + len(protocol["seeds"])
-    ms = {"shakespeare-char": 0.02, "mnist1d-cnn": 0.004}
-    seconds = sum(n * per_run * protocol["steps"][t] * ms.get(t, 0.01) for t in protocol["tasks"]) / 2
-    return n * len(protocol["tasks"]) * (protocol["budget"] + len(protocol["seeds"])), seconds

@@ -18,18 +18,19 @@ lab's runner (records with versions and config); the final test perplexity per r
 Adam without and with the warm-up at one lr of the grid, the gradient of every parameter at each of the first
 steps, on :class:`optimlab.diagnostics.histograms.LogBins` (fixed log-spaced bins).
 
-Hardware: 2 CPU cores; default (400 steps, 5 lrs, 3 methods, 2 seeds, 2 histogram runs; ``--jobs 2``) ~25 min;
-``--quick`` (30 steps, 2 lrs, 1 seed) ~1.5 min.
+Size: default, 400 steps, 5 lrs, 3 methods, 2 seeds, 2 histogram runs; ``--quick``, 30 steps, 2 lrs, 1 seed
+(``--dry-run`` prices them on this machine).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from optimlab.lab.reproduce.base import Check, Context, Verdict, interval_row, table, verdict_from_checks
-from optimlab.lab.training.runner import Callback, RunContext
+from optimlab.lab.training.runner import Callback, RunConfig, RunContext
 
 NAME = "radam-warmup"
 TITLE = "RAdam vs Adam with and without warm-up: lr sensitivity on the Transformer, and the |gradient| histogram"
@@ -38,7 +39,6 @@ CLAIM = ("Without warm-up Adam is sensitive to the lr and its first updates dist
          "Yarats 2021).")
 CITATION = ("Liu et al. 2020 (RAdam, ICLR, arXiv:1908.03265, github.com/LiyuanLucasLiu/RAdam, Fig. 2-3); Ma & "
             "Yarats 2021 (AAAI, arXiv:1910.04209)")
-HARDWARE = "2 CPU cores: default 15-25 min (--jobs 2; estimated, not yet timed), --quick ~1.5 min"
 CAPTION = ("Left: final test perplexity against the lr (log-log; mean over seeds, bars: min-max) of Adam without "
            "warm-up, Adam with a linear warm-up of 2/(1-β₂) steps, and RAdam (Liu et al. 2020, Fig. 3). Right: "
            "histograms of |gradient| (log scale) over the first steps, stacked along the y-axis, without and with "
@@ -80,12 +80,37 @@ def _spec(method: str, p: dict[str, Any]) -> tuple[str, str]:
     return f"{base}@{betas}", (f"linear_warmup@warmup_steps={w}" if method == "adam+warmup" else "constant")
 
 
-def cost(protocol: dict[str, Any]) -> tuple[int, float]:
-    runs = len(METHODS) * len(protocol["lrs"]) * len(protocol["seeds"])
-    per_step, per_eval = 0.065, 0.5  # one thread, 2 free cores (measured 2026-12-02: the default size in 494 s)
-    sweep = runs * (protocol["steps"] * per_step + (protocol["steps"] // protocol["eval_every"] + 2) * per_eval)
-    hist = 2 * (protocol["histogram"]["steps"] * (per_step + 0.02) + 3 * per_eval)
-    return runs + 2, (sweep + hist) / 2 + 20
+def _configs(p: dict[str, Any], seeds: Sequence[int]) -> dict[tuple[str, float, int], RunConfig]:
+    """The lr grid's runs: ``(method, lr, seed) -> RunConfig``."""
+    configs = {}
+    for method in METHODS:
+        spec, schedule = _spec(method, p)
+        for lr in p["lrs"]:
+            for seed in seeds:
+                configs[(method, lr, seed)] = RunConfig(
+                    task=p["task"], optimizer=spec, lr=float(lr), seed=seed, steps=p["steps"],
+                    batch_size=p["batch_size"], eval_every=p["eval_every"], schedule=schedule)
+    return configs
+
+
+def _histogram_configs(p: dict[str, Any], seed: int) -> dict[str, RunConfig]:
+    """The two histogram runs (Adam without and with the warm-up, at the histogram's lr): ``method -> RunConfig``."""
+    h = p["histogram"]
+    hist_cfg = {}
+    for method in ("adam", "adam+warmup"):
+        spec, schedule = _spec(method, p)
+        if schedule != "constant":  # the warm-up sized to the full run, stopped after the histogram's steps
+            schedule = f"linear_warmup@warmup_steps={min(_warmup_steps(p), p['steps'])}"
+        hist_cfg[method] = RunConfig(task=p["task"], optimizer=spec, lr=float(h["lr"]), seed=seed,
+                                     steps=h["steps"], batch_size=p["batch_size"], eval_every=h["steps"],
+                                     schedule=schedule, splits=("train",))
+    return hist_cfg
+
+
+def work(protocol: dict[str, Any]) -> list[RunConfig]:
+    """The lr grid's runs and the two histogram runs (their histogram callback is left out of the price)."""
+    seeds = protocol["seeds"]
+    return [*_configs(protocol, seeds).values(), *_histogram_configs(protocol, seeds[0]).values()]
 
 
 class GradientHistograms(Callback):
@@ -125,29 +150,13 @@ class _HistogramFactory:
 
 def run(ctx: Context) -> dict[str, Any]:
     from optimlab.lab.reproduce.run_records import test_value
-    from optimlab.lab.training.runner import RunConfig
 
     p = ctx.protocol
-    runs, seconds = cost(p)
-    ctx.log(f"{runs} runs, about {seconds / 60:.0f} min with 2 workers; warm-up {_warmup_steps(p)} steps")
-    configs = {}
-    for method in METHODS:
-        spec, schedule = _spec(method, p)
-        for lr in p["lrs"]:
-            for seed in ctx.seeds:
-                configs[(method, lr, seed)] = RunConfig(
-                    task=p["task"], optimizer=spec, lr=float(lr), seed=seed, steps=p["steps"],
-                    batch_size=p["batch_size"], eval_every=p["eval_every"], schedule=schedule)
+    configs = _configs(p, ctx.seeds)
+    hist_cfg = _histogram_configs(p, ctx.seeds[0])
+    ctx.log(f"{len(configs) + len(hist_cfg)} runs; warm-up {_warmup_steps(p)} steps")
     records = dict(zip(configs, ctx.sweep(list(configs.values())), strict=True))
     h = p["histogram"]
-    hist_cfg = {}
-    for method in ("adam", "adam+warmup"):
-        spec, schedule = _spec(method, p)
-        if schedule != "constant":  # the warm-up sized to the full run, stopped after the histogram's steps
-            schedule = f"linear_warmup@warmup_steps={min(_warmup_steps(p), p['steps'])}"
-        hist_cfg[method] = RunConfig(task=p["task"], optimizer=spec, lr=float(h["lr"]), seed=ctx.seeds[0],
-                                     steps=h["steps"], batch_size=p["batch_size"], eval_every=h["steps"],
-                                     schedule=schedule, splits=("train",))
     hist_recs = ctx.sweep(list(hist_cfg.values()), subdir="histograms",
                           callbacks=_HistogramFactory(h["steps"], h))
     histograms = {m: r.get("extras", {}).get("grad_histograms") for m, r in zip(hist_cfg, hist_recs, strict=True)}

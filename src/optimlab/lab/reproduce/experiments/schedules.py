@@ -21,14 +21,14 @@ and the peak (four cycles); one-cycle (fastai/torch defaults: 30 % up from peak/
 stable, 20 % linear decay to 0). Final test accuracy per seed; comparisons with Welch's t test
 (:mod:`optimlab.lab.present.stats`), the best set by its max-t procedure.
 
-Hardware: 2 CPU cores; default (784 steps, 7 schedules, 3 seeds, ``--jobs 2``) ~20 min; ``--quick`` (42 steps,
-one seed; there CLR's four cycles end at step 40 and climb
-for the last two) ~1.5 min.
+Size: default, 784 steps, 7 schedules, 3 seeds; ``--quick``, 42 steps, one seed (there CLR's four cycles end at step
+40 and climb for the last two); ``--dry-run`` prices them on this machine.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ from optimlab.lab.reproduce.base import (
     table,
     verdict_from_checks,
 )
+from optimlab.lab.study.cost import Training, Work
+from optimlab.lab.training.runner import RunConfig
 
 NAME = "schedules"
 TITLE = "Learning-rate schedules at equal budget: constant, step, cosine, SGDR, CLR, one-cycle, WSD"
@@ -51,7 +53,6 @@ CLAIM = ("At the same budget and the lr range test's peak lr, cyclical lrs beat 
          "2019), the trapezoid/WSD matches cosine (the article), and annealing beats a constant lr.")
 CITATION = ("Smith 2017 (CLR, arXiv:1506.01186); Loshchilov & Hutter 2017 (SGDR, arXiv:1608.03983); Smith & Topin "
             "2019 (one-cycle, arXiv:1708.07120); Hägele et al. 2024 (WSD, arXiv:2405.18392)")
-HARDWARE = "2 CPU cores: default 12-20 min (--jobs 2; estimated, not yet timed), --quick ~1.5 min"
 CAPTION = ("Top left: the lr of each schedule against the step (peak from the lr range test). Bottom left: "
            "validation accuracy against the step (mean over seeds), SGDM on the Fashion-MNIST ResNet, equal budget "
            "(the axes of Smith 2017, Fig. 1, and Loshchilov & Hutter 2017, Fig. 2). Right: final test accuracy per "
@@ -93,13 +94,22 @@ def _schedule(spec: str, steps: int) -> str:
     return spec.format(steps7=max(1, steps // 7), steps8=max(1, steps // 8))
 
 
-def cost(protocol: dict[str, Any]) -> tuple[int, float]:
-    runs = len(protocol["schedules"]) * len(protocol["seeds"])
-    evals = protocol["steps"] // protocol["eval_every"] + 1
-    # measured on 2 free cores (2026-12-02: the default size in 390 s): ~30 ms a step with one thread, ~1.1 s for
-    # the train + val evaluations, 1.6 s for test
-    per_run = protocol["steps"] * 0.03 + evals * 1.1 + 1.6 + 3.0
-    return runs + 1, runs * per_run / 2 + protocol["range_test"]["num_steps"] * 0.033
+def _configs(p: dict[str, Any], seeds: Sequence[int], peak: float) -> dict[tuple[str, int], RunConfig]:
+    """Every schedule's runs at the peak lr: ``(schedule name, seed) -> RunConfig``."""
+    return {
+        (n, seed): RunConfig(task=p["task"], optimizer=p["optimizer"], lr=peak, seed=seed, steps=p["steps"],
+                             batch_size=p["batch_size"], eval_every=p["eval_every"],
+                             schedule=_schedule(p["schedules"][n], p["steps"]))
+        for n in p["schedules"] for seed in seeds
+    }
+
+
+def work(protocol: dict[str, Any]) -> list[Work]:
+    """The lr range test (in this process) and every schedule's runs (their lr comes from the range test: any lr
+    costs the same, so the range test's first stands in for it)."""
+    rt = protocol["range_test"]
+    range_test = Training(protocol["task"], protocol["batch_size"], rt["num_steps"])
+    return [range_test, *_configs(protocol, protocol["seeds"], float(rt["start_lr"])).values()]
 
 
 def _range_test(ctx: Context) -> dict[str, Any]:
@@ -136,11 +146,11 @@ def run(ctx: Context) -> dict[str, Any]:
     from optimlab.lab.catalog import adapter
     from optimlab.lab.present.stats import best_set
     from optimlab.lab.reproduce.run_records import test_value
-    from optimlab.lab.training.runner import RunConfig, parse_schedule
+    from optimlab.lab.training.runner import parse_schedule
 
     p = ctx.protocol
-    runs, seconds = cost(p)
-    ctx.log(f"{runs} runs (the range test + {runs - 1} training runs), about {seconds / 60:.0f} min")
+    n = len(p["schedules"]) * len(ctx.seeds)
+    ctx.log(f"{n + 1} runs (the range test + {n} training runs)")
     rt = _range_test(ctx)
     s = rt["suggestions"]
     peak = s.get(p["range_test"]["suggestion"]) or s.get("steepest") or s.get("minimum")
@@ -149,12 +159,7 @@ def run(ctx: Context) -> dict[str, Any]:
     peak = float(f"{peak:.4g}")
     ctx.log(f"peak lr from the range test ({p['range_test']['suggestion']}): {peak:g}")
     names = list(p["schedules"])
-    configs = {
-        (n, seed): RunConfig(task=p["task"], optimizer=p["optimizer"], lr=peak, seed=seed, steps=p["steps"],
-                             batch_size=p["batch_size"], eval_every=p["eval_every"],
-                             schedule=_schedule(p["schedules"][n], p["steps"]))
-        for n in names for seed in ctx.seeds
-    }
+    configs = _configs(p, ctx.seeds, peak)
     records = dict(zip(configs, ctx.sweep(list(configs.values())), strict=True))
     final = {n: [test_value(records[(n, seed)], "accuracy") for seed in ctx.seeds] for n in names}
     curves = {}

@@ -16,9 +16,8 @@ Citations: Keskar & Socher, "Improving Generalization Performance by Switching f
 (arXiv:1712.07628, Algorithm 1); reference code: none by the authors (optimlab's SWATS docstring lists the
 third-party implementations it was checked against); the lecture (seed 003).
 
-Hardware: 2 CPU cores: default (3000 steps, 8 tuning trials and 5 final seeds per optimizer) ~25 min;
-``--quick`` (400 steps, 3 trials, 3 seeds: a smoke test, too short for SWATS to switch) ~2 min unloaded. Measured
-on the shared machine (7 sessions on 2 cores): the quick run took 14 min wall, about 4 min of CPU.
+Size: default, 3000 steps, 8 tuning trials and 5 final seeds per optimizer; ``--quick``, 400 steps, 3 trials, 3
+seeds: a smoke test, too short for SWATS to switch (``--dry-run`` prices them on this machine).
 """
 
 from __future__ import annotations
@@ -37,7 +36,8 @@ from optimlab.lab.reproduce.base import (
     table,
     verdict_from_checks,
 )
-from optimlab.lab.training.runner import Callback, RunContext
+from optimlab.lab.study.cost import planned_configs
+from optimlab.lab.training.runner import Callback, RunConfig, RunContext
 
 NAME = "swats"
 TITLE = "SWATS: begin with Adam, end with SGDM"
@@ -45,7 +45,6 @@ CLAIM = ("SWATS (start with Adam, switch to SGDM at an lr estimated from Adam's 
          "ends as well as SGDM (Keskar & Socher 2017).")
 CITATION = ("Keskar & Socher, \"Improving Generalization Performance by Switching from Adam to SGD\", 2017 "
             "(arXiv:1712.07628)")
-HARDWARE = "2 CPU cores: default ~25 min, --quick ~2 min"
 CAPTION = ("Left: validation accuracy over steps (mean over the final seeds, tuned settings), with SWATS's median "
            "switch step; right: the SGD lr SWATS estimated per parameter tensor, (1-β₁)Λ, against the tuned SGDM lr.")
 
@@ -70,14 +69,9 @@ RULE = ("reproduced if (1) SWATS switched to SGD (every parameter tensor) before
         "final test accuracy is not significantly below SGDM's and (3) not significantly below Adam's (Welch t test, "
         "two-sided p < 0.05 with the lower mean counts as below); not reproduced if none holds; mixed otherwise.")
 
-_MS_PER_STEP = 0.45  # mnist1d-mlp, steps and evaluations, 2 workers on 2 free cores (measured 2026-12-02: 36 s)
-
-
-def cost(protocol: dict[str, Any]) -> tuple[int, float]:
-    p = _protocol(protocol)
-    per_opt_steps = p.trials_per_optimizer() * p.trial_steps + len(p.seeds) * p.steps
-    n = len(protocol["optimizers"])
-    return n * (p.trials_per_optimizer() + len(p.seeds)), n * per_opt_steps * _MS_PER_STEP / 1e3
+def work(protocol: dict[str, Any]) -> list[RunConfig]:
+    """The runs of the tuned study (:func:`~optimlab.lab.study.cost.planned_configs`)."""
+    return planned_configs(_protocol(protocol), protocol["optimizers"])
 
 
 def _protocol(pr: dict[str, Any]) -> Any:

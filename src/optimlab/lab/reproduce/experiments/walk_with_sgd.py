@@ -11,7 +11,8 @@ batch size the randomness, which helps exploration."
 Citation: Xing, Arpit, Tsirigotis & Bengio, "A Walk with SGD", 2018 (arXiv:1802.08770), Figures 1-4; the
 article's section on learning rate and batch size (seed 000).
 
-Hardware: sized on 2 shared CPU cores, one torch thread per run: default about 2 min, ``--quick`` about 30 s.
+Size: default, 20 runs (4 settings x 5 seeds) of 400 steps; ``--quick``, 6 runs (3 x 2) of 200 steps; one torch
+thread per run (``--dry-run`` prices them on this machine).
 
 Reuses issue 10's diagnostics: every run is :func:`optimlab.lab.training.diagnostic_runs.train` (the lab's runner with a
 :class:`~optimlab.diagnostics.Recorder` attached, every step), the segments are
@@ -38,8 +39,10 @@ from optimlab.lab.reproduce import (
     table,
     verdict_from_checks,
 )
+from optimlab.lab.study.cost import Training
+from optimlab.lab.training.runner import RunConfig
 
-__all__ = ["NAME", "PROTOCOL", "QUICK", "RULE", "run", "verdict", "figure", "cost", "walk_piece", "summarize"]
+__all__ = ["NAME", "PROTOCOL", "QUICK", "RULE", "run", "verdict", "figure", "work", "walk_piece", "summarize"]
 
 NAME = "walk-with-sgd"
 TITLE = "A walk with SGD: GD oscillates in a valley, SGD explores; lr and batch size are the knobs"
@@ -49,7 +52,6 @@ CLAIM = ("Full-batch GD's consecutive updates settle at cosine -1 (oscillation a
          "smaller batch explores farther.")
 CITATION = ("Xing, Arpit, Tsirigotis & Bengio, A Walk with SGD, 2018 (arXiv:1802.08770), Figs. 1-4; the "
             "article's sections on learning rate and batch size")
-HARDWARE = "2 shared CPU cores, 1 thread per run: default ~2 min (20 runs), --quick ~30 s (6 runs)"
 CAPTION = ("Left: cosine between consecutive updates (mean over seeds; Xing et al. Fig. 1 top). Middle: squared "
            "distance from the initialization (Fig. 1 bottom). Right: training loss along the line between "
            "consecutive iterates, seed 0 (Fig. 2): GD and SGD at the large lr, SGD at the small lr.")
@@ -91,6 +93,21 @@ def _settings(p: dict[str, Any]) -> list[tuple[str, int, float]]:
     return out
 
 
+def _config(p: dict[str, Any], batch: int, lr: float, seed: int) -> RunConfig:
+    """One recorded run's config (evaluated at its start and end only)."""
+    steps = int(p["steps"])
+    return RunConfig(p["task"], p["optimizer"], float(lr), seed, steps, int(batch), steps, "constant")
+
+
+def work(protocol: dict[str, Any]) -> list[Training]:
+    """Every setting's recorded run per seed, in this process with one thread, and its segments' losses
+    (segments x points x examples through the model); the recorder's per-step work is left out of the price."""
+    p = protocol
+    segments = int(p["segments"]) * int(p["points"]) * int(p["examples"])
+    return [Training.of(_config(p, batch, lr, seed), forward=segments, threads=int(p["threads"]))
+            for _, batch, lr in _settings(p) for seed in p["seeds"]]
+
+
 def walk_piece(p: dict[str, Any], batch: int, lr: float, seed: int) -> dict[str, Any]:
     """One recorded run: cosines, squared distances, and the segment losses between consecutive iterates."""
     import torch
@@ -98,15 +115,13 @@ def walk_piece(p: dict[str, Any], batch: int, lr: float, seed: int) -> dict[str,
     from optimlab import diagnostics as D
     from optimlab.lab.catalog.tasks import get_task
     from optimlab.lab.training.diagnostic_runs import eval_batches, train
-    from optimlab.lab.training.runner import RunConfig
 
     previous = torch.get_num_threads()
     torch.set_num_threads(int(p["threads"]))
     try:
         task = get_task(p["task"])
-        steps = int(p["steps"])
         start, segs = int(p["segment_start"]), int(p["segments"])
-        config = RunConfig(p["task"], p["optimizer"], float(lr), seed, steps, int(batch), steps, "constant")
+        config = _config(p, batch, lr, seed)
         run = train(config, every=1, checkpoint_steps=range(start, start + segs + 1), progress=False)
         hist = run.record["extras"]["recorder"]
         batches = eval_batches(task, task.load(), "train", int(p["examples"]))
@@ -257,10 +272,3 @@ def figure(evidence: dict[str, Any], path: Path) -> None:
     axes[2].legend(fontsize=7)
     fig.suptitle("GD vs SGD on MNIST-1D (MLP), after Xing et al. 2018")
     save_figure(fig, path, tight_layout=True, crop=False)
-
-
-def cost(protocol: dict[str, Any]) -> tuple[int, float]:
-    """Runs and seconds on 2 shared cores (measured: ~3 ms per full-batch step, ~1.5 ms per SGD step, 1 thread)."""
-    runs = len(_settings(protocol)) * len(protocol["seeds"])
-    per_seed = protocol["steps"] * (0.003 + 0.0015 * (len(_settings(protocol)) - 1)) + 1.0 * len(_settings(protocol))
-    return runs, per_seed * len(protocol["seeds"])
