@@ -323,6 +323,15 @@ def test_bad_arguments(kwargs, exc, pattern) -> None:
     assert torch.equal(model.weight, before)
 
 
+def test_numpy_numbers_are_accepted_as_arguments() -> None:
+    """Integers and reals as optimlab.core.validation checks them (the schedules' checks too): numpy's count."""
+    model = nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = lr_find(model, opt, nn.functional.mse_loss, [(torch.ones(1, 2), torch.ones(1, 1))],
+                     num_steps=np.int64(5), start_lr=np.float32(1e-3), end_lr=1.0)
+    assert len(result.lrs) == 5 and result.lrs[0] == pytest.approx(1e-3)
+
+
 def test_bad_objects() -> None:
     model = nn.Linear(2, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

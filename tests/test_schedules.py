@@ -7,6 +7,7 @@ import math
 import random
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
 
@@ -399,3 +400,18 @@ def test_plot_schedule_returns_figure() -> None:
 def test_bad_arguments(make, exc, pattern) -> None:
     with pytest.raises(exc, match=pattern):
         make()
+
+
+def test_arguments_are_checked_as_numbers_not_bools() -> None:
+    """The checks of optimlab.core.validation: numpy integers and reals are numbers, a bool is not (TypeError),
+    NaN and infinity are out of any range (ValueError)."""
+    assert linear_warmup(np.int64(5))(5) == 1.0
+    assert cosine_decay(10, end_factor=np.float32(0.5))(10) == 0.5
+    with pytest.raises(TypeError, match="Invalid warmup_steps: True; expected an integer >= 1"):
+        linear_warmup(True)
+    with pytest.raises(TypeError, match="Invalid end_factor: False; expected a real number"):
+        cosine_decay(10, end_factor=False)
+    with pytest.raises(ValueError, match="Invalid end_factor: nan"):
+        cosine_decay(10, end_factor=math.nan)
+    with pytest.raises(ValueError, match="Invalid factor: inf; expected a finite number >= 0"):
+        constant(math.inf)

@@ -65,7 +65,7 @@ __all__ = ["FP16_TINY", "TORCH_FLAGS", "Optimizer", "ParamsT", "fused_sgd_drops_
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
 
-#: The smallest normal float16 (about): an ``eps`` below it rounds to zero in float16, which a warning says.
+#: The smallest normal float16, about: a smaller ``eps`` warns with float16 parameters (subnormal or zero there).
 FP16_TINY = 6.1e-5
 
 
