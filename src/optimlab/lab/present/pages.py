@@ -14,7 +14,8 @@ from typing import Any
 
 __all__ = ["STYLE", "Markup", "html_table", "figure_html", "html_page"]
 
-# Tables of numbers are right-aligned after their first column; a table of sentences (class 'text') is left-aligned.
+# Tables of numbers are right-aligned after their first column; a table of sentences (class 'text') is left-aligned
+# under centred headers.
 # .answer/.notes/.in: the report's answer, notes and best-set rows; .verdict: a reproduction's verdict.
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:12.5px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
@@ -22,7 +23,8 @@ td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}img{max-widt
 .answer{font-size:1.15em;background:#f4f8ff;border-left:4px solid #1f77b4;padding:.6em 1em}
 .notes{background:#fff8e6;border-left:4px solid #e6a100;padding:.4em 1em}
 code,pre{background:#f6f6f6}pre{padding:.6em;overflow-x:auto;font-size:12px}.in{font-weight:600}
-table.text td,table.text th{text-align:left}figcaption{font-size:13px;color:#444;margin-bottom:1.6em}
+table.text{margin:.4em 0}table.text td{text-align:left}table.text th{text-align:center}
+figcaption{font-size:13px;color:#444;margin-bottom:1.6em}
 .verdict{background:#f8f8f8;padding:.5em 1em;margin:.6em 0}"""
 
 
@@ -36,7 +38,8 @@ def _cell(value: Any) -> str:
 
 def html_table(header: Sequence[Any], rows: Sequence[Sequence[Any]], *, text: bool = False) -> str:
     """A table with ``header`` and ``rows``; each cell is ``str(value)`` escaped, or a :class:`Markup` as it is.
-    ``text``: a table of sentences, left-aligned (else numbers, right-aligned after the first column)."""
+    ``text``: a table of sentences, left-aligned under centred headers (else numbers, right-aligned after the first
+    column)."""
     head = "".join(f"<th>{_cell(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in r) + "</tr>" for r in rows)
     table = "<table class='text'>" if text else "<table>"
