@@ -17,7 +17,7 @@ One readable module per claim, defining (module-level names)::
     CITATION  = "Kingma & Ba 2015 ..."      # paper(s) and reference code; shown in the figure caption
     PROTOCOL  = {...}                       # everything the numbers depend on, as plain data (JSON-able);
                                             # "seeds": [...] is the default seed list (--seeds overrides it)
-    QUICK     = {...}                       # overrides of PROTOCOL keys for --quick (a smoke test, minutes)
+    QUICK     = {...}                       # overrides of PROTOCOL keys for --quick (a smoke test)
     RULE      = "reproduced if ..."         # the verdict rule as text, written before any run
     CAPTION   = "..."                       # optional: what the figure shows (the citation is appended)
 
