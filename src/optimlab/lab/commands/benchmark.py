@@ -119,8 +119,8 @@ def run_benchmark(
     trackers = guard(trackers)
     manifest = _manifest(out, list(protocols), optimizers, quick)
     known = _check_manifest(out, manifest)
-    for task, protocol in protocols.items():
-        check_folder(out / task, protocol)  # every folder checked before the first run of the first task
+    for task, protocol in protocols.items():  # every folder checked before the first run of the first task;
+        check_folder(out / task, protocol, create=False)  # created once benchmark.json marks the folder as ours
     manifest["optimizers"] = list(dict.fromkeys([*known, *optimizers]))
     (out / BENCHMARK_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
     results = {}
@@ -371,7 +371,9 @@ def command(args: argparse.Namespace) -> int:
     check_backend_args(args)
     total_s, total_steps, lines = 0.0, 0, []
     for t, protocol in protocols.items():
-        check_folder(out / t, protocol, create=not args.dry_run)  # --dry-run creates nothing
+        # the plan creates nothing: a task folder made before run_benchmark writes benchmark.json would make
+        # OUT a folder with files that is not a benchmark folder, and run_benchmark would refuse it
+        check_folder(out / t, protocol, create=False)
         todo = remaining_configs(protocol, specs, out / t)
         cost = estimate_cost(protocol, todo, jobs=max(1, min(args.jobs, len(todo) or 1)), data_dir=args.data_dir)
         total_s += cost.seconds
