@@ -16,13 +16,13 @@ from optimlab.lab.present.diagnostic_plots import diagnostics_panels
 from optimlab.lab.training.diagnostic_runs import (
     CaptureCallback,
     DiagnosticsCallback,
-    Progress,
     RecorderCallback,
     eval_batches,
     final_value,
     metric_fn,
     rerun_with_diagnostics,
 )
+from optimlab.lab.training.progress import Progress
 from optimlab.lab.training.runner import RunConfig, run
 
 TINY = ["--task", "mnist1d-mlp", "--steps", "24", "--examples", "200", "--no-progress"]

@@ -335,7 +335,7 @@ def command(args: argparse.Namespace) -> int:
 
     from optimlab.lab.catalog.presets import DEFAULT_OPTIMIZERS, check_spec
     from optimlab.lab.catalog.tasks import get_task
-    from optimlab.lab.commands.cli import ProgressPrinter, _check_data_dir, parse_seeds, split_specs
+    from optimlab.lab.commands.cli import _check_data_dir, parse_seeds, split_specs
     from optimlab.lab.executors.backends import (
         check_backend_args,
         describe_backend,
@@ -344,6 +344,7 @@ def command(args: argparse.Namespace) -> int:
     )
     from optimlab.lab.study.cost import _duration, estimate_cost, remaining_configs
     from optimlab.lab.study.folder import check_folder, check_ours
+    from optimlab.lab.training.progress import StudyProgress
 
     tasks = list(dict.fromkeys(args.tasks or SUITE))
     for t in tasks:
@@ -390,7 +391,7 @@ def command(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     bars = not args.no_progress and sys.stderr.isatty()
-    printer = ProgressPrinter(total_steps, lines=not bars or not sys.stdout.isatty())
+    printer = StudyProgress(total_steps, lines=not bars or not sys.stdout.isatty())
 
     def on_event(kind: str, **info: Any) -> None:
         if kind == "task":

@@ -34,7 +34,6 @@ __all__ = [
     "COMMANDS",
     "register_command",
     "PLUGINS",
-    "ProgressPrinter",
 ]
 
 
@@ -148,65 +147,6 @@ def _check_data_dir(data_dir: str | None, task: Any) -> None:
         raise ValueError(f"Invalid --data-dir: {data_dir!r} is not a folder")
     if not task.data_files:
         print(f"note: {task.name} needs no data files (generated or defined in code); --data-dir is not used")
-
-
-# ----------------------------------------------------------------------------------------------------
-# Progress
-
-
-class ProgressPrinter:
-    """Progress as lines (for logs and files): one line per finished run, at most one per ``every`` seconds
-    (always the last), plus a line when an optimizer's tuning is complete, with its cost."""
-
-    def __init__(self, total_steps: int, every: float = 5.0, lines: bool = True, stream: Any = None):
-        self.total_steps = max(1, total_steps)
-        self.every, self.lines = every, lines
-        self.stream = stream or sys.stdout
-        self.start = time.perf_counter()
-        self.steps = 0
-        self.last = -math.inf
-
-    def __call__(self, kind: str, **info: Any) -> None:
-        from optimlab.lab.catalog.metrics import fmt_value
-
-        if kind == "record":
-            rec = info["record"]
-            self.steps += rec["config"]["steps"]
-            now = time.perf_counter()
-            if not self.lines or (now - self.last < self.every and info["done"] < info["total"]):
-                return
-            self.last = now
-            elapsed = now - self.start
-            left = elapsed * (self.total_steps - self.steps) / max(1, self.steps)
-            c = rec["config"]
-            split = "val" if f"val_{rec['metric']}" in rec["history"] else "train"
-            v = rec["history"][f"{split}_{rec['metric']}"][-1]
-            result = "diverged" if rec["status"] != "ok" else f"{split} {rec['metric']} {fmt_value(v, rec['metric'])}"
-            hp = "".join(f" {k}={v:.3g}" for k, v in c["hparams"])
-            print(
-                f"[{info['done']:>4}/{info['total']}] {_clock(elapsed)} elapsed, ~{_clock(max(0.0, left))} left | "
-                f"{info['phase']} {c['optimizer']} lr={c['lr']:.3g}{hp} seed {c['seed']}: {result}",
-                file=self.stream,
-                flush=True,
-            )
-        elif kind == "selected":
-            sel, res = info["selection"], info["result"]
-            metric = sel.trials[0]["metric"]
-            value = "all trials diverged" if sel.all_diverged else f"{fmt_value(sel.value, metric)}"
-            hp = "".join(f", {k} {v:.3g}" for k, v in sel.hparams.items())
-            edge = f" [edge: {'; '.join(sel.edges)}]" if sel.edges else ""
-            print(
-                f"selected {sel.spec}: lr {sel.lr:.3g}{hp} ({value}); tuning cost {len(sel.trials)} trials, "
-                f"{res.tuning_cpu_seconds:.1f} CPU s{edge}",
-                file=self.stream,
-                flush=True,
-            )
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -394,6 +334,7 @@ def _compare(args: argparse.Namespace) -> int:
     from optimlab.lab.study.cost import estimate_cost, remaining_configs
     from optimlab.lab.study.folder import check_folder
     from optimlab.lab.study.tuning import tune_and_run
+    from optimlab.lab.training.progress import StudyProgress
 
     task = get_task(args.task)
     specs = split_specs(args.optimizers) if args.optimizers else list(DEFAULT_OPTIMIZERS)
@@ -439,7 +380,7 @@ def _compare(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     bars = not args.no_progress and sys.stderr.isatty()
-    printer = ProgressPrinter(cost.train_steps, lines=not bars or not sys.stdout.isatty())
+    printer = StudyProgress(cost.train_steps, lines=not bars or not sys.stdout.isatty())
     start = time.perf_counter()
     callbacks = FinalRunDiagnostics(args.data_dir) if args.diagnostics else None
     with executor_from_args(args, jobs, args.data_dir, bars, callbacks=callbacks) as executor:

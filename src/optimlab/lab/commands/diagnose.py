@@ -23,7 +23,8 @@ from optimlab import diagnostics as D
 from optimlab.lab.catalog.presets import parse_spec, preset_lr
 from optimlab.lab.catalog.tasks import DEFAULT_TASK, TASKS, ClassificationTask, SyntheticTask, Task, get_task
 from optimlab.lab.present import diagnostic_plots as P
-from optimlab.lab.training.diagnostic_runs import TrainedRun, eval_batches, final_value, make_progress, metric_fn, train
+from optimlab.lab.training.diagnostic_runs import TrainedRun, eval_batches, final_value, metric_fn, train
+from optimlab.lab.training.progress import Progress
 from optimlab.lab.training.runner import RunConfig
 
 __all__ = ["add_commands", "COMMANDS", "parse_range", "out_dir"]
@@ -251,7 +252,7 @@ def _walk(args: argparse.Namespace) -> int:
         seg = {"steps": [], "alphas": alphas.tolist(), "loss": []}
         if segs:
             cks = run.checkpoints
-            bar = make_progress((len(cks) - 1) * alphas.size, f"{spec}: segments", show, "point")
+            bar = Progress((len(cks) - 1) * alphas.size, f"{spec}: segments", show, "point")
             for k in range(len(cks) - 1):
                 res = D.interpolate(run.model, cks[k][1], cks[k + 1][1], task.loss_fn, batches, alphas,
                                     progress=lambda d, t, k=k, bar=bar: bar(k * alphas.size + d, 0))
@@ -313,7 +314,7 @@ def _interpolate(args: argparse.Namespace) -> int:
         run = train(_config(task, spec, args, steps, batch), every=None, data_dir=args.data_dir, progress=show)
         res = {}
         for split, batches in splits.items():
-            bar = make_progress(alphas.size, f"{spec}: {split}", show, "point")
+            bar = Progress(alphas.size, f"{spec}: {split}", show, "point")
             r = D.interpolate(run.model, run.theta0, run.final, task.loss_fn, batches, alphas,
                               metric_fn=metric_fn(task), progress=bar)
             bar.close()
@@ -380,7 +381,7 @@ def _landscape(args: argparse.Namespace) -> int:
         entry: dict[str, Any] = {"config": run.record["config"], "final": _final(run)}
         row = [spec, f"{run.config.lr:g}", _fmt(_final(run)["train_loss"])]
         if "1d" in plots:
-            bar = make_progress(line.size, f"{spec}: 1-D", show, "point")
+            bar = Progress(line.size, f"{spec}: 1-D", show, "point")
             r1 = D.landscape(model, task.loss_fn, batches, dirs[:1], line, metric_fn=metric_fn(task), bn=args.bn,
                              progress=bar)
             bar.close()
@@ -390,7 +391,7 @@ def _landscape(args: argparse.Namespace) -> int:
             edge = np.nanmean([r1.loss[0], r1.loss[-1]])
             row.append(_fmt(edge / r1.loss[mid] if r1.loss[mid] > 0 else None))
         if plots & {"2d", "3d"} and len(dirs) > 1:
-            bar = make_progress(grid.size**2, f"{spec}: 2-D", show, "point")
+            bar = Progress(grid.size**2, f"{spec}: 2-D", show, "point")
             r2 = D.landscape(model, task.loss_fn, batches, dirs, grid, metric_fn=metric_fn(task), bn=args.bn,
                              progress=bar)
             bar.close()
@@ -411,7 +412,7 @@ def _landscape(args: argparse.Namespace) -> int:
             pad = 0.2 * np.maximum(span, 1e-3 * max(span.max(), 1e-12))
             gx = np.linspace(c[:, 0].min() - pad[0], c[:, 0].max() + pad[0], args.grid)
             gy = np.linspace(c[:, 1].min() - pad[1], c[:, 1].max() + pad[1], args.grid)
-            bar = make_progress(gx.size * gy.size, f"{spec}: PCA plane", show, "point")
+            bar = Progress(gx.size * gy.size, f"{spec}: PCA plane", show, "point")
             rp = D.landscape(model, task.loss_fn, batches, pca.directions, [gx, gy], center=pca.center,
                              bn=args.bn, progress=bar)
             bar.close()
@@ -543,7 +544,7 @@ def _sharpness(args: argparse.Namespace) -> int:
                 traces.append(tr.value)
             tests.append(_final(run)[f"test_{metric}"])
             if seed == 0 and track:
-                bar = make_progress(len(run.checkpoints), f"{spec}: sharpness during training", show, "point")
+                bar = Progress(len(run.checkpoints), f"{spec}: sharpness during training", show, "point")
                 vals = []
                 probe = get_task(task.name).model(data)
                 for k, (_, w) in enumerate(run.checkpoints):

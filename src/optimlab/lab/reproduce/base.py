@@ -263,9 +263,9 @@ class Context:
 
     def bar(self, total: int, desc: str, unit: str = "it") -> Any:
         """A progress bar (tqdm on a terminal, lines of 10 % otherwise): ``update(n)``, ``close()``."""
-        from optimlab.lab.training.diagnostic_runs import make_progress
+        from optimlab.lab.training.progress import Progress
 
-        return make_progress(total, f"{self.name}: {desc}", self.progress, unit)
+        return Progress(total, f"{self.name}: {desc}", self.progress, unit)
 
     # -- small numeric experiments ------------------------------------------------------------------
 
@@ -322,13 +322,13 @@ class Context:
         :func:`~optimlab.lab.study.sweep.run_sweep` in ``folder/subdir`` (resumable by key; records carry versions,
         seed and config) and return their records, in the order of ``configs``. Raises KeyboardInterrupt when the
         sweep was interrupted."""
-        from optimlab.lab.commands.cli import ProgressPrinter
         from optimlab.lab.study.sweep import run_sweep
+        from optimlab.lab.training.progress import StudyProgress
         from optimlab.lab.training.results import load_records
 
         configs = list(configs)
         out = self.folder / subdir
-        printer = ProgressPrinter(sum(c.steps for c in configs), lines=self.progress)
+        printer = StudyProgress(sum(c.steps for c in configs), lines=self.progress)
         counter = {"done": 0}
 
         def on_record(rec: dict[str, Any]) -> None:
@@ -348,13 +348,13 @@ class Context:
         equal budgets, selection on validation, final runs on fresh seeds); returns the StudyResult.
         ``callbacks``: a module-level function ``config -> [Callback, ...]`` (what they put in ``ctx.extras`` is
         in each record's ``"extras"``)."""
-        from optimlab.lab.commands.cli import ProgressPrinter
         from optimlab.lab.study.tuning import tune_and_run
+        from optimlab.lab.training.progress import StudyProgress
         from optimlab.lab.training.results import load_records
 
         total = len(optimizers) * (protocol.trials_per_optimizer() * protocol.trial_steps
                                    + len(protocol.seeds) * protocol.steps)
-        printer = ProgressPrinter(total, lines=self.progress)
+        printer = StudyProgress(total, lines=self.progress)
         out = self.folder / subdir
         before = {r["key"] for r in load_records(out)} if out.exists() else set()
         try:
