@@ -22,6 +22,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from optimlab.lab.reproduce.claims import EXPERIMENTS, module_name
+
 __all__ = [
     "VERDICTS",
     "REPRODUCED",
@@ -220,7 +222,6 @@ class Experiment:
 
 def load_experiment(name: str) -> Experiment:
     """The experiment ``name`` (a registered name such as ``adam-step-bound``, or a module path)."""
-    from optimlab.lab.reproduce import EXPERIMENTS, module_name
 
     if name in EXPERIMENTS:
         module = importlib.import_module(f"optimlab.lab.reproduce.experiments.{module_name(name)}")
