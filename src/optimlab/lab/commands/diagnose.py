@@ -24,6 +24,7 @@ from optimlab.lab.catalog.presets import parse_spec, preset_lr
 from optimlab.lab.catalog.tasks import DEFAULT_TASK, TASKS, ClassificationTask, SyntheticTask, Task, get_task
 from optimlab.lab.present import diagnostic_plots as P
 from optimlab.lab.training.diagnostic_runs import TrainedRun, eval_batches, final_value, metric_fn, train
+from optimlab.lab.training.jsonable import jsonable
 from optimlab.lab.training.progress import Progress
 from optimlab.lab.training.runner import RunConfig
 
@@ -182,7 +183,7 @@ def _fmt(x: Any, pct: bool = False) -> str:
 
 def _finish(out: Path, command: str, task: Task, payload: dict[str, Any], intro: str, parts: list[str],
             table: tuple[list[str], list[list[Any]]], started: float) -> int:
-    (out / "diagnostics.json").write_text(json.dumps(_jsonable(payload), indent=1, allow_nan=False))
+    (out / "diagnostics.json").write_text(json.dumps(jsonable(payload), indent=1, allow_nan=False))
     header, rows = table
     report = P.write_report(out, f"optimlab {command}: {task.name}",
                             f"<p>{intro}</p>" + P.html_table(header, rows), parts)
@@ -195,21 +196,6 @@ def _finish(out: Path, command: str, task: Task, payload: dict[str, Any], intro:
     print(f"\n{command} done in {time.perf_counter() - started:.1f}s. Numbers: {out / 'diagnostics.json'}\n"
           f"Report: {report}")
     return 0
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def _intro(task: Task, steps: int, batch: int, args: argparse.Namespace, extra: str = "") -> str:

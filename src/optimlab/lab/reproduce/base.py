@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from optimlab.lab.reproduce.claims import EXPERIMENTS, module_name
+from optimlab.lab.training.jsonable import jsonable
 
 __all__ = [
     "VERDICTS",
@@ -151,17 +152,6 @@ def config_key(config: Any) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def _jsonable(x: Any) -> Any:
-    """Tuples -> lists, NaN/inf -> None (strict JSON), recursively."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
-
-
 # ----------------------------------------------------------------------------------------------------
 # The experiment
 
@@ -278,7 +268,7 @@ class Context:
         an interrupted run loses only the piece in progress."""
         from optimlab.lab.training.runner import environment
 
-        key = _jsonable(dict(key))
+        key = jsonable(dict(key))
         path = self.folder / "cache" / f"{config_key(key)}.json"
         if path.exists():
             try:
@@ -295,7 +285,7 @@ class Context:
                 self.reused += 1
                 return stored["result"]
         start, cpu = time.perf_counter(), time.process_time()
-        result = _jsonable(fn())
+        result = jsonable(fn())
         record = {
             "version": CACHE_VERSION,
             "key": key,
@@ -441,7 +431,7 @@ def run_experiment(experiment: Experiment, ctx: Context) -> Outcome:
 
     ctx.folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    evidence = _jsonable(experiment.run(ctx))
+    evidence = jsonable(experiment.run(ctx))
     verdict = experiment.verdict(evidence)
     if not isinstance(verdict, Verdict):
         raise TypeError(f"{experiment.name}.verdict must return a Verdict, got {type(verdict).__name__}")
@@ -452,7 +442,7 @@ def run_experiment(experiment: Experiment, ctx: Context) -> Outcome:
     seconds = time.perf_counter() - start
     outcome = Outcome(experiment, evidence, verdict, figure, ctx.folder, ctx.quick, seconds, ctx.computed, ctx.reused)
     record = outcome.to_dict()
-    record.update(protocol=_jsonable(ctx.protocol), seeds=list(ctx.seeds), environment=environment(),
+    record.update(protocol=jsonable(ctx.protocol), seeds=list(ctx.seeds), environment=environment(),
                   pieces={"computed": ctx.computed, "reused": ctx.reused})
     _write_durably(ctx.folder / EVIDENCE_FILE, json.dumps(record, indent=1))
     return outcome
