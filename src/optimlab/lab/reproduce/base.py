@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from optimlab.lab.reproduce.claims import EXPERIMENTS, module_name
+from optimlab.lab.study.session import Session
 from optimlab.lab.training.jsonable import jsonable
 
 __all__ = [
@@ -301,32 +302,21 @@ class Context:
 
     # -- training runs through the lab --------------------------------------------------------------
 
-    def executor(self, callbacks: Any = None) -> Any:
-        """A :class:`~optimlab.lab.executors.local.LocalExecutor` with this context's jobs, data folder and progress."""
-        from optimlab.lab.executors.local import LocalExecutor
-
-        return LocalExecutor(jobs=self.jobs, data_dir=self.data_dir, progress=None if self.progress else False,
-                             callbacks=callbacks)
+    def session(self, callbacks: Any = None) -> Session:
+        """The :class:`~optimlab.lab.study.session.Session` of this context: the local pool of ``jobs`` workers
+        with its data folder, progress lines and bars (none when ``progress`` is False), and ``callbacks``."""
+        return Session.local(self.jobs, self.data_dir, self.progress, callbacks)
 
     def sweep(self, configs: Iterable[Any], subdir: str = "runs", callbacks: Any = None) -> list[dict[str, Any]]:
         """Run the :class:`~optimlab.lab.training.runner.RunConfig` s with
         :func:`~optimlab.lab.study.sweep.run_sweep` in ``folder/subdir`` (resumable by key; records carry versions,
         seed and config) and return their records, in the order of ``configs``. Raises KeyboardInterrupt when the
         sweep was interrupted."""
-        from optimlab.lab.study.sweep import run_sweep
-        from optimlab.lab.training.progress import StudyProgress
         from optimlab.lab.training.results import load_records
 
         configs = list(configs)
         out = self.folder / subdir
-        printer = StudyProgress(sum(c.steps for c in configs), lines=self.progress)
-        counter = {"done": 0}
-
-        def on_record(rec: dict[str, Any]) -> None:
-            counter["done"] += 1
-            printer("record", record=rec, phase=self.name, done=counter["done"], total=len(configs))
-
-        outcome = run_sweep(configs, out, executor=self.executor(callbacks), on_record=on_record)
+        outcome = self.session(callbacks).sweep(configs, out, phase=self.name)
         self.computed += outcome.finished
         self.reused += outcome.skipped
         if outcome.interrupted:
@@ -339,18 +329,12 @@ class Context:
         equal budgets, selection on validation, final runs on fresh seeds); returns the StudyResult.
         ``callbacks``: a module-level function ``config -> [Callback, ...]`` (what they put in ``ctx.extras`` is
         in each record's ``"extras"``)."""
-        from optimlab.lab.study.tuning import tune_and_run
-        from optimlab.lab.training.progress import StudyProgress
         from optimlab.lab.training.results import load_records
 
-        total = len(optimizers) * (protocol.trials_per_optimizer() * protocol.trial_steps
-                                   + len(protocol.seeds) * protocol.steps)
-        printer = StudyProgress(total, lines=self.progress)
         out = self.folder / subdir
         before = {r["key"] for r in load_records(out)} if out.exists() else set()
         try:
-            with self.executor(callbacks) as executor:
-                return tune_and_run(task, optimizers, protocol, out, executor=executor, on_event=printer)
+            return self.session(callbacks).tune(task, optimizers, protocol, out)
         finally:
             after = {r["key"] for r in load_records(out)} if out.exists() else set()
             self.computed += len(after - before)
