@@ -11,7 +11,7 @@ import pytest
 from optimlab import diagnostics as D
 from optimlab.lab.catalog.tasks import get_task
 from optimlab.lab.commands.cli import main
-from optimlab.lab.commands.diagnose import parse_range
+from optimlab.lab.commands.diagnose_handlers import parse_range
 from optimlab.lab.present.diagnostic_plots import diagnostics_panels
 from optimlab.lab.training.diagnostic_runs import (
     CaptureCallback,
