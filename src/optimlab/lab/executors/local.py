@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from optimlab.lab.executors import Closing
 from optimlab.lab.training.progress import run_bar, share_bars, use_shared_bars
 from optimlab.lab.training.runner import CallbackFactory, RunConfig, run
 
@@ -48,7 +49,7 @@ def _worker_run(config: RunConfig) -> dict[str, Any]:
             bar.close()
 
 
-class LocalExecutor:
+class LocalExecutor(Closing):
     """Runs configs on this machine: in this process (``jobs == 1``) or in ``jobs`` spawned worker processes
     with ``threads`` torch threads each (default: CPU count // jobs, at least 1). ``progress``: per-run tqdm
     bars (``None``: only on a terminal). ``callbacks``: a function ``config -> [Callback, ...]`` called for every
@@ -77,12 +78,6 @@ class LocalExecutor:
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.callbacks = callbacks
         self._pool: Any = None
-
-    def __enter__(self) -> LocalExecutor:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def close(self) -> None:
         """Stop the worker processes (if any were started)."""

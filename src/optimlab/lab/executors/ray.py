@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from optimlab.lab.executors import Closing
 from optimlab.lab.training.progress import run_bar
 from optimlab.lab.training.runner import CallbackFactory, RunConfig
 
@@ -163,7 +164,7 @@ def _task(
 # The executor
 
 
-class RayExecutor:
+class RayExecutor(Closing):
     """Runs configs as Ray tasks; yields each record as its run completes (see the module's docstring).
 
     ``address``: ``None`` starts a local cluster on 127.0.0.1 with ``num_cpus`` CPUs; otherwise the address of
@@ -222,12 +223,6 @@ class RayExecutor:
         self._snapshot: dict[str, dict[str, Any]] = {}
 
     # -- life cycle ------------------------------------------------------------------------------
-
-    def __enter__(self) -> RayExecutor:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def start(self) -> None:
         """Start (or join) the cluster; a no-op once started. Prints what it cost."""
