@@ -107,13 +107,13 @@ def check_jobs(jobs: int) -> None:
         raise ValueError(f"--jobs must be a positive integer, got {jobs}")
 
 
-def check_data_dir(data_dir: str | None, task: Any) -> None:
+def check_data_dir(data_dir: str | None, task: Any = None) -> None:
     """``--data-dir`` must be a folder; a note when ``task`` reads no data files (the folder is not used)."""
     if data_dir is None:
         return
     if not Path(data_dir).expanduser().is_dir():
         raise ValueError(f"Invalid --data-dir: {data_dir!r} is not a folder")
-    if not task.data_files:
+    if task is not None and not task.data_files:
         print(f"note: {task.name} needs no data files (generated or defined in code); --data-dir is not used")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from optimlab.lab.commands.args import (
@@ -21,6 +20,7 @@ from optimlab.lab.commands.args import (
     add_no_progress,
     add_out,
     add_seeds,
+    check_data_dir,
     parse_seeds,
 )
 from optimlab.lab.commands.command import Command
@@ -82,8 +82,7 @@ def reproduce(args: argparse.Namespace) -> int:
         raise ValueError("name a claim (optimlab reproduce --list), or give --all")
     if isinstance(args.jobs, bool) or args.jobs < 1:
         raise ValueError(f"Invalid --jobs: {args.jobs!r}; expected a positive integer")
-    if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
-        raise ValueError(f"Invalid --data-dir: {args.data_dir!r} is not a folder")
+    check_data_dir(args.data_dir)
     built = available()
     names = list(built) if args.all else list(dict.fromkeys(args.names))
     for n in names:
