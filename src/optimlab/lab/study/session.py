@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from optimlab.lab.catalog.tasks import Task, get_task
-from optimlab.lab.executors.backends import check_backend_args, executor_from_args, trackers_from_args
+from optimlab.lab.executors import backends
 from optimlab.lab.executors.local import LocalExecutor
 from optimlab.lab.executors.tracking import guard
 from optimlab.lab.study.cost import CostEstimate, estimate_cost, remaining_configs
@@ -100,14 +100,14 @@ class Session:
         unless ``--no-progress`` (lines otherwise, or where stdout is not one), and the trackers of
         ``--tensorboard``/``--mlflow``, made now (none with ``--dry-run``: nothing is contacted).
         ``callbacks``: a picklable factory of per-run callbacks (``compare --diagnostics``)."""
-        check_backend_args(args)
-        trackers = [] if args.dry_run else trackers_from_args(args)
+        backends.check_backend_args(args)
+        trackers = [] if args.dry_run else backends.trackers_from_args(args)
         if args.data_dir:
             os.environ["OPTIMLAB_DATA"] = args.data_dir  # inherited by the worker processes
         bars = not args.no_progress and sys.stderr.isatty()
 
         def executor(jobs: int) -> Any:
-            return executor_from_args(args, jobs, args.data_dir, bars, callbacks=callbacks)
+            return backends.executor_from_args(args, jobs, args.data_dir, bars, callbacks=callbacks)
 
         return cls(executor, args.jobs, lines=not bars or not sys.stdout.isatty(), trackers=trackers)
 
