@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from lab_args import TINY
 
-from optimlab.lab.commands.cli import main, parse_seeds, split_specs
+from optimlab.lab.commands.args import parse_seeds, split_specs
+from optimlab.lab.commands.cli import main
 from optimlab.lab.executors import local as local_executor
 from optimlab.lab.study.protocol import TUNING_SEED_BASE
 from optimlab.lab.study.sweep import expand, run_sweep
@@ -452,15 +453,16 @@ def test_a_plugin_module_adds_subcommands(tmp_path: Path, monkeypatch, capsys) -
     from optimlab.lab.commands import cli
 
     (tmp_path / "optimlab_test_plugin.py").write_text(
-        "def add_commands(sub):\n"
-        "    p = sub.add_parser('hello', help='say hello')\n"
+        "from optimlab.lab.commands.command import Command\n"
+        "def _configure(p):\n"
         "    p.add_argument('--name', default='world')\n"
         "def _hello(args):\n"
         "    print('hello', args.name)\n"
         "    return 0\n"
-        "COMMANDS = {'hello': _hello}\n"
+        "COMMANDS = {'hello': Command('say hello', _configure, _hello)}\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(cli, "PLUGINS", ["optimlab_test_plugin", "optimlab_no_such_plugin"])
+    modules = [*cli.COMMAND_MODULES, "optimlab_test_plugin", "optimlab_no_such_plugin"]
+    monkeypatch.setattr(cli, "COMMAND_MODULES", modules)
     assert main(["hello", "--name", "lab"]) == 0 and capsys.readouterr().out == "hello lab\n"
     assert main(["list"]) == 0  # the built-in commands are still there

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from optimlab.lab.commands.cli import FinalRunDiagnostics, main
+from optimlab.lab.commands.cli import main
+from optimlab.lab.commands.compare import FinalRunDiagnostics
 from optimlab.lab.training.runner import RunConfig
 
 SMALL = ["--task", "mnist1d-mlp", "--steps", "20", "--eval-every", "10", "--seeds", "2", "--budget", "1"]

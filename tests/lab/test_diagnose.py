@@ -11,18 +11,18 @@ import pytest
 from optimlab import diagnostics as D
 from optimlab.lab.catalog.tasks import get_task
 from optimlab.lab.commands.cli import main
-from optimlab.lab.commands.diagnose import parse_range
+from optimlab.lab.commands.diagnose_handlers import parse_range
 from optimlab.lab.present.diagnostic_plots import diagnostics_panels
 from optimlab.lab.training.diagnostic_runs import (
     CaptureCallback,
     DiagnosticsCallback,
-    Progress,
     RecorderCallback,
     eval_batches,
     final_value,
     metric_fn,
     rerun_with_diagnostics,
 )
+from optimlab.lab.training.progress import Progress
 from optimlab.lab.training.runner import RunConfig, run
 
 TINY = ["--task", "mnist1d-mlp", "--steps", "24", "--examples", "200", "--no-progress"]

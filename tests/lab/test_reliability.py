@@ -168,12 +168,13 @@ def test_a_full_disk_while_writing_a_figure_names_the_folder(
 
 
 def test_main_says_an_os_error_in_one_line(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
-    from optimlab.lab.commands import cli
+    from optimlab.lab.commands import tools
+    from optimlab.lab.commands.command import Command
 
     def handler(args: Any) -> int:
         raise IsADirectoryError(errno.EISDIR, "Is a directory", "some/where")
 
-    monkeypatch.setitem(cli.COMMANDS, "list", cli.Command("list", cli._configure_nothing, handler))
+    monkeypatch.setitem(tools.COMMANDS, "list", Command("list", tools.configure_nothing, handler))
     assert main(["list"]) == 2
     assert "Is a directory" in one_error_line(capsys.readouterr().err)
 

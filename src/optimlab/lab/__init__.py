@@ -1,7 +1,8 @@
 """optimlab's lab: run optimizers side by side on real data and report what happened.
 
 Needs the ``optimlab[lab]`` extra (matplotlib, mnist1d, tqdm, scipy). The lab imports the library; the library never
-imports the lab. Entry point: ``optimlab compare`` (see :mod:`optimlab.lab.commands.cli`).
+imports the lab. Entry point: ``optimlab compare`` (see :mod:`optimlab.lab.commands.compare`; the command line:
+:mod:`optimlab.lab.commands.cli`).
 
 Its rooms follow the pipeline, bottom to top; a room imports only the rooms below it (``tests/test_layers.py``):
 

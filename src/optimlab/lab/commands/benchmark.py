@@ -4,9 +4,9 @@ aggregated as AlgoPerf does (Dahl et al., 2023, "Benchmarking Neural Network Tra
 The suite (:data:`SUITE`): the MNIST-1D CNN (small 1-D convolutions), a ResNet with BatchNorm on Fashion-MNIST
 (the vision corner where SGD with momentum is the usual choice), the Shakespeare character Transformer (the
 NLP corner where Adam is), and an MLP autoencoder on Fashion-MNIST (a reconstruction loss, the classic
-ill-conditioned test of optimizers). Each task runs :func:`optimlab.lab.study.tuning.tune_and_run` with the default
-protocol into ``OUT/TASK/`` (resumable: nothing finished is lost to Ctrl-C or a crash, and re-running the same
-command continues); then, over tasks:
+ill-conditioned test of optimizers). Each task's study runs with the default protocol into ``OUT/TASK/``
+(:mod:`optimlab.lab.study.session`: everything is checked and costed before the first run; resumable: nothing
+finished is lost to Ctrl-C or a crash, and re-running the same command continues); then, over tasks:
 
 - per task, the median training CPU seconds of the final seeds to the task's validation target (``inf`` when
   most seeds miss it) and the ratio to the fastest optimizer (a ratio above ``r_max = 4`` counts as a miss);
@@ -31,20 +31,43 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from optimlab.lab.catalog.presets import DEFAULT_OPTIMIZERS
+from optimlab.lab.catalog.tasks import get_task
+from optimlab.lab.commands.args import (
+    add_data_dir,
+    add_dry_run,
+    add_jobs,
+    add_no_progress,
+    add_out,
+    add_seeds,
+    check_data_dir,
+    check_jobs,
+    parse_seeds,
+    split_specs,
+)
+from optimlab.lab.commands.command import Command
+from optimlab.lab.executors.backends import add_backend_arguments, check_backend_args, describe_backend
 from optimlab.lab.present import stats
 from optimlab.lab.present.style import color_for
+from optimlab.lab.study.cost import _duration
+from optimlab.lab.study.folder import check_ours
+from optimlab.lab.study.protocol import Protocol, default_protocol
+from optimlab.lab.study.session import Session, check_study, plan_study
+from optimlab.lab.training.results import check_writable
 
 __all__ = [
     "SUITE",
     "QUICK",
     "BENCHMARK_FILE",
     "suite_protocols",
-    "run_benchmark",
+    "check_benchmark_folder",
+    "write_benchmark_manifest",
     "aggregate",
     "Aggregate",
     "build_benchmark_report",
     "configure",
-    "command",
+    "benchmark",
+    "COMMANDS",
 ]
 
 BENCHMARK_FILE = "benchmark.json"
@@ -54,11 +77,9 @@ QUICK: dict[str, Any] = {"steps": 24, "eval_every": 12, "budget": 2, "seeds": (0
 QUICK_OPTIMIZERS: tuple[str, ...] = ("sgdm", "adam")
 
 
-def suite_protocols(tasks: Sequence[str] = SUITE, *, quick: bool = False, **overrides: Any) -> dict[str, Any]:
+def suite_protocols(tasks: Sequence[str] = SUITE, *, quick: bool = False, **overrides: Any) -> dict[str, Protocol]:
     """The protocol of each task: :func:`~optimlab.lab.study.protocol.default_protocol`, on the quick budget with
     ``quick``; ``overrides`` (e.g. ``seeds``, ``budget``, ``study``) apply to every task."""
-    from optimlab.lab.study.protocol import default_protocol
-
     out = {}
     for t in tasks:
         fields = dict(QUICK) if quick else {}
@@ -98,42 +119,19 @@ def _check_manifest(out: Path, manifest: dict[str, Any]) -> list[str]:
     return list(theirs.get("optimizers", []))
 
 
-def run_benchmark(
-    out: str | os.PathLike,
-    optimizers: Sequence[str],
-    protocols: dict[str, Any],
-    *,
-    executor: Any = None,
-    on_event: Any = None,
-    quick: bool = False,
-    trackers: Sequence[Any] = (),
-) -> dict[str, Any]:
-    """Run every task's study into ``out/TASK`` (resumable) and return ``{task: StudyResult}``."""
-    from optimlab.lab.executors.tracking import guard
-    from optimlab.lab.study.folder import check_folder, check_ours
-    from optimlab.lab.study.tuning import tune_and_run
-    from optimlab.lab.training.results import check_writable
+def check_benchmark_folder(out: Path, tasks: Sequence[str], optimizers: Sequence[str], quick: bool) -> list[str]:
+    """Raise ``ValueError`` when ``out`` is a folder of files that is not a benchmark folder, or holds another
+    benchmark (other tasks, another size); return the optimizers it lists already. Creates nothing."""
+    check_ours(out, (BENCHMARK_FILE,), "benchmark folder")
+    return _check_manifest(out, _manifest(out, tasks, optimizers, quick))
 
-    check_ours(Path(out), (BENCHMARK_FILE,), "benchmark folder")
+
+def write_benchmark_manifest(out: Path, tasks: Sequence[str], optimizers: Sequence[str], quick: bool) -> None:
+    """Create ``out`` and write its ``benchmark.json`` (the tasks, the optimizers, the size): the mark that makes
+    it a benchmark folder, written before any task's folder is made."""
     out = check_writable(out)
-    trackers = guard(trackers)
-    manifest = _manifest(out, list(protocols), optimizers, quick)
-    known = _check_manifest(out, manifest)
-    for task, protocol in protocols.items():
-        check_folder(out / task, protocol)  # every folder checked before the first run of the first task
-    manifest["optimizers"] = list(dict.fromkeys([*known, *optimizers]))
+    manifest = _manifest(out, tasks, list(dict.fromkeys(optimizers)), quick)
     (out / BENCHMARK_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
-    results = {}
-    for task, protocol in protocols.items():
-        if on_event is not None:
-            on_event("task", task=task, protocol=protocol)
-        study = tune_and_run(
-            task, optimizers, protocol, out / task, executor=executor, on_event=on_event, trackers=trackers
-        )
-        results[task] = study
-        if study.interrupted:
-            break
-    return results
 
 
 @dataclass
@@ -233,7 +231,6 @@ def build_benchmark_report(out: str | os.PathLike) -> tuple[Path, str]:
     """Per-task reports (``OUT/TASK/report.html``), the profiles, scores and ``OUT/report.html``; returns the
     page's path and the printed text."""
     from optimlab.lab.present.report import _STYLE, _html_table, build_report, headline_sentence
-    from optimlab.lab.training.results import check_writable
 
     out = Path(out)
     path = out / BENCHMARK_FILE
@@ -302,8 +299,7 @@ def build_benchmark_report(out: str | os.PathLike) -> tuple[Path, str]:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from optimlab.lab.commands.cli import SEEDS_HELP
-
+    """The arguments of ``optimlab benchmark``."""
     p.add_argument("--tasks", nargs="+", default=None, help=f"default: the suite {' '.join(SUITE)}")
     p.add_argument(
         "--optimizers",
@@ -313,95 +309,55 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--quick", action="store_true", help="a tiny budget: tests the pipeline in a minute (CI)")
     p.add_argument("--budget", type=int, default=None, help="tuning trials per optimizer (default 8)")
-    p.add_argument("--seeds", default=None, help=SEEDS_HELP)
+    add_seeds(p)
     p.add_argument("--study", type=int, default=0, help="independent repetition of the tuning (default 0)")
-    p.add_argument(
-        "--jobs",
-        type=int,
-        default=os.cpu_count() or 1,
-        help=f"parallel worker processes (default {os.cpu_count() or 1})",
-    )
-    p.add_argument("--out", default=None, help="default optimlab-runs/benchmark (optimlab-runs/benchmark-quick)")
-    p.add_argument("--data-dir", default=None, help="the only folder searched for data files")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (progress lines instead)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and its expected cost, run nothing")
-    from optimlab.lab.executors.backends import add_backend_arguments
-
+    add_jobs(p, help=f"parallel worker processes (default {os.cpu_count() or 1})")
+    add_out(p, "default optimlab-runs/benchmark (optimlab-runs/benchmark-quick)")
+    add_data_dir(p, help="the only folder searched for data files")
+    add_no_progress(p, lines_instead=True)
+    add_dry_run(p)
     add_backend_arguments(p)
 
 
-def command(args: argparse.Namespace) -> int:
-    import sys
-
-    from optimlab.lab.catalog.presets import DEFAULT_OPTIMIZERS, check_spec
-    from optimlab.lab.catalog.tasks import get_task
-    from optimlab.lab.commands.cli import ProgressPrinter, _check_data_dir, parse_seeds, split_specs
-    from optimlab.lab.executors.backends import (
-        check_backend_args,
-        describe_backend,
-        executor_from_args,
-        trackers_from_args,
-    )
-    from optimlab.lab.study.cost import _duration, estimate_cost, remaining_configs
-    from optimlab.lab.study.folder import check_folder, check_ours
-
+def benchmark(args: argparse.Namespace) -> int:
+    """The ``benchmark`` handler: check and cost every task's study, print the plan (and stop there with
+    ``--dry-run``), run the tasks in order, write the report."""
     tasks = list(dict.fromkeys(args.tasks or SUITE))
     for t in tasks:
         get_task(t)
     default = QUICK_OPTIMIZERS if args.quick else DEFAULT_OPTIMIZERS
     specs = split_specs(args.optimizers) if args.optimizers else list(default)
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be a positive integer, got {args.jobs}")
+    check_jobs(args.jobs)
     overrides: dict[str, Any] = {"study": args.study}
     if args.budget is not None:
         overrides["budget"] = args.budget
     if args.seeds is not None:
         overrides["seeds"] = parse_seeds(args.seeds)
     protocols = suite_protocols(tasks, quick=args.quick, **overrides)
-    for spec in specs:
-        check_spec(spec)
-    for t in tasks:
-        _check_data_dir(args.data_dir, get_task(t)) if args.data_dir else None
-        get_task(t).load(args.data_dir)  # every data set present before anything starts
-    if args.data_dir:
-        os.environ["OPTIMLAB_DATA"] = args.data_dir
+    for t, protocol in protocols.items():  # every spec and every data set, before anything starts
+        check_data_dir(args.data_dir, get_task(t))
+        check_study(protocol, specs, args.data_dir)
     out = Path(args.out or ("optimlab-runs/benchmark-quick" if args.quick else "optimlab-runs/benchmark"))
-    check_ours(out, (BENCHMARK_FILE,), "benchmark folder")
-    _check_manifest(out, _manifest(out, tasks, specs, args.quick))
+    known = check_benchmark_folder(out, tasks, specs, args.quick)
     check_backend_args(args)
-    total_s, total_steps, lines = 0.0, 0, []
-    for t, protocol in protocols.items():
-        check_folder(out / t, protocol, create=not args.dry_run)  # --dry-run creates nothing
-        todo = remaining_configs(protocol, specs, out / t)
-        cost = estimate_cost(protocol, todo, jobs=max(1, min(args.jobs, len(todo) or 1)), data_dir=args.data_dir)
-        total_s += cost.seconds
-        total_steps += cost.train_steps
-        lines.append(f"  {t}: {protocol.describe()}\n    still to do: {cost.describe()}")
+    # the plan creates nothing: a task's folder is made once benchmark.json marks OUT as a benchmark folder
+    plans = [plan_study(p, specs, out / t, jobs=args.jobs, data_dir=args.data_dir, create=False)
+             for t, p in protocols.items()]
+    lines = [f"  {p.task.name}: {p.protocol.describe()}\n    still to do: {p.cost.describe()}" for p in plans]
     print(
         f"optimlab benchmark{' --quick' if args.quick else ''}: {len(tasks)} task(s) x {len(specs)} optimizer(s), "
         f"{describe_backend(args, args.jobs)} -> {out}\n"
         + "\n".join(lines)
-        + f"\nexpected cost: about {_duration(total_s)} in all on this machine; Ctrl-C keeps every finished run "
-        "and the same command resumes.",
+        + f"\nexpected cost: about {_duration(sum(plan.cost.seconds for plan in plans))} in all on this machine; "
+        "Ctrl-C keeps every finished run and the same command resumes.",
         flush=True,
     )
     if args.dry_run:
         return 0
-    bars = not args.no_progress and sys.stderr.isatty()
-    printer = ProgressPrinter(total_steps, lines=not bars or not sys.stdout.isatty())
-
-    def on_event(kind: str, **info: Any) -> None:
-        if kind == "task":
-            print(f"\n== {info['task']} ==", flush=True)
-        else:
-            printer(kind, **info)
-
     start = time.perf_counter()
-    trackers = trackers_from_args(args)
-    with executor_from_args(args, args.jobs, args.data_dir, bars) as executor:
-        results = run_benchmark(
-            out, specs, protocols, executor=executor, on_event=on_event, quick=args.quick, trackers=trackers
-        )
+    session = Session.from_args(args)
+    write_benchmark_manifest(out, tasks, [*known, *specs], args.quick)
+    results = session.run(plans, announce=True)
     interrupted = any(s.interrupted for s in results.values())
     path, text = build_benchmark_report(out)
     print()
@@ -411,3 +367,8 @@ def command(args: argparse.Namespace) -> int:
         print(f"interrupted: every finished run is kept in {out}; run the same command again to resume.")
         return 130
     return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "benchmark": Command("the suite of tasks, AlgoPerf-style performance profiles and score", configure, benchmark),
+}

@@ -1,9 +1,9 @@
 """``optimlab reproduce NAME [NAME...] | --all | --list``: run claims of the seeds and write their report.
 
-A lab cli plugin (listed in :data:`optimlab.lab.commands.cli.PLUGINS`): :func:`add_commands` adds the parser and
-:data:`COMMANDS` maps ``reproduce`` to :func:`reproduce`. The cost of each claim on this machine is printed before
-anything runs (:func:`optimlab.lab.reproduce.estimate`, the lab's one cost model); every finished piece is kept in
-``--out``, so Ctrl-C then the same command resumes where it stopped.
+One of the modules of :data:`optimlab.lab.commands.cli.COMMAND_MODULES`: :data:`COMMANDS` holds ``reproduce``
+(its arguments and :func:`reproduce`); the reproductions are imported when it runs. The cost of each claim on this
+machine is printed before anything runs (:func:`optimlab.lab.reproduce.estimate`, the lab's one cost model); every
+finished piece is kept in ``--out``, so Ctrl-C then the same command resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -11,11 +11,21 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-__all__ = ["add_commands", "COMMANDS", "reproduce", "DEFAULT_OUT"]
+from optimlab.lab.commands.args import (
+    add_data_dir,
+    add_dry_run,
+    add_jobs,
+    add_no_progress,
+    add_out,
+    add_seeds,
+    check_data_dir,
+    parse_seeds,
+)
+from optimlab.lab.commands.command import Command
+
+__all__ = ["COMMANDS", "reproduce", "DEFAULT_OUT"]
 
 DEFAULT_OUT = "optimlab-runs/reproduce"
 
@@ -25,24 +35,12 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="every claim built so far, into one report")
     p.add_argument("--list", action="store_true", help="list the claims, their sizes and verdict rules")
     p.add_argument("--quick", action="store_true", help="the small size (a smoke test of each claim; for CI)")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
-    p.add_argument(
-        "--seeds", default=None, help="seeds instead of each claim's: a count N, a range A:B or a list a,b,c"
-    )
-    p.add_argument("--jobs", type=int, default=1, help="parallel worker processes for training runs (default 1)")
-    p.add_argument("--data-dir", default=None, help="the only folder searched for data files (also: $OPTIMLAB_DATA)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and its expected cost, run nothing")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
-
-
-def add_commands(subparsers: Any) -> None:
-    """Add ``optimlab reproduce`` to the ``optimlab`` parser."""
-    p = subparsers.add_parser(
-        "reproduce", help="reproduce the seeds' claims: a verdict, intervals and a figure per claim",
-        description="Reproduce the seeds' claims (issue 13): one experiment per claim, a verdict computed by its "
-        "rule, the evidence with 95%% intervals over seeds, the figure; a report (markdown + HTML).",
-    )
-    _configure(p)
+    add_out(p, f"results folder (default {DEFAULT_OUT})", default=DEFAULT_OUT)
+    add_seeds(p, help="seeds instead of each claim's: a count N, a range A:B or a list a,b,c")
+    add_jobs(p, default=1, help="parallel worker processes for training runs (default 1)")
+    add_data_dir(p)
+    add_dry_run(p)
+    add_no_progress(p, lines_instead=False)
 
 
 def _list(out: Any = None) -> int:
@@ -69,7 +67,6 @@ def _list(out: Any = None) -> int:
 def reproduce(args: argparse.Namespace) -> int:
     """The ``reproduce`` handler: resolve the claims, print the cost, run them, write the report."""
     from optimlab.lab.catalog.data import DatasetNotFoundError
-    from optimlab.lab.commands.cli import parse_seeds
     from optimlab.lab.reproduce import EXPERIMENTS, available, estimate, load_experiment, make_context, run_experiment
     from optimlab.lab.reproduce.report import write_report
     from optimlab.lab.study.cost import duration
@@ -82,8 +79,7 @@ def reproduce(args: argparse.Namespace) -> int:
         raise ValueError("name a claim (optimlab reproduce --list), or give --all")
     if isinstance(args.jobs, bool) or args.jobs < 1:
         raise ValueError(f"Invalid --jobs: {args.jobs!r}; expected a positive integer")
-    if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
-        raise ValueError(f"Invalid --data-dir: {args.data_dir!r} is not a folder")
+    check_data_dir(args.data_dir)
     built = available()
     names = list(built) if args.all else list(dict.fromkeys(args.names))
     for n in names:
@@ -134,7 +130,15 @@ def reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"reproduce": reproduce}
+COMMANDS: dict[str, Command] = {
+    "reproduce": Command(
+        "reproduce the seeds' claims: a verdict, intervals and a figure per claim",
+        _configure,
+        reproduce,
+        description="Reproduce the seeds' claims (issue 13): one experiment per claim, a verdict computed by its "
+        "rule, the evidence with 95%% intervals over seeds, the figure; a report (markdown + HTML).",
+    ),
+}
 
 if __name__ == "__main__":  # pragma: no cover
     from optimlab.lab.commands.cli import main

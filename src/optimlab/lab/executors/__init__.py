@@ -6,12 +6,14 @@ An executor only runs configs and hands records back; the study's driver writes 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from optimlab.lab.training.runner import RunConfig
 
-__all__ = ["Executor"]
+__all__ = ["Executor", "Closing"]
+
+_Self = TypeVar("_Self", bound="Closing")
 
 
 class Executor(Protocol):
@@ -21,3 +23,17 @@ class Executor(Protocol):
     """
 
     def run(self, configs: Sequence[RunConfig]) -> Iterator[dict[str, Any]]: ...
+
+
+class Closing:
+    """The life cycle the lab's executors share: ``with executor:`` calls :meth:`close` on the way out, whatever
+    happened (an executor starts its workers or joins its cluster on first use)."""
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop what the executor started (its worker processes, its cluster); a no-op when it started nothing."""

@@ -2,9 +2,10 @@
 ``--address``, ``--cpus-per-run``, ``--gpus-per-run``, ``--max-retries``, ``--tensorboard DIR``, ``--mlflow [URI]``.
 
 Every command of the lab that fans out runs (``compare``, ``benchmark``) adds these with
-:func:`add_backend_arguments` and builds its executor and trackers with :func:`executor_from_args` and
-:func:`trackers_from_args`. The local backend stays the default and needs nothing beyond the ``lab`` extra;
-``ray`` and the trackers are optional extras, imported only when asked for.
+:func:`add_backend_arguments`; its session (:meth:`optimlab.lab.study.session.Session.from_args`) builds the
+executor and the trackers with :func:`executor_from_args` and :func:`trackers_from_args`. The local backend stays
+the default and needs nothing beyond the ``lab`` extra; ``ray`` and the trackers are optional extras, imported only
+when asked for.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from optimlab.lab.executors import Closing
 from optimlab.lab.executors.tracking import DEFAULT_MLFLOW_URI
 
 __all__ = [
@@ -96,7 +98,7 @@ def describe_backend(args: argparse.Namespace, jobs: int) -> str:
 
 def executor_from_args(
     args: argparse.Namespace, jobs: int, data_dir: str | None, progress: bool, callbacks: Any = None
-) -> Any:
+) -> Closing:
     """The executor the flags ask for (a context manager: closing it stops its workers or its local cluster);
     ``callbacks``: a picklable factory of per-run callbacks, built where the run runs (both backends)."""
     check_backend_args(args)

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from optimlab.lab.executors import Closing
+from optimlab.lab.training.progress import run_bar, share_bars, use_shared_bars
 from optimlab.lab.training.runner import CallbackFactory, RunConfig, run
 
 __all__ = ["LocalExecutor"]
@@ -33,29 +35,11 @@ def _init_worker(
     torch.set_num_threads(threads)
     _WORKER.update(data_dir=data_dir, slot=slots.get(), show_progress=show_progress, callbacks=callbacks)
     if lock is not None:
-        from tqdm.auto import tqdm
-
-        tqdm.set_lock(lock)
-
-
-def _progress_bar(config: RunConfig, position: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=config.steps,
-        desc=f"{config.optimizer} lr={config.lr:.3g} s{config.seed}",
-        position=position,
-        leave=False,
-        unit="step",
-        dynamic_ncols=True,
-        mininterval=0.5,
-    )
+        use_shared_bars(lock)
 
 
 def _worker_run(config: RunConfig) -> dict[str, Any]:
-    bar = _progress_bar(config, _WORKER["slot"] + 1, _WORKER["show_progress"])
+    bar = run_bar(config, _WORKER["slot"] + 1, _WORKER["show_progress"])
     try:
         factory = _WORKER["callbacks"]
         callbacks = list(factory(config)) if factory is not None else []
@@ -65,7 +49,7 @@ def _worker_run(config: RunConfig) -> dict[str, Any]:
             bar.close()
 
 
-class LocalExecutor:
+class LocalExecutor(Closing):
     """Runs configs on this machine: in this process (``jobs == 1``) or in ``jobs`` spawned worker processes
     with ``threads`` torch threads each (default: CPU count // jobs, at least 1). ``progress``: per-run tqdm
     bars (``None``: only on a terminal). ``callbacks``: a function ``config -> [Callback, ...]`` called for every
@@ -94,12 +78,6 @@ class LocalExecutor:
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.callbacks = callbacks
         self._pool: Any = None
-
-    def __enter__(self) -> LocalExecutor:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def close(self) -> None:
         """Stop the worker processes (if any were started)."""
@@ -130,7 +108,7 @@ class LocalExecutor:
         torch.set_num_threads(self.threads)
         try:
             for config in configs:
-                bar = _progress_bar(config, 1, self.progress)
+                bar = run_bar(config, 1, self.progress)
                 callbacks = list(self.callbacks(config)) if self.callbacks is not None else []
                 try:
                     record = run(config, callbacks=callbacks, data_dir=self.data_dir, progress=bar)
@@ -147,12 +125,7 @@ class LocalExecutor:
             slots = ctx.Queue()
             for i in range(self.jobs):
                 slots.put(i)
-            lock = None
-            if self.progress:
-                from tqdm.auto import tqdm
-
-                lock = ctx.RLock()
-                tqdm.set_lock(lock)
+            lock = share_bars(ctx) if self.progress else None
             self._pool = ctx.Pool(
                 self.jobs,
                 initializer=_init_worker,

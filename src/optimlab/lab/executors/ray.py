@@ -32,6 +32,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from optimlab.lab.executors import Closing
+from optimlab.lab.training.progress import run_bar
 from optimlab.lab.training.runner import CallbackFactory, RunConfig
 
 __all__ = ["RayExecutor", "RunsFailedError", "RAY_MISSING"]
@@ -162,7 +164,7 @@ def _task(
 # The executor
 
 
-class RayExecutor:
+class RayExecutor(Closing):
     """Runs configs as Ray tasks; yields each record as its run completes (see the module's docstring).
 
     ``address``: ``None`` starts a local cluster on 127.0.0.1 with ``num_cpus`` CPUs; otherwise the address of
@@ -221,12 +223,6 @@ class RayExecutor:
         self._snapshot: dict[str, dict[str, Any]] = {}
 
     # -- life cycle ------------------------------------------------------------------------------
-
-    def __enter__(self) -> RayExecutor:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def start(self) -> None:
         """Start (or join) the cluster; a no-op once started. Prints what it cost."""
@@ -297,25 +293,14 @@ class RayExecutor:
             self._draw_run_bars()
 
     def _draw_run_bars(self) -> None:
-        from tqdm.auto import tqdm
-
         for key in list(self._run_bars):
             if key not in self._snapshot:
                 self._run_bars.pop(key).close()
         for key, info in self._snapshot.items():
             bar = self._run_bars.get(key)
             if bar is None:
-                c = self._in_flight[key]
-                bar = self._run_bars[key] = tqdm(
-                    total=c.steps,
-                    desc=f"{c.optimizer} lr={c.lr:.3g} s{c.seed}",
-                    position=len(self._run_bars) + 1,
-                    leave=False,
-                    unit="step",
-                    dynamic_ncols=True,
-                )
-            bar.n = info["step"]
-            bar.refresh()
+                bar = self._run_bars[key] = run_bar(self._in_flight[key], len(self._run_bars) + 1)
+            bar.set(info["step"])
 
     def _close_run_bars(self) -> None:
         for bar in self._run_bars.values():

@@ -5,7 +5,7 @@ The registry
 :data:`EXPERIMENTS` names every claim of issue 13 in the issue's order. Claim ``name`` lives in
 ``optimlab/lab/reproduce/experiments/<name with - as _>.py``; a name whose file does not exist yet is listed as
 "not built" (:func:`available` gives the built ones), so a new claim is one file (and, for a claim not in the
-issue, one line here).
+issue, one line in :mod:`optimlab.lab.reproduce.claims`).
 
 An experiment file
 ------------------
@@ -66,8 +66,6 @@ the claims with their verdicts. The command line is :mod:`optimlab.lab.commands.
 
 from __future__ import annotations
 
-import importlib.util
-
 from optimlab.lab.reproduce.base import (
     COMPARISON_COLUMNS,
     INTERVAL_COLUMNS,
@@ -91,6 +89,7 @@ from optimlab.lab.reproduce.base import (
     table,
     verdict_from_checks,
 )
+from optimlab.lab.reproduce.claims import EXPERIMENTS, available, module_name
 
 __all__ = [
     "EXPERIMENTS",
@@ -118,33 +117,3 @@ __all__ = [
     "table",
     "verdict_from_checks",
 ]
-
-# The seeds' claims in issue 13's order (one experiment file each; see the module docstring).
-EXPERIMENTS: tuple[str, ...] = (
-    "adam-step-bound",
-    "amsgrad-counterexample",
-    "adam-vs-sgdm",
-    "swats",
-    "radam-warmup",
-    "lookahead",
-    "large-batch",
-    "schedules",
-    "walk-with-sgd",
-    "gradient-noise",
-    "landscape",
-    "helps-optimization",
-    "next-adam",
-)
-
-
-def module_name(name: str) -> str:
-    """The module of claim ``name`` in :mod:`optimlab.lab.reproduce.experiments` (``-`` -> ``_``)."""
-    return name.replace("-", "_")
-
-
-def available() -> tuple[str, ...]:
-    """The claims of :data:`EXPERIMENTS` whose experiment file exists, in order."""
-    return tuple(
-        n for n in EXPERIMENTS
-        if importlib.util.find_spec(f"optimlab.lab.reproduce.experiments.{module_name(n)}") is not None
-    )

@@ -25,6 +25,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from optimlab.lab.study.cost import CostEstimate
 
+from optimlab.lab.reproduce.claims import EXPERIMENTS, module_name
+from optimlab.lab.study.session import Session
+from optimlab.lab.training.jsonable import jsonable
+
 __all__ = [
     "VERDICTS",
     "REPRODUCED",
@@ -154,17 +158,6 @@ def config_key(config: Any) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def _jsonable(x: Any) -> Any:
-    """Tuples -> lists, NaN/inf -> None (strict JSON), recursively."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
-
-
 # ----------------------------------------------------------------------------------------------------
 # The experiment
 
@@ -226,7 +219,6 @@ class Experiment:
 
 def load_experiment(name: str) -> Experiment:
     """The experiment ``name`` (a registered name such as ``adam-step-bound``, or a module path)."""
-    from optimlab.lab.reproduce import EXPERIMENTS, module_name
 
     if name in EXPERIMENTS:
         module = importlib.import_module(f"optimlab.lab.reproduce.experiments.{module_name(name)}")
@@ -269,9 +261,9 @@ class Context:
 
     def bar(self, total: int, desc: str, unit: str = "it") -> Any:
         """A progress bar (tqdm on a terminal, lines of 10 % otherwise): ``update(n)``, ``close()``."""
-        from optimlab.lab.training.diagnostic_runs import make_progress
+        from optimlab.lab.training.progress import Progress
 
-        return make_progress(total, f"{self.name}: {desc}", self.progress, unit)
+        return Progress(total, f"{self.name}: {desc}", self.progress, unit)
 
     # -- small numeric experiments ------------------------------------------------------------------
 
@@ -283,7 +275,7 @@ class Context:
         an interrupted run loses only the piece in progress."""
         from optimlab.lab.training.runner import environment
 
-        key = _jsonable(dict(key))
+        key = jsonable(dict(key))
         path = self.folder / "cache" / f"{config_key(key)}.json"
         if path.exists():
             try:
@@ -300,7 +292,7 @@ class Context:
                 self.reused += 1
                 return stored["result"]
         start, cpu = time.perf_counter(), time.process_time()
-        result = _jsonable(fn())
+        result = jsonable(fn())
         record = {
             "version": CACHE_VERSION,
             "key": key,
@@ -316,32 +308,21 @@ class Context:
 
     # -- training runs through the lab --------------------------------------------------------------
 
-    def executor(self, callbacks: Any = None) -> Any:
-        """A :class:`~optimlab.lab.executors.local.LocalExecutor` with this context's jobs, data folder and progress."""
-        from optimlab.lab.executors.local import LocalExecutor
-
-        return LocalExecutor(jobs=self.jobs, data_dir=self.data_dir, progress=None if self.progress else False,
-                             callbacks=callbacks)
+    def session(self, callbacks: Any = None) -> Session:
+        """The :class:`~optimlab.lab.study.session.Session` of this context: the local pool of ``jobs`` workers
+        with its data folder, progress lines and bars (none when ``progress`` is False), and ``callbacks``."""
+        return Session.local(self.jobs, self.data_dir, self.progress, callbacks)
 
     def sweep(self, configs: Iterable[Any], subdir: str = "runs", callbacks: Any = None) -> list[dict[str, Any]]:
         """Run the :class:`~optimlab.lab.training.runner.RunConfig` s with
         :func:`~optimlab.lab.study.sweep.run_sweep` in ``folder/subdir`` (resumable by key; records carry versions,
         seed and config) and return their records, in the order of ``configs``. Raises KeyboardInterrupt when the
         sweep was interrupted."""
-        from optimlab.lab.commands.cli import ProgressPrinter
-        from optimlab.lab.study.sweep import run_sweep
         from optimlab.lab.training.results import load_records
 
         configs = list(configs)
         out = self.folder / subdir
-        printer = ProgressPrinter(sum(c.steps for c in configs), lines=self.progress)
-        counter = {"done": 0}
-
-        def on_record(rec: dict[str, Any]) -> None:
-            counter["done"] += 1
-            printer("record", record=rec, phase=self.name, done=counter["done"], total=len(configs))
-
-        outcome = run_sweep(configs, out, executor=self.executor(callbacks), on_record=on_record)
+        outcome = self.session(callbacks).sweep(configs, out, phase=self.name)
         self.computed += outcome.finished
         self.reused += outcome.skipped
         if outcome.interrupted:
@@ -354,18 +335,12 @@ class Context:
         equal budgets, selection on validation, final runs on fresh seeds); returns the StudyResult.
         ``callbacks``: a module-level function ``config -> [Callback, ...]`` (what they put in ``ctx.extras`` is
         in each record's ``"extras"``)."""
-        from optimlab.lab.commands.cli import ProgressPrinter
-        from optimlab.lab.study.tuning import tune_and_run
         from optimlab.lab.training.results import load_records
 
-        total = len(optimizers) * (protocol.trials_per_optimizer() * protocol.trial_steps
-                                   + len(protocol.seeds) * protocol.steps)
-        printer = ProgressPrinter(total, lines=self.progress)
         out = self.folder / subdir
         before = {r["key"] for r in load_records(out)} if out.exists() else set()
         try:
-            with self.executor(callbacks) as executor:
-                return tune_and_run(task, optimizers, protocol, out, executor=executor, on_event=printer)
+            return self.session(callbacks).tune(task, optimizers, protocol, out)
         finally:
             after = {r["key"] for r in load_records(out)} if out.exists() else set()
             self.computed += len(after - before)
@@ -464,7 +439,7 @@ def run_experiment(experiment: Experiment, ctx: Context) -> Outcome:
 
     ctx.folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    evidence = _jsonable(experiment.run(ctx))
+    evidence = jsonable(experiment.run(ctx))
     verdict = experiment.verdict(evidence)
     if not isinstance(verdict, Verdict):
         raise TypeError(f"{experiment.name}.verdict must return a Verdict, got {type(verdict).__name__}")
@@ -475,7 +450,7 @@ def run_experiment(experiment: Experiment, ctx: Context) -> Outcome:
     seconds = time.perf_counter() - start
     outcome = Outcome(experiment, evidence, verdict, figure, ctx.folder, ctx.quick, seconds, ctx.computed, ctx.reused)
     record = outcome.to_dict()
-    record.update(protocol=_jsonable(ctx.protocol), seeds=list(ctx.seeds), environment=environment(),
+    record.update(protocol=jsonable(ctx.protocol), seeds=list(ctx.seeds), environment=environment(),
                   pieces={"computed": ctx.computed, "reused": ctx.reused})
     _write_durably(ctx.folder / EVIDENCE_FILE, json.dumps(record, indent=1))
     return outcome

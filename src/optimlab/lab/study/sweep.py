@@ -22,6 +22,7 @@ from typing import Any
 from optimlab.lab.executors import Executor
 from optimlab.lab.executors.local import LocalExecutor
 from optimlab.lab.executors.tracking import guard
+from optimlab.lab.training.progress import sweep_bar
 from optimlab.lab.training.results import append_record, check_writable, finished_keys
 from optimlab.lab.training.runner import RunConfig
 
@@ -106,14 +107,12 @@ def run_sweep(
     show = getattr(executor, "progress", False)
     finished = 0
     interrupted = False
-    sweep_bar = None
+    bar = None
     if show and todo:
-        from tqdm.auto import tqdm
-
-        sweep_bar = tqdm(total=len(configs), initial=skipped, desc="sweep", unit="run", position=0, dynamic_ncols=True)
+        bar = sweep_bar(len(configs), skipped)
         attach = getattr(executor, "attach_bar", None)  # an executor that knows what is running shows it there
         if attach is not None:
-            attach(sweep_bar)
+            attach(bar)
     stream = executor.run(todo)
     try:
         for record in stream:
@@ -121,8 +120,8 @@ def run_sweep(
             finished += 1
             for tracker in trackers:
                 tracker.log(record)
-            if sweep_bar is not None:
-                sweep_bar.update(1)
+            if bar is not None:
+                bar.update(1)
             if on_record is not None:
                 on_record(record)
     except KeyboardInterrupt:
@@ -133,8 +132,8 @@ def run_sweep(
             close()
         if owned:
             executor.close()  # type: ignore[attr-defined]
-        if sweep_bar is not None:
+        if bar is not None:
             if getattr(executor, "attach_bar", None) is not None:
                 executor.attach_bar(None)  # type: ignore[attr-defined]
-            sweep_bar.close()
+            bar.close()
     return SweepOutcome(total=len(configs), skipped=skipped, finished=finished, interrupted=interrupted)

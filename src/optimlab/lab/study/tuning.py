@@ -39,7 +39,7 @@ from optimlab.lab.study.sweep import run_sweep
 from optimlab.lab.training.results import load_records
 from optimlab.lab.training.runner import RunConfig
 
-__all__ = ["OptimizerResult", "StudyResult", "load_study", "tune_and_run"]
+__all__ = ["OptimizerResult", "StudyResult", "load_study", "tune_and_run", "check_specs", "run_study"]
 
 
 @dataclass
@@ -158,14 +158,37 @@ def tune_and_run(
     if protocol.task != t.name:
         raise ValueError(f"Invalid protocol: it is for task {protocol.task!r}, not {t.name!r}")
     specs = list(dict.fromkeys(optimizers))
+    check_specs(protocol, specs)
+    out = Path(out)
+    check_folder(out, protocol)
+    return run_study(protocol, specs, out, executor=executor, on_event=on_event, trackers=trackers)
+
+
+def check_specs(protocol: Protocol, specs: Sequence[str]) -> None:
+    """Raise ``ValueError`` unless every spec builds and takes a step (:func:`~optimlab.lab.catalog.presets.
+    check_spec`) at every trial setting of ``protocol`` and gives its tuning configs: checked before any run."""
     if not specs:
         raise ValueError("Invalid optimizers: []; expected at least one optimizer spec")
     for spec in specs:
         check_spec(spec)
         for point in protocol.trial_settings(spec):
             check_spec(spec, {k: v for k, v in point.items() if k != "lr"} or None)
-    out = Path(out)
-    check_folder(out, protocol)
+        protocol.tuning_configs(spec)
+
+
+def run_study(
+    protocol: Protocol,
+    specs: Sequence[str],
+    out: Path,
+    *,
+    executor: Executor | None = None,
+    on_event: Event | None = None,
+    trackers: Sequence[Any] = (),
+) -> StudyResult:
+    """:func:`tune_and_run` once its checks have passed (:func:`check_specs` and
+    :func:`~optimlab.lab.study.folder.check_folder`, as :func:`optimlab.lab.study.session.plan_study` makes
+    them): registers ``specs`` in ``out`` and runs what is left."""
+    specs = list(dict.fromkeys(specs))
     register_optimizers(out, protocol, specs)
     trackers = guard(trackers)  # one that fails is off for the tuning and the final runs alike
     executor = executor or LocalExecutor()

@@ -18,8 +18,6 @@ between steps (``tests/lab/test_diagnose.py`` checks the histories agree).
 from __future__ import annotations
 
 import math
-import sys
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,11 +27,10 @@ from torch import nn
 
 from optimlab import diagnostics as D
 from optimlab.lab.catalog.tasks import ClassificationTask, LanguageTask, SyntheticTask, Task, get_task
+from optimlab.lab.training.progress import Progress
 from optimlab.lab.training.runner import Callback, RunConfig, RunContext, run
 
 __all__ = [
-    "Progress",
-    "make_progress",
     "eval_batches",
     "metric_fn",
     "RecorderCallback",
@@ -45,59 +42,6 @@ __all__ = [
     "rerun_with_diagnostics",
     "final_value",
 ]
-
-
-# ----------------------------------------------------------------------------------------------------
-# Progress: a tqdm bar on a terminal, progress lines otherwise
-
-
-class Progress:
-    """``update(n)``, ``set_postfix_str(s)``, ``close()``; as a callable ``progress(done, total)`` it sets the
-    count (the form the diagnostics functions call). A tqdm bar on a terminal; printed lines (every 10 %) when
-    stdout is not one; nothing when disabled."""
-
-    def __init__(self, total: int, desc: str, enabled: bool = True, unit: str = "it") -> None:
-        self.total, self.desc, self.n, self.unit = max(1, int(total)), desc, 0, unit
-        self._bar = None
-        self._lines = False
-        self._next = 0.1
-        self._start = time.perf_counter()
-        self._postfix = ""
-        if enabled and sys.stdout.isatty():
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=self.total, desc=desc, unit=unit, leave=False, dynamic_ncols=True,
-                             mininterval=0.3)
-        elif enabled:
-            self._lines = True
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        if self._bar is not None:
-            self._bar.update(n)
-        elif self._lines and (self.n / self.total >= self._next - 1e-9 or self.n == self.total):
-            while self._next <= self.n / self.total + 1e-9:
-                self._next += 0.1
-            elapsed = time.perf_counter() - self._start
-            post = f", {self._postfix}" if self._postfix else ""
-            print(f"  {self.desc}: {self.n}/{self.total} {self.unit} ({100 * self.n / self.total:.0f}%, "
-                  f"{elapsed:.1f}s{post})", flush=True)
-
-    def set_postfix_str(self, s: str) -> None:
-        self._postfix = s
-        if self._bar is not None:
-            self._bar.set_postfix_str(s)
-
-    def __call__(self, done: int, total: int) -> None:
-        self.update(done - self.n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-def make_progress(total: int, desc: str, enabled: bool, unit: str = "it") -> Progress:
-    return Progress(total, desc, enabled, unit)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -374,7 +318,7 @@ def train(config: RunConfig, *, every: int | Callable[[int], bool] | None = 10,
     if every is not None:
         recorder_cb = RecorderCallback(every, histograms, noise_every=noise_every, data_dir=data_dir)
         callbacks.append(recorder_cb)
-    bar = make_progress(config.steps, f"{config.optimizer} lr={config.lr:g}: training", progress, "step")
+    bar = Progress(config.steps, f"{config.optimizer} lr={config.lr:g}: training", progress, "step")
     try:
         record = run(config, callbacks=callbacks, data_dir=data_dir, progress=bar)
     finally:

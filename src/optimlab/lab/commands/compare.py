@@ -1,0 +1,260 @@
+"""``optimlab compare``: every optimizer tuned with the same budget on one task, then run on fresh seeds; the
+answer, the table and the report.
+
+With no arguments it is the lab's default comparison: every optimizer of
+:data:`optimlab.lab.catalog.presets.DEFAULT_OPTIMIZERS` on MNIST-1D under the protocol of
+:func:`optimlab.lab.study.protocol.default_protocol`. The command checks everything before anything runs, prints
+its plan and cost, and runs it (:mod:`optimlab.lab.study.session`); the folder keeps every finished run, so the
+same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from optimlab.lab.catalog.presets import DEFAULT_OPTIMIZERS, parse_spec
+from optimlab.lab.catalog.space import parse_space
+from optimlab.lab.catalog.tasks import DEFAULT_TASK, TASKS, ClassificationTask, get_task
+from optimlab.lab.commands.args import (
+    add_data_dir,
+    add_dry_run,
+    add_jobs,
+    add_no_progress,
+    add_out,
+    add_seeds,
+    check_data_dir,
+    check_jobs,
+    parse_seeds,
+    positive_int,
+    split_specs,
+)
+from optimlab.lab.commands.command import Command
+from optimlab.lab.executors.backends import add_backend_arguments, describe_backend
+from optimlab.lab.present.report import build_report, format_summary
+from optimlab.lab.study.protocol import Protocol, default_protocol
+from optimlab.lab.study.session import Session, check_study, plan_study
+from optimlab.lab.training.runner import Callback, RunConfig, build_schedule
+
+__all__ = ["configure", "compare", "protocol_from_args", "parse_lrs", "FinalRunDiagnostics", "COMMANDS"]
+
+
+def configure(c: argparse.ArgumentParser) -> None:
+    """The arguments of ``optimlab compare``."""
+    c.add_argument("--task", default=DEFAULT_TASK, choices=sorted(TASKS), help=f"default: {DEFAULT_TASK}")
+    c.add_argument(
+        "--optimizers",
+        nargs="+",
+        default=None,
+        help="optimizer specs, e.g. sgdm adam lookahead+radam 'adamw@weight_decay=0.1'; default: the "
+        f"{len(DEFAULT_OPTIMIZERS)} of the default comparison (optimlab list)",
+    )
+    c.add_argument(
+        "--tuning",
+        default="quasirandom",
+        choices=["quasirandom", "grid", "none"],
+        help="quasirandom (default): Halton points of each optimizer's search space; grid: log-spaced lrs; "
+        "none: the presets, untuned",
+    )
+    c.add_argument("--budget", type=int, default=None, help="tuning trials per optimizer (default 8)")
+    c.add_argument(
+        "--trial-fraction",
+        type=float,
+        default=None,
+        help="length of a tuning trial as a fraction of --steps (default 0.4)",
+    )
+    c.add_argument("--lr", default=None, help="an explicit lr grid for every optimizer, e.g. 1e-3,3e-3,1e-2")
+    c.add_argument(
+        "--space",
+        action="append",
+        default=[],
+        metavar="SPEC:NAME=LOW..HIGH",
+        help="override a search space, e.g. 'adam:lr=1e-4..1' or 'sgdm:lr=1e-3..1,momentum=0.8..0.99:lin' (repeatable)",
+    )
+    c.add_argument("--schedule", default="warmup_cosine", help="lr schedule (default warmup_cosine), or name@k=v")
+    g = c.add_mutually_exclusive_group()
+    g.add_argument("--steps", type=positive_int("--steps"), default=None, help="training steps (default: the task's)")
+    g.add_argument("--epochs", type=float, default=None, help="training epochs instead of --steps")
+    add_seeds(c)
+    c.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="validation target for steps/time to target (accuracy as a fraction, e.g. 0.9; default: the "
+        "task's, see optimlab list)",
+    )
+    c.add_argument(
+        "--study",
+        type=int,
+        default=0,
+        help="independent repetition of the tuning: other trial seeds and quasi-random points (default 0)",
+    )
+    c.add_argument("--batch-size", type=positive_int("--batch-size"), default=None, help="default: the task's")
+    c.add_argument("--eval-every", type=positive_int("--eval-every"), default=None, help="default: the task's")
+    add_jobs(c)
+    add_out(
+        c,
+        "results folder (default: optimlab-runs/TASK, or optimlab-runs/TASK-<what differs> for a protocol other "
+        "than the default)",
+    )
+    add_data_dir(c)
+    add_no_progress(c, lines_instead=True)
+    add_dry_run(c)
+    add_backend_arguments(c)
+    c.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="record diagnostics in every final run (walk, |g| histograms, sharpness, interpolation; "
+        "optimlab.lab.training.diagnostic_runs.DiagnosticsCallback) and add their panels to the report",
+    )
+
+
+class FinalRunDiagnostics:
+    """The callbacks of ``compare --diagnostics``: a :class:`~optimlab.lab.training.diagnostic_runs.DiagnosticsCallback`
+    for each final run (those that report the test split), none for tuning trials. Picklable (module level), so
+    the worker processes build it."""
+
+    def __init__(self, data_dir: str | None = None) -> None:
+        self.data_dir = data_dir
+
+    def __call__(self, config: RunConfig) -> list[Callback]:
+        from optimlab.lab.training.diagnostic_runs import DiagnosticsCallback  # only with --diagnostics
+
+        return [DiagnosticsCallback(data_dir=self.data_dir)] if "test" in config.splits else []
+
+
+def parse_lrs(value: str) -> tuple[float, ...]:
+    """``'1e-3,3e-3'`` -> the explicit lr grid."""
+    try:
+        lrs = tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"Invalid --lr: {value!r}; expected comma-separated positive numbers") from None
+    if not lrs or any(not (lr > 0 and math.isfinite(lr)) for lr in lrs):
+        raise ValueError(f"Invalid --lr: {value!r}; expected comma-separated positive numbers")
+    return lrs
+
+
+def protocol_from_args(args: argparse.Namespace) -> Protocol:
+    """The :class:`~optimlab.lab.study.protocol.Protocol` a ``compare`` command line asks for (validated)."""
+    task = get_task(args.task)
+    batch_size = args.batch_size or task.batch_size
+    if args.epochs is not None:
+        if not isinstance(task, ClassificationTask):
+            raise ValueError(f"--epochs applies to classification tasks; use --steps for {task.name}")
+        if not args.epochs > 0:
+            raise ValueError(f"Invalid --epochs: {args.epochs}; expected a positive number")
+        n = len(task.load(args.data_dir).y_train)
+        steps = max(1, round(args.epochs * (n // batch_size)))
+    else:
+        steps = args.steps or task.steps
+    build_schedule(args.schedule, steps)  # a bad schedule spec is named as one, before anything else
+    fields: dict[str, Any] = {"steps": steps, "batch_size": batch_size, "schedule": args.schedule}
+    fields["eval_every"] = min(args.eval_every or task.eval_every, steps)
+    fields["tuning"] = args.tuning
+    if args.lr is not None:
+        if args.tuning == "none":
+            raise ValueError("--lr conflicts with --tuning none; give --tuning grid with --lr, or drop --lr")
+        fields["lrs"] = parse_lrs(args.lr)
+        fields["tuning"] = "grid"
+        fields["budget"] = len(fields["lrs"])
+    if args.budget is not None:
+        if args.tuning == "none":
+            raise ValueError("--budget conflicts with --tuning none (the presets run without tuning trials)")
+        if args.lr is not None:
+            raise ValueError("--budget conflicts with --lr (the budget is then the number of lrs given)")
+        fields["budget"] = args.budget
+    if args.trial_fraction is not None:
+        fields["trial_fraction"] = args.trial_fraction
+    if args.space:
+        if args.tuning == "none":
+            raise ValueError("--space conflicts with --tuning none (nothing is tuned)")
+        spaces = {}
+        for text in args.space:
+            name, params = parse_space(text)
+            spaces[name] = tuple(params)
+        fields["spaces"] = tuple(sorted(spaces.items()))
+    if args.seeds is not None:
+        fields["seeds"] = parse_seeds(args.seeds)
+    fields["study"] = args.study
+    if args.target is not None:
+        fields["target"] = args.target
+    return default_protocol(task, **fields)
+
+
+def _default_out(protocol: Protocol) -> Path:
+    base = default_protocol(protocol.task)
+    if protocol == base:
+        return Path("optimlab-runs") / protocol.task
+    parts = []
+    a, b = protocol.to_dict(), base.to_dict()
+    for k in a:
+        if a[k] == b[k] or k == "task":
+            continue
+        v = a[k]
+        if k == "seeds":
+            v = f"{v[0]}-{v[-1]}" if list(v) == list(range(v[0], v[0] + len(v))) else "-".join(map(str, v))
+        elif k == "spaces":
+            v = "custom"
+        elif isinstance(v, list):
+            v = "-".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
+        parts.append(f"{k.replace('_', '')}{v}".replace("@", "_").replace("=", "").replace(",", "_"))
+    return Path("optimlab-runs") / f"{protocol.task}-{'-'.join(parts)}"[:120]
+
+
+def compare(args: argparse.Namespace) -> int:
+    """The ``compare`` handler: check, plan, print the plan (and stop there with ``--dry-run``), run, report."""
+    task = get_task(args.task)
+    specs = split_specs(args.optimizers) if args.optimizers else list(DEFAULT_OPTIMIZERS)
+    check_jobs(args.jobs)
+    check_data_dir(args.data_dir, task)
+    for spec in specs:
+        if args.lr is not None and "lr" in dict(parse_spec(spec).kwargs):
+            raise ValueError(f"--lr conflicts with the lr given in optimizer spec {spec!r}; use one of them")
+    protocol = protocol_from_args(args)
+    compared = {*specs, *(parse_spec(spec).base for spec in specs)}
+    unused = [name for name, _ in protocol.spaces if name not in compared]
+    if unused:  # most likely a typo: the space would be ignored
+        raise ValueError(
+            f"--space for {', '.join(map(repr, unused))}, which is not among the optimizers compared "
+            f"({', '.join(specs)}); give a --space for one of them (its spec or its base name)"
+        )
+    check_study(protocol, specs, args.data_dir)  # every spec at every trial setting, and the data
+    out = Path(args.out) if args.out else _default_out(protocol)
+    if args.out is None and out != Path("optimlab-runs") / task.name:
+        print(f"note: results go to {out}, apart from the default protocol's folder (they are not comparable)")
+    # the trackers (a probe of the MLflow store) before the folder is made; --dry-run contacts none
+    session = Session.from_args(args, callbacks=FinalRunDiagnostics(args.data_dir) if args.diagnostics else None)
+    plan = plan_study(protocol, specs, out, jobs=args.jobs, data_dir=args.data_dir, create=not args.dry_run)
+    print(
+        f"optimlab compare: {task.name}, {len(specs)} optimizer(s), {describe_backend(args, plan.jobs)} -> {out}\n"
+        f"protocol: {protocol.describe()}\n"
+        f"plan: {protocol.trials_per_optimizer() * len(specs)} tuning trials + "
+        f"{len(protocol.seeds) * len(specs)} final runs; still to do: {plan.cost.describe()}",
+        flush=True,
+    )
+    if args.dry_run:
+        return 0
+    start = time.perf_counter()
+    study = session.run([plan], jobs=plan.jobs)[task.name]
+    elapsed = time.perf_counter() - start
+    if study.interrupted:
+        print(f"\ninterrupted: every finished run is kept in {out}; run the same command again to resume.")
+        if not any(r.finals for r in study.results.values()):
+            return 130
+    path, summary = build_report(out)
+    print()
+    print(format_summary(summary))
+    print(
+        f"\n{plan.cost.runs} run(s) in {elapsed:.1f} s. Results: {out / 'results.jsonl'}; summary: "
+        f"{out / 'summary.csv'}\nReport: {path}"
+    )
+    return 130 if study.interrupted else 0
+
+
+COMMANDS: dict[str, Command] = {
+    "compare": Command("tune optimizers with equal budgets, compare them on fresh seeds, write a report", configure,
+                       compare),
+}
