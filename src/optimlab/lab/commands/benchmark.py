@@ -184,9 +184,9 @@ def aggregate(summaries: dict[str, Any], r_max: float = stats.R_MAX) -> Aggregat
 
 
 def _plot_profiles(agg: Aggregate, path: Path) -> None:
-    from optimlab.lab.present.report import _plt, _save
+    from optimlab.lab.present.figures import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
     order = sorted(agg.optimizers, key=lambda n: -agg.cpu_score[n])
     for ax, prof, score, label in (
@@ -202,7 +202,7 @@ def _plot_profiles(agg: Aggregate, path: Path) -> None:
         ax.legend(fontsize=7, title="score", title_fontsize=7, loc="lower right")
     axes[0].set_ylabel(f"rho(tau): fraction of the {len(agg.tasks)} tasks")
     fig.suptitle("Performance profiles (Dolan & Moré 2002; AlgoPerf scoring, r_max = 4)", fontsize=11)
-    _save(plt, fig, path)
+    save_figure(fig, path)
 
 
 def _score_table(agg: Aggregate) -> tuple[list[str], list[list[str]]]:
@@ -230,7 +230,8 @@ def _text_table(header: list[str], rows: list[list[str]]) -> str:
 def build_benchmark_report(out: str | os.PathLike) -> tuple[Path, str]:
     """Per-task reports (``OUT/TASK/report.html``), the profiles, scores and ``OUT/report.html``; returns the
     page's path and the printed text."""
-    from optimlab.lab.present.report import _STYLE, _html_table, build_report, headline_sentence
+    from optimlab.lab.present.pages import STYLE
+    from optimlab.lab.present.report import build_report, headline_sentence, summary_table_html
 
     out = Path(out)
     path = out / BENCHMARK_FILE
@@ -284,9 +285,9 @@ def build_benchmark_report(out: str | os.PathLike) -> tuple[Path, str]:
     for t, ts in summaries.items():
         parts.append(f"<h2>{html.escape(t)}</h2><p>{html.escape(ts.study.protocol.describe())}</p>")
         parts.append(f"<img src='{t}/answer_{t}.png' alt='{html.escape(t)}' data-figure='answer'>")
-        parts.append(_html_table(ts))
+        parts.append(summary_table_html(ts))
     page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>optimlab benchmark</title><style>{_STYLE}</style>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>optimlab benchmark</title><style>{STYLE}</style>"
         f"</head><body>{''.join(parts)}</body></html>"
     )
     report = out / "report.html"

@@ -27,7 +27,8 @@ from optimlab.lab.catalog.tasks import DEFAULT_TASK, TASKS, get_task
 from optimlab.lab.commands.args import add_data_dir, check_data_dir, positive_int
 from optimlab.lab.commands.benchmark import BENCHMARK_FILE, build_benchmark_report
 from optimlab.lab.commands.command import Command
-from optimlab.lab.present.report import _plt, _save, build_report, format_summary
+from optimlab.lab.present.figures import pyplot, save_figure
+from optimlab.lab.present.report import build_report, format_summary
 from optimlab.lab.present.style import color_for
 from optimlab.lab.training.results import check_writable
 from optimlab.lab.training.runner import build_schedule, parse_schedule
@@ -75,7 +76,7 @@ def _configure_lr_find(f: argparse.ArgumentParser) -> None:
 
 
 def _plot_lr_find(result: Any, title: str, path: Path, color: str) -> None:
-    plt = _plt()
+    plt = pyplot()
     lrs = np.asarray(result.lrs, dtype=float)
     raw = np.asarray(result.losses, dtype=float)
     sm = np.asarray(result.smoothed_losses, dtype=float)
@@ -103,7 +104,7 @@ def _plot_lr_find(result: Any, title: str, path: Path, color: str) -> None:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    _save(plt, fig, path)
+    save_figure(fig, path)
 
 
 def lr_find(args: argparse.Namespace) -> int:
@@ -176,14 +177,14 @@ def schedule(args: argparse.Namespace) -> int:
     if path.is_dir() or not path.suffix:  # a folder (existing, or a path without an extension): the plot goes in it
         path = path / f"schedule_{name}.png"
     check_writable(path.parent)
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     ax.plot(range(args.steps + 1), values)
     ax.set_xlabel("step")
     ax.set_ylabel("lr factor (x the base lr)" if args.lr is None else f"learning rate ({args.lr:g} x factor)")
     ax.set_title(f"schedule {args.name}, {args.steps} steps")
     ax.grid(alpha=0.3)
-    _save(plt, fig, path)
+    save_figure(fig, path)
     what = "factor" if args.lr is None else "lr"
     print(
         f"{args.name}: {what} at step 0 = {values[0]:.4g}, max = {max(values):.4g}, "

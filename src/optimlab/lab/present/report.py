@@ -18,8 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from optimlab.lab.present.figures import pyplot, save_figure
-from optimlab.lab.present.pages import STYLE, Markup, html_page, html_table
+from optimlab.lab.present.pages import Markup, html_page, html_table
 from optimlab.lab.present.report_figures import PLOTS
 from optimlab.lab.present.style import color_for
 from optimlab.lab.present.summary import TaskSummary, summarize_study
@@ -169,20 +168,3 @@ def _write_report(out: Path, study: Any) -> tuple[Path, TaskSummary]:
     path = out / REPORT_FILE
     path.write_text(html_page("optimlab report", parts))
     return path, ts
-
-
-# ----------------------------------------------------------------------------------------------------
-# Borrowed by commands/ (cli's lr-find and schedule plots, the benchmark's page) under their old names, until it takes
-# pyplot and save_figure from present.figures, STYLE from present.pages and summary_table_html from here.
-
-
-def _plt() -> Any:
-    return pyplot()
-
-
-def _save(plt: Any, fig: Any, path: Path) -> None:
-    save_figure(fig, path)
-
-
-_STYLE = STYLE
-_html_table = summary_table_html
