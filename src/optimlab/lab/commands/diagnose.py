@@ -13,6 +13,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from optimlab import diagnostics as D
 from optimlab.lab.catalog.presets import parse_spec, preset_lr
 from optimlab.lab.catalog.tasks import DEFAULT_TASK, TASKS, ClassificationTask, SyntheticTask, Task, get_task
 from optimlab.lab.present import diagnostic_plots as P
-from optimlab.lab.training.diagnostic_runs import TrainedRun, eval_batches, final_value, make_progress, metric_fn, train
+from optimlab.lab.training.diagnostic_runs import TrainedRun, eval_batches, make_progress, metric_fn, train
 from optimlab.lab.training.runner import RunConfig
 
 __all__ = ["add_commands", "COMMANDS", "parse_range", "out_dir"]
@@ -168,9 +169,9 @@ def _config(task: Task, spec: str, args: argparse.Namespace, steps: int, batch: 
 
 
 def _final(run: TrainedRun) -> dict[str, Any]:
-    r, m = run.record, run.record["metric"]
-    return {"train_loss": final_value(r, "train_loss"), f"val_{m}": final_value(r, f"val_{m}"),
-            f"test_{m}": final_value(r, f"test_{m}"), "status": r["status"], "steps_done": r["steps_done"]}
+    r, m = run.record, run.record.metric
+    return {"train_loss": r.final("train_loss"), f"val_{m}": r.final(f"val_{m}"), f"test_{m}": r.test(m),
+            "status": r.status, "steps_done": r.steps_done}
 
 
 def _fmt(x: Any, pct: bool = False) -> str:
@@ -246,7 +247,7 @@ def _walk(args: argparse.Namespace) -> int:
         run = train(config, every=args.every, checkpoint_steps=ck, noise_every=noise_every,
                     data_dir=args.data_dir, progress=show)
         runs.append(run)
-        hist = run.record["extras"]["recorder"]
+        hist = run.record.extras["recorder"]
         walks.append((spec, hist))
         seg = {"steps": [], "alphas": alphas.tolist(), "loss": []}
         if segs:
@@ -259,7 +260,7 @@ def _walk(args: argparse.Namespace) -> int:
                 seg["loss"].append(res.loss.tolist())
             bar.close()
             segments.append((spec, seg))
-        payload[spec] = {"config": run.record["config"], "final": _final(run), "recorder": hist, "segments": seg}
+        payload[spec] = {"config": asdict(run.config), "final": _final(run), "recorder": hist, "segments": seg}
         cos = np.array([np.nan if v is None else v for v in hist["cos_prev"]], dtype=float)
         tail = cos[-max(1, cos.size // 10):]
         table.append([spec, f"{config.lr:g}", _fmt(_final(run)["train_loss"]),
@@ -319,7 +320,7 @@ def _interpolate(args: argparse.Namespace) -> int:
             bar.close()
             res[split] = {**r.to_dict(), "examples": r.cost.examples}
         lines.append((spec, res))
-        payload[spec] = {"config": run.record["config"], "final": _final(run), "interpolation": res}
+        payload[spec] = {"config": asdict(run.config), "final": _final(run), "interpolation": res}
         loss = np.array([np.nan if v is None else v for v in res["train"]["loss"]])
         inside = (alphas >= 0) & (alphas <= 1)
         li = loss[inside]
@@ -377,7 +378,7 @@ def _landscape(args: argparse.Namespace) -> int:
                     data_dir=args.data_dir, progress=show)
         model = run.model
         dirs = _axes_directions(model) if synthetic else D.random_directions(model, 2, seed=args.direction_seed)
-        entry: dict[str, Any] = {"config": run.record["config"], "final": _final(run)}
+        entry: dict[str, Any] = {"config": asdict(run.config), "final": _final(run)}
         row = [spec, f"{run.config.lr:g}", _fmt(_final(run)["train_loss"])]
         if "1d" in plots:
             bar = make_progress(line.size, f"{spec}: 1-D", show, "point")
@@ -479,9 +480,9 @@ def _histograms(args: argparse.Namespace) -> int:
             label = spec if len(schedules) == 1 else f"{spec} | {schedule}"
             run = train(_config(task, spec, args, steps, batch, schedule=schedule), every=1, histograms=True,
                         data_dir=args.data_dir, progress=show)
-            h = run.record["extras"]["recorder"]
+            h = run.record.extras["recorder"]
             runs.append((label, {"steps": h["step"], "bins": h["bins"], **h["hist"]}))
-            payload[label] = {"config": run.record["config"], "final": _final(run), "steps": h["step"],
+            payload[label] = {"config": asdict(run.config), "final": _final(run), "steps": h["step"],
                               "bins": h["bins"], "hist": h["hist"], "hist_outside": h["hist_outside"],
                               "lr": h["lr"]}
             counts = np.array(h["hist"]["step_size"][-1], dtype=float)
@@ -535,7 +536,7 @@ def _sharpness(args: argparse.Namespace) -> int:
             run = train(_config(task, spec, args, steps, batch, seed=seed), every=None,
                         checkpoint_steps=track if seed == 0 else (), data_dir=args.data_dir, progress=show)
             e = top(run.model, seed)
-            entry: dict[str, Any] = {"config": run.record["config"], "final": _final(run), "top": e.to_dict()}
+            entry: dict[str, Any] = {"config": asdict(run.config), "final": _final(run), "top": e.to_dict()}
             tops.append(e.value)
             if args.trace:
                 tr = D.hessian_trace(run.model, task.loss_fn, hvp_batch, iters=args.trace_iters, tol=0.0, seed=seed)

@@ -6,10 +6,11 @@ An executor only runs configs and hands records back; the study's driver writes 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from optimlab.lab.training.runner import RunConfig
+    from optimlab.lab.training.config import RunConfig
+    from optimlab.lab.training.record import RunRecord
 
 __all__ = ["Executor"]
 
@@ -20,4 +21,4 @@ class Executor(Protocol):
     Closing the returned iterator early (Ctrl-C in the driver) must stop the runs still in flight.
     """
 
-    def run(self, configs: Sequence[RunConfig]) -> Iterator[dict[str, Any]]: ...
+    def run(self, configs: Sequence[RunConfig]) -> Iterator[RunRecord]: ...

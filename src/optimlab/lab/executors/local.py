@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from optimlab.lab.training.record import RunRecord
 from optimlab.lab.training.runner import CallbackFactory, RunConfig, run
 
 __all__ = ["LocalExecutor"]
@@ -54,7 +55,7 @@ def _progress_bar(config: RunConfig, position: int, enabled: bool) -> Any:
     )
 
 
-def _worker_run(config: RunConfig) -> dict[str, Any]:
+def _worker_run(config: RunConfig) -> RunRecord:
     bar = _progress_bar(config, _WORKER["slot"] + 1, _WORKER["show_progress"])
     try:
         factory = _WORKER["callbacks"]
@@ -114,7 +115,7 @@ class LocalExecutor:
             self._pool.join()
             self._pool = None
 
-    def run(self, configs: Sequence[RunConfig]) -> Iterator[dict[str, Any]]:
+    def run(self, configs: Sequence[RunConfig]) -> Iterator[RunRecord]:
         configs = list(configs)
         if not configs:
             return
@@ -123,7 +124,7 @@ class LocalExecutor:
         else:
             yield from self._parallel(configs)
 
-    def _serial(self, configs: list[RunConfig]) -> Iterator[dict[str, Any]]:
+    def _serial(self, configs: list[RunConfig]) -> Iterator[RunRecord]:
         import torch
 
         previous = torch.get_num_threads()
@@ -160,7 +161,7 @@ class LocalExecutor:
             )
         return self._pool
 
-    def _parallel(self, configs: list[RunConfig]) -> Iterator[dict[str, Any]]:
+    def _parallel(self, configs: list[RunConfig]) -> Iterator[RunRecord]:
         pool = self._start()
         try:
             yield from pool.imap_unordered(_worker_run, configs)

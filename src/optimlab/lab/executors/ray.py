@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from optimlab.lab.training.record import RunRecord
 from optimlab.lab.training.runner import CallbackFactory, RunConfig
 
 __all__ = ["RayExecutor", "RunsFailedError", "RAY_MISSING"]
@@ -135,7 +136,7 @@ class _Reporter:
 
 def _task(
     config: RunConfig, threads: int, data_dir: str | None, callbacks: CallbackFactory | None, board: Any
-) -> dict[str, Any]:
+) -> RunRecord:
     """One run on a Ray worker: its threads, its callbacks, its progress reports; returns the record."""
     import platform
 
@@ -324,7 +325,7 @@ class RayExecutor:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def run(self, configs: Sequence[RunConfig]) -> Iterator[dict[str, Any]]:
+    def run(self, configs: Sequence[RunConfig]) -> Iterator[RunRecord]:
         configs = list(configs)
         if not configs:
             return

@@ -317,11 +317,11 @@ class Context:
         return LocalExecutor(jobs=self.jobs, data_dir=self.data_dir, progress=None if self.progress else False,
                              callbacks=callbacks)
 
-    def sweep(self, configs: Iterable[Any], subdir: str = "runs", callbacks: Any = None) -> list[dict[str, Any]]:
+    def sweep(self, configs: Iterable[Any], subdir: str = "runs", callbacks: Any = None) -> list[Any]:
         """Run the :class:`~optimlab.lab.training.runner.RunConfig` s with
         :func:`~optimlab.lab.study.sweep.run_sweep` in ``folder/subdir`` (resumable by key; records carry versions,
-        seed and config) and return their records, in the order of ``configs``. Raises KeyboardInterrupt when the
-        sweep was interrupted."""
+        seed and config) and return their records (:class:`~optimlab.lab.training.record.RunRecord`), in the order
+        of ``configs``. Raises KeyboardInterrupt when the sweep was interrupted."""
         from optimlab.lab.commands.cli import ProgressPrinter
         from optimlab.lab.study.sweep import run_sweep
         from optimlab.lab.training.results import load_records
@@ -331,7 +331,7 @@ class Context:
         printer = ProgressPrinter(sum(c.steps for c in configs), lines=self.progress)
         counter = {"done": 0}
 
-        def on_record(rec: dict[str, Any]) -> None:
+        def on_record(rec: Any) -> None:
             counter["done"] += 1
             printer("record", record=rec, phase=self.name, done=counter["done"], total=len(configs))
 
@@ -340,7 +340,7 @@ class Context:
         self.reused += outcome.skipped
         if outcome.interrupted:
             raise KeyboardInterrupt
-        by_key = {r["key"]: r for r in load_records(out)}
+        by_key = {r.key: r for r in load_records(out)}
         return [by_key[c.key()] for c in configs]
 
     def tune(self, task: str, optimizers: Sequence[str], protocol: Any, subdir: str, callbacks: Any = None) -> Any:
@@ -356,12 +356,12 @@ class Context:
                                    + len(protocol.seeds) * protocol.steps)
         printer = ProgressPrinter(total, lines=self.progress)
         out = self.folder / subdir
-        before = {r["key"] for r in load_records(out)} if out.exists() else set()
+        before = {r.key for r in load_records(out)} if out.exists() else set()
         try:
             with self.executor(callbacks) as executor:
                 return tune_and_run(task, optimizers, protocol, out, executor=executor, on_event=printer)
         finally:
-            after = {r["key"] for r in load_records(out)} if out.exists() else set()
+            after = {r.key for r in load_records(out)} if out.exists() else set()
             self.computed += len(after - before)
             self.reused += len(before)
 

@@ -50,10 +50,10 @@ def remaining_configs(protocol: Protocol, optimizers: Sequence[str], out: str | 
     same cost)."""
     out = Path(out)
     records = load_records(out) if (out / "results.jsonl").exists() else []
-    done = {r["key"] for r in records}
+    done = {r.key for r in records}
     study = _collect(protocol, optimizers, records)
     todo: list[RunConfig] = []
-    by_key = {r["key"]: r for r in records}
+    by_key = {r.key: r for r in records}
     for spec, result in study.results.items():
         first = protocol.tuning_configs(spec)
         todo += [c for c in first if c.key() not in done]

@@ -15,7 +15,8 @@ from optimlab.lab.catalog.presets import parse_spec, search_space
 from optimlab.lab.catalog.space import METHODS, Param, SearchSpace, trial_points
 from optimlab.lab.catalog.tasks import Task, get_task
 from optimlab.lab.study.selection import select
-from optimlab.lab.training.runner import RunConfig
+from optimlab.lab.training.config import RunConfig
+from optimlab.lab.training.record import RunRecord
 
 __all__ = [
     "PROTOCOL_FILE", "PROTOCOL_VERSION", "TUNING_METHODS",
@@ -143,7 +144,7 @@ class Protocol:
             return [{"lr": float(lr)} for lr in self.lrs]
         return trial_points(self.space_for(spec), self.budget - self.refine_trials, self.tuning, self.study)
 
-    def refine_settings(self, spec: str, first: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+    def refine_settings(self, spec: str, first: Sequence[RunRecord]) -> list[dict[str, float]]:
         """The refining trials after the first ones (records ``first``): around the best lr, half the points'
         spacing to either side; or, when the best is the highest (lowest) lr tried or everything diverged,
         one and two spacings beyond it, past the range's edge if need be. Other hyperparameters: the best's."""
@@ -153,7 +154,7 @@ class Protocol:
         space = self.space_for(spec)
         step = space.lr.decades / (self.budget - n)  # the first points' spacing, in decades
         best = select(spec, space, first, get_task(self.task))
-        tried = [r["config"]["lr"] for r in first]
+        tried = [r.config.lr for r in first]
         if best.all_diverged or best.lr == min(tried):
             offsets = [-step * (i + 1) for i in range(n)]
         elif best.lr == max(tried):
@@ -182,7 +183,7 @@ class Protocol:
         """The first tuning trials of ``spec`` (one seed each, ``trial_steps`` long, no test split)."""
         return [self._trial_config(spec, point, j) for j, point in enumerate(self.trial_settings(spec))]
 
-    def refine_configs(self, spec: str, first: Sequence[dict[str, Any]]) -> list[RunConfig]:
+    def refine_configs(self, spec: str, first: Sequence[RunRecord]) -> list[RunConfig]:
         """The refining trials of ``spec``, given the records of its first trials."""
         k = len(self.trial_settings(spec))
         return [self._trial_config(spec, p, k + i) for i, p in enumerate(self.refine_settings(spec, first))]

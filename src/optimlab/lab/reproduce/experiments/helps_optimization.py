@@ -23,6 +23,7 @@ about 8-12 min; ``--quick`` (600 steps, 4 trials, 3 seeds) about 2 min.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from optimlab.lab.reproduce import (
     table,
     verdict_from_checks,
 )
-from optimlab.lab.reproduce.experiments._study import final_values, steps_to_target, study
+from optimlab.lab.reproduce.measure import finals, or_nan, tuned_study
 
 __all__ = ["NAME", "PROTOCOL", "QUICK", "RULE", "FACTORS", "run", "verdict", "figure", "cost"]
 
@@ -98,13 +99,14 @@ def run(ctx: Context) -> dict[str, Any]:
     selected: dict[str, dict[str, float]] = {}
     for task in p["tasks"]:
         ctx.log(f"tuning {', '.join(p['optimizers'])} on {task}")
-        result = study(ctx, task, p["optimizers"], _protocol(p, task, ctx.seeds), task)
+        result = tuned_study(ctx, task, p["optimizers"], _protocol(p, task, ctx.seeds), task)
         target = result.protocol.target_value
         for spec in p["optimizers"]:
+            runs = finals(result, spec)
             per.setdefault(task, {})[spec] = {
-                "test_accuracy": final_values(result, spec, "test_accuracy"),
-                "train_loss": final_values(result, spec, "train_loss"),
-                "steps_to_target": steps_to_target(result, spec, target),
+                "test_accuracy": [or_nan(r.test("accuracy")) for r in runs],  # a diverged run's too
+                "train_loss": [or_nan(r.final("train_loss")) if r.ok else math.nan for r in runs],
+                "steps_to_target": [r.steps_to(target, key=f"val_{r.metric}") for r in runs],
             }
             selected.setdefault(task, {})[spec] = result.results[spec].selection.lr
     rows, comps = [], []

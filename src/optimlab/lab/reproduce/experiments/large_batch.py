@@ -21,7 +21,7 @@ epoch (Goyal's gradual warm-up, 5 of 90 epochs there; one of a few dozen here), 
 rule's lr, factors 0.3, 1 and 3 are also run, so each optimizer's steps to target at B is the best of three lrs
 (Shallue's "best lr per batch size", within the rule's neighbourhood) and one sees whether the rule's own lr is
 still the best. Steps to target: the first evaluation of the validation accuracy at or above the target (a
-training loop that stops there; :func:`~optimlab.lab.reproduce.run_records.train_to_target`), per seed; runs that
+training loop that stops there; :func:`~optimlab.lab.reproduce.measure.train_to_target`), per seed; runs that
 never reach it within the cap count as not reached (infinite).
 
 Hardware: 2 CPU cores (one used: the runs are small and sequential); default ~20 min (7 batch sizes, 4 optimizers,
@@ -132,7 +132,7 @@ def cost(protocol: dict[str, Any]) -> tuple[int, float]:
 
 
 def _one(ctx: Context, spec: str, b: int, lr: float, seed: int) -> dict[str, Any]:
-    from optimlab.lab.reproduce.run_records import train_to_target
+    from optimlab.lab.reproduce.measure import train_to_target
 
     p = ctx.protocol
     cap = _cap(p, b)

@@ -1,7 +1,10 @@
-"""Small helpers shared by the claims of part B: numbers read from lab run records, a training loop that stops at a
-target, and the two-sample comparisons the verdict rules use.
+"""What the claims measure with: a tuned study that stops the claim when it is not complete, a study's final runs in
+seed order, missing numbers as NaN, a training loop that stops at a target, and the two-sample comparisons the
+verdict rules use.
 
-A record is what :func:`optimlab.lab.training.runner.run` returns (``history``, ``test``, ``status``, ``config``).
+A run's numbers come from its record (:class:`~optimlab.lab.training.record.RunRecord`: ``final``, ``at``, ``test``,
+``steps_to``), which gives ``None`` for a missing value and never looks at the run's status; a claim that counts a
+diverged run as missing says so (``or_nan(r.test("accuracy")) if r.ok else math.nan``).
 """
 
 from __future__ import annotations
@@ -9,54 +12,35 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "final_value",
-    "value_at",
-    "test_value",
-    "steps_to_target_from_record",
-    "train_to_target",
-    "welch",
-    "mean",
-    "std",
-    "tune",
-]
+if TYPE_CHECKING:  # imported where used: an experiment module is read by every command (``optimlab reproduce list``)
+    from optimlab.lab.study.tuning import StudyResult
+    from optimlab.lab.training.record import RunRecord
+
+__all__ = ["tuned_study", "finals", "or_nan", "mean", "std", "welch"]
 
 
-def _finite(v: Any) -> float:
-    return float(v) if v is not None and math.isfinite(float(v)) else math.nan
+def tuned_study(ctx: Any, task: str, optimizers: Sequence[str], protocol: Any, subdir: str,
+                callbacks: Any = None) -> StudyResult:
+    """``ctx.tune``: :func:`~optimlab.lab.study.tuning.tune_and_run` in ``ctx.folder / subdir`` (the protocol of
+    ``optimlab compare``, resumable by config key; ``callbacks`` as ``ctx.tune`` takes them). Raises
+    KeyboardInterrupt when the study was interrupted or is not complete, so the experiment stops there (instead of
+    computing a verdict from half a study; what finished is kept in the folder) and the same command resumes it."""
+    result = ctx.tune(task, list(optimizers), protocol, subdir, callbacks=callbacks)
+    if result.interrupted or not result.complete:
+        raise KeyboardInterrupt
+    return result
 
 
-def final_value(rec: dict[str, Any], key: str) -> float:
-    """The last value of ``history[key]`` (e.g. ``"val_accuracy"``); NaN for a diverged run or a missing value."""
-    values = rec["history"].get(key) or []
-    if rec.get("status") != "ok" or not values:
-        return math.nan
-    return _finite(values[-1])
+def finals(result: StudyResult, spec: str) -> list[RunRecord]:
+    """The final runs of ``spec`` in ``result``, in seed order."""
+    return sorted(result.results[spec].finals, key=lambda r: r.config.seed)
 
 
-def value_at(rec: dict[str, Any], key: str, step: int) -> float:
-    """``history[key]`` at the first evaluation at or after ``step`` (NaN if none, or diverged before)."""
-    for s, v in zip(rec["history"]["step"], rec["history"].get(key) or [], strict=False):
-        if s >= step:
-            return _finite(v)
-    return math.nan
-
-
-def test_value(rec: dict[str, Any], name: str) -> float:
-    """The test split's ``name`` (``"accuracy"``, ``"loss"``, ``"perplexity"``); NaN when missing or diverged."""
-    if rec.get("status") != "ok" or not rec.get("test"):
-        return math.nan
-    return _finite(rec["test"].get(name))
-
-
-def steps_to_target_from_record(rec: dict[str, Any], key: str, target: float, higher_is_better: bool) -> float:
-    """The first evaluated step whose ``history[key]`` reaches ``target``; ``inf`` if never."""
-    from optimlab.lab.present.stats import time_to_target
-
-    return time_to_target(rec["history"]["step"], rec["history"].get(key) or [], target,
-                          higher_is_better=higher_is_better)
+def or_nan(value: float | None) -> float:
+    """``value`` as a float; NaN for ``None`` (a value a record does not have, or that was not finite)."""
+    return math.nan if value is None else float(value)
 
 
 def train_to_target(
@@ -157,12 +141,3 @@ def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
         return diff, float(welch_test(fa, fb).p)
     except (ValueError, ZeroDivisionError):
         return diff, math.nan
-
-
-def tune(ctx: Any, task: str, optimizers: Sequence[str], protocol: Any, subdir: str) -> Any:
-    """``ctx.tune`` (:func:`optimlab.lab.study.tuning.tune_and_run` in ``ctx.folder / subdir``, the protocol of
-    ``optimlab compare``); raises KeyboardInterrupt when interrupted."""
-    study = ctx.tune(task, list(optimizers), protocol, subdir)
-    if study.interrupted:
-        raise KeyboardInterrupt
-    return study
