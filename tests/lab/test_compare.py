@@ -68,6 +68,7 @@ def test_tiny_compare_prints_the_answer_and_writes_results_csv_and_report_that_a
     for r in finals:
         assert r.history["step"] == [0, 20, 40] and r.config.steps == 40
         assert r.environment["torch"] and r.step_cpu_ms > 0 and r.fwd_bwd_cpu_ms > 0
+        assert r.code["source_sha256"] == records[0].code["source_sha256"]  # the code that ran, in every record
         assert r.optimizer_settings["lr"] == r.config.lr
     for r in trials:
         assert r.config.steps == 16 and r.test_values is None  # 40 % of the length, no test split

@@ -1,16 +1,21 @@
 """The run record (:class:`optimlab.lab.training.record.RunRecord`): its round trip, every accessor against the numbers
-read by hand from the history, old records of the same format, other formats refused."""
+read by hand from the history, old records of the same format, other formats refused, and the code's identity."""
 
 from __future__ import annotations
 
 import json
 import math
 import pickle
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from optimlab.lab.commands.cli import main
+from optimlab.lab.training.code_identity import code_identity, identity_of
 from optimlab.lab.training.record import RECORD_VERSION, RecordError, ResultsVersionError, RunRecord
 from optimlab.lab.training.results import RESULTS_FILE, append_record, load_records
 from optimlab.lab.training.runner import RunConfig, run
@@ -24,7 +29,7 @@ def record() -> RunRecord:
 
 
 def _by_hand(**fields: Any) -> dict[str, Any]:
-    """A record written by hand, as the lab of commit cb9a581 wrote them (format 2)."""
+    """A record written by hand, as the lab of commit cb9a581 wrote them (format 2, no code identity)."""
     config = {"task": "mnist1d-mlp", "optimizer": "adam", "lr": 0.001, "seed": 0, "steps": 20, "batch_size": 10,
               "eval_every": 10, "schedule": "constant", "hparams": [], "splits": ["train", "val", "test"]}
     rec = {
@@ -141,12 +146,12 @@ def test_an_old_record_of_format_2_loads_and_writes_back_unchanged(tmp_path: Pat
     line = json.dumps(old)
     (tmp_path / RESULTS_FILE).write_text(line + "\n")
     (rec,) = load_records(tmp_path)
-    assert rec.environment["optimlab"] == "0.1.0" and dict(rec.extras) == {}
+    assert rec.code is None and rec.environment["optimlab"] == "0.1.0" and dict(rec.extras) == {}
     assert rec.to_line() == line and rec.to_json() == old
     assert rec.final("val_accuracy") == 0.45 and rec.steps_to(0.5) == 10 and rec.test("accuracy") == 0.44
     lacking = {k: v for k, v in old.items() if k not in ("environment", "optimizer_settings", "target")}
     rec = RunRecord.from_json(lacking)  # fields the validation does not ask for may be absent
-    assert rec.to_json() == lacking and dict(rec.environment) == {} and rec.target is None
+    assert rec.to_json() == lacking and dict(rec.environment) == {} and rec.code is None and rec.target is None
 
 
 def test_a_record_of_another_format_is_refused(tmp_path: Path) -> None:
@@ -163,3 +168,121 @@ def test_a_record_of_another_format_is_refused(tmp_path: Path) -> None:
         with pytest.raises(RecordError, match=why.replace("(", r"\(")):
             RunRecord.from_json(value)
     assert RunRecord.problem(_by_hand()) is None
+
+
+def test_report_reads_a_folder_written_before_records_held_the_code(tiny_study: Any, tmp_path: Path) -> None:
+    out = tmp_path / "old"
+    shutil.copytree(tiny_study[0], out)
+    lines = []
+    for line in (out / RESULTS_FILE).read_text().splitlines():
+        rec = json.loads(line)
+        del rec["environment"]["code"]
+        lines.append(json.dumps(rec))
+    (out / RESULTS_FILE).write_text("\n".join(lines) + "\n")
+    assert all(r.code is None for r in load_records(out))
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.html").stat().st_size > 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# The code's identity
+
+
+def test_every_record_names_the_code_that_ran_and_the_same_code_gives_the_same_identity(record: RunRecord) -> None:
+    again = run(RunConfig("quadratic", "sgd", 0.1, steps=3, batch_size=1, eval_every=3))
+    code = record.code
+    assert code is not None and code == again.code == code_identity()
+    assert len(code["source_sha256"]) == 64 and int(code["source_sha256"], 16) >= 0 and code["files"] > 50
+    # another process running the same sources computes the same identity
+    probe = "import json; from optimlab.lab.training.code_identity import code_identity; print(json.dumps(" \
+            "code_identity()))"
+    src = str(Path(__import__("optimlab").__file__).parents[1])
+    other = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                           env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"})
+    assert json.loads(other.stdout) == code
+
+
+def _package(root: Path) -> Path:
+    pkg = root / "src" / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("X = 1\n")
+    (pkg / "sub" / "mod.py").write_text("def f():\n    return 2\n" * 50)
+    (pkg / "data.txt").write_text("not a source\n")
+    (root / "README").write_text("outside the package\n")
+    return pkg
+
+
+def test_the_source_hash_covers_each_py_file_its_path_and_nothing_else(tmp_path: Path) -> None:
+    pkg = _package(tmp_path)
+    first = identity_of(pkg)
+    assert first["files"] == 2 and first["git"] is None  # not in a git checkout
+    (pkg / "data.txt").write_text("changed\n")
+    assert identity_of(pkg)["source_sha256"] == first["source_sha256"]
+    (pkg / "sub" / "mod.py").rename(pkg / "sub" / "mod2.py")  # the same bytes under another name
+    assert identity_of(pkg)["source_sha256"] != first["source_sha256"]
+    (pkg / "sub" / "mod2.py").rename(pkg / "sub" / "mod.py")
+    assert identity_of(pkg) == first
+    (pkg / "__init__.py").write_text("X = 2\n")
+    assert identity_of(pkg)["source_sha256"] != first["source_sha256"]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git to make the test repository")
+def test_the_git_commit_and_dirty_state_are_read_from_the_repository_files(tmp_path: Path) -> None:
+    def git(*args: str) -> str:
+        env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+               "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+        done = subprocess.run(["git", "-C", str(tmp_path / "repo"), *args], capture_output=True, text=True,
+                              check=True, env=env)
+        return done.stdout.strip()
+
+    pkg = _package(tmp_path / "repo")
+    git("init", "-q", "-b", "main")
+    git("add", ".")
+    git("commit", "-q", "-m", "one")
+    head = git("rev-parse", "HEAD")
+    assert identity_of(pkg)["git"] == {"commit": head, "ref": "refs/heads/main", "dirty": False}
+    (pkg / "data.txt").write_text("changed\n")  # not a source
+    (tmp_path / "repo" / "README").write_text("changed\n")  # outside the package
+    assert identity_of(pkg)["git"]["dirty"] is False
+    with open(pkg / "sub" / "mod.py", "a") as f:
+        f.write("def g():\n    return 3\n")
+    assert identity_of(pkg)["git"]["dirty"] is True
+    git("add", ".")
+    assert identity_of(pkg)["git"]["dirty"] is True  # staged is not committed
+    git("commit", "-q", "-m", "two")
+    git("gc", "-q", "--aggressive")  # packed objects and refs, the changed file stored as a delta
+    assert not list((tmp_path / "repo" / ".git" / "refs" / "heads").iterdir())
+    second = git("rev-parse", "HEAD")
+    assert identity_of(pkg)["git"] == {"commit": second, "ref": "refs/heads/main", "dirty": False}
+    (pkg / "new.py").write_text("Y = 1\n")  # untracked
+    assert identity_of(pkg)["git"]["dirty"] is True
+    (pkg / "new.py").unlink()
+    (pkg / "__init__.py").unlink()  # removed
+    assert identity_of(pkg)["git"]["dirty"] is True
+    git("checkout", "-q", "--", ".")
+    git("checkout", "-q", "--detach", head)
+    assert identity_of(pkg)["git"] == {"commit": head, "ref": None, "dirty": False}
+
+
+def _varint(n: int) -> bytes:
+    """A size in a delta's header: 7 bits a byte, the lowest first."""
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def test_a_pack_delta_copies_and_inserts_as_git_writes_them() -> None:
+    from optimlab.lab.training.code_identity import _apply_delta
+
+    base = bytes(range(256)) * 300  # 76,800 bytes
+    copy_64k = bytes([0x80])  # a copy without offset or size bytes: offset 0, size 0, which means 0x10000
+    copy_two = bytes([0x80 | 0x01 | 0x02 | 0x10, 0x00, 0x2C, 0x02])  # offset 0x2C00, size 2
+    insert = bytes([3]) + b"xyz"
+    want = base[:0x10000] + base[0x2C00:0x2C02] + b"xyz"
+    delta = _varint(len(base)) + _varint(len(want)) + copy_64k + copy_two + insert
+    assert _apply_delta(base, delta) == want
+    with pytest.raises(ValueError):
+        _apply_delta(base[:-1], delta)  # a base of another size

@@ -16,7 +16,8 @@ a line, in format :data:`RECORD_VERSION`:
   that diverged), or ``None`` for a run whose config does not name the test split;
 - ``steps_done``, ``train_seconds``, ``train_cpu_seconds``, ``time_per_step``, ``step_cpu_ms``, ``step_wall_ms``,
   ``fwd_bwd_cpu_ms``, ``wall_seconds``: what it took;
-- ``environment``: package versions, machine and threads;
+- ``environment``: package versions, machine and threads, and the code's identity under ``"code"``
+  (:mod:`~optimlab.lab.training.code_identity`; records written before it was added have none);
 - ``extras``, when a callback put something in ``ctx.extras``.
 
 A view, not a dataclass of those fields: the JSON object is the format, so the record keeps it and reads it where it
@@ -225,8 +226,14 @@ class RunRecord:
 
     @property
     def environment(self) -> Mapping[str, Any]:
-        """Package versions, machine and threads; ``{}`` when not recorded."""
+        """Package versions, machine, threads and (``"code"``) the code's identity; ``{}`` when not recorded."""
         return MappingProxyType(self._data.get("environment") or {})
+
+    @property
+    def code(self) -> Mapping[str, Any] | None:
+        """The code's identity (:func:`~optimlab.lab.training.code_identity.code_identity`), ``None`` in a record
+        written before it was recorded."""
+        return self.environment.get("code")
 
     @property
     def extras(self) -> Mapping[str, Any]:

@@ -44,6 +44,7 @@ from torch import nn
 from optimlab.lab.catalog import adapter
 from optimlab.lab.catalog.presets import build_optimizer
 from optimlab.lab.catalog.tasks import SyntheticTask, Task, get_task
+from optimlab.lab.training.code_identity import code_identity
 from optimlab.lab.training.config import RunConfig, build_schedule, parse_schedule
 from optimlab.lab.training.record import RECORD_VERSION, RunRecord, finite_or_none
 
@@ -107,7 +108,9 @@ class TrajectoryCallback(Callback):
 
 
 def environment() -> dict[str, Any]:
-    """Package versions and machine, stored next to every result."""
+    """Package versions, machine and the code's identity (:func:`~optimlab.lab.training.code_identity.
+    code_identity`: a hash of the package's sources, and the git commit where it lives in a checkout), stored next
+    to every result."""
     try:
         from importlib.metadata import version
 
@@ -123,6 +126,7 @@ def environment() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "code": code_identity(),
     }
 
 
