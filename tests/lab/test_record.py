@@ -1,5 +1,6 @@
 """The run record (:class:`optimlab.lab.training.record.RunRecord`): its round trip, every accessor against the numbers
-read by hand from the history, old records of the same format, other formats refused, and the code's identity."""
+read by hand from the history, old records of the same format, other formats refused, the code's identity, and the
+runner's stop at a target (one training loop)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from optimlab.lab.commands.cli import main
 from optimlab.lab.training.code_identity import code_identity, identity_of
 from optimlab.lab.training.record import RECORD_VERSION, RecordError, ResultsVersionError, RunRecord
 from optimlab.lab.training.results import RESULTS_FILE, append_record, load_records
-from optimlab.lab.training.runner import RunConfig, run
+from optimlab.lab.training.runner import RunConfig, StopAtTarget, run
 
 CONFIG = RunConfig("mnist1d-mlp", "adam", 3e-3, seed=2, steps=30, batch_size=32, eval_every=10)
 
@@ -286,3 +287,31 @@ def test_a_pack_delta_copies_and_inserts_as_git_writes_them() -> None:
     assert _apply_delta(base, delta) == want
     with pytest.raises(ValueError):
         _apply_delta(base[:-1], delta)  # a base of another size
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stop at a target: a callback of the one training loop
+
+
+def test_stop_at_target_ends_the_same_run_at_the_first_evaluation_that_reaches_it() -> None:
+    config = RunConfig("mnist1d-mlp", "schedulefree-adamw", 1e-2, seed=1, steps=40, batch_size=32, eval_every=5)
+    full = run(config)  # Schedule-Free: evaluated at x (eval()/train() around each evaluation)
+    values = full.history["val_accuracy"]
+    target = sorted(values[1:])[len(values) // 2]  # reached after step 0, before the end
+    stopped = run(config, callbacks=[StopAtTarget(target)])
+    step = full.steps_to(target)
+    assert 0 < step < 40 and stopped.steps_done == step == stopped.steps_to(target) and stopped.ok
+    assert stopped.extras["stop_at_target"] == {"key": "val_accuracy", "target": target, "step": step}
+    n = len(stopped.history["step"])
+    assert stopped.history["step"][-1] == step
+    for key in ("step", "lr", "batch_loss", "train_loss", "val_loss", "val_accuracy"):
+        assert stopped.history[key] == full.history[key][:n], key  # the same run, bit for bit, up to the stop
+    assert set(stopped.test_values) == {"loss", "accuracy"}  # the test split: where it stopped
+    never = run(config, callbacks=[StopAtTarget(1.01)])
+    assert never.steps_done == 40 and never.extras["stop_at_target"]["step"] is None
+    numbers = ("step", "lr", "batch_loss", "train_loss", "val_loss", "val_accuracy")
+    assert all(never.history[k] == full.history[k] for k in numbers) and never.test_values == full.test_values
+    loss = run(config, callbacks=[StopAtTarget(full.history["val_loss"][2], key="val_loss", higher_is_better=False)])
+    assert loss.steps_done == full.steps_to(full.history["val_loss"][2], key="val_loss", higher_is_better=False)
+    with pytest.raises(ValueError, match="Invalid target"):
+        StopAtTarget(math.nan)

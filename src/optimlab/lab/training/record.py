@@ -13,7 +13,7 @@ a line, in format :data:`RECORD_VERSION`:
   before; and ``<split>_<name>`` (``train_loss``, ``val_accuracy``, ...) for each split the config names but
   ``test``. ``None`` stands for a value that was not finite;
 - ``test``: the test split's ``loss`` and metric, evaluated once, at the end (where the run stopped, for a run
-  that diverged), or ``None`` for a run whose config does not name the test split;
+  that diverged or that a callback stopped), or ``None`` for a run whose config does not name the test split;
 - ``steps_done``, ``train_seconds``, ``train_cpu_seconds``, ``time_per_step``, ``step_cpu_ms``, ``step_wall_ms``,
   ``fwd_bwd_cpu_ms``, ``wall_seconds``: what it took;
 - ``environment``: package versions, machine and threads, and the code's identity under ``"code"``

@@ -18,7 +18,9 @@ data with the test split removed (tuning runs).
 
 Hooks: pass ``callbacks`` (subclasses of :class:`Callback`) to observe or record anything during training --
 update angles, distance from init, gradient histograms, per-layer trust ratios. Whatever a callback puts in
-``ctx.extras`` is stored in the record under ``"extras"``.
+``ctx.extras`` is stored in the record under ``"extras"``. A callback that sets ``ctx.stop`` in
+:meth:`Callback.on_eval` ends the run after that evaluation (:class:`StopAtTarget`: stop at a target); the test
+split, where the config names it, is then evaluated where the run stopped.
 
 The config (:class:`~optimlab.lab.training.config.RunConfig`) and the record
 (:class:`~optimlab.lab.training.record.RunRecord`) have modules of their own; ``RunConfig``, ``parse_schedule`` and
@@ -54,6 +56,7 @@ __all__ = [
     "Callback",
     "CallbackFactory",
     "TrajectoryCallback",
+    "StopAtTarget",
     "run",
     "environment",
     "parse_schedule",
@@ -62,7 +65,8 @@ __all__ = [
 
 @dataclass
 class RunContext:
-    """What callbacks see. ``step`` counts optimizer steps taken so far."""
+    """What callbacks see. ``step`` counts optimizer steps taken so far; a callback that sets ``stop`` in
+    :meth:`Callback.on_eval` ends the run after that evaluation."""
 
     config: RunConfig
     task: Task
@@ -72,6 +76,7 @@ class RunContext:
     loss: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     data: Any = None
+    stop: bool = False
 
 
 class Callback:
@@ -84,7 +89,9 @@ class Callback:
 
     def after_step(self, ctx: RunContext) -> None: ...
 
-    def on_eval(self, ctx: RunContext, metrics: dict[str, float]) -> None: ...
+    def on_eval(self, ctx: RunContext, metrics: dict[str, float]) -> None:
+        """After each evaluation (the first at step 0): ``metrics`` holds the raw values (``val_accuracy``...; the
+        test split's at the last). Setting ``ctx.stop`` ends the run here."""
 
     def on_run_end(self, ctx: RunContext) -> None: ...
 
@@ -105,6 +112,34 @@ class TrajectoryCallback(Callback):
     @staticmethod
     def _point(model: nn.Module) -> list[float]:
         return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).tolist()
+
+
+class StopAtTarget(Callback):
+    """Stop the run at the first evaluation at which the curve ``key`` (default ``val_<metric>`` where the config
+    evaluates the validation split, else ``train_<metric>``) reaches ``target``: the steps-to-result measurement of
+    Shallue et al. (2018). Reached means a finite value ``>= target`` (``<=`` where lower is better; default: the
+    task's direction), as :meth:`RunRecord.steps_to <optimlab.lab.training.record.RunRecord.steps_to>` counts it,
+    the evaluation at step 0 included; so the stopped record's ``steps_to(target)`` is the step it stopped at.
+    Puts ``{"key", "target", "step"}`` (``step``: where it was reached, ``None`` if never) in
+    ``ctx.extras["stop_at_target"]``."""
+
+    def __init__(self, target: float, key: str | None = None, higher_is_better: bool | None = None) -> None:
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target):
+            raise ValueError(f"Invalid target: {target!r}; expected a finite number")
+        self.target, self.key, self.higher_is_better = target, key, higher_is_better
+
+    def on_run_start(self, ctx: RunContext) -> None:
+        split = "val" if "val" in ctx.config.splits else "train"
+        key = self.key or f"{split}_{ctx.task.metric}"
+        ctx.extras["stop_at_target"] = {"key": key, "target": self.target, "step": None}
+
+    def on_eval(self, ctx: RunContext, metrics: dict[str, float]) -> None:
+        info = ctx.extras["stop_at_target"]
+        value = metrics.get(info["key"])
+        higher = ctx.task.higher_is_better if self.higher_is_better is None else self.higher_is_better
+        if value is not None and math.isfinite(value) and (value >= self.target if higher else value <= self.target):
+            info["step"] = ctx.step
+            ctx.stop = True
 
 
 def environment() -> dict[str, Any]:
@@ -204,6 +239,9 @@ def _run(config: RunConfig, callbacks: Sequence[Callback], data_dir: str | None,
                 metrics[f"test_{name}"] = value
         for cb in callbacks:
             cb.on_eval(ctx, metrics)
+        if ctx.stop and not final and "test" in config.splits:  # stopped by a callback: the test split here
+            for name, value in task.evaluate(model, data, "test").items():
+                test[name] = finite_or_none(value)
         model.train()
         if has_modes:
             optimizer.train()
@@ -214,6 +252,8 @@ def _run(config: RunConfig, callbacks: Sequence[Callback], data_dir: str | None,
     evaluate()
     model.train()
     for step in range(config.steps):
+        if ctx.stop:  # a callback ended the run at the evaluation just made
+            break
         w0, c0 = time.perf_counter(), time.process_time()
         x, y = next(batches)
         loss = task.loss_fn(model(x), y)
