@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from typing import Any
 
 from optimlab.lab.catalog.presets import parse_spec, search_space
@@ -36,7 +37,8 @@ class ProtocolMismatchError(ValueError):
 class Protocol:
     """Everything a comparison's numbers depend on, apart from the optimizers compared.
 
-    ``spaces``: per-optimizer search-space overrides, ``((spec, (Param, ...)), ...)``; ``lrs``: an explicit lr
+    ``task``: the task's name (what ``protocol.json`` saves); :attr:`resolved_task` is the task itself, looked up
+    once. ``spaces``: per-optimizer search-space overrides, ``((spec, (Param, ...)), ...)``; ``lrs``: an explicit lr
     grid for every optimizer (``--lr``), which replaces the lr range (the budget is then its length).
     """
 
@@ -57,7 +59,7 @@ class Protocol:
     target: float | None = None  # the validation target for time-to-target; None: the task's
 
     def __post_init__(self) -> None:
-        task = get_task(self.task)
+        task = self.resolved_task  # an unknown name fails here
         if self.target is not None:
             _check_target(task, self.target)
         for name in ("steps", "batch_size", "eval_every"):
@@ -96,10 +98,20 @@ class Protocol:
             )
 
     # ------------------------------------------------------------------------------------------------
+    @cached_property
+    def resolved_task(self) -> Task:
+        """The :class:`~optimlab.lab.catalog.tasks.Task` that :attr:`task` names (looked up once, when the protocol
+        is made)."""
+        return get_task(self.task)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The fields alone (a copy or a pickle looks the task up again: not every task pickles)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     @property
     def target_value(self) -> float | None:
         """The validation target times to target are measured to: ``target``, else the task's."""
-        return get_task(self.task).target if self.target is None else self.target
+        return self.resolved_task.target if self.target is None else self.target
 
     @property
     def trial_steps(self) -> int:
@@ -153,7 +165,7 @@ class Protocol:
             return []
         space = self.space_for(spec)
         step = space.lr.decades / (self.budget - n)  # the first points' spacing, in decades
-        best = select(spec, space, first, get_task(self.task))
+        best = select(spec, space, first, self.resolved_task)
         tried = [r.config.lr for r in first]
         if best.all_diverged or best.lr == min(tried):
             offsets = [-step * (i + 1) for i in range(n)]
@@ -164,7 +176,6 @@ class Protocol:
         return [{"lr": float(f"{best.lr * 10**o:.4g}"), **best.hparams} for o in offsets]
 
     def _trial_config(self, spec: str, point: dict[str, float], j: int) -> RunConfig:
-        task = get_task(self.task)
         steps = self.trial_steps
         return RunConfig(
             task=self.task,
@@ -176,7 +187,7 @@ class Protocol:
             eval_every=steps,
             schedule=self.schedule_for(spec),
             hparams=tuple(sorted((k, v) for k, v in point.items() if k != "lr")),
-            splits=(task.selection_split,),
+            splits=(self.resolved_task.selection_split,),
         )
 
     def tuning_configs(self, spec: str) -> list[RunConfig]:
@@ -189,7 +200,7 @@ class Protocol:
         return [self._trial_config(spec, p, k + i) for i, p in enumerate(self.refine_settings(spec, first))]
 
     def final_configs(self, spec: str, lr: float, hparams: dict[str, float]) -> list[RunConfig]:
-        task = get_task(self.task)
+        splits = self.resolved_task.final_splits
         return [
             RunConfig(
                 task=self.task,
@@ -201,14 +212,14 @@ class Protocol:
                 eval_every=min(self.eval_every, self.steps),
                 schedule=self.schedule_for(spec),
                 hparams=tuple(sorted(hparams.items())),
-                splits=task.final_splits,
+                splits=splits,
             )
             for seed in self.seeds
         ]
 
     def describe(self) -> str:
         """The protocol in one line (printed in the plan, stored with the results, shown in the report)."""
-        task = get_task(self.task)
+        task = self.resolved_task
         seeds = _describe_seeds(self.seeds)
         run = f"{self.steps} steps, batch {self.batch_size}, schedule {self.schedule}"
         if not self.tuned:

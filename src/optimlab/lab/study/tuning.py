@@ -38,7 +38,7 @@ from optimlab.lab.study.selection import Selection, select
 from optimlab.lab.study.sweep import run_sweep
 from optimlab.lab.training.config import RunConfig
 from optimlab.lab.training.record import RunRecord
-from optimlab.lab.training.results import load_records
+from optimlab.lab.training.results import finished_keys, load_records
 
 __all__ = ["OptimizerResult", "StudyResult", "load_study", "tune_and_run"]
 
@@ -78,7 +78,7 @@ class StudyResult:
 
     @property
     def task(self) -> Task:
-        return get_task(self.protocol.task)
+        return self.protocol.resolved_task
 
     @property
     def complete(self) -> bool:
@@ -88,7 +88,7 @@ class StudyResult:
 def _collect(protocol: Protocol, specs: Sequence[str], records: Sequence[RunRecord]) -> StudyResult:
     by_key = {r.key: r for r in records}
     used: set[str] = set()
-    task = get_task(protocol.task)
+    task = protocol.resolved_task
     results: dict[str, OptimizerResult] = {}
     for spec in specs:
         if protocol.tuned:
@@ -175,7 +175,7 @@ def tune_and_run(
     tuning = [c for s in specs for c in protocol.tuning_configs(s)]
     total = len(specs) * (protocol.trials_per_optimizer() + len(protocol.seeds))
     counter = {"done": 0}
-    done_keys = {r.key for r in load_records(out)}
+    done_keys = finished_keys(out)
     counter["done"] = sum(1 for c in tuning if c.key() in done_keys)
 
     def record_seen(phase: str) -> Callable[[RunRecord], None]:
@@ -185,6 +185,7 @@ def tune_and_run(
 
         return handle
 
+    # The folder is the source of truth: it is read after each sweep (another command may add to it too)
     interrupted = False
     if tuning:
         outcome = run_sweep(tuning, out, executor=executor, on_record=record_seen("tuning"), trackers=trackers)
@@ -198,12 +199,13 @@ def tune_and_run(
             counter["done"] += sum(1 for c in refine if c.key() in records)
             outcome = run_sweep(refine, out, executor=executor, on_record=record_seen("refining"), trackers=trackers)
             interrupted = outcome.interrupted
-    study = _collect(protocol, specs, load_records(out))
+    tuned = load_records(out)
+    study = _collect(protocol, specs, tuned)
     if interrupted:
         study.out, study.interrupted = out, True
         return study
     finals: list[RunConfig] = []
-    done_keys = {r.key for r in load_records(out)}
+    done_keys = {r.key for r in tuned}
     for spec, result in study.results.items():
         assert result.selection is not None
         if protocol.tuned:
