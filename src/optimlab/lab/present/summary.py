@@ -35,7 +35,6 @@ class Row:
     headline: stats.Interval | None  # final test metric (training loss on the 2-D tasks)
     val: stats.Interval | None
     train_loss: stats.Interval | None
-    train_metric: stats.Interval | None
     gap: stats.Interval | None  # oriented so that positive = better on train than on test
     steps_to_target: float
     cpu_to_target: float
@@ -127,7 +126,6 @@ def _row(result: OptimizerResult, study: StudyResult) -> Row:
         headline=_ci(heads) if recs else None,
         val=_ci([r.final(f"val_{m}") for r in recs]) if recs and task.selection_split == "val" else None,
         train_loss=_ci([r.final("train_loss") for r in recs]) if recs else None,
-        train_metric=_ci([r.final(f"train_{m}") for r in recs]) if recs and m != "loss" else None,
         gap=_ci(gaps) if recs and task.final_splits != ("train",) else None,
         steps_to_target=_median_time(steps_t),
         cpu_to_target=_median_time(cpu_t),

@@ -61,10 +61,6 @@ class OptimizerResult:
     def tuning_cpu_seconds(self) -> float:
         return sum(r.train_cpu_seconds or 0.0 for r in self.selection.trials) if self.selection else 0.0
 
-    @property
-    def tuning_wall_seconds(self) -> float:
-        return sum(r.wall_seconds or 0.0 for r in self.selection.trials) if self.selection else 0.0
-
 
 @dataclass
 class StudyResult:

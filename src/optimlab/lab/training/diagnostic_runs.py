@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from optimlab import diagnostics as D
-from optimlab.lab.catalog.tasks import ClassificationTask, LanguageTask, SyntheticTask, Task, get_task
+from optimlab.lab.catalog.tasks import ClassificationTask, LanguageTask, SyntheticTask, Task
 from optimlab.lab.training.record import RunRecord
 from optimlab.lab.training.runner import Callback, RunConfig, RunContext, run
 
@@ -368,11 +368,3 @@ def train(config: RunConfig, *, every: int | Callable[[int], bool] | None = 10,
     assert capture.model is not None
     return TrainedRun(config.optimizer, config, record, capture.theta0, capture.checkpoints, capture.model,
                       recorder_cb.recorder if recorder_cb else None)
-
-
-def task_of(config: RunConfig) -> Task:
-    return get_task(config.task)
-
-
-def finite_or_none(x: float) -> float | None:
-    return x if isinstance(x, (int, float)) and math.isfinite(x) else None

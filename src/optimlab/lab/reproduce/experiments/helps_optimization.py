@@ -54,7 +54,6 @@ HARDWARE = "2 shared CPU cores, 2 workers: default ~10 min (8 tuned studies), --
 CAPTION = ("Final test accuracy per final seed (dots) and the mean with its 95% t interval (bars), with and "
            "without each factor, SGDM and Adam each tuned with the same budget.")
 
-BASE = "mnist1d-mlp"
 # factor -> (the task with the factor, the task without it)
 FACTORS: dict[str, tuple[str, str]] = {
     "reshuffling": ("mnist1d-mlp", "mnist1d-mlp-fixed-order"),
