@@ -371,7 +371,7 @@ def command(args: argparse.Namespace) -> int:
     check_backend_args(args)
     total_s, total_steps, lines = 0.0, 0, []
     for t, protocol in protocols.items():
-        check_folder(out / t, protocol, create=not args.dry_run)  # --dry-run creates nothing
+        check_folder(out / t, protocol, create=False)  # creates nothing: run_benchmark does, after its own checks
         todo = remaining_configs(protocol, specs, out / t)
         cost = estimate_cost(protocol, todo, jobs=max(1, min(args.jobs, len(todo) or 1)), data_dir=args.data_dir)
         total_s += cost.seconds
