@@ -23,6 +23,7 @@ from optimlab.lab.commands.cli import main
 from optimlab.lab.executors import local as local_executor
 from optimlab.lab.study.protocol import TUNING_SEED_BASE
 from optimlab.lab.study.sweep import expand, run_sweep
+from optimlab.lab.training.record import RunRecord
 from optimlab.lab.training.results import load_records
 from optimlab.lab.training.runner import Callback, RunConfig, RunContext, run
 
@@ -53,34 +54,35 @@ def _csv(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _numbers(rec: dict) -> dict:
-    h = {k: v for k, v in rec["history"].items() if k not in ("time", "cpu")}
-    return {"key": rec["key"], "history": h, "test": rec["test"], "status": rec["status"]}
+def _numbers(rec: RunRecord) -> dict:
+    h = {k: v for k, v in rec.history.items() if k not in ("time", "cpu")}
+    return {"key": rec.key, "history": h, "test": rec.to_json()["test"], "status": rec.status}
 
 
 def test_tiny_compare_prints_the_answer_and_writes_results_csv_and_report_that_agree(tiny_study) -> None:
     out, printed = tiny_study
     records = load_records(out)
     assert len(records) == 2 * (3 + 3)  # optimizers x (trials + final seeds)
-    finals = [r for r in records if r["config"]["seed"] < TUNING_SEED_BASE]
-    trials = [r for r in records if r["config"]["seed"] >= TUNING_SEED_BASE]
+    finals = [r for r in records if r.config.seed < TUNING_SEED_BASE]
+    trials = [r for r in records if r.config.seed >= TUNING_SEED_BASE]
     assert len(finals) == 6 and len(trials) == 6
     for r in finals:
-        assert r["history"]["step"] == [0, 20, 40] and r["config"]["steps"] == 40
-        assert r["environment"]["torch"] and r["step_cpu_ms"] > 0 and r["fwd_bwd_cpu_ms"] > 0
-        assert r["optimizer_settings"]["lr"] == r["config"]["lr"]
+        assert r.history["step"] == [0, 20, 40] and r.config.steps == 40
+        assert r.environment["torch"] and r.step_cpu_ms > 0 and r.fwd_bwd_cpu_ms > 0
+        assert r.code["source_sha256"] == records[0].code["source_sha256"]  # the code that ran, in every record
+        assert r.optimizer_settings["lr"] == r.config.lr
     for r in trials:
-        assert r["config"]["steps"] == 16 and r["test"] is None  # 40 % of the length, no test split
+        assert r.config.steps == 16 and r.test_values is None  # 40 % of the length, no test split
 
     rows = {row["optimizer"]: row for row in _csv(out)}
     assert set(rows) == {"sgdm", "adam"}
     for name, row in rows.items():
-        mine = [r for r in trials if r["config"]["optimizer"] == name]
-        best = max(mine, key=lambda r: r["history"]["val_accuracy"][-1])
-        assert float(row["lr"]) == best["config"]["lr"]  # selected on validation
-        chosen = [r for r in finals if r["config"]["optimizer"] == name]
-        assert {r["config"]["lr"] for r in chosen} == {best["config"]["lr"]}
-        test = [r["test"]["accuracy"] for r in chosen]
+        mine = [r for r in trials if r.config.optimizer == name]
+        best = max(mine, key=lambda r: r.history["val_accuracy"][-1])
+        assert float(row["lr"]) == best.config.lr  # selected on validation
+        chosen = [r for r in finals if r.config.optimizer == name]
+        assert {r.config.lr for r in chosen} == {best.config.lr}
+        test = [r.test("accuracy") for r in chosen]
         assert float(row["headline_mean"]) == pytest.approx(np.mean(test), abs=1e-12)
         half = float(row["headline_high"]) - np.mean(test)
         assert half == pytest.approx(4.302652729911275 * np.std(test, ddof=1) / math.sqrt(3), rel=1e-9)  # t(0.975, 2)
@@ -165,13 +167,13 @@ def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path: Path, monke
     monkeypatch.setattr(local_executor, "run", interrupted_after_three)
     first = run_sweep(configs, tmp_path, progress=False)
     assert first.interrupted and first.finished == 3
-    assert {r["key"] for r in load_records(tmp_path)} == set(calls)
+    assert {r.key for r in load_records(tmp_path)} == set(calls)
     with open(tmp_path / "results.jsonl", "a") as f:
         f.write('{"key": "torn')  # a record cut short by a hard kill is ignored
     monkeypatch.setattr(local_executor, "run", real_run)
     second = run_sweep(configs, tmp_path, progress=False)
     assert (second.skipped, second.finished, second.interrupted) == (3, 1, False)
-    assert {r["key"] for r in load_records(tmp_path)} == {c.key() for c in configs}
+    assert {r.key for r in load_records(tmp_path)} == {c.key() for c in configs}
     third = run_sweep(configs, tmp_path, progress=False)
     assert (third.skipped, third.finished) == (4, 0)
 
@@ -243,9 +245,9 @@ def test_report_rebuilds_from_a_folder_and_refuses_other_versions(tmp_path: Path
 def test_diverged_runs_are_recorded_and_never_selected(tmp_path: Path) -> None:
     configs = expand("rosenbrock", ["sgd"], {"sgd": [1e-4, 1.0]}, [0], steps=30, batch_size=1, eval_every=10)
     run_sweep(configs, tmp_path, progress=False)
-    by_lr = {r["config"]["lr"]: r for r in load_records(tmp_path)}
-    assert by_lr[1.0]["status"] == "diverged" and by_lr[1.0]["steps_done"] < 30
-    assert by_lr[1e-4]["status"] == "ok"
+    by_lr = {r.config.lr: r for r in load_records(tmp_path)}
+    assert by_lr[1.0].status == "diverged" and by_lr[1.0].steps_done < 30
+    assert by_lr[1e-4].status == "ok"
     assert "NaN" not in (tmp_path / "results.jsonl").read_text()  # records stay strict JSON
 
 
@@ -260,7 +262,7 @@ def test_callbacks_see_every_step_and_store_extras() -> None:
             ctx.extras["distance"].append(float(d) ** 0.5)
 
     record = run(RunConfig("mnist1d-mlp", "sgdm", 0.05, steps=5, eval_every=5), callbacks=[DistanceFromInit()])
-    assert len(record["extras"]["distance"]) == 5 and record["extras"]["distance"][-1] > 0
+    assert len(record.extras["distance"]) == 5 and record.extras["distance"][-1] > 0
 
 
 def test_schedule_free_style_optimizers_evaluate_in_eval_mode(monkeypatch) -> None:
@@ -313,7 +315,7 @@ def test_schedule_and_lr_find_write_into_the_results_folder(tmp_path: Path, caps
     assert (tmp_path / "optimlab-runs/lr-find/lr_find_mnist1d-mlp_sgdm.png").stat().st_size > 1000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["optimlab-runs"]  # nothing in the current folder
     config = RunConfig("quadratic", "sgd", 0.05, steps=20, batch_size=1, eval_every=10, schedule="cosine")
-    lrs = run(config)["history"]["lr"]
+    lrs = run(config).history["lr"]
     assert lrs[0] == pytest.approx(0.05) and lrs[1] == pytest.approx(0.025) and lrs[-1] == pytest.approx(0.0)
 
 
@@ -444,9 +446,9 @@ def test_the_executor_attaches_callbacks_in_the_process_that_runs(tmp_path: Path
     configs = expand("quadratic", ["sgd", "adam"], lrs, [0], steps=6, batch_size=1, eval_every=3)
     with LocalExecutor(jobs=jobs, threads=1, progress=False, callbacks=_trajectory_callbacks) as executor:
         run_sweep(configs, tmp_path, executor=executor)
-    by_opt = {r["config"]["optimizer"]: r for r in load_records(tmp_path)}
-    assert by_opt["adam"]["extras"]["steps_seen"] == 6
-    assert len(by_opt["sgd"]["extras"]["trajectory"]) == 7
+    by_opt = {r.config.optimizer: r for r in load_records(tmp_path)}
+    assert by_opt["adam"].extras["steps_seen"] == 6
+    assert len(by_opt["sgd"].extras["trajectory"]) == 7
 
 
 def test_a_plugin_module_adds_subcommands(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -47,8 +47,8 @@ def test_every_task_trains_a_few_steps(
         task, "adam", 1e-3, seed=0, steps=4, batch_size=min(t.batch_size, 16), eval_every=2, splits=t.final_splits
     )
     record = run(config)
-    h = record["history"]
-    assert record["status"] == "ok" and record["steps_done"] == 4
+    h = record.history
+    assert record.status == "ok" and record.steps_done == 4
     assert h["step"] == [0, 2, 4]
     curves = [f"{s}_loss" for s in t.final_splits if s != "test"]
     assert curves == (["train_loss", "val_loss"] if t.selection_split == "val" else ["train_loss"])
@@ -56,16 +56,16 @@ def test_every_task_trains_a_few_steps(
         assert all(v is not None and math.isfinite(v) for v in h[key])
     assert h["train_loss"][-1] != h["train_loss"][0]  # the parameters moved
     if "test" in t.final_splits:  # the test split: evaluated once, at the end
-        assert "test_loss" not in h and math.isfinite(record["test"]["loss"])
+        assert "test_loss" not in h and math.isfinite(record.test("loss"))
     else:
-        assert record["test"] is None
+        assert record.test_values is None
     if t.metric == "accuracy":
-        assert 0.0 <= record["test"]["accuracy"] <= 1.0
+        assert 0.0 <= record.test("accuracy") <= 1.0
     if t.metric == "perplexity":
         assert h["val_perplexity"][-1] == pytest.approx(math.exp(h["val_loss"][-1]))
-        assert record["test"]["perplexity"] == pytest.approx(math.exp(record["test"]["loss"]))
+        assert record.test("perplexity") == pytest.approx(math.exp(record.test("loss")))
     if task in ("quadratic", "rosenbrock"):
-        assert len(record["extras"]["trajectory"]) == 5 and record["extras"]["trajectory"][0] == list(t.start)
+        assert len(record.extras["trajectory"]) == 5 and record.extras["trajectory"][0] == list(t.start)
 
 
 def test_a_run_without_the_test_split_cannot_read_it() -> None:
@@ -90,7 +90,7 @@ def test_an_explicit_data_dir_is_the_only_place_searched(
 
 def test_synthetic_tasks_converge_with_adam() -> None:
     record = run(RunConfig("quadratic", "adam", 0.1, steps=200, batch_size=1, eval_every=50))
-    assert record["history"]["train_loss"][-1] < 1e-2 * record["history"]["train_loss"][0]
+    assert record.final("train_loss") < 1e-2 * record.history["train_loss"][0]
 
 
 def test_missing_fashion_mnist_says_how_to_get_it(isolated_data: Path, capsys: pytest.CaptureFixture) -> None:

@@ -18,7 +18,6 @@ from optimlab.lab.training.diagnostic_runs import (
     DiagnosticsCallback,
     RecorderCallback,
     eval_batches,
-    final_value,
     metric_fn,
     rerun_with_diagnostics,
 )
@@ -145,9 +144,9 @@ def test_diagnostics_callback_leaves_the_run_unchanged_and_records_json(tmp_path
     capture = CaptureCallback()
     rec = run(config, callbacks=[cb, noisy, capture])
     for key in ("train_loss", "val_accuracy", "batch_loss"):
-        assert rec["history"][key] == plain["history"][key]  # bit for bit, with noise-scale backward passes too
-    assert rec["test"] == plain["test"]  # the test split, evaluated once at the end (record format 2)
-    d = json.loads(json.dumps(rec["extras"]["diagnostics"], allow_nan=False))
+        assert rec.history[key] == plain.history[key]  # bit for bit, with noise-scale backward passes too
+    assert rec.test_values == plain.test_values  # the test split, evaluated once at the end (record format 2)
+    d = json.loads(json.dumps(rec.extras["diagnostics"], allow_nan=False))
     assert d["walk"]["step"] == [1, 2, 3, 4, 5, 10, 20, 30]
     assert d["histograms"]["step"] == [1, 2, 3, 4, 5, 10, 20, 30] and len(d["histograms"]["grad"][0]) == 56
     assert d["sharpness"]["value"] > 0 and d["sharpness"]["examples"] == 64
@@ -166,7 +165,7 @@ def test_diagnostics_callback_leaves_the_run_unchanged_and_records_json(tmp_path
     # the record reproduces: the same extras from the finished record's config
     again = rerun_with_diagnostics(rec, callback=DiagnosticsCallback(first=5, every=10, examples=100,
                                                                       sharpness_examples=64, iters=10))
-    assert again == rec["extras"]["diagnostics"]
+    assert again == rec.extras["diagnostics"]
     # panels for a report
     other = run(RunConfig("mnist1d-cnn", "sgdm", 0.05, seed=1, steps=30, batch_size=32, eval_every=10),
                 callbacks=[DiagnosticsCallback(first=5, every=10, examples=100, sharpness_examples=64, iters=10)])
@@ -176,14 +175,6 @@ def test_diagnostics_callback_leaves_the_run_unchanged_and_records_json(tmp_path
     assert all(p.stat().st_size > 5000 for p in paths)
     assert fragment.count("<img") == 4 and "arXiv:1802.08770" in fragment
     assert diagnostics_panels([plain], tmp_path) == ([], "")
-
-
-def test_final_value_reads_both_record_forms():
-    curves = {"history": {"train_loss": [2.0, 1.0], "test_accuracy": [0.1, 0.8]}}
-    assert final_value(curves, "train_loss") == 1.0 and final_value(curves, "test_accuracy") == 0.8
-    once = {"history": {"train_loss": [2.0, 1.0]}, "test": {"loss": 0.5, "accuracy": 0.9}}
-    assert final_value(once, "test_accuracy") == 0.9 and final_value(once, "val_accuracy") is None
-    assert final_value({"history": {}, "test": None}, "test_loss") is None
 
 
 def test_diagnostics_callback_measures_an_optimizer_with_eval_mode_at_its_evaluation_weights():

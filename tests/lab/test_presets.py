@@ -104,7 +104,7 @@ def test_schedule_free_is_evaluated_at_its_averaged_point_in_the_lab() -> None:
     record = run(config, callbacks=[Watch()])
     assert [m for m in modes if m[0] == "eval"] == [("eval", False)] * 3
     assert [m for m in modes if m[0] == "step"] == [("step", True)] * 6
-    assert record["history"]["val_loss"][-1] != at_y["loss"]  # x and y differ: the evaluation was at x
+    assert record.final("val_loss") != at_y["loss"]  # x and y differ: the evaluation was at x
 
 
 def _bn_task() -> tuple[ClassificationTask, TensorSplits]:

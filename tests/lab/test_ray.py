@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import signal
 import sys
@@ -23,6 +22,7 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed (scripts
 from optimlab.lab.executors.local import LocalExecutor  # noqa: E402
 from optimlab.lab.executors.ray import RayExecutor, RunsFailedError  # noqa: E402
 from optimlab.lab.study.sweep import run_sweep  # noqa: E402
+from optimlab.lab.training.record import RunRecord  # noqa: E402
 from optimlab.lab.training.results import RESULTS_FILE, load_records  # noqa: E402
 from optimlab.lab.training.runner import Callback, RunConfig, RunContext  # noqa: E402
 
@@ -31,9 +31,9 @@ TIMING = ("train_seconds", "train_cpu_seconds", "time_per_step", "step_cpu_ms", 
 TIMING += ("wall_seconds",)
 
 
-def numbers(record: dict[str, Any]) -> dict[str, Any]:
-    r = {k: v for k, v in record.items() if k not in TIMING}
-    r["history"] = {k: v for k, v in record["history"].items() if k not in ("time", "cpu")}
+def numbers(record: RunRecord) -> dict[str, Any]:
+    r = {k: v for k, v in record.to_json().items() if k not in TIMING}
+    r["history"] = {k: v for k, v in record.history.items() if k not in ("time", "cpu")}
     return r
 
 
@@ -97,11 +97,12 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, A
     out = tmp_path_factory.mktemp("local")
     with LocalExecutor(jobs=1, threads=1, progress=False) as ex:
         run_sweep(SHORT + LONG, out, executor=ex)
-    return {r["key"]: numbers(r) for r in load_records(out)}
+    return {r.key: numbers(r) for r in load_records(out)}
 
 
-def lines(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(s) for s in (out / RESULTS_FILE).read_text().splitlines() if s.strip()]
+def lines(out: Path) -> list[RunRecord]:
+    """Every line of the folder's results file (a run written twice is there twice)."""
+    return [RunRecord.from_line(s) for s in (out / RESULTS_FILE).read_text().splitlines() if s.strip()]
 
 
 def test_records_equal_local_and_resume_from_local(
@@ -115,9 +116,9 @@ def test_records_equal_local_and_resume_from_local(
     assert "sweep" in err and "4/4" in err and "running" in err and "failed 0" in err, err[-2000:]
     assert (outcome.skipped, outcome.finished, outcome.interrupted) == (2, 2, False)
     got = lines(tmp_path)
-    assert len(got) == 4 and len({r["key"] for r in got}) == 4
+    assert len(got) == 4 and len({r.key for r in got}) == 4
     for record in got:
-        assert numbers(record) == reference[record["key"]], record["config"]
+        assert numbers(record) == reference[record.key], record.config
     assert ex.status() == {"running": 0, "failed": 0, "retried": 0}
 
 
@@ -147,9 +148,9 @@ def test_killed_worker_is_retried_once_without_duplicates(cluster: Any, referenc
     assert ex.retried == 1 and not ex.failed
     assert outcome.finished == 2 and not outcome.interrupted
     got = lines(tmp_path)
-    assert sorted(r["key"] for r in got) == sorted(c.key() for c in LONG)  # complete, each once
+    assert sorted(r.key for r in got) == sorted(c.key() for c in LONG)  # complete, each once
     for record in got:  # the retried run starts over: the same numbers as an unbroken one
-        assert numbers(record) == reference[record["key"]]
+        assert numbers(record) == reference[record.key]
 
 
 def test_no_retries_left_loses_only_that_run(cluster: Any, reference: Any, tmp_path: Path) -> None:
@@ -166,8 +167,8 @@ def test_no_retries_left_loses_only_that_run(cluster: Any, reference: Any, tmp_p
         killer.join()
     assert len(killed) == 1 and len(ex.failed) == 1
     got = lines(tmp_path)
-    assert [r["key"] for r in got] == [c.key() for c in LONG if c.key() != ex.failed[0][0].key()]
-    assert numbers(got[0]) == reference[got[0]["key"]]
+    assert [r.key for r in got] == [c.key() for c in LONG if c.key() != ex.failed[0][0].key()]
+    assert numbers(got[0]) == reference[got[0].key]
 
 
 def test_ctrl_c_keeps_finished_runs_and_local_resumes(cluster: Any, reference: Any, tmp_path: Path) -> None:
@@ -181,7 +182,7 @@ def test_ctrl_c_keeps_finished_runs_and_local_resumes(cluster: Any, reference: A
     outcome = run_sweep([huge, *SHORT], tmp_path, executor=ex, on_record=interrupt_after_first)
     assert outcome.interrupted and outcome.finished == 1
     kept = lines(tmp_path)
-    assert len(kept) == 1 and numbers(kept[0]) == reference[kept[0]["key"]]
+    assert len(kept) == 1 and numbers(kept[0]) == reference[kept[0].key]
     deadline = time.monotonic() + 15  # the runs in flight were cancelled: the cluster is free long before huge ends
     while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -190,9 +191,9 @@ def test_ctrl_c_keeps_finished_runs_and_local_resumes(cluster: Any, reference: A
         resumed = run_sweep(SHORT, tmp_path, executor=local)
     assert (resumed.skipped, resumed.finished) == (1, 3)
     got = lines(tmp_path)
-    assert sorted(r["key"] for r in got) == sorted(c.key() for c in SHORT)
+    assert sorted(r.key for r in got) == sorted(c.key() for c in SHORT)
     for record in got:
-        assert numbers(record) == reference[record["key"]]
+        assert numbers(record) == reference[record.key]
 
 
 def test_compare_cli_on_ray_equals_local(cluster: Any, tmp_path: Path) -> None:
@@ -204,10 +205,10 @@ def test_compare_cli_on_ray_equals_local(cluster: Any, tmp_path: Path) -> None:
     with contextlib.redirect_stdout(printed):
         assert main(args) == 0
     assert "local Ray cluster" in printed.getvalue() and "results.jsonl" in printed.getvalue()
-    on_ray = {r["key"]: r for r in load_records(tmp_path / "ray")}
+    on_ray = {r.key: r for r in load_records(tmp_path / "ray")}
     assert len(on_ray) >= 4  # tuning trials and the final run of each optimizer
     # the same configs on the local backend, with the threads --jobs 2 gives each local worker (1)
     with LocalExecutor(jobs=1, threads=1, progress=False) as ex:
-        run_sweep([RunConfig.from_dict(r["config"]) for r in on_ray.values()], tmp_path / "local", executor=ex)
-    local = {r["key"]: numbers(r) for r in load_records(tmp_path / "local")}
+        run_sweep([r.config for r in on_ray.values()], tmp_path / "local", executor=ex)
+    local = {r.key: numbers(r) for r in load_records(tmp_path / "local")}
     assert {k: numbers(r) for k, r in on_ray.items()} == local

@@ -26,6 +26,7 @@ from optimlab.lab.study import folder as folder_module
 from optimlab.lab.study.protocol import default_protocol as make_protocol
 from optimlab.lab.study.sweep import run_sweep
 from optimlab.lab.training import results as results_module
+from optimlab.lab.training.record import RunRecord
 from optimlab.lab.training.results import LabWarning, load_records
 from optimlab.lab.training.runner import RunConfig
 
@@ -80,10 +81,10 @@ class FailingTracker:
     def __init__(self, ok: int = 0) -> None:
         self.ok, self.logged = ok, []
 
-    def log(self, record: dict[str, Any]) -> None:
+    def log(self, record: RunRecord) -> None:
         if len(self.logged) >= self.ok:
             raise ConnectionError("the tracking server went away")
-        self.logged.append(record["key"])
+        self.logged.append(record.key)
 
     def close(self) -> None:
         pass
@@ -109,7 +110,7 @@ def test_with_two_jobs_a_failing_tracker_loses_no_run_in_flight(tmp_path: Path) 
     with LocalExecutor(jobs=2, progress=False) as executor, pytest.warns(LabWarning, match="went away"):
         outcome = run_sweep(configs, tmp_path, executor=executor, trackers=[FailingTracker()])
     assert outcome.finished == 4 and not outcome.interrupted
-    assert {r["key"] for r in load_records(tmp_path)} == {c.key() for c in configs}
+    assert {r.key for r in load_records(tmp_path)} == {c.key() for c in configs}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -254,7 +255,7 @@ def test_a_line_that_is_not_a_record_is_skipped_with_a_warning_naming_it(
     first, second = (out / "results.jsonl").read_text().splitlines()
     (out / "results.jsonl").write_text(f"{edit(first)}\n{second}\n")
     with pytest.warns(LabWarning, match="line 1: " + why.replace("(", r"\(")):
-        assert [r["key"] for r in load_records(out)] == [json.loads(second)["key"]]
+        assert [r.key for r in load_records(out)] == [json.loads(second)["key"]]
     assert main(["report", str(out)]) == 0  # the report is built, and says what it skipped
     printed = capsys.readouterr()
     assert f"optimlab: warning: {out / 'results.jsonl'}: 1 line(s)" in printed.err and "line 1:" in printed.err

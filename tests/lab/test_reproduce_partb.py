@@ -176,6 +176,38 @@ def test_large_batch_end_to_end_and_rerun_reuses_everything(tmp_path: Path) -> N
     assert again.evidence["curves"] == out.evidence["curves"]
 
 
+def test_large_batch_steps_to_target_runs_the_labs_loop_and_counts_as_the_stopping_loop_did() -> None:
+    """A run stopped at the target and a run that diverged, measured through the runner with ``StopAtTarget``: the
+    step reached, and the evaluations a loop stopping there had made (none at step 0 or after the divergence)."""
+    import torch
+
+    from optimlab.lab.reproduce.experiments import large_batch
+    from optimlab.lab.training.runner import RunConfig
+    from optimlab.lab.training.runner import run as run_all
+
+    def run(config: RunConfig) -> Any:  # one thread, as the measurement
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return run_all(config)
+        finally:
+            torch.set_num_threads(threads)
+
+    cfg = {"task": "mnist1d-mlp", "optimizer": "sgdm", "lr": 0.1, "seed": 0, "batch_size": 32, "max_steps": 200,
+           "eval_every": 10, "target": 0.3, "schedule": "constant"}
+    full = run(RunConfig("mnist1d-mlp", "sgdm", 0.1, seed=0, steps=200, batch_size=32, eval_every=10, splits=("val",)))
+    out = large_batch._steps_to_target(cfg, None)
+    step = full.steps_to(0.3)
+    assert out["status"] == "ok" and out["steps"] == step < 200
+    assert out["evals"] == [[s, v] for s, v in zip(full.history["step"], full.history["val_accuracy"], strict=True)
+                            if 0 < s <= step]
+    diverging = {**cfg, "lr": 1000.0, "max_steps": 50, "eval_every": 2}
+    full = run(RunConfig("mnist1d-mlp", "sgdm", 1000.0, seed=0, steps=50, batch_size=32, eval_every=2, splits=("val",)))
+    out = large_batch._steps_to_target(diverging, None)
+    assert full.status == out["status"] == "diverged" and out["steps"] is None
+    assert [s for s, _ in out["evals"]] == [s for s in full.history["step"] if 0 < s < full.steps_done]
+
+
 def test_schedules_end_to_end_on_mnist1d(tmp_path: Path) -> None:
     tiny = {"task": "mnist1d-cnn", "steps": 14, "eval_every": 7, "batch_size": 50,
             "range_test": {"start_lr": 1e-3, "end_lr": 1.0, "num_steps": 20, "suggestion": "valley"}}

@@ -42,10 +42,10 @@ def test_tensorboard_events_hold_each_runs_curves_and_hparams(swept: Any) -> Non
     runs = sorted(p for p in (tb / "quadratic").iterdir())
     assert len(runs) == 2  # one folder per run, none doubled by the resume
     for record in records:
-        (folder,) = [p for p in runs if p.name.endswith(record["key"])]
+        (folder,) = [p for p in runs if p.name.endswith(record.key)]
         acc = EventAccumulator(str(folder))
         acc.Reload()
-        h = record["history"]
+        h = record.history
         for tag, name in (("val/loss", "val_loss"), ("train/loss", "train_loss"), ("lr", "lr")):
             events = acc.Scalars(tag)
             assert [e.step for e in events] == h["step"]
@@ -54,7 +54,7 @@ def test_tensorboard_events_hold_each_runs_curves_and_hparams(swept: Any) -> Non
         assert len(acc.Scalars("final/val/loss")) == 1
         assert "_hparams_/session_start_info" in acc.summary_metadata  # the HParams plugin's entry
         start = acc.summary_metadata["_hparams_/session_start_info"].plugin_data.content
-        assert record["config"]["optimizer"].encode() in start and b"lr" in start
+        assert record.config.optimizer.encode() in start and b"lr" in start
 
 
 def test_mlflow_store_holds_each_run_once_with_params_and_metrics(swept: Any) -> None:
@@ -64,19 +64,19 @@ def test_mlflow_store_holds_each_run_once_with_params_and_metrics(swept: Any) ->
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("optimlab/quadratic")
     runs = client.search_runs([experiment.experiment_id])
-    assert sorted(r.data.tags["optimlab.key"] for r in runs) == sorted(r["key"] for r in records)
+    assert sorted(r.data.tags["optimlab.key"] for r in runs) == sorted(r.key for r in records)
     for record in records:
-        (run,) = [r for r in runs if r.data.tags["optimlab.key"] == record["key"]]
+        (run,) = [r for r in runs if r.data.tags["optimlab.key"] == record.key]
         assert run.info.status == "FINISHED"
-        c = record["config"]
-        assert run.data.params["optimizer"] == c["optimizer"] and float(run.data.params["lr"]) == c["lr"]
-        assert int(run.data.params["seed"]) == c["seed"] and int(run.data.params["steps"]) == c["steps"]
+        c = record.config
+        assert run.data.params["optimizer"] == c.optimizer and float(run.data.params["lr"]) == c.lr
+        assert int(run.data.params["seed"]) == c.seed and int(run.data.params["steps"]) == c.steps
         history = client.get_metric_history(run.info.run_id, "val/loss")
         assert sorted((m.step, m.value) for m in history) == list(
-            zip(record["history"]["step"], record["history"]["val_loss"], strict=True)
+            zip(record.history["step"], record.history["val_loss"], strict=True)
         )
-        assert run.data.metrics["final/val/loss"] == record["history"]["val_loss"][-1]
-        assert run.data.metrics["train_seconds"] == record["train_seconds"]
+        assert run.data.metrics["final/val/loss"] == record.final("val_loss")
+        assert run.data.metrics["train_seconds"] == record.train_seconds
 
 
 def test_log_folder_after_the_fact_adds_nothing_twice(swept: Any) -> None:

@@ -17,6 +17,7 @@ from optimlab.lab.study.cost import estimate_cost, remaining_configs
 from optimlab.lab.study.protocol import TUNING_SEED_BASE, Protocol, ProtocolMismatchError, default_protocol
 from optimlab.lab.study.selection import select
 from optimlab.lab.study.tuning import load_study, tune_and_run
+from optimlab.lab.training.record import RunRecord
 from optimlab.lab.training.results import load_records
 
 TINY = dict(steps=40, eval_every=20, budget=3, seeds=(0, 1), batch_size=50)
@@ -72,13 +73,15 @@ def test_bad_spaces_and_protocols_raise_one_clear_message(make, message: str) ->
         make()
 
 
-def _trial(lr: float, val: float | None, status: str = "ok", wd: float | None = None) -> dict:
-    return {
-        "config": {"lr": lr, "hparams": [] if wd is None else [["weight_decay", wd]]},
-        "status": status,
-        "metric": "accuracy",
-        "history": {"val_accuracy": [0.1, val]},
-    }
+def _trial(lr: float, val: float | None, status: str = "ok", wd: float | None = None, task: str = "mnist1d-mlp",
+           metric: str = "accuracy", first: float = 0.1) -> RunRecord:
+    """A tuning trial's record, written by hand: only what selection reads is meaningful."""
+    config = {"task": task, "optimizer": "adam", "lr": lr, "seed": TUNING_SEED_BASE, "steps": 10, "batch_size": 10,
+              "eval_every": 10, "schedule": "constant", "hparams": [] if wd is None else [["weight_decay", wd]],
+              "splits": ["val"]}
+    return RunRecord.from_json({"version": 2, "key": f"trial-{lr}", "config": config, "status": status,
+                                "metric": metric, "history": {"step": [0, 10], f"val_{metric}": [first, val]},
+                                "test": None})
 
 
 def test_selection_takes_the_best_validation_value_and_flags_edges() -> None:
@@ -92,8 +95,7 @@ def test_selection_takes_the_best_validation_value_and_flags_edges() -> None:
     sel = select("adam", space, [_trial(1e-3, None, "diverged"), _trial(1e-2, None, "diverged")], task)
     assert sel.all_diverged and sel.lr == 1e-3 and sel.value is None
     loss_task = get_task("shakespeare-char")  # lower is better
-    t = [dict(_trial(1e-3, 0), metric="perplexity", history={"val_perplexity": [9.0, v]}) for v in (5.0, 4.0)]
-    t[1]["config"] = {"lr": 2e-3, "hparams": []}
+    t = [_trial(lr, v, task=loss_task.name, metric="perplexity", first=9.0) for lr, v in ((1e-3, 5.0), (2e-3, 4.0))]
     assert select("adam", space, t, loss_task).lr == 2e-3
 
 
@@ -124,11 +126,11 @@ def test_tuning_never_reads_the_test_split_before_selection(tmp_path: Path, monk
     assert all(hidden for _, _, hidden in tuning_evals)  # the tuning runs' data had no test split at all
     # tuning records carry no test numbers; final records evaluate test exactly once, at the end
     for result in study.results.values():
-        assert all(r["test"] is None and r["config"]["splits"] == ["val"] for r in result.selection.trials)
-        assert all(set(r["test"]) == {"loss", "accuracy"} for r in result.finals)
-        assert {r["config"]["seed"] for r in result.finals} == {0, 1}  # fresh seeds, not the tuning seeds
-        assert all(r["config"]["seed"] >= TUNING_SEED_BASE for r in result.selection.trials)
-        assert {r["config"]["lr"] for r in result.finals} == {result.selection.lr}
+        assert all(r.test_values is None and r.config.splits == ("val",) for r in result.selection.trials)
+        assert all(set(r.test_values) == {"loss", "accuracy"} for r in result.finals)
+        assert {r.config.seed for r in result.finals} == {0, 1}  # fresh seeds, not the tuning seeds
+        assert all(r.config.seed >= TUNING_SEED_BASE for r in result.selection.trials)
+        assert {r.config.lr for r in result.finals} == {result.selection.lr}
 
 
 def test_protocol_is_stored_with_the_results_and_mismatches_are_refused(tmp_path: Path) -> None:
@@ -156,7 +158,7 @@ def test_presets_without_tuning_and_explicit_lr_grid(tmp_path: Path) -> None:
     assert not sel.tuned and sel.lr == PRESETS["adam"].lr and len(study.results["adam"].finals) == 2
     grid = Protocol("mnist1d-mlp", 40, 50, 20, tuning="grid", budget=2, lrs=(1e-3, 1e-2), seeds=(0,))
     study = tune_and_run("mnist1d-mlp", ["adam"], grid, tmp_path / "grid")
-    assert sorted(r["config"]["lr"] for r in study.results["adam"].selection.trials) == [1e-3, 1e-2]
+    assert sorted(r.config.lr for r in study.results["adam"].selection.trials) == [1e-3, 1e-2]
 
 
 def test_cost_estimate_counts_only_what_is_left(tmp_path: Path) -> None:

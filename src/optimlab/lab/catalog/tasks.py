@@ -118,9 +118,6 @@ class Task:
         """``{"loss": ..., metric: ...}`` on ``split`` in ``("train", "val", "test")``."""
         raise NotImplementedError
 
-    def metric_from_loss(self, loss: float) -> float:
-        return loss
-
 
 # ----------------------------------------------------------------------------------------------------
 # Classification

@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from optimlab import diagnostics as D
 from optimlab.lab.catalog.presets import parse_spec, preset_lr
 from optimlab.lab.catalog.tasks import ClassificationTask, SyntheticTask, Task, get_task
 from optimlab.lab.present import diagnostic_plots as P
-from optimlab.lab.training.diagnostic_runs import TrainedRun, eval_batches, final_value, metric_fn, train
+from optimlab.lab.training.diagnostic_runs import TrainedRun, eval_batches, metric_fn, train
 from optimlab.lab.training.jsonable import jsonable
 from optimlab.lab.training.progress import Progress
 from optimlab.lab.training.runner import RunConfig
@@ -74,9 +75,9 @@ def _config(task: Task, spec: str, args: argparse.Namespace, steps: int, batch: 
 
 
 def _final(run: TrainedRun) -> dict[str, Any]:
-    r, m = run.record, run.record["metric"]
-    return {"train_loss": final_value(r, "train_loss"), f"val_{m}": final_value(r, f"val_{m}"),
-            f"test_{m}": final_value(r, f"test_{m}"), "status": r["status"], "steps_done": r["steps_done"]}
+    r, m = run.record, run.record.metric
+    return {"train_loss": r.final("train_loss"), f"val_{m}": r.final(f"val_{m}"), f"test_{m}": r.test(m),
+            "status": r.status, "steps_done": r.steps_done}
 
 
 def _fmt(x: Any, pct: bool = False) -> str:
@@ -139,7 +140,7 @@ def walk(args: argparse.Namespace) -> int:
         run = train(config, every=args.every, checkpoint_steps=ck, noise_every=noise_every,
                     data_dir=args.data_dir, progress=show)
         runs.append(run)
-        hist = run.record["extras"]["recorder"]
+        hist = run.record.extras["recorder"]
         walks.append((spec, hist))
         seg = {"steps": [], "alphas": alphas.tolist(), "loss": []}
         if segs:
@@ -152,7 +153,7 @@ def walk(args: argparse.Namespace) -> int:
                 seg["loss"].append(res.loss.tolist())
             bar.close()
             segments.append((spec, seg))
-        payload[spec] = {"config": run.record["config"], "final": _final(run), "recorder": hist, "segments": seg}
+        payload[spec] = {"config": asdict(run.config), "final": _final(run), "recorder": hist, "segments": seg}
         cos = np.array([np.nan if v is None else v for v in hist["cos_prev"]], dtype=float)
         tail = cos[-max(1, cos.size // 10):]
         table.append([spec, f"{config.lr:g}", _fmt(_final(run)["train_loss"]),
@@ -214,7 +215,7 @@ def interpolate(args: argparse.Namespace) -> int:
             bar.close()
             res[split] = {**r.to_dict(), "examples": r.cost.examples}
         lines.append((spec, res))
-        payload[spec] = {"config": run.record["config"], "final": _final(run), "interpolation": res}
+        payload[spec] = {"config": asdict(run.config), "final": _final(run), "interpolation": res}
         loss = np.array([np.nan if v is None else v for v in res["train"]["loss"]])
         inside = (alphas >= 0) & (alphas <= 1)
         li = loss[inside]
@@ -274,7 +275,7 @@ def landscape(args: argparse.Namespace) -> int:
                     data_dir=args.data_dir, progress=show)
         model = run.model
         dirs = _axes_directions(model) if synthetic else D.random_directions(model, 2, seed=args.direction_seed)
-        entry: dict[str, Any] = {"config": run.record["config"], "final": _final(run)}
+        entry: dict[str, Any] = {"config": asdict(run.config), "final": _final(run)}
         row = [spec, f"{run.config.lr:g}", _fmt(_final(run)["train_loss"])]
         if "1d" in plots:
             bar = Progress(line.size, f"{spec}: 1-D", show, "point")
@@ -378,9 +379,9 @@ def histograms(args: argparse.Namespace) -> int:
             label = spec if len(schedules) == 1 else f"{spec} | {schedule}"
             run = train(_config(task, spec, args, steps, batch, schedule=schedule), every=1, histograms=True,
                         data_dir=args.data_dir, progress=show)
-            h = run.record["extras"]["recorder"]
+            h = run.record.extras["recorder"]
             runs.append((label, {"steps": h["step"], "bins": h["bins"], **h["hist"]}))
-            payload[label] = {"config": run.record["config"], "final": _final(run), "steps": h["step"],
+            payload[label] = {"config": asdict(run.config), "final": _final(run), "steps": h["step"],
                               "bins": h["bins"], "hist": h["hist"], "hist_outside": h["hist_outside"],
                               "lr": h["lr"]}
             counts = np.array(h["hist"]["step_size"][-1], dtype=float)
@@ -435,7 +436,7 @@ def sharpness(args: argparse.Namespace) -> int:
             run = train(_config(task, spec, args, steps, batch, seed=seed), every=None,
                         checkpoint_steps=track if seed == 0 else (), data_dir=args.data_dir, progress=show)
             e = top(run.model, seed)
-            entry: dict[str, Any] = {"config": run.record["config"], "final": _final(run), "top": e.to_dict()}
+            entry: dict[str, Any] = {"config": asdict(run.config), "final": _final(run), "top": e.to_dict()}
             tops.append(e.value)
             if args.trace:
                 tr = D.hessian_trace(run.model, task.loss_fn, hvp_batch, iters=args.trace_iters, tol=0.0, seed=seed)

@@ -9,7 +9,8 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from optimlab.lab.training.runner import RunConfig
+    from optimlab.lab.training.config import RunConfig
+    from optimlab.lab.training.record import RunRecord
 
 __all__ = ["Executor", "Closing"]
 
@@ -22,7 +23,7 @@ class Executor(Protocol):
     Closing the returned iterator early (Ctrl-C in the driver) must stop the runs still in flight.
     """
 
-    def run(self, configs: Sequence[RunConfig]) -> Iterator[dict[str, Any]]: ...
+    def run(self, configs: Sequence[RunConfig]) -> Iterator[RunRecord]: ...
 
 
 class Closing:

@@ -15,6 +15,7 @@ from typing import Any
 
 from optimlab.lab.executors import Closing
 from optimlab.lab.training.progress import run_bar, share_bars, use_shared_bars
+from optimlab.lab.training.record import RunRecord
 from optimlab.lab.training.runner import CallbackFactory, RunConfig, run
 
 __all__ = ["LocalExecutor"]
@@ -38,7 +39,7 @@ def _init_worker(
         use_shared_bars(lock)
 
 
-def _worker_run(config: RunConfig) -> dict[str, Any]:
+def _worker_run(config: RunConfig) -> RunRecord:
     bar = run_bar(config, _WORKER["slot"] + 1, _WORKER["show_progress"])
     try:
         factory = _WORKER["callbacks"]
@@ -92,7 +93,7 @@ class LocalExecutor(Closing):
             self._pool.join()
             self._pool = None
 
-    def run(self, configs: Sequence[RunConfig]) -> Iterator[dict[str, Any]]:
+    def run(self, configs: Sequence[RunConfig]) -> Iterator[RunRecord]:
         configs = list(configs)
         if not configs:
             return
@@ -101,7 +102,7 @@ class LocalExecutor(Closing):
         else:
             yield from self._parallel(configs)
 
-    def _serial(self, configs: list[RunConfig]) -> Iterator[dict[str, Any]]:
+    def _serial(self, configs: list[RunConfig]) -> Iterator[RunRecord]:
         import torch
 
         previous = torch.get_num_threads()
@@ -133,7 +134,7 @@ class LocalExecutor(Closing):
             )
         return self._pool
 
-    def _parallel(self, configs: list[RunConfig]) -> Iterator[dict[str, Any]]:
+    def _parallel(self, configs: list[RunConfig]) -> Iterator[RunRecord]:
         pool = self._start()
         try:
             yield from pool.imap_unordered(_worker_run, configs)

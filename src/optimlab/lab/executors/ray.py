@@ -34,6 +34,7 @@ from typing import Any
 
 from optimlab.lab.executors import Closing
 from optimlab.lab.training.progress import run_bar
+from optimlab.lab.training.record import RunRecord
 from optimlab.lab.training.runner import CallbackFactory, RunConfig
 
 __all__ = ["RayExecutor", "RunsFailedError", "RAY_MISSING"]
@@ -137,7 +138,7 @@ class _Reporter:
 
 def _task(
     config: RunConfig, threads: int, data_dir: str | None, callbacks: CallbackFactory | None, board: Any
-) -> dict[str, Any]:
+) -> RunRecord:
     """One run on a Ray worker: its threads, its callbacks, its progress reports; returns the record."""
     import platform
 
@@ -309,7 +310,7 @@ class RayExecutor(Closing):
 
     # -- running ---------------------------------------------------------------------------------
 
-    def run(self, configs: Sequence[RunConfig]) -> Iterator[dict[str, Any]]:
+    def run(self, configs: Sequence[RunConfig]) -> Iterator[RunRecord]:
         configs = list(configs)
         if not configs:
             return

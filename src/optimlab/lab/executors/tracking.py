@@ -31,6 +31,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from optimlab.lab.training.record import RunRecord
+
 __all__ = [
     "Tracker",
     "TensorBoardTracker",
@@ -55,7 +57,7 @@ _NOT_CURVES = ("step", "time", "cpu")
 class Tracker(Protocol):
     """Logs records; :meth:`close` flushes."""
 
-    def log(self, record: dict[str, Any]) -> None: ...
+    def log(self, record: RunRecord) -> None: ...
 
     def close(self) -> None: ...
 
@@ -64,19 +66,20 @@ class Tracker(Protocol):
 # What a record says, in the form trackers want
 
 
-def run_name(record: dict[str, Any]) -> str:
-    c = record["config"]
-    return f"{c['optimizer']} lr={c['lr']:.3g} seed={c['seed']}"
+def run_name(record: RunRecord) -> str:
+    c = record.config
+    return f"{c.optimizer} lr={c.lr:.3g} seed={c.seed}"
 
 
-def hparams_of(record: dict[str, Any]) -> dict[str, Any]:
+def hparams_of(record: RunRecord) -> dict[str, Any]:
     """The config as flat hyperparameters (strings and numbers): task, optimizer, lr, seed, steps, batch_size,
     eval_every, schedule, splits, and each tuned hparam under its own name."""
-    c = record["config"]
-    out: dict[str, Any] = {k: c[k] for k in ("task", "optimizer", "lr", "seed", "steps", "batch_size", "eval_every")}
-    out["schedule"] = c.get("schedule", "constant")
-    out["splits"] = ",".join(c.get("splits", ()))
-    for k, v in c.get("hparams", ()):
+    c = record.config
+    out: dict[str, Any] = {k: getattr(c, k) for k in ("task", "optimizer", "lr", "seed", "steps", "batch_size",
+                                                      "eval_every")}
+    out["schedule"] = c.schedule
+    out["splits"] = ",".join(c.splits)
+    for k, v in c.hparams:
         out[k] = v
     return out
 
@@ -85,10 +88,10 @@ def _number(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
 
-def curves_of(record: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
+def curves_of(record: RunRecord) -> dict[str, list[tuple[int, float]]]:
     """Each curve of the record as ``(step, value)`` pairs, named ``train/loss``, ``val/accuracy``, ``lr``,
     ``batch_loss`` (non-finite values, a diverged run's, are left out)."""
-    h = record["history"]
+    h = record.history
     steps = h["step"]
     out: dict[str, list[tuple[int, float]]] = {}
     for name, values in h.items():
@@ -102,17 +105,18 @@ def curves_of(record: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
-def finals_of(record: dict[str, Any]) -> dict[str, float]:
+def finals_of(record: RunRecord) -> dict[str, float]:
     """The run's final numbers: the last value of each curve (``final/val/loss``...), the test split's
     (``test/accuracy``...) where the run evaluated it, and its cost (``train_seconds``, ``time_per_step``)."""
     out = {f"final/{k}": v[-1][1] for k, v in curves_of(record).items() if k != "batch_loss"}
-    for k, v in (record.get("test") or {}).items():
+    for k, v in (record.test_values or {}).items():
         if (x := _number(v)) is not None:
             out[f"test/{k}"] = x
-    for k in ("train_seconds", "time_per_step", "steps_done"):
-        if (x := _number(record.get(k))) is not None:
+    for k, v in (("train_seconds", record.train_seconds), ("time_per_step", record.time_per_step),
+                 ("steps_done", record.steps_done)):
+        if (x := _number(v)) is not None:
             out[k] = x
-    out["diverged"] = float(record.get("status") == "diverged")
+    out["diverged"] = float(record.status == "diverged")
     return out
 
 
@@ -138,12 +142,12 @@ class TensorBoardTracker:
         except OSError as e:
             raise ValueError(f"Invalid --tensorboard: cannot create the folder {log_dir} ({e.strerror or e})") from None
 
-    def run_dir(self, record: dict[str, Any]) -> Path:
-        c = record["config"]
-        safe = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in c["optimizer"])
-        return self.log_dir / c["task"] / f"{safe}_lr{c['lr']:.3g}_s{c['seed']}_{record['key']}"
+    def run_dir(self, record: RunRecord) -> Path:
+        c = record.config
+        safe = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in c.optimizer)
+        return self.log_dir / c.task / f"{safe}_lr{c.lr:.3g}_s{c.seed}_{record.key}"
 
-    def log(self, record: dict[str, Any]) -> None:
+    def log(self, record: RunRecord) -> None:
         from torch.utils.tensorboard.summary import hparams
 
         folder = self.run_dir(record)
@@ -156,7 +160,7 @@ class TensorBoardTracker:
                     writer.add_scalar(name, value, global_step=step)
             finals = finals_of(record)
             for name, value in finals.items():
-                writer.add_scalar(name, value, global_step=int(record.get("steps_done") or 0))
+                writer.add_scalar(name, value, global_step=int(record.steps_done or 0))
             hp = {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in hparams_of(record).items()}
             for summary in hparams(hp, finals):
                 writer.file_writer.add_summary(summary)
@@ -275,15 +279,15 @@ class MlflowTracker:
             self._logged[eid] = keys
         return self._experiments[name]
 
-    def log(self, record: dict[str, Any]) -> None:
+    def log(self, record: RunRecord) -> None:
         from mlflow.entities import Metric, Param
 
-        eid = self._experiment_id(self.experiment or f"optimlab/{record['config']['task']}")
-        if record["key"] in self._logged[eid]:
+        eid = self._experiment_id(self.experiment or f"optimlab/{record.config.task}")
+        if record.key in self._logged[eid]:
             return
         tags = {
-            "optimlab.key": record["key"],
-            "optimlab.status": str(record.get("status")),
+            "optimlab.key": record.key,
+            "optimlab.status": record.status,
             "mlflow.runName": run_name(record),
         }
         run = self.client.create_run(eid, run_name=run_name(record), tags=tags)
@@ -294,15 +298,15 @@ class MlflowTracker:
             metrics = [
                 Metric(name, value, now, step) for name, pairs in curves_of(record).items() for step, value in pairs
             ]
-            last = int(record.get("steps_done") or 0)
+            last = int(record.steps_done or 0)
             metrics += [Metric(name, value, now, last) for name, value in finals_of(record).items()]
             for i in range(0, max(len(metrics), 1), 1000):  # MLflow's limit per batch
                 self.client.log_batch(run_id, metrics=metrics[i : i + 1000], params=params if i == 0 else [])
-            self.client.set_terminated(run_id, "FINISHED" if record.get("status") != "diverged" else "FAILED")
+            self.client.set_terminated(run_id, "FINISHED" if record.status != "diverged" else "FAILED")
         except BaseException:
             self.client.set_terminated(run_id, "KILLED")
             raise
-        self._logged[eid].add(record["key"])
+        self._logged[eid].add(record.key)
 
     def close(self) -> None:
         pass
@@ -321,7 +325,7 @@ class GuardedTracker:
         self.tracker = tracker
         self.disabled = False
 
-    def log(self, record: dict[str, Any]) -> None:
+    def log(self, record: RunRecord) -> None:
         if self.disabled:
             return
         try:

@@ -27,7 +27,7 @@ from optimlab.lab.present.landscape_plots import (
 )
 from optimlab.lab.present.pages import figure_html, html_page, html_table
 from optimlab.lab.present.style import color_of_label
-from optimlab.lab.training.diagnostic_runs import final_value
+from optimlab.lab.training.record import RunRecord
 
 __all__ = [
     "CITATIONS",
@@ -387,7 +387,7 @@ def write_report(out: Path, title: str, intro_html: str, body_html: Sequence[str
 # The panels of a comparison report (compare --diagnostics)
 
 
-def diagnostics_panels(records: Sequence[dict[str, Any]], out: Path, key: str = "diagnostics",
+def diagnostics_panels(records: Sequence[RunRecord], out: Path, key: str = "diagnostics",
                        prefix: str = "") -> tuple[list[Path], str]:
     """Per-optimizer diagnostics panels for a comparison report, from records whose ``extras[key]`` was filled by
     :class:`optimlab.lab.training.diagnostic_runs.DiagnosticsCallback`.
@@ -399,19 +399,18 @@ def diagnostics_panels(records: Sequence[dict[str, Any]], out: Path, key: str = 
     skipped; with none at all the result is ``([], "")``.
     """
     out = Path(out)
-    by_task: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    by_task: dict[str, dict[str, list[RunRecord]]] = {}
     for rec in records:
-        if key not in rec.get("extras", {}):
+        if key not in rec.extras:
             continue
-        c = rec["config"]
-        by_task.setdefault(c["task"], {}).setdefault(c["optimizer"], []).append(rec)
+        by_task.setdefault(rec.config.task, {}).setdefault(rec.config.optimizer, []).append(rec)
     paths: list[Path] = []
     parts: list[str] = []
     for task, groups in by_task.items():
         for recs in groups.values():
-            recs.sort(key=lambda r: r["config"]["seed"])
-        first = {name: recs[0]["extras"][key] for name, recs in groups.items()}
-        metric = next(iter(groups.values()))[0].get("metric")
+            recs.sort(key=lambda r: r.config.seed)
+        first = {name: recs[0].extras[key] for name, recs in groups.items()}
+        metric = next(iter(groups.values()))[0].metric
         walks = [(name, {**d["walk"], "layer": d["layer"]}) for name, d in first.items()]
         p = plot_walk(walks, out / f"{prefix}diag_walk_{task}.png", f"{task}: a walk with each optimizer (seed 0)")
         paths.append(p)
@@ -431,10 +430,10 @@ def diagnostics_panels(records: Sequence[dict[str, Any]], out: Path, key: str = 
                    f"{CITATIONS['histograms']}."))
         sharp = []
         for name, recs in groups.items():
-            tops = [r["extras"][key].get("sharpness", {}).get("value") for r in recs]
+            tops = [r.extras[key].get("sharpness", {}).get("value") for r in recs]
             if not any(v is not None for v in tops):
                 continue
-            test = [final_value(r, f"test_{metric}") for r in recs]
+            test = [r.test(metric) for r in recs]
             sharp.append((name, {"top": tops, "test": test if metric != "loss" else []}))
         if sharp:
             p = plot_sharpness(sharp, out / f"{prefix}diag_sharpness_{task}.png", metric if metric != "loss" else None,

@@ -115,7 +115,7 @@ def _task_section(ts: TaskSummary, out: Path, prefix: str = "") -> list[str]:
     for r in ts.rows:
         res = ts.study.results[r.spec]
         space = res.space.describe() if res.space else ("presets" if not p.tuned else "lr grid " + str(list(p.lrs)))
-        settings = r.records[0]["optimizer_settings"] if r.records else {}
+        settings = dict(r.records[0].optimizer_settings) if r.records else {}
         detail.append(f"{r.spec}: searched {space}\n    ran with {settings}")
     parts.append(
         "<details><summary>Search spaces and settings</summary><pre>"
@@ -128,7 +128,7 @@ def _task_section(ts: TaskSummary, out: Path, prefix: str = "") -> list[str]:
 def _diagnostics_section(ts: TaskSummary, out: Path) -> list[str]:
     """The panels of ``compare --diagnostics`` (issue 10's :func:`~optimlab.lab.present.diagnostic_plots.
     diagnostics_panels`) from the final runs that carry them; nothing when none does."""
-    records = [rec for r in ts.rows for rec in r.records if "diagnostics" in rec.get("extras", {})]
+    records = [rec for r in ts.rows for rec in r.records if "diagnostics" in rec.extras]
     if not records:
         return []
     from optimlab.lab.present.diagnostic_plots import diagnostics_panels
@@ -160,7 +160,7 @@ def _write_report(out: Path, study: Any) -> tuple[Path, TaskSummary]:
     ]
     parts += _task_section(ts, out)
     parts += _diagnostics_section(ts, out)
-    env = next((rec["environment"] for r in ts.rows for rec in r.records), None)
+    env = next((rec.environment for r in ts.rows for rec in r.records), None)
     if env:
         parts.append(
             "<h2>Environment</h2><pre>" + html.escape("\n".join(f"{k}: {v}" for k, v in env.items())) + "</pre>"

@@ -23,6 +23,7 @@ from optimlab.lab.present.figures import pyplot, save_figure
 from optimlab.lab.present.style import color_for
 from optimlab.lab.present.summary import Row, TaskSummary, headline_value
 from optimlab.lab.present.tables import metric_name, settings_text, target_text
+from optimlab.lab.training.record import RunRecord
 
 __all__ = ["PLOTS", "FIGURES"]
 
@@ -103,20 +104,20 @@ def _log_x(ax: Any) -> None:
 
 
 def _band(
-    recs: list[dict[str, Any]], key: str, x_key: str = "step", log: bool = False
+    recs: list[RunRecord], key: str, x_key: str = "step", log: bool = False
 ) -> tuple[np.ndarray, ...] | None:
     """x, mean and 95 % band over seeds of ``history[key]`` on the evaluations every seed has; with ``log``,
     the mean and band of the logarithm (a geometric mean, whose band stays positive on a log axis)."""
     from optimlab.lab.present.stats import t_quantile
 
-    recs = [r for r in recs if key in r["history"]]
+    recs = [r for r in recs if key in r.history]
     if not recs:
         return None
-    n = min(len(r["history"]["step"]) for r in recs)
+    n = min(len(r.history["step"]) for r in recs)
     if n == 0:
         return None
-    x = np.array(recs[0]["history"][x_key][:n], dtype=float)
-    v = np.array([[np.nan if a is None else a for a in r["history"][key][:n]] for r in recs], dtype=float)
+    x = np.array(recs[0].history[x_key][:n], dtype=float)
+    v = np.array([[np.nan if a is None else a for a in r.history[key][:n]] for r in recs], dtype=float)
     if log:
         with np.errstate(divide="ignore", invalid="ignore"):
             v = np.log(np.where(v > 0, v, np.nan))
@@ -175,22 +176,17 @@ def _plot_time_to_target(ts: TaskSummary, path: Path) -> bool:
     rows = _complete_rows(ts)
     if ts.target is None or not any(math.isfinite(r.steps_to_target) for r in rows):
         return False
-    from optimlab.lab.present import stats
 
     plt = pyplot()
     task = ts.study.task
     key = f"{task.selection_split}_{ts.metric}"
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.32 * len(rows) + 1.8), sharey=True)
     for ax, x_key, label in ((axes[0], "step", "steps"), (axes[1], "cpu", "training CPU seconds")):
-        limit = max(max(rec["history"][x_key][-1] for rec in r.records) for r in rows)
+        limit = max(max(rec.history[x_key][-1] for rec in r.records) for r in rows)
         for i, r in enumerate(rows):
             c = color_for(r.spec)
-            times = [
-                stats.time_to_target(
-                    rec["history"][x_key], rec["history"][key], ts.target, higher_is_better=ts.higher_is_better
-                )
-                for rec in r.records
-            ]
+            time_to = RunRecord.steps_to if x_key == "step" else RunRecord.cpu_seconds_to
+            times = [time_to(rec, ts.target, key=key, higher_is_better=ts.higher_is_better) for rec in r.records]
             hit = [t for t in times if math.isfinite(t)]
             med = float(np.median(times))
             if math.isfinite(med):
@@ -235,8 +231,8 @@ def _plot_lr_sensitivity(ts: TaskSummary, path: Path) -> bool:
     values_all = []
     for r in rows:
         for rec in r.selection.trials:
-            v = rec["history"].get(key, [None])[-1]
-            if v is not None and rec["status"] == "ok":
+            v = rec.final(key)
+            if v is not None and rec.ok:
                 values_all.append(s * v)
     if not values_all:
         plt.close(fig)
@@ -246,8 +242,8 @@ def _plot_lr_sensitivity(ts: TaskSummary, path: Path) -> bool:
         c = color_for(r.spec)
         pts = []
         for rec in r.selection.trials:
-            v = rec["history"].get(key, [None])[-1]
-            pts.append((rec["config"]["lr"], None if v is None or rec["status"] != "ok" else s * v))
+            v = rec.final(key)
+            pts.append((rec.config.lr, None if v is None or not rec.ok else s * v))
         pts.sort()
         ok = [(x, v) for x, v in pts if v is not None]
         if ok:
@@ -308,7 +304,7 @@ def _plot_generalization(ts: TaskSummary, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(8, 5.4))
     for r in rows:
         c = color_for(r.spec)
-        losses = [rec["history"]["train_loss"][-1] for rec in r.records]
+        losses = [rec.final("train_loss") for rec in r.records]
         if any(v is None or not v > 0 for v in losses):
             continue
         logs = mean_ci([math.log(v) for v in losses])
@@ -356,7 +352,7 @@ def _plot_trajectories(ts: TaskSummary, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(7.5, 6))
     ax.contour(gx, gy, np.log10(z + 1e-3), levels=25, cmap="Greys", linewidths=0.6)
     for r in rows:
-        traj = np.array(r.records[0].get("extras", {}).get("trajectory", []), dtype=float)
+        traj = np.array(r.records[0].extras.get("trajectory", []), dtype=float)
         if traj.size:
             ax.plot(
                 traj[:, 0], traj[:, 1], "-", color=color_for(r.spec), lw=1.3, label=f"{r.spec} ({settings_text(r)})"
@@ -379,17 +375,17 @@ def _plot_schedules(ts: TaskSummary, path: Path) -> bool:
     from optimlab.lab.training.runner import parse_schedule
 
     rows = _complete_rows(ts)
-    schedules = {r.records[0]["config"]["schedule"] for r in rows if r.records}
+    schedules = {r.records[0].config.schedule for r in rows if r.records}
     if len(schedules) < 2:
         return False
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in rows:
-        cfg = r.records[0]["config"]
-        name, kwargs = parse_schedule(cfg["schedule"])
-        fn = adapter.create_schedule(name, cfg["steps"], **kwargs)
-        x = np.arange(cfg["steps"] + 1)
-        ax.plot(x, [cfg["lr"] * fn(int(t)) for t in x], color=color_for(r.spec), label=f"{r.spec} ({cfg['schedule']})")
+        cfg = r.records[0].config
+        name, kwargs = parse_schedule(cfg.schedule)
+        fn = adapter.create_schedule(name, cfg.steps, **kwargs)
+        x = np.arange(cfg.steps + 1)
+        ax.plot(x, [cfg.lr * fn(int(t)) for t in x], color=color_for(r.spec), label=f"{r.spec} ({cfg.schedule})")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate (selected lr x schedule factor)")

@@ -12,7 +12,8 @@ against known answers in ``tests/lab/test_stats.py``.
   maximum statistic, stepped down as in Westfall & Young, 1993). Stated rate: when all optimizers are equal, the
   chance that any is declared worse than the best is ``alpha`` (5 %) whatever their number; a plain Welch test
   against the observed best with Holm's correction holds that rate only for two optimizers (the tests show both).
-- :func:`time_to_target`: the first evaluation at which a validation curve reaches its target (``inf`` if never).
+- :func:`time_to_target`: the first evaluation at which a validation curve reaches its target (``inf`` if never;
+  it lives with the record, :mod:`optimlab.lab.training.record`, whose ``steps_to`` uses it).
 - :func:`performance_ratios`, :func:`performance_profile`, :func:`integrated_score`: Dolan & Moré (2002)
   performance profiles over tasks and AlgoPerf's benchmark score (Dahl et al., 2023): ratios to the fastest
   optimizer per task, ratios above ``r_max = 4`` count as misses, and the score is the profile's integral over
@@ -27,6 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from optimlab.lab.training.record import time_to_target
 
 __all__ = [
     "Interval",
@@ -251,23 +254,6 @@ def best_set(
             active.remove(i)
     members = tuple([best] + [names[i] for i in sorted(others, key=lambda i: -means[i]) if adjusted[names[i]] > alpha])
     return BestSet(best, members, {n: adjusted[n] for n in names}, alpha, method)
-
-
-def time_to_target(
-    steps: Sequence[float], values: Sequence[float | None], target: float, *, higher_is_better: bool
-) -> float:
-    """The first ``steps[i]`` (a step count or seconds) at which ``values[i]`` reaches ``target``; ``inf`` if never.
-
-    ``None`` values (a diverged evaluation) never reach it.
-    """
-    if len(steps) != len(values):
-        raise ValueError(f"Invalid lengths: {len(steps)} steps, {len(values)} values; expected equal lengths")
-    if not math.isfinite(target):
-        raise ValueError(f"Invalid target: {target!r}; expected a finite number")
-    for s, v in zip(steps, values, strict=True):
-        if v is not None and math.isfinite(v) and (v >= target if higher_is_better else v <= target):
-            return float(s)
-    return math.inf
 
 
 def performance_ratios(times: Mapping[str, Mapping[str, float]], r_max: float = R_MAX) -> dict[str, dict[str, float]]:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from optimlab.lab.present import stats
 from optimlab.lab.study.selection import Selection
 from optimlab.lab.study.tuning import OptimizerResult, StudyResult
+from optimlab.lab.training.record import RunRecord
 
 __all__ = ["Row", "TaskSummary", "summarize_study", "headline_value"]
 
@@ -35,7 +35,6 @@ class Row:
     headline: stats.Interval | None  # final test metric (training loss on the 2-D tasks)
     val: stats.Interval | None
     train_loss: stats.Interval | None
-    train_metric: stats.Interval | None
     gap: stats.Interval | None  # oriented so that positive = better on train than on test
     steps_to_target: float
     cpu_to_target: float
@@ -48,7 +47,7 @@ class Row:
     final_cpu_seconds: float
     in_best_set: bool = False
     adjusted_p: float | None = None
-    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    records: list[RunRecord] = field(default_factory=list, repr=False)
 
     @property
     def complete(self) -> bool:
@@ -72,24 +71,19 @@ class TaskSummary:
         return list(self.best.members) if self.best else []
 
 
-def headline_value(record: dict[str, Any]) -> float | None:
-    """A final run's headline number: its test metric, or its final training loss on a task without splits."""
-    if record["status"] != "ok":
+def headline_value(record: RunRecord) -> float | None:
+    """A final run's headline number: its test metric, or its final training loss on a task without splits
+    (``None`` for a diverged run, or a value that was not finite)."""
+    if not record.ok:
         return None
-    if record.get("test") is not None:
-        return record["test"].get(record["metric"])
-    values = record["history"].get(f"train_{record['metric']}", [])
-    return values[-1] if values else None
+    if record.test_values is not None:
+        return record.test(record.metric)
+    return record.final(f"train_{record.metric}")
 
 
 def _ci(values: list[float | None]) -> stats.Interval | None:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return stats.mean_ci(finite) if finite and len(finite) == len(values) else None
-
-
-def _last(record: dict[str, Any], key: str) -> float | None:
-    values = record["history"].get(key, [])
-    return values[-1] if values else None
 
 
 def _median_time(times: list[float]) -> float:
@@ -102,26 +96,25 @@ def _row(result: OptimizerResult, study: StudyResult) -> Row:
     task = study.task
     target = study.protocol.target_value
     m, higher = task.metric, task.higher_is_better
-    recs = sorted(result.finals, key=lambda r: r["config"]["seed"])
+    recs = sorted(result.finals, key=lambda r: r.config.seed)
     heads = [headline_value(r) for r in recs]
-    diverged = sum(r["status"] != "ok" for r in recs)
+    diverged = sum(not r.ok for r in recs)
     gaps = []
     for r in recs:
-        train = _last(r, f"train_{m}")
-        test = (r.get("test") or {}).get(m)
+        train, test = r.final(f"train_{m}"), r.test(m)
         if train is None or test is None:
             gaps.append(None)
         else:
             gaps.append(train - test if higher else test - train)
     steps_t, cpu_t = [], []
+    key = f"{task.selection_split}_{m}"
     for r in recs:
-        h, key = r["history"], f"{task.selection_split}_{m}"
-        if target is None or key not in h:
+        if target is None or key not in r.history:
             continue
-        steps_t.append(stats.time_to_target(h["step"], h[key], target, higher_is_better=higher))
-        cpu_t.append(stats.time_to_target(h["cpu"], h[key], target, higher_is_better=higher))
-    step_ms = [r.get("step_cpu_ms") for r in recs]
-    fb_ms = [r.get("fwd_bwd_cpu_ms") for r in recs]
+        steps_t.append(r.steps_to(target, key=key, higher_is_better=higher))
+        cpu_t.append(r.cpu_seconds_to(target, key=key, higher_is_better=higher))
+    step_ms = [r.step_cpu_ms for r in recs]
+    fb_ms = [r.fwd_bwd_cpu_ms for r in recs]
     overhead = [100 * a / b if a is not None and b else None for a, b in zip(step_ms, fb_ms, strict=True)]
     sel = result.selection
     return Row(
@@ -131,9 +124,8 @@ def _row(result: OptimizerResult, study: StudyResult) -> Row:
         expected=result.expected_finals,
         diverged=diverged,
         headline=_ci(heads) if recs else None,
-        val=_ci([_last(r, f"val_{m}") for r in recs]) if recs and task.selection_split == "val" else None,
-        train_loss=_ci([_last(r, "train_loss") for r in recs]) if recs else None,
-        train_metric=_ci([_last(r, f"train_{m}") for r in recs]) if recs and m != "loss" else None,
+        val=_ci([r.final(f"val_{m}") for r in recs]) if recs and task.selection_split == "val" else None,
+        train_loss=_ci([r.final("train_loss") for r in recs]) if recs else None,
         gap=_ci(gaps) if recs and task.final_splits != ("train",) else None,
         steps_to_target=_median_time(steps_t),
         cpu_to_target=_median_time(cpu_t),
@@ -143,7 +135,7 @@ def _row(result: OptimizerResult, study: StudyResult) -> Row:
         overhead_pct=_ci(overhead) if recs else None,
         tuning_trials=len(sel.trials) if sel else 0,
         tuning_cpu_seconds=result.tuning_cpu_seconds,
-        final_cpu_seconds=sum(r.get("train_cpu_seconds", 0.0) for r in recs),
+        final_cpu_seconds=sum(r.train_cpu_seconds or 0.0 for r in recs),
         records=recs,
     )
 

@@ -313,11 +313,11 @@ class Context:
         with its data folder, progress lines and bars (none when ``progress`` is False), and ``callbacks``."""
         return Session.local(self.jobs, self.data_dir, self.progress, callbacks)
 
-    def sweep(self, configs: Iterable[Any], subdir: str = "runs", callbacks: Any = None) -> list[dict[str, Any]]:
+    def sweep(self, configs: Iterable[Any], subdir: str = "runs", callbacks: Any = None) -> list[Any]:
         """Run the :class:`~optimlab.lab.training.runner.RunConfig` s with
         :func:`~optimlab.lab.study.sweep.run_sweep` in ``folder/subdir`` (resumable by key; records carry versions,
-        seed and config) and return their records, in the order of ``configs``. Raises KeyboardInterrupt when the
-        sweep was interrupted."""
+        seed and config) and return their records (:class:`~optimlab.lab.training.record.RunRecord`), in the order
+        of ``configs``. Raises KeyboardInterrupt when the sweep was interrupted."""
         from optimlab.lab.training.results import load_records
 
         configs = list(configs)
@@ -327,7 +327,7 @@ class Context:
         self.reused += outcome.skipped
         if outcome.interrupted:
             raise KeyboardInterrupt
-        by_key = {r["key"]: r for r in load_records(out)}
+        by_key = {r.key: r for r in load_records(out)}
         return [by_key[c.key()] for c in configs]
 
     def tune(self, task: str, optimizers: Sequence[str], protocol: Any, subdir: str, callbacks: Any = None) -> Any:
@@ -338,11 +338,11 @@ class Context:
         from optimlab.lab.training.results import load_records
 
         out = self.folder / subdir
-        before = {r["key"] for r in load_records(out)} if out.exists() else set()
+        before = {r.key for r in load_records(out)} if out.exists() else set()
         try:
             return self.session(callbacks).tune(task, optimizers, protocol, out)
         finally:
-            after = {r["key"] for r in load_records(out)} if out.exists() else set()
+            after = {r.key for r in load_records(out)} if out.exists() else set()
             self.computed += len(after - before)
             self.reused += len(before)
 

@@ -45,6 +45,7 @@ from optimlab.lab.catalog.presets import preset_lr
 from optimlab.lab.catalog.tasks import get_task
 from optimlab.lab.study.protocol import Protocol
 from optimlab.lab.study.tuning import _collect
+from optimlab.lab.training.record import RunRecord
 from optimlab.lab.training.results import load_records
 from optimlab.lab.training.runner import RunConfig
 
@@ -373,11 +374,11 @@ def estimate_work(
 # A tuned study: its runs, and what is left of them
 
 
-def _todo(protocol: Protocol, optimizers: Sequence[str], records: Sequence[dict[str, Any]]) -> list[RunConfig]:
-    done = {r["key"] for r in records}
+def _todo(protocol: Protocol, optimizers: Sequence[str], records: Sequence[RunRecord]) -> list[RunConfig]:
+    done = {r.key for r in records}
     study = _collect(protocol, optimizers, records)
     todo: list[RunConfig] = []
-    by_key = {r["key"]: r for r in records}
+    by_key = {r.key: r for r in records}
     for spec, result in study.results.items():
         first = protocol.tuning_configs(spec)
         todo += [c for c in first if c.key() not in done]

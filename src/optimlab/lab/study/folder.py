@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from optimlab.lab.study.protocol import PROTOCOL_FILE, PROTOCOL_VERSION, Protocol, ProtocolMismatchError
+from optimlab.lab.training.record import RECORD_VERSION
 from optimlab.lab.training.results import check_writable, load_records
-from optimlab.lab.training.runner import RECORD_VERSION
 
 __all__ = [
     "read_manifest", "RESULTS_MARKERS", "check_ours",

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from typing import Any
 
 from optimlab.lab.catalog.presets import parse_spec, search_space
 from optimlab.lab.catalog.space import METHODS, Param, SearchSpace, trial_points
 from optimlab.lab.catalog.tasks import Task, get_task
 from optimlab.lab.study.selection import select
-from optimlab.lab.training.runner import RunConfig
+from optimlab.lab.training.config import RunConfig
+from optimlab.lab.training.record import RunRecord
 
 __all__ = [
     "PROTOCOL_FILE", "PROTOCOL_VERSION", "TUNING_METHODS",
@@ -35,7 +37,8 @@ class ProtocolMismatchError(ValueError):
 class Protocol:
     """Everything a comparison's numbers depend on, apart from the optimizers compared.
 
-    ``spaces``: per-optimizer search-space overrides, ``((spec, (Param, ...)), ...)``; ``lrs``: an explicit lr
+    ``task``: the task's name (what ``protocol.json`` saves); :attr:`resolved_task` is the task itself, looked up
+    once. ``spaces``: per-optimizer search-space overrides, ``((spec, (Param, ...)), ...)``; ``lrs``: an explicit lr
     grid for every optimizer (``--lr``), which replaces the lr range (the budget is then its length).
     """
 
@@ -56,7 +59,7 @@ class Protocol:
     target: float | None = None  # the validation target for time-to-target; None: the task's
 
     def __post_init__(self) -> None:
-        task = get_task(self.task)
+        task = self.resolved_task  # an unknown name fails here
         if self.target is not None:
             _check_target(task, self.target)
         for name in ("steps", "batch_size", "eval_every"):
@@ -95,10 +98,20 @@ class Protocol:
             )
 
     # ------------------------------------------------------------------------------------------------
+    @cached_property
+    def resolved_task(self) -> Task:
+        """The :class:`~optimlab.lab.catalog.tasks.Task` that :attr:`task` names (looked up once, when the protocol
+        is made)."""
+        return get_task(self.task)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The fields alone (a copy or a pickle looks the task up again: not every task pickles)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     @property
     def target_value(self) -> float | None:
         """The validation target times to target are measured to: ``target``, else the task's."""
-        return get_task(self.task).target if self.target is None else self.target
+        return self.resolved_task.target if self.target is None else self.target
 
     @property
     def trial_steps(self) -> int:
@@ -143,7 +156,7 @@ class Protocol:
             return [{"lr": float(lr)} for lr in self.lrs]
         return trial_points(self.space_for(spec), self.budget - self.refine_trials, self.tuning, self.study)
 
-    def refine_settings(self, spec: str, first: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+    def refine_settings(self, spec: str, first: Sequence[RunRecord]) -> list[dict[str, float]]:
         """The refining trials after the first ones (records ``first``): around the best lr, half the points'
         spacing to either side; or, when the best is the highest (lowest) lr tried or everything diverged,
         one and two spacings beyond it, past the range's edge if need be. Other hyperparameters: the best's."""
@@ -152,8 +165,8 @@ class Protocol:
             return []
         space = self.space_for(spec)
         step = space.lr.decades / (self.budget - n)  # the first points' spacing, in decades
-        best = select(spec, space, first, get_task(self.task))
-        tried = [r["config"]["lr"] for r in first]
+        best = select(spec, space, first, self.resolved_task)
+        tried = [r.config.lr for r in first]
         if best.all_diverged or best.lr == min(tried):
             offsets = [-step * (i + 1) for i in range(n)]
         elif best.lr == max(tried):
@@ -163,7 +176,6 @@ class Protocol:
         return [{"lr": float(f"{best.lr * 10**o:.4g}"), **best.hparams} for o in offsets]
 
     def _trial_config(self, spec: str, point: dict[str, float], j: int) -> RunConfig:
-        task = get_task(self.task)
         steps = self.trial_steps
         return RunConfig(
             task=self.task,
@@ -175,20 +187,20 @@ class Protocol:
             eval_every=steps,
             schedule=self.schedule_for(spec),
             hparams=tuple(sorted((k, v) for k, v in point.items() if k != "lr")),
-            splits=(task.selection_split,),
+            splits=(self.resolved_task.selection_split,),
         )
 
     def tuning_configs(self, spec: str) -> list[RunConfig]:
         """The first tuning trials of ``spec`` (one seed each, ``trial_steps`` long, no test split)."""
         return [self._trial_config(spec, point, j) for j, point in enumerate(self.trial_settings(spec))]
 
-    def refine_configs(self, spec: str, first: Sequence[dict[str, Any]]) -> list[RunConfig]:
+    def refine_configs(self, spec: str, first: Sequence[RunRecord]) -> list[RunConfig]:
         """The refining trials of ``spec``, given the records of its first trials."""
         k = len(self.trial_settings(spec))
         return [self._trial_config(spec, p, k + i) for i, p in enumerate(self.refine_settings(spec, first))]
 
     def final_configs(self, spec: str, lr: float, hparams: dict[str, float]) -> list[RunConfig]:
-        task = get_task(self.task)
+        splits = self.resolved_task.final_splits
         return [
             RunConfig(
                 task=self.task,
@@ -200,14 +212,14 @@ class Protocol:
                 eval_every=min(self.eval_every, self.steps),
                 schedule=self.schedule_for(spec),
                 hparams=tuple(sorted(hparams.items())),
-                splits=task.final_splits,
+                splits=splits,
             )
             for seed in self.seeds
         ]
 
     def describe(self) -> str:
         """The protocol in one line (printed in the plan, stored with the results, shown in the report)."""
-        task = get_task(self.task)
+        task = self.resolved_task
         seeds = _describe_seeds(self.seeds)
         run = f"{self.steps} steps, batch {self.batch_size}, schedule {self.schedule}"
         if not self.tuned:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from optimlab.lab.catalog.space import SearchSpace
 from optimlab.lab.catalog.tasks import Task
+from optimlab.lab.training.record import RunRecord
 
 __all__ = ["Selection", "select"]
 
@@ -23,7 +23,7 @@ class Selection:
     hparams: dict[str, float]
     tuned: bool
     value: float | None = None  # the chosen trial's final selection metric
-    trials: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    trials: list[RunRecord] = field(default_factory=list, repr=False)
     edges: list[str] = field(default_factory=list)  # e.g. "lr: the highest value tried (range 1e-4..1e-1)"
     all_diverged: bool = False
 
@@ -32,13 +32,7 @@ class Selection:
         return {"lr": self.lr, **self.hparams}
 
 
-def _final_value(rec: dict[str, Any], split: str) -> float | None:
-    values = rec["history"].get(f"{split}_{rec['metric']}", [])
-    v = values[-1] if values else None
-    return None if v is None or rec["status"] != "ok" else v
-
-
-def select(spec: str, space: SearchSpace | None, trials: Sequence[dict[str, Any]], task: Task) -> Selection:
+def select(spec: str, space: SearchSpace | None, trials: Sequence[RunRecord], task: Task) -> Selection:
     """The trial of best final selection-split metric (``val``; diverged trials rank last, ties go to the
     earlier trial), with a flag for every tuned value that is the lowest or highest of those tried."""
     if not trials:
@@ -46,22 +40,22 @@ def select(spec: str, space: SearchSpace | None, trials: Sequence[dict[str, Any]
     sign = 1.0 if task.higher_is_better else -1.0
     scored = []
     for j, rec in enumerate(trials):
-        v = _final_value(rec, task.selection_split)
-        scored.append((-math.inf if v is None or not math.isfinite(v) else sign * v, -j, rec))
+        v = rec.final(f"{task.selection_split}_{rec.metric}") if rec.ok else None  # a diverged trial ranks last
+        scored.append((-math.inf if v is None else sign * v, -j, rec))
     best_score, _, best = max(scored, key=lambda t: (t[0], t[1]))
-    config = best["config"]
+    config = best.config
     all_diverged = best_score == -math.inf
     if all_diverged:  # nothing trained: take the smallest lr, the most likely to be stable
-        best = min(trials, key=lambda r: r["config"]["lr"])
-        config = best["config"]
-    hparams = {k: v for k, v in config["hparams"]}
-    chosen = {"lr": config["lr"], **hparams}
+        best = min(trials, key=lambda r: r.config.lr)
+        config = best.config
+    hparams = {k: v for k, v in config.hparams}
+    chosen = {"lr": config.lr, **hparams}
     edges = []
     ranges = {p.name: f" (range {p.low:.3g}..{p.high:.3g})" for p in space.params} if space else {}
     for name, value in chosen.items():
         if all_diverged:
             break
-        tried = [r["config"]["lr"] if name == "lr" else dict(r["config"]["hparams"]).get(name) for r in trials]
+        tried = [r.config.lr if name == "lr" else dict(r.config.hparams).get(name) for r in trials]
         tried = [v for v in tried if v is not None]
         if len(set(tried)) < 2:
             continue
@@ -71,7 +65,7 @@ def select(spec: str, space: SearchSpace | None, trials: Sequence[dict[str, Any]
             edges.append(f"{name} {value:.3g} is the lowest value tried{ranges.get(name, '')}")
     return Selection(
         spec=spec,
-        lr=float(config["lr"]),
+        lr=float(config.lr),
         hparams=hparams,
         tuned=True,
         value=None if all_diverged else sign * best_score,

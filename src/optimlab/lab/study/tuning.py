@@ -36,8 +36,9 @@ from optimlab.lab.study.folder import check_folder, read_manifest, register_opti
 from optimlab.lab.study.protocol import PROTOCOL_FILE, Protocol, default_protocol
 from optimlab.lab.study.selection import Selection, select
 from optimlab.lab.study.sweep import run_sweep
-from optimlab.lab.training.results import load_records
-from optimlab.lab.training.runner import RunConfig
+from optimlab.lab.training.config import RunConfig
+from optimlab.lab.training.record import RunRecord
+from optimlab.lab.training.results import finished_keys, load_records
 
 __all__ = ["OptimizerResult", "StudyResult", "load_study", "tune_and_run", "check_specs", "run_study"]
 
@@ -49,7 +50,7 @@ class OptimizerResult:
     spec: str
     space: SearchSpace | None
     selection: Selection | None  # None while tuning is incomplete
-    finals: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    finals: list[RunRecord] = field(default_factory=list, repr=False)
     expected_finals: int = 0
 
     @property
@@ -58,11 +59,7 @@ class OptimizerResult:
 
     @property
     def tuning_cpu_seconds(self) -> float:
-        return sum(r.get("train_cpu_seconds", 0.0) for r in self.selection.trials) if self.selection else 0.0
-
-    @property
-    def tuning_wall_seconds(self) -> float:
-        return sum(r.get("wall_seconds", 0.0) for r in self.selection.trials) if self.selection else 0.0
+        return sum(r.train_cpu_seconds or 0.0 for r in self.selection.trials) if self.selection else 0.0
 
 
 @dataclass
@@ -77,17 +74,17 @@ class StudyResult:
 
     @property
     def task(self) -> Task:
-        return get_task(self.protocol.task)
+        return self.protocol.resolved_task
 
     @property
     def complete(self) -> bool:
         return all(r.complete for r in self.results.values())
 
 
-def _collect(protocol: Protocol, specs: Sequence[str], records: Sequence[dict[str, Any]]) -> StudyResult:
-    by_key = {r["key"]: r for r in records}
+def _collect(protocol: Protocol, specs: Sequence[str], records: Sequence[RunRecord]) -> StudyResult:
+    by_key = {r.key: r for r in records}
     used: set[str] = set()
-    task = get_task(protocol.task)
+    task = protocol.resolved_task
     results: dict[str, OptimizerResult] = {}
     for spec in specs:
         if protocol.tuned:
@@ -197,22 +194,23 @@ def run_study(
     tuning = [c for s in specs for c in protocol.tuning_configs(s)]
     total = len(specs) * (protocol.trials_per_optimizer() + len(protocol.seeds))
     counter = {"done": 0}
-    done_keys = {r["key"] for r in load_records(out)}
+    done_keys = finished_keys(out)
     counter["done"] = sum(1 for c in tuning if c.key() in done_keys)
 
-    def record_seen(phase: str) -> Callable[[dict[str, Any]], None]:
-        def handle(record: dict[str, Any]) -> None:
+    def record_seen(phase: str) -> Callable[[RunRecord], None]:
+        def handle(record: RunRecord) -> None:
             counter["done"] += 1
             emit("record", record=record, phase=phase, done=counter["done"], total=total)
 
         return handle
 
+    # The folder is the source of truth: it is read after each sweep (another command may add to it too)
     interrupted = False
     if tuning:
         outcome = run_sweep(tuning, out, executor=executor, on_record=record_seen("tuning"), trackers=trackers)
         interrupted = outcome.interrupted
         if not interrupted and protocol.refine_trials:
-            records = {r["key"]: r for r in load_records(out)}
+            records = {r.key: r for r in load_records(out)}
             refine = []
             for spec in specs:
                 first = [records[c.key()] for c in protocol.tuning_configs(spec)]
@@ -220,12 +218,13 @@ def run_study(
             counter["done"] += sum(1 for c in refine if c.key() in records)
             outcome = run_sweep(refine, out, executor=executor, on_record=record_seen("refining"), trackers=trackers)
             interrupted = outcome.interrupted
-    study = _collect(protocol, specs, load_records(out))
+    tuned = load_records(out)
+    study = _collect(protocol, specs, tuned)
     if interrupted:
         study.out, study.interrupted = out, True
         return study
     finals: list[RunConfig] = []
-    done_keys = {r["key"] for r in load_records(out)}
+    done_keys = {r.key for r in tuned}
     for spec, result in study.results.items():
         assert result.selection is not None
         if protocol.tuned:

@@ -8,7 +8,7 @@ between steps (``tests/lab/test_diagnose.py`` checks the histories agree).
   ``noise_every`` steps, estimates the gradient noise scale on a batch of its own stream;
 * :class:`CaptureCallback` keeps the initial weights, chosen checkpoints and the trained model (in memory);
 * :class:`DiagnosticsCallback` is what ``compare --diagnostics`` attaches: the Walk-with-SGD quantities and the
-  ``|g|`` histograms of the first steps (cheap, JSON-serialisable, into ``record["extras"]["diagnostics"]``) and,
+  ``|g|`` histograms of the first steps (cheap, JSON-serialisable, into ``record.extras["diagnostics"]``) and,
   at the end of the run, the sharpness of the final weights and the loss on the line from the initialization to
   the solution (:func:`final_weights_diagnostics`);
 * :func:`rerun_with_diagnostics` recomputes those extras for a finished record that lacks them (a run is a pure
@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 from optimlab import diagnostics as D
-from optimlab.lab.catalog.tasks import ClassificationTask, LanguageTask, SyntheticTask, Task, get_task
+from optimlab.lab.catalog.tasks import ClassificationTask, LanguageTask, SyntheticTask, Task
 from optimlab.lab.training.progress import Progress
+from optimlab.lab.training.record import RunRecord
 from optimlab.lab.training.runner import Callback, RunConfig, RunContext, run
 
 __all__ = [
@@ -40,7 +41,6 @@ __all__ = [
     "train",
     "final_weights_diagnostics",
     "rerun_with_diagnostics",
-    "final_value",
 ]
 
 
@@ -144,18 +144,6 @@ class CaptureCallback(Callback):
         self.model = ctx.model
 
 
-def final_value(record: dict[str, Any], key: str) -> Any:
-    """The last value of ``key`` (e.g. ``"train_loss"``, ``"test_accuracy"``) in a run record, or ``None``.
-
-    Learning curves live in ``record["history"]``; a record whose test split is evaluated once at the end keeps
-    it in ``record["test"]`` (``{"loss": ..., metric: ...}``) instead: both forms are read."""
-    values = record.get("history", {}).get(key)
-    if values:
-        return values[-1]
-    split, _, name = key.partition("_")
-    return (record.get(split) or {}).get(name) if split == "test" else None
-
-
 def _optimizer_eval(optimizer: Any) -> Callable[[], None]:
     """Put an optimizer with ``eval()``/``train()`` (Schedule-Free) in eval mode, so the model holds the weights
     it is evaluated at; returns the call that undoes it (nothing for other optimizers)."""
@@ -187,7 +175,7 @@ def final_weights_diagnostics(task: Task, data: Any, model: nn.Module, theta0: A
 
 
 class DiagnosticsCallback(Callback):
-    """What ``compare --diagnostics`` attaches to each run; everything lands in ``record["extras"][key]``:
+    """What ``compare --diagnostics`` attaches to each run; everything lands in ``record.extras[key]``:
 
     * ``"walk"``: the recorder's whole-model series (cosine of consecutive updates, distance from the
       initialization, update/gradient norms, lr) and per-layer effective lr and trust ratios, at steps
@@ -267,18 +255,13 @@ def _rounded(value: Any, digits: int = 6) -> Any:
     return value
 
 
-def rerun_with_diagnostics(record: dict[str, Any] | RunConfig, data_dir: str | None = None,
+def rerun_with_diagnostics(record: RunRecord | RunConfig, data_dir: str | None = None,
                            callback: DiagnosticsCallback | None = None) -> dict[str, Any]:
     """The ``DiagnosticsCallback`` extras of a finished run, by running its config again (the same numbers: a run
     is a pure function of its config and thread count)."""
-    if isinstance(record, RunConfig):
-        config = record
-    else:  # RunConfig.from_dict where the runner has it (JSON turns tuple fields into lists)
-        from_dict = getattr(RunConfig, "from_dict", None)
-        config = from_dict(record["config"]) if from_dict else RunConfig(**record["config"])
+    config = record if isinstance(record, RunConfig) else record.config
     cb = callback or DiagnosticsCallback(data_dir=data_dir)
-    rec = run(config, callbacks=[cb], data_dir=data_dir)
-    return rec["extras"][cb.key]
+    return run(config, callbacks=[cb], data_dir=data_dir).extras[cb.key]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -287,12 +270,12 @@ def rerun_with_diagnostics(record: dict[str, Any] | RunConfig, data_dir: str | N
 
 @dataclass
 class TrainedRun:
-    """A finished run: its record (with the recorder's history in ``record["extras"]["recorder"]``), the
+    """A finished run: its record (with the recorder's history in ``record.extras["recorder"]``), the
     initial weights, the captured checkpoints and the trained model."""
 
     spec: str
     config: RunConfig
-    record: dict[str, Any]
+    record: RunRecord
     theta0: list[torch.Tensor]
     checkpoints: list[tuple[int, list[torch.Tensor]]]
     model: nn.Module
@@ -323,17 +306,9 @@ def train(config: RunConfig, *, every: int | Callable[[int], bool] | None = 10,
         record = run(config, callbacks=callbacks, data_dir=data_dir, progress=bar)
     finally:
         bar.close()
-    if record["status"] != "ok":
-        print(f"  {config.optimizer}: the run diverged at step {record['steps_done']}; "
+    if not record.ok:
+        print(f"  {config.optimizer}: the run diverged at step {record.steps_done}; "
               "diagnostics use the weights where it stopped", flush=True)
     assert capture.model is not None
     return TrainedRun(config.optimizer, config, record, capture.theta0, capture.checkpoints, capture.model,
                       recorder_cb.recorder if recorder_cb else None)
-
-
-def task_of(config: RunConfig) -> Task:
-    return get_task(config.task)
-
-
-def finite_or_none(x: float) -> float | None:
-    return x if isinstance(x, (int, float)) and math.isfinite(x) else None

@@ -135,27 +135,28 @@ class StudyProgress:
     def __call__(self, kind: str, **info: Any) -> None:
         if kind == "record":
             rec = info["record"]
-            self.steps += rec["config"]["steps"]
+            self.steps += rec.config.steps
             now = time.perf_counter()
             if not self.lines or (now - self.last < self.every and info["done"] < info["total"]):
                 return
             self.last = now
             elapsed = now - self.start
             left = elapsed * (self.total_steps - self.steps) / max(1, self.steps)
-            c = rec["config"]
-            split = "val" if f"val_{rec['metric']}" in rec["history"] else "train"
-            v = rec["history"][f"{split}_{rec['metric']}"][-1]
-            result = "diverged" if rec["status"] != "ok" else f"{split} {rec['metric']} {fmt_value(v, rec['metric'])}"
-            hp = "".join(f" {k}={v:.3g}" for k, v in c["hparams"])
+            c = rec.config
+            key = rec.metric_key
+            split = key.partition("_")[0]
+            value = f"{split} {rec.metric} {fmt_value(rec.final(key), rec.metric)}"
+            result = "diverged" if not rec.ok else value
+            hp = "".join(f" {k}={v:.3g}" for k, v in c.hparams)
             print(
                 f"[{info['done']:>4}/{info['total']}] {_clock(elapsed)} elapsed, ~{_clock(max(0.0, left))} left | "
-                f"{info['phase']} {c['optimizer']} lr={c['lr']:.3g}{hp} seed {c['seed']}: {result}",
+                f"{info['phase']} {c.optimizer} lr={c.lr:.3g}{hp} seed {c.seed}: {result}",
                 file=self.stream,
                 flush=True,
             )
         elif kind == "selected":
             sel, res = info["selection"], info["result"]
-            metric = sel.trials[0]["metric"]
+            metric = sel.trials[0].metric
             value = "all trials diverged" if sel.all_diverged else f"{fmt_value(sel.value, metric)}"
             hp = "".join(f", {k} {v:.3g}" for k, v in sel.hparams.items())
             edge = f" [edge: {'; '.join(sel.edges)}]" if sel.edges else ""

@@ -12,15 +12,13 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from optimlab.lab.training.runner import RECORD_VERSION, RunConfig
+from optimlab.lab.training.record import RecordError, ResultsVersionError, RunRecord
 
 __all__ = [
     "RESULTS_FILE",
     "ResultsVersionError",
     "LabWarning",
-    "record_problem",
     "load_records",
     "finished_keys",
     "nearest_existing",
@@ -32,52 +30,8 @@ __all__ = [
 RESULTS_FILE = "results.jsonl"
 
 
-class ResultsVersionError(ValueError):
-    """A results folder written by another version of the lab's record format."""
-
-
-
 class LabWarning(UserWarning):
     """Something the lab skipped or worked around and says so (``optimlab`` prints it as one line)."""
-
-
-def _number(x: Any, none: bool = True) -> bool:
-    return (none and x is None) or (isinstance(x, (int, float)) and not isinstance(x, bool))
-
-
-_NUMBERS = ("steps_done", "train_seconds", "train_cpu_seconds", "time_per_step", "step_cpu_ms", "step_wall_ms",
-            "fwd_bwd_cpu_ms", "wall_seconds", "target")
-
-
-def record_problem(rec: Any) -> str | None:
-    """Why ``rec`` (one parsed line of ``results.jsonl``) is not a record of this version that the lab can use,
-    or ``None``: a dict with a string ``key``, a ``config`` that :meth:`RunConfig.from_dict` accepts, string
-    ``status`` and ``metric``, a ``history`` of lists of numbers (``None`` where a value was not finite) with
-    a ``step`` list, a ``test`` dict of numbers or ``None``, and numbers (or ``None``) for its costs."""
-    if not isinstance(rec, dict):
-        return f"a JSON {type(rec).__name__}, not a record"
-    if not isinstance(rec.get("key"), str):
-        return "no 'key'"
-    try:
-        RunConfig.from_dict(rec["config"])
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        return f"no valid 'config' ({e})"
-    for name in ("status", "metric"):
-        if not isinstance(rec.get(name), str):
-            return f"no {name!r}"
-    history = rec.get("history")
-    if not isinstance(history, dict) or not isinstance(history.get("step"), list):
-        return "no 'history' with a 'step' list"
-    for name, values in history.items():
-        if not isinstance(values, list) or not all(map(_number, values)):
-            return f"history {name!r} is not a list of numbers"
-    test = rec.get("test")
-    if test is not None and (not isinstance(test, dict) or not all(map(_number, test.values()))):
-        return "'test' is not a dict of numbers"
-    for name in _NUMBERS:
-        if not _number(rec.get(name)):
-            return f"{name!r} is not a number"
-    return None
 
 
 def _lines(numbers: Sequence[int]) -> str:
@@ -85,16 +39,16 @@ def _lines(numbers: Sequence[int]) -> str:
     return f"line{'s' if len(numbers) > 1 else ''} {shown}"
 
 
-def load_records(out: str | os.PathLike) -> list[dict[str, Any]]:
+def load_records(out: str | os.PathLike) -> list[RunRecord]:
     """The records in ``out/results.jsonl`` (the last one wins per key).
 
-    Lines that are not records (:func:`record_problem`: not UTF-8 text, not JSON such as a line cut short by a
-    hard kill, or valid JSON that is not a record) are skipped with a :class:`LabWarning` that names the file
+    Lines that are not records (not UTF-8 text, not JSON such as a line cut short by a hard kill, or valid JSON
+    that is not a record: :meth:`RunRecord.problem`) are skipped with a :class:`LabWarning` that names the file
     and their line numbers; those runs count as not done, so a resumed sweep runs them again. Raises
     :class:`ResultsVersionError` when the folder holds records of another format version.
     """
     path = Path(out) / RESULTS_FILE
-    records: dict[str, dict[str, Any]] = {}
+    records: dict[str, RunRecord] = {}
     skipped: dict[str, list[int]] = {}
     if path.exists():
         with open(path, "rb") as f:
@@ -108,21 +62,19 @@ def load_records(out: str | os.PathLike) -> list[dict[str, Any]]:
             if not line:
                 continue
             try:
-                rec = json.loads(line)
+                rec = RunRecord.from_line(line)
             except json.JSONDecodeError:
                 skipped.setdefault("not JSON (cut short?)", []).append(number)
                 continue
-            if isinstance(rec, dict) and "key" in rec and rec.get("version") != RECORD_VERSION:
+            except ResultsVersionError as e:
                 raise ResultsVersionError(
-                    f"{path} holds results of another optimlab version (record format "
-                    f"{rec.get('version')!r}; this version reads and writes format {RECORD_VERSION}). "
+                    f"{path} holds results of another optimlab version ({e}). "
                     "Nothing was changed: move that folder away or choose another one with --out."
-                )
-            problem = record_problem(rec)
-            if problem is not None:
-                skipped.setdefault(problem, []).append(number)
+                ) from None
+            except RecordError as e:
+                skipped.setdefault(str(e), []).append(number)
                 continue
-            records[rec["key"]] = rec
+            records[rec.key] = rec
     if skipped:
         n = sum(map(len, skipped.values()))
         why = "; ".join(f"{_lines(numbers)}: {problem}" for problem, numbers in skipped.items())
@@ -132,7 +84,8 @@ def load_records(out: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def finished_keys(out: str | os.PathLike) -> set[str]:
-    return {r["key"] for r in load_records(out)}
+    """The keys of the records in ``out`` (:func:`load_records`)."""
+    return {r.key for r in load_records(out)}
 
 
 def nearest_existing(path: str | os.PathLike) -> Path:
@@ -182,12 +135,12 @@ def named(error: OSError, path: str | os.PathLike) -> OSError:
     return type(error)(error.errno, error.strerror or str(error), str(path))
 
 
-def append_record(out: Path, record: dict[str, Any]) -> None:
+def append_record(out: Path, record: RunRecord) -> None:
     """Append ``record`` as one line, fsync'ed. A failed write (a full disk) is undone before the error is
     raised, so no torn line is left; the run is done again on resume."""
     path = out / RESULTS_FILE
     torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-    data = (("\n" if torn else "") + json.dumps(record) + "\n").encode()
+    data = (("\n" if torn else "") + record.to_line() + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         size = os.fstat(fd).st_size

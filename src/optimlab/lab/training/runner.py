@@ -18,12 +18,17 @@ data with the test split removed (tuning runs).
 
 Hooks: pass ``callbacks`` (subclasses of :class:`Callback`) to observe or record anything during training --
 update angles, distance from init, gradient histograms, per-layer trust ratios. Whatever a callback puts in
-``ctx.extras`` is stored in the record under ``"extras"``.
+``ctx.extras`` is stored in the record under ``"extras"``. A callback that sets ``ctx.stop`` in
+:meth:`Callback.on_eval` ends the run after that evaluation (:class:`StopAtTarget`: stop at a target); the test
+split, where the config names it, is then evaluated where the run stopped.
+
+The config (:class:`~optimlab.lab.training.config.RunConfig`) and the record
+(:class:`~optimlab.lab.training.record.RunRecord`) have modules of their own; ``RunConfig``, ``parse_schedule`` and
+``build_schedule`` are importable from here too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -39,8 +44,11 @@ import torch
 from torch import nn
 
 from optimlab.lab.catalog import adapter
-from optimlab.lab.catalog.presets import build_optimizer, parse_kwargs, parse_spec
+from optimlab.lab.catalog.presets import build_optimizer
 from optimlab.lab.catalog.tasks import SyntheticTask, Task, get_task
+from optimlab.lab.training.code_identity import code_identity
+from optimlab.lab.training.config import RunConfig, build_schedule, parse_schedule
+from optimlab.lab.training.record import RECORD_VERSION, RunRecord, finite_or_none
 
 __all__ = [
     "RunConfig",
@@ -48,94 +56,17 @@ __all__ = [
     "Callback",
     "CallbackFactory",
     "TrajectoryCallback",
+    "StopAtTarget",
     "run",
     "environment",
     "parse_schedule",
     "build_schedule",
 ]
 
-RECORD_VERSION = 2
-SPLITS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that determines a run's numbers. ``key()`` is its identity for resume.
-
-    ``hparams``: tuned settings besides the lr, as sorted ``(name, value)`` pairs (e.g. ``(("weight_decay",
-    3e-3),)``). ``splits``: the splits evaluated (tuning runs name no ``test``: they never see it).
-    """
-
-    task: str
-    optimizer: str
-    lr: float
-    seed: int = 0
-    steps: int = 1000
-    batch_size: int = 100
-    eval_every: int = 100
-    schedule: str = "constant"
-    hparams: tuple[tuple[str, float], ...] = ()
-    splits: tuple[str, ...] = SPLITS
-
-    def __post_init__(self) -> None:
-        get_task(self.task)
-        parse_spec(self.optimizer)
-        if isinstance(self.lr, bool) or not (
-            isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)
-        ):
-            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
-        hp = tuple((str(k), v) for k, v in self.hparams)
-        if list(hp) != sorted(hp) or len({k for k, _ in hp}) != len(hp) or "lr" in dict(hp):
-            raise ValueError(f"hparams must be sorted (name, value) pairs without 'lr', got {self.hparams!r}")
-        for k, v in hp:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"hparams: {k} must be a finite number, got {v!r}")
-        if not self.splits or any(s not in SPLITS for s in self.splits) or len(set(self.splits)) != len(self.splits):
-            raise ValueError(f"splits must be distinct names among {SPLITS}, got {self.splits!r}")
-        for name in ("steps", "batch_size", "eval_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        # an unknown schedule or a bad argument fails here, not in a worker
-        build_schedule(self.schedule, self.steps)
-
-    def key(self) -> str:
-        """A stable hash of the config (16 hex digits)."""
-        blob = json.dumps(asdict(self), sort_keys=True)
-        return hashlib.sha1(blob.encode()).hexdigest()[:16]
-
-    @staticmethod
-    def from_dict(d: dict[str, Any]) -> RunConfig:
-        """The config stored in a record (JSON turned tuples into lists)."""
-        d = dict(d)
-        d["hparams"] = tuple((k, v) for k, v in d.get("hparams", ()))
-        d["splits"] = tuple(d.get("splits", SPLITS))
-        return RunConfig(**d)
-
-
-def parse_schedule(spec: str) -> tuple[str, dict[str, Any]]:
-    """``'name@k=v,...'`` -> ``(name, kwargs)``, with the same literal syntax as optimizer specs."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"schedule must be a non-empty string, got {spec!r}")
-    name, _, args = spec.replace(" ", "").partition("@")
-    return name, dict(parse_kwargs(args, spec, "schedule spec")) if args else {}
-
-
-def build_schedule(spec: str, steps: int) -> Any:
-    """The ``step -> factor`` function of a schedule spec for a run of ``steps`` steps; a bad name, an unknown
-    argument or a value of the wrong type raises one ``ValueError`` that names the spec."""
-    name, kwargs = parse_schedule(spec)
-    try:
-        return adapter.create_schedule(name, steps, **kwargs)
-    except ValueError as e:
-        raise ValueError(f"schedule spec {spec!r}: {e}") from None
-
-
 @dataclass
 class RunContext:
-    """What callbacks see. ``step`` counts optimizer steps taken so far."""
+    """What callbacks see. ``step`` counts optimizer steps taken so far; a callback that sets ``stop`` in
+    :meth:`Callback.on_eval` ends the run after that evaluation."""
 
     config: RunConfig
     task: Task
@@ -145,6 +76,7 @@ class RunContext:
     loss: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     data: Any = None
+    stop: bool = False
 
 
 class Callback:
@@ -157,7 +89,9 @@ class Callback:
 
     def after_step(self, ctx: RunContext) -> None: ...
 
-    def on_eval(self, ctx: RunContext, metrics: dict[str, float]) -> None: ...
+    def on_eval(self, ctx: RunContext, metrics: dict[str, float]) -> None:
+        """After each evaluation (the first at step 0): ``metrics`` holds the raw values (``val_accuracy``...; the
+        test split's at the last). Setting ``ctx.stop`` ends the run here."""
 
     def on_run_end(self, ctx: RunContext) -> None: ...
 
@@ -180,8 +114,38 @@ class TrajectoryCallback(Callback):
         return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).tolist()
 
 
+class StopAtTarget(Callback):
+    """Stop the run at the first evaluation at which the curve ``key`` (default ``val_<metric>`` where the config
+    evaluates the validation split, else ``train_<metric>``) reaches ``target``: the steps-to-result measurement of
+    Shallue et al. (2018). Reached means a finite value ``>= target`` (``<=`` where lower is better; default: the
+    task's direction), as :meth:`RunRecord.steps_to <optimlab.lab.training.record.RunRecord.steps_to>` counts it,
+    the evaluation at step 0 included; so the stopped record's ``steps_to(target)`` is the step it stopped at.
+    Puts ``{"key", "target", "step"}`` (``step``: where it was reached, ``None`` if never) in
+    ``ctx.extras["stop_at_target"]``."""
+
+    def __init__(self, target: float, key: str | None = None, higher_is_better: bool | None = None) -> None:
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target):
+            raise ValueError(f"Invalid target: {target!r}; expected a finite number")
+        self.target, self.key, self.higher_is_better = target, key, higher_is_better
+
+    def on_run_start(self, ctx: RunContext) -> None:
+        split = "val" if "val" in ctx.config.splits else "train"
+        key = self.key or f"{split}_{ctx.task.metric}"
+        ctx.extras["stop_at_target"] = {"key": key, "target": self.target, "step": None}
+
+    def on_eval(self, ctx: RunContext, metrics: dict[str, float]) -> None:
+        info = ctx.extras["stop_at_target"]
+        value = metrics.get(info["key"])
+        higher = ctx.task.higher_is_better if self.higher_is_better is None else self.higher_is_better
+        if value is not None and math.isfinite(value) and (value >= self.target if higher else value <= self.target):
+            info["step"] = ctx.step
+            ctx.stop = True
+
+
 def environment() -> dict[str, Any]:
-    """Package versions and machine, stored next to every result."""
+    """Package versions, machine and the code's identity (:func:`~optimlab.lab.training.code_identity.
+    code_identity`: a hash of the package's sources, and the git commit where it lives in a checkout), stored next
+    to every result."""
     try:
         from importlib.metadata import version
 
@@ -197,17 +161,14 @@ def environment() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "code": code_identity(),
     }
-
-
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 def run(
     config: RunConfig, callbacks: Sequence[Callback] = (), data_dir: str | None = None, progress: Any = None
-) -> dict[str, Any]:
-    """Train ``config.task`` with ``config.optimizer`` and return the run's record (JSON-serialisable).
+) -> RunRecord:
+    """Train ``config.task`` with ``config.optimizer`` and return the run's record.
 
     ``progress`` is an optional object with ``update(n)`` and ``set_postfix_str(s)`` (a tqdm bar).
     A run whose training loss becomes non-finite stops there with ``status == "diverged"``.
@@ -225,7 +186,7 @@ def run(
         torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
-def _run(config: RunConfig, callbacks: Sequence[Callback], data_dir: str | None, progress: Any) -> dict[str, Any]:
+def _run(config: RunConfig, callbacks: Sequence[Callback], data_dir: str | None, progress: Any) -> RunRecord:
     task = get_task(config.task)
     data = task.load(data_dir)
     if "test" not in config.splits:
@@ -265,19 +226,22 @@ def _run(config: RunConfig, callbacks: Sequence[Callback], data_dir: str | None,
         history["lr"].append(optimizer.param_groups[0]["lr"])
         history["time"].append(clock["wall"])
         history["cpu"].append(clock["cpu"])
-        history["batch_loss"].append(_finite(float(np.mean(batch_losses))) if batch_losses else None)
+        history["batch_loss"].append(finite_or_none(float(np.mean(batch_losses))) if batch_losses else None)
         batch_losses.clear()
         metrics = {}
         for split in curve_splits:
             for name, value in task.evaluate(model, data, split).items():
-                history[f"{split}_{name}"].append(_finite(value))
+                history[f"{split}_{name}"].append(finite_or_none(value))
                 metrics[f"{split}_{name}"] = value
         if final and "test" in config.splits:
             for name, value in task.evaluate(model, data, "test").items():
-                test[name] = _finite(value)
+                test[name] = finite_or_none(value)
                 metrics[f"test_{name}"] = value
         for cb in callbacks:
             cb.on_eval(ctx, metrics)
+        if ctx.stop and not final and "test" in config.splits:  # stopped by a callback: the test split here
+            for name, value in task.evaluate(model, data, "test").items():
+                test[name] = finite_or_none(value)
         model.train()
         if has_modes:
             optimizer.train()
@@ -288,6 +252,8 @@ def _run(config: RunConfig, callbacks: Sequence[Callback], data_dir: str | None,
     evaluate()
     model.train()
     for step in range(config.steps):
+        if ctx.stop:  # a callback ended the run at the evaluation just made
+            break
         w0, c0 = time.perf_counter(), time.process_time()
         x, y = next(batches)
         loss = task.loss_fn(model(x), y)
@@ -354,7 +320,7 @@ def _run(config: RunConfig, callbacks: Sequence[Callback], data_dir: str | None,
     }
     if ctx.extras:
         record["extras"] = ctx.extras
-    return record
+    return RunRecord.from_json(record)  # as JSON: the record a reader of results.jsonl gets, tuples as lists
 
 
 def _metric_names(task: Task) -> list[str]:

@@ -105,7 +105,7 @@ def work(protocol: dict[str, Any]) -> list[RunConfig]:
 
 
 def _task_evidence(task: str, study: Any, p: dict[str, Any]) -> dict[str, Any]:
-    from optimlab.lab.reproduce.run_records import final_value, std, test_value, value_at
+    from optimlab.lab.reproduce.measure import or_nan, std
 
     t = study.task
     early_step = max(1, round(p["tasks"][task]["steps"] * p["early_fraction"]))
@@ -114,26 +114,26 @@ def _task_evidence(task: str, study: Any, p: dict[str, Any]) -> dict[str, Any]:
     for spec in OPTIMIZERS:
         res = study.results[spec]
         finals = res.finals
-        test = [test_value(r, t.metric) for r in finals]
-        gap = [test_value(r, "loss") - final_value(r, "train_loss") for r in finals]
-        curves = {key: [[v if v is not None else math.nan for v in r["history"][key]] for r in finals]
+        test = [or_nan(r.test(t.metric)) if r.ok else math.nan for r in finals]
+        gap = [or_nan(r.test("loss")) - or_nan(r.final("train_loss")) if r.ok else math.nan for r in finals]
+        curves = {key: [[v if v is not None else math.nan for v in r.history[key]] for r in finals]
                   for key in ("train_loss", f"val_{t.metric}")}
         out["optimizers"][spec] = {
             "lr": res.selection.lr,
             "edges": res.selection.edges,
-            "early_train_loss": [value_at(r, "train_loss", early_step) for r in finals],
+            "early_train_loss": [or_nan(r.at("train_loss", early_step)) for r in finals],
             "test": test,
             "gap": gap,
             "spread": std(test),
-            "steps": finals[0]["history"]["step"] if finals else [],
+            "steps": finals[0].history["step"] if finals else [],
             "curves": curves,
-            "seeds": [r["config"]["seed"] for r in finals],
+            "seeds": [r.config.seed for r in finals],
         }
     return out
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    from optimlab.lab.reproduce.run_records import tune
+    from optimlab.lab.reproduce.measure import tuned_study
 
     p = ctx.protocol
     ctx.log(f"{len(work(p))} runs on {len(p['tasks'])} tasks")
@@ -141,7 +141,7 @@ def run(ctx: Context) -> dict[str, Any]:
     for task in p["tasks"]:
         protocol = _protocol(p, task, ctx.seeds)
         ctx.log(f"{task}: {protocol.describe()}")
-        study = tune(ctx, task, OPTIMIZERS, protocol, subdir=task)
+        study = tuned_study(ctx, task, OPTIMIZERS, protocol, subdir=task)
         e = _task_evidence(task, study, p)
         e["protocol"] = protocol.describe()
         evidence["tasks"][task] = e
@@ -165,7 +165,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 def _less(a: list[float], b: list[float], alpha: float) -> tuple[bool, str]:
     """mean(a) < mean(b), significant at ``alpha`` (one seed: the direction alone)."""
-    from optimlab.lab.reproduce.run_records import welch
+    from optimlab.lab.reproduce.measure import welch
 
     diff, pval = welch(a, b)
     if math.isnan(diff):

@@ -92,8 +92,8 @@ def run(ctx: Context) -> dict[str, Any]:
     for i, eta in enumerate(pr["etas"]):
         recs = records[i * len(seeds):(i + 1) * len(seeds)]
         label = "no noise" if eta == 0 else f"η = {eta:g}"
-        test[label] = [float(r["test"]["accuracy"]) if r["status"] == "ok" else 0.0 for r in recs]
-        curves[label] = {"steps": recs[0]["history"]["step"], "val": [r["history"]["val_accuracy"] for r in recs]}
+        test[label] = [float(r.test("accuracy")) if r.ok else 0.0 for r in recs]
+        curves[label] = {"steps": recs[0].history["step"], "val": [r.history["val_accuracy"] for r in recs]}
     rows = [interval_row(f"{k}: test accuracy", v) for k, v in test.items()]
     comp = [comparison_row(f"{k} - no noise", v, test["no noise"]) for k, v in test.items() if k != "no noise"]
     return {"test": test, "curves": curves, "alpha": pr["alpha"],

@@ -23,6 +23,7 @@ Size: default, 3000 steps, 8 trials, 5 final seeds, 8 studies; ``--quick``, 600 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from optimlab.lab.reproduce import (
     table,
     verdict_from_checks,
 )
-from optimlab.lab.reproduce.experiments._study import final_values, steps_to_target, study
+from optimlab.lab.reproduce.measure import finals, or_nan, tuned_study
 from optimlab.lab.study.cost import planned_configs
 from optimlab.lab.training.runner import RunConfig
 
@@ -54,7 +55,6 @@ CITATION = ("the lecture, section 9 'Something Helps Optimization' (seed 003); B
 CAPTION = ("Final test accuracy per final seed (dots) and the mean with its 95% t interval (bars), with and "
            "without each factor, SGDM and Adam each tuned with the same budget.")
 
-BASE = "mnist1d-mlp"
 # factor -> (the task with the factor, the task without it)
 FACTORS: dict[str, tuple[str, str]] = {
     "reshuffling": ("mnist1d-mlp", "mnist1d-mlp-fixed-order"),
@@ -106,13 +106,14 @@ def run(ctx: Context) -> dict[str, Any]:
     selected: dict[str, dict[str, float]] = {}
     for task in p["tasks"]:
         ctx.log(f"tuning {', '.join(p['optimizers'])} on {task}")
-        result = study(ctx, task, p["optimizers"], _protocol(p, task, ctx.seeds), task)
+        result = tuned_study(ctx, task, p["optimizers"], _protocol(p, task, ctx.seeds), task)
         target = result.protocol.target_value
         for spec in p["optimizers"]:
+            runs = finals(result, spec)
             per.setdefault(task, {})[spec] = {
-                "test_accuracy": final_values(result, spec, "test_accuracy"),
-                "train_loss": final_values(result, spec, "train_loss"),
-                "steps_to_target": steps_to_target(result, spec, target),
+                "test_accuracy": [or_nan(r.test("accuracy")) for r in runs],  # a diverged run's too
+                "train_loss": [or_nan(r.final("train_loss")) if r.ok else math.nan for r in runs],
+                "steps_to_target": [r.steps_to(target, key=f"val_{r.metric}") for r in runs],
             }
             selected.setdefault(task, {})[spec] = result.results[spec].selection.lr
     rows, comps = [], []

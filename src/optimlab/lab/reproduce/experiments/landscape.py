@@ -200,7 +200,7 @@ def landscape_piece(p: dict[str, Any], seed: int) -> dict[str, Any]:
                 curves.append(D.landscape(model, task.loss_fn, batches, [direction], grid1).loss.tolist())
             sol = {"train_loss": ev["train"]["loss"], "test_accuracy": ev["test"]["accuracy"],
                    "train_accuracy": ev["train"]["accuracy"], "top_eigenvalue": top.value,
-                   "hessian_converged": top.converged, "curves_1d": curves, "status": s["record"]["status"]}
+                   "hessian_converged": top.converged, "curves_1d": curves, "status": s["record"].status}
             if seed == 0:
                 dirs = D.random_directions(model, 2, seed=77)
                 g2 = np.linspace(-p["radius"], p["radius"], int(p["points_2d"]))

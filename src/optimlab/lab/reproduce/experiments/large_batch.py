@@ -20,9 +20,9 @@ every batch size B the lr follows each optimizer's scaling rule from the base ba
 epoch (Goyal's gradual warm-up, 5 of 90 epochs there; one of a few dozen here), then holds the lr. 3. Around the
 rule's lr, factors 0.3, 1 and 3 are also run, so each optimizer's steps to target at B is the best of three lrs
 (Shallue's "best lr per batch size", within the rule's neighbourhood) and one sees whether the rule's own lr is
-still the best. Steps to target: the first evaluation of the validation accuracy at or above the target (a
-training loop that stops there; :func:`~optimlab.lab.reproduce.run_records.train_to_target`), per seed; runs that
-never reach it within the cap count as not reached (infinite).
+still the best. Steps to target: the first evaluation of the validation accuracy at or above the target (the lab's
+runner, stopped there by :class:`~optimlab.lab.training.runner.StopAtTarget`), per seed; runs that never reach it
+within the cap count as not reached (infinite).
 
 Size: default, 7 batch sizes, 4 optimizers, 3 lrs, 2 seeds, plus the base-lr tuning; ``--quick``, 3 batch sizes,
 the rule's lr only, 1 seed; the runs are small and sequential, one torch thread each (``--dry-run`` prices them on
@@ -32,6 +32,7 @@ this machine at their caps: most stop earlier, at the target).
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -148,9 +149,36 @@ def work(protocol: dict[str, Any]) -> list[Training]:
     return [tuning, *(runs(b, n) for b, n in counts.items() if n > 0)]
 
 
-def _one(ctx: Context, spec: str, b: int, lr: float, seed: int) -> dict[str, Any]:
-    from optimlab.lab.reproduce.run_records import train_to_target
+def _steps_to_target(cfg: dict[str, Any], data_dir: str | None) -> dict[str, Any]:
+    """Train ``cfg`` with the lab's runner until the validation accuracy first reaches ``cfg["target"]`` at an
+    evaluation (:class:`~optimlab.lab.training.runner.StopAtTarget`; the steps-to-result measurement of Shallue et
+    al.), on one thread (small models: as fast, and the same numbers on every machine). Returns ``{"steps": the step
+    it was reached at or None, "evals": [[step, value], ...] (the evaluations after step 0, that of the diverged
+    weights left out), "status": "ok" | "diverged" | "not reached", "seconds": ...}``."""
+    import torch
 
+    from optimlab.lab.training.runner import RunConfig, StopAtTarget, run
+
+    config = RunConfig(task=cfg["task"], optimizer=cfg["optimizer"], lr=cfg["lr"], seed=cfg["seed"],
+                       steps=cfg["max_steps"], batch_size=cfg["batch_size"], eval_every=cfg["eval_every"],
+                       schedule=cfg["schedule"], splits=("val",))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    try:
+        record = run(config, callbacks=[StopAtTarget(cfg["target"])], data_dir=data_dir)
+    finally:
+        torch.set_num_threads(threads)
+    history = record.history
+    evals = [[s, v] for s, v in zip(history["step"], history[f"val_{record.metric}"], strict=True)][1:]
+    if not record.ok:
+        evals = evals[:-1]  # the evaluation after the divergence
+    reached = record.extras["stop_at_target"]["step"]
+    status = "diverged" if not record.ok else "ok" if reached is not None else "not reached"
+    return {"steps": reached, "evals": evals, "status": status, "seconds": time.perf_counter() - start}
+
+
+def _one(ctx: Context, spec: str, b: int, lr: float, seed: int) -> dict[str, Any]:
     p = ctx.protocol
     cap = _cap(p, b)
     cfg = {
@@ -158,9 +186,7 @@ def _one(ctx: Context, spec: str, b: int, lr: float, seed: int) -> dict[str, Any
         "max_steps": cap, "eval_every": _eval_every(p, b), "target": p["target"],
         "schedule": f"linear_warmup@warmup_steps={_warmup(p, b, N_TRAIN)}",
     }
-    out = ctx.cached({"experiment": NAME, **cfg}, lambda: train_to_target(
-        cfg["task"], spec, cfg["lr"], seed=seed, batch_size=b, max_steps=cap, eval_every=cfg["eval_every"],
-        target=cfg["target"], schedule=cfg["schedule"], data_dir=ctx.data_dir))
+    out = ctx.cached({"experiment": NAME, **cfg}, lambda: _steps_to_target(cfg, ctx.data_dir))
     return {**cfg, **out}
 
 

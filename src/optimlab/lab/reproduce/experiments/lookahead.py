@@ -167,8 +167,8 @@ def run(ctx: Context) -> dict[str, Any]:
     seeds = list(ctx.seeds)
     grid, sweep = _configs(pr, seeds)
     records = ctx.sweep(grid + sweep, "runs")
-    final = {(r["config"]["optimizer"], r["config"]["lr"], r["config"]["seed"]):
-             (float(r["history"]["val_accuracy"][-1]) if r["status"] == "ok" else 0.0) for r in records}
+    final = {(r.config.optimizer, r.config.lr, r.config.seed): (float(r.final("val_accuracy")) if r.ok else 0.0)
+             for r in records}
     la = _spec(pr["k"], pr["alpha"], pr["inner"])
     methods = [pr["inner"], la]
     by_lr = {m: {lr: [final[(m, lr, s)] for s in seeds] for lr in pr["lrs"]} for m in methods}

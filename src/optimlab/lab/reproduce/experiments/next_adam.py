@@ -43,7 +43,7 @@ from optimlab.lab.reproduce import (
     table,
     verdict_from_checks,
 )
-from optimlab.lab.reproduce.experiments._study import final_values, steps_to_target, study
+from optimlab.lab.reproduce.measure import finals, or_nan, tuned_study
 from optimlab.lab.study.cost import planned_configs
 from optimlab.lab.training.runner import RunConfig
 
@@ -146,12 +146,13 @@ def run(ctx: Context) -> dict[str, Any]:
     for task in p["tasks"]:
         ctx.log(f"{task}: tuning {len(specs)} optimizers")
         protocol = _protocol(p, task, ctx.seeds)
-        result = study(ctx, task, specs, protocol, task)
+        result = tuned_study(ctx, task, specs, protocol, task)
         target = protocol.target_value
         metric = result.task.metric
-        per = {s: {"steps_to_target": steps_to_target(result, s, target),
-                   f"val_{metric}": final_values(result, s, f"val_{metric}"),
-                   f"test_{metric}": final_values(result, s, f"test_{metric}"),
+        runs = {s: finals(result, s) for s in specs}
+        per = {s: {"steps_to_target": [r.steps_to(target, key=f"val_{r.metric}") for r in runs[s]],
+                   f"val_{metric}": [or_nan(r.final(f"val_{metric}")) if r.ok else math.nan for r in runs[s]],
+                   f"test_{metric}": [or_nan(r.test(metric)) for r in runs[s]],  # a diverged run's too
                    "lr": result.results[s].selection.lr,
                    "hparams": result.results[s].selection.hparams} for s in specs}
 

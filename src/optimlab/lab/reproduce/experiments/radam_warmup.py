@@ -149,7 +149,7 @@ class _HistogramFactory:
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    from optimlab.lab.reproduce.run_records import test_value
+    from optimlab.lab.reproduce.measure import or_nan
 
     p = ctx.protocol
     configs = _configs(p, ctx.seeds)
@@ -159,9 +159,12 @@ def run(ctx: Context) -> dict[str, Any]:
     h = p["histogram"]
     hist_recs = ctx.sweep(list(hist_cfg.values()), subdir="histograms",
                           callbacks=_HistogramFactory(h["steps"], h))
-    histograms = {m: r.get("extras", {}).get("grad_histograms") for m, r in zip(hist_cfg, hist_recs, strict=True)}
+    histograms = {m: r.extras.get("grad_histograms") for m, r in zip(hist_cfg, hist_recs, strict=True)}
 
-    perplexity = {m: {str(lr): [test_value(records[(m, lr, s)], "perplexity") for s in ctx.seeds]
+    def perplexity_of(r: Any) -> float:
+        return or_nan(r.test("perplexity")) if r.ok else math.nan
+
+    perplexity = {m: {str(lr): [perplexity_of(records[(m, lr, s)]) for s in ctx.seeds]
                       for lr in p["lrs"]} for m in METHODS}
     rows = [interval_row(f"{m}, lr {lr:g}", perplexity[m][str(lr)]) for m in METHODS for lr in p["lrs"]]
     stats = sensitivity(perplexity, p["tolerance"])
@@ -181,7 +184,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 def sensitivity(perplexity: dict[str, dict[str, list[float]]], tolerance: float) -> dict[str, dict[str, Any]]:
     """Per method: the mean perplexity per lr, its best, and the lrs within ``tolerance`` of the best of all."""
-    from optimlab.lab.reproduce.run_records import mean
+    from optimlab.lab.reproduce.measure import mean
 
     def ok(v: list[float | None]) -> bool:  # a diverged seed (None in the evidence, NaN or inf) spoils the lr
         return bool(v) and all(x is not None and math.isfinite(x) for x in v)

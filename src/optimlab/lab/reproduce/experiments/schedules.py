@@ -145,7 +145,7 @@ def _range_test(ctx: Context) -> dict[str, Any]:
 def run(ctx: Context) -> dict[str, Any]:
     from optimlab.lab.catalog import adapter
     from optimlab.lab.present.stats import best_set
-    from optimlab.lab.reproduce.run_records import test_value
+    from optimlab.lab.reproduce.measure import or_nan
     from optimlab.lab.training.runner import parse_schedule
 
     p = ctx.protocol
@@ -161,12 +161,15 @@ def run(ctx: Context) -> dict[str, Any]:
     names = list(p["schedules"])
     configs = _configs(p, ctx.seeds, peak)
     records = dict(zip(configs, ctx.sweep(list(configs.values())), strict=True))
-    final = {n: [test_value(records[(n, seed)], "accuracy") for seed in ctx.seeds] for n in names}
+    def accuracy_of(r: Any) -> float:  # a diverged run: NaN
+        return or_nan(r.test("accuracy")) if r.ok else math.nan
+
+    final = {n: [accuracy_of(records[(n, seed)]) for seed in ctx.seeds] for n in names}
     curves = {}
     for n in names:
         recs = [records[(n, seed)] for seed in ctx.seeds]
-        steps = recs[0]["history"]["step"]
-        vals = [[v if v is not None else math.nan for v in r["history"]["val_accuracy"]] for r in recs]
+        steps = recs[0].history["step"]
+        vals = [[v if v is not None else math.nan for v in r.history["val_accuracy"]] for r in recs]
         curves[n] = {"step": steps, "val_accuracy": [sum(col) / len(col) for col in zip(*vals, strict=False)]}
     lr_curves = {}
     for n in names:
@@ -194,7 +197,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def _better(a: list[float], b: list[float], alpha: float) -> tuple[bool, str]:
-    from optimlab.lab.reproduce.run_records import welch
+    from optimlab.lab.reproduce.measure import welch
 
     diff, pval = welch(a, b)
     if math.isnan(diff):
@@ -205,7 +208,7 @@ def _better(a: list[float], b: list[float], alpha: float) -> tuple[bool, str]:
 
 
 def _as_good(a: list[float], b: list[float], margin: float) -> tuple[bool, str]:
-    from optimlab.lab.reproduce.run_records import mean
+    from optimlab.lab.reproduce.measure import mean
 
     diff = mean(a) - mean(b)
     return (not math.isnan(diff)) and diff >= -margin, f"difference {diff:+.4f} (margin -{margin:g})"

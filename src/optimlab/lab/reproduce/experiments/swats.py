@@ -36,6 +36,7 @@ from optimlab.lab.reproduce.base import (
     table,
     verdict_from_checks,
 )
+from optimlab.lab.reproduce.measure import tuned_study
 from optimlab.lab.study.cost import planned_configs
 from optimlab.lab.training.runner import Callback, RunConfig, RunContext
 
@@ -97,25 +98,23 @@ def swats_callbacks(config: Any) -> list[Callback]:
     return [SwatsProbe()] if config.optimizer == "swats" else []
 
 
-def _metric(rec: dict[str, Any], split: str = "test") -> float:
-    if rec["status"] != "ok":
+def _metric(rec: Any, split: str = "test") -> float:
+    if not rec.ok:
         return float("nan")
-    return float(rec["test"]["accuracy"]) if split == "test" else float(rec["history"][f"{split}_accuracy"][-1])
+    return float(rec.test("accuracy") if split == "test" else rec.final(f"{split}_accuracy"))
 
 
 def run(ctx: Context) -> dict[str, Any]:
     pr = ctx.protocol
     protocol = _protocol(pr)
-    study = ctx.tune(pr["task"], pr["optimizers"], protocol, "study", callbacks=swats_callbacks)
-    if not study.complete:
-        raise KeyboardInterrupt  # interrupted: what finished is kept in the folder
+    study = tuned_study(ctx, pr["task"], pr["optimizers"], protocol, "study", callbacks=swats_callbacks)
     finals = {spec: study.results[spec].finals for spec in pr["optimizers"]}
     sel = {spec: study.results[spec].selection for spec in pr["optimizers"]}
     test = {spec: [_metric(r) for r in recs] for spec, recs in finals.items()}
-    train_loss = {spec: [float(r["history"]["train_loss"][-1]) for r in recs] for spec, recs in finals.items()}
-    curves = {spec: {"steps": recs[0]["history"]["step"],
-                     "val": [r["history"]["val_accuracy"] for r in recs]} for spec, recs in finals.items()}
-    switches = [r.get("extras", {}).get("swats", {}) for r in finals["swats"]]
+    train_loss = {spec: [float(r.final("train_loss")) for r in recs] for spec, recs in finals.items()}
+    curves = {spec: {"steps": recs[0].history["step"],
+                     "val": [r.history["val_accuracy"] for r in recs]} for spec, recs in finals.items()}
+    switches = [r.extras.get("swats", {}) for r in finals["swats"]]
     rows = [interval_row(f"{s} test accuracy", v) for s, v in test.items()]
     rows += [interval_row(f"{s} final train loss", v) for s, v in train_loss.items()]
     comp = [comparison_row("test accuracy: swats - sgdm", test["swats"], test["sgdm"]),

@@ -123,7 +123,7 @@ def walk_piece(p: dict[str, Any], batch: int, lr: float, seed: int) -> dict[str,
         start, segs = int(p["segment_start"]), int(p["segments"])
         config = _config(p, batch, lr, seed)
         run = train(config, every=1, checkpoint_steps=range(start, start + segs + 1), progress=False)
-        hist = run.record["extras"]["recorder"]
+        hist = run.record.extras["recorder"]
         batches = eval_batches(task, task.load(), "train", int(p["examples"]))
         alphas = np.linspace(0.0, 1.0, int(p["points"]))
         cks = run.checkpoints
@@ -132,7 +132,7 @@ def walk_piece(p: dict[str, Any], batch: int, lr: float, seed: int) -> dict[str,
     finally:
         torch.set_num_threads(previous)
     return {"step": hist["step"], "cos_prev": hist["cos_prev"], "dist_init_sq": hist["dist_init_sq"],
-            "status": run.record["status"], "train_loss": run.record["history"]["train_loss"][-1],
+            "status": run.record.status, "train_loss": run.record.final("train_loss"),
             "alphas": alphas.tolist(), "segment_steps": [c[0] for c in cks[:-1]], "segment_loss": seg_loss}
 
 
