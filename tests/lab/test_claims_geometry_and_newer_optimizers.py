@@ -1,6 +1,6 @@
-"""Claims 9, 11, 12, 13 of ``optimlab reproduce`` (walk-with-sgd, landscape, helps-optimization, next-adam): each
-verdict rule on hand-made evidence (every verdict value), the helpers the rules read, the task variants, and
-walk-with-sgd end to end in ``--quick``."""
+"""The claims of ``optimlab reproduce`` on the landscape and the newer optimizers (walk-with-sgd, landscape,
+helps-optimization, next-adam): each verdict rule on hand-made evidence (every verdict value), the helpers the rules
+read, the task variants, and walk-with-sgd end to end in ``--quick``."""
 
 from __future__ import annotations
 
