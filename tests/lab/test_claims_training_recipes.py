@@ -1,5 +1,6 @@
 """The training-recipe claims of ``optimlab reproduce`` (adam-vs-sgdm, radam-warmup, large-batch, schedules): each
-verdict rule on hand-made evidence, every verdict value; the two cheap claims end to end on a tiny protocol (MNIST-1D, a few seconds each)."""
+verdict rule on hand-made evidence, every verdict value; the two cheap claims end to end on a tiny protocol
+(MNIST-1D, a few seconds each)."""
 
 from __future__ import annotations
 
