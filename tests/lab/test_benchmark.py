@@ -44,10 +44,10 @@ def test_benchmark_quick_runs_the_suite_writes_the_report_and_resumes(
         records = load_records(out / task)
         per_optimizer = protocol.trials_per_optimizer() + len(protocol.seeds)
         assert len(records) == per_optimizer * len(QUICK_OPTIMIZERS)
-        assert {r["config"]["task"] for r in records} == {task}
+        assert {r.config.task for r in records} == {task}
         for spec, result in study.results.items():  # the final runs: the selected setting on seeds 0 and 1
-            assert sorted(r["config"]["seed"] for r in result.finals) == [0, 1]
-            assert {(r["config"]["optimizer"], r["config"]["lr"], r["config"]["steps"]) for r in result.finals} == {
+            assert sorted(r.config.seed for r in result.finals) == [0, 1]
+            assert {(r.config.optimizer, r.config.lr, r.config.steps) for r in result.finals} == {
                 (spec, result.selection.lr, 24)}
         assert (out / task / "report.html").exists() and (out / task / f"answer_{task}.png").exists()
 

@@ -250,7 +250,7 @@ def test_a_claim_runs_the_configs_it_declares(tmp_path: Path) -> None:
     run_experiment(exp, ctx)
     declared = exp.work(ctx.protocol)
     assert count_work(declared) == (ctx.computed, 2 * 12) == (2, 24)
-    assert sorted(r["key"] for r in load_records(ctx.folder / "runs")) == sorted(c.key() for c in declared)
+    assert sorted(r.key for r in load_records(ctx.folder / "runs")) == sorted(c.key() for c in declared)
 
 
 # ----------------------------------------------------------------------------------------------------
