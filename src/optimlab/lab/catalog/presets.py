@@ -27,7 +27,7 @@ from optimlab.lab.catalog.space import MIN_LR_DECADES, Param, SearchSpace
 
 __all__ = [
     "Preset",
-    "OptimizerSpec",
+    "ParsedSpec",
     "PRESETS",
     "WRAPPERS",
     "DEFAULT_OPTIMIZERS",
@@ -194,7 +194,7 @@ DEFAULT_OPTIMIZERS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
-class OptimizerSpec:
+class ParsedSpec:
     """A parsed spec: the base preset name and its overrides, and the wrappers from outermost to innermost."""
 
     base: str
@@ -243,8 +243,8 @@ def parse_kwargs(text: str, spec: str, what: str = "optimizer spec") -> tuple[tu
 ABBREVIATIONS = {"wd": "weight_decay", "mom": "momentum"}
 
 
-def parse_spec(spec: str) -> OptimizerSpec:
-    """Parse ``'lookahead+radam@lr=1e-3'`` into an :class:`OptimizerSpec`; unknown names raise ValueError."""
+def parse_spec(spec: str) -> ParsedSpec:
+    """Parse ``'lookahead+radam@lr=1e-3'`` into a :class:`ParsedSpec`; unknown names raise ValueError."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"optimizer spec must be a non-empty string, got {spec!r}")
     parts = _split_top_level(spec.replace(" ", "").lower(), "+")
@@ -268,7 +268,7 @@ def parse_spec(spec: str) -> OptimizerSpec:
                 f"unknown wrapper {name!r} in spec {spec!r}; available: {', '.join(WRAPPERS)} "
                 "(the optimizer comes last, e.g. 'lookahead+adam')"
             )
-    return OptimizerSpec(base, base_kwargs, tuple(wrappers))
+    return ParsedSpec(base, base_kwargs, tuple(wrappers))
 
 
 def preset_lr(spec: str) -> float:

@@ -49,7 +49,7 @@ from optimlab.lab.commands.command import Command
 from optimlab.lab.executors.backends import add_backend_arguments, check_backend_args, describe_backend
 from optimlab.lab.present import stats
 from optimlab.lab.present.style import color_for
-from optimlab.lab.study.cost import _duration
+from optimlab.lab.study.cost import duration
 from optimlab.lab.study.folder import check_ours
 from optimlab.lab.study.protocol import Protocol, default_protocol
 from optimlab.lab.study.session import Session, check_study, plan_study
@@ -349,7 +349,7 @@ def benchmark(args: argparse.Namespace) -> int:
         f"optimlab benchmark{' --quick' if args.quick else ''}: {len(tasks)} task(s) x {len(specs)} optimizer(s), "
         f"{describe_backend(args, args.jobs)} -> {out}\n"
         + "\n".join(lines)
-        + f"\nexpected cost: about {_duration(sum(plan.cost.seconds for plan in plans))} in all on this machine; "
+        + f"\nexpected cost: about {duration(sum(plan.cost.seconds for plan in plans))} in all on this machine; "
         "Ctrl-C keeps every finished run and the same command resumes.",
         flush=True,
     )

@@ -1,4 +1,4 @@
-"""``optimlab reproduce NAME [NAME...] | --all | --list``: run claims of the seeds and write their report.
+"""``optimlab reproduce NAME [NAME...] | --all | --list``: run claims of the source documents and write their report.
 
 One of the modules of :data:`optimlab.lab.commands.cli.COMMAND_MODULES`: :data:`COMMANDS` holds ``reproduce``
 (its arguments and :func:`reproduce`); the reproductions are imported when it runs. The cost of each claim on this
@@ -132,10 +132,10 @@ def reproduce(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Command] = {
     "reproduce": Command(
-        "reproduce the seeds' claims: a verdict, intervals and a figure per claim",
+        "reproduce the source documents' claims: a verdict, intervals and a figure per claim",
         _configure,
         reproduce,
-        description="Reproduce the seeds' claims (issue 13): one experiment per claim, a verdict computed by its "
+        description="Reproduce the source documents' claims: one experiment per claim, a verdict computed by its "
         "rule, the evidence with 95%% intervals over seeds, the figure; a report (markdown + HTML).",
     ),
 }

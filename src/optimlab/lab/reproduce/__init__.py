@@ -1,4 +1,5 @@
-"""``optimlab reproduce NAME``: the seeds' claims, one honest experiment per claim, with a verdict, intervals, a figure.
+"""``optimlab reproduce NAME``: the source documents' claims, one honest experiment per claim, with a verdict,
+intervals, a figure.
 
 The registry
 ------------
@@ -13,7 +14,7 @@ One readable module per claim, defining (module-level names)::
 
     NAME      = "adam-step-bound"           # the registry name
     TITLE     = "Adam's step bound ..."     # one line
-    CLAIM     = "..."                       # the claim as the seeds state it
+    CLAIM     = "..."                       # the claim as the source documents state it
     CITATION  = "Kingma & Ba 2015 ..."      # paper(s) and reference code; shown in the figure caption
     PROTOCOL  = {...}                       # everything the numbers depend on, as plain data (JSON-able);
                                             # "seeds": [...] is the default seed list (--seeds overrides it)

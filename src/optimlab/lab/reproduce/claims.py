@@ -7,7 +7,7 @@ import importlib.util
 
 __all__ = ["EXPERIMENTS", "available", "module_name"]
 
-# The seeds' claims in issue 13's order (one experiment file each; see the package docstring).
+# The source documents' claims, in the order they were built (one experiment file each; see the package docstring).
 EXPERIMENTS: tuple[str, ...] = (
     "adam-step-bound",
     "amsgrad-counterexample",

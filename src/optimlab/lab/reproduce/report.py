@@ -1,5 +1,5 @@
 """The reproduction report: one section per claim (verdict beside its rule, evidence tables, the figure with the
-paper's citation), and for several claims one page whose first table is the seeds' claims with our verdicts.
+paper's citation), and for several claims one page whose first table is the source documents' claims with our verdicts.
 
 :func:`write_report` writes ``report.md`` and ``report.html`` into the output folder; the figures stay in each
 claim's folder and are linked relatively.
@@ -53,9 +53,9 @@ def _size(o: Outcome) -> str:
 
 
 def claims_table(outcomes: Sequence[Outcome]) -> tuple[list[str], list[list[str]]]:
-    """The report's first table: claim, what the seeds say, our verdict, the size it ran at."""
+    """The report's first table: claim, what the source documents say, our verdict, the size it ran at."""
     rows = [[o.experiment.name, o.experiment.claim, o.verdict.value, _size(o)] for o in outcomes]
-    return ["claim", "the seeds say", "verdict", "run"], rows
+    return ["claim", "the sources say", "verdict", "run"], rows
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -117,7 +117,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     columns, rows = claims_table(outcomes)
     rows += [[n, "(experiment not built yet)", "–", "–"] for n in not_built]
-    md = ["# The seeds' claims, reproduced", "",
+    md = ["# The source documents' claims, reproduced", "",
           "Each claim's verdict is computed from the numbers by the rule written in its experiment file "
           "(`optimlab/lab/reproduce/experiments/`); rerun one with `python3 -m optimlab reproduce NAME`.", ""]
     md += _md_table(columns, rows) + [""]
@@ -126,7 +126,7 @@ def write_report(
     env = environment()
     md += ["## Environment", "", "```"] + [f"{k}: {v}" for k, v in env.items()] + ["```", ""]
     (out / f"{stem}.md").write_text("\n".join(md))
-    parts = ["<h1>The seeds' claims, reproduced</h1>",
+    parts = ["<h1>The source documents' claims, reproduced</h1>",
              "<p>Each verdict is computed from the numbers by the rule written in the claim's experiment file; "
              "rerun one with <code>python3 -m optimlab reproduce NAME</code>.</p>",
              _html_table(columns, rows)]

@@ -102,7 +102,6 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-_duration = duration  # the name ``benchmark`` imports
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ their numbers on the same sequence are printed beside Adam's.
 Citations: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015 (Section 2.1, the step bound);
 Reddi, Kale & Kumar, "On the Convergence of Adam and Beyond", ICLR 2018; Luo, Xiong, Liu & Sun, "Adaptive Gradient
 Methods with Dynamic Bound of Learning Rate", ICLR 2019 (reference code github.com/Luolc/AdaBound); the lecture
-(seed 003, "改进 Adam").
+(source document 003, "改进 Adam").
 
 How: optimlab's own Adam, Adam(amsgrad=True) and AdaBound step one float64 scalar through the exact gradient
 sequence (``p.grad`` set by hand; no model), and the closed form is evaluated beside them. The closed form with
@@ -36,7 +36,7 @@ TITLE = "Adam's largest step: 1000·η for 999 useless steps, 10√10·η for th
 CLAIM = ("Adam (β₁ = 0, β₂ = 0.999) after 100,000 steps of gradient 1 meets one gradient of 100,000: the 999 steps "
          "before moved ~1000·η, the informative step moves only ~10√10·η, the next 10^-3.5·η.")
 CITATION = ("Kingma & Ba 2015 (Adam, Sec. 2.1); Reddi et al. 2018 (AMSGrad); Luo et al. 2019 (AdaBound, "
-            "github.com/Luolc/AdaBound); the lecture's table (seed 003)")
+            "github.com/Luolc/AdaBound); the lecture's table (source document 003)")
 CAPTION = ("Movement |Δθ|/η per step around the big gradient (log scale), optimlab's Adam, AMSGrad and AdaBound "
            "with β₁ = 0, β₂ = 0.999; dashed: the lecture's 1, 10√10 and 10^-3.5.")
 

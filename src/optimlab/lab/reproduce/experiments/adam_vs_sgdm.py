@@ -7,7 +7,7 @@ BERT/Transformers, SGDM for ResNet/YOLO".
 
 Citations: Wilson, Roelofs, Stern, Srebro & Recht, "The Marginal Value of Adaptive Gradient Methods in Machine
 Learning", NeurIPS 2017 (arXiv:1705.08292; reference code github.com/wilson-ashia/adaptive_methods); the lecture
-(seed notes, "Adam vs SGDM").
+(source document notes, "Adam vs SGDM").
 
 How: two tasks of the lab, both tuned fairly with :func:`optimlab.lab.study.tuning.tune_and_run` (the protocol of
 ``optimlab compare``: the same number of lr trials per optimizer, warm-up + cosine schedule, selection on the
@@ -51,7 +51,7 @@ CLAIM = ("Adam trains faster early but generalizes worse than SGDM (a larger gap
          "vision CNN (Wilson et al. 2017; the lecture: 'SGDM for ResNet/YOLO'), while Adam is the better choice "
          "for Transformers (the lecture: 'Adam for BERT/Transformers').")
 CITATION = ("Wilson et al. 2017 (NeurIPS, arXiv:1705.08292, github.com/wilson-ashia/adaptive_methods); the "
-            "lecture's summary and table (seed notes)")
+            "lecture's summary and table (source document notes)")
 CAPTION = ("Left: training loss against the step, right: validation metric against the step (mean over final "
            "seeds, band: min-max), for tuned SGDM and Adam on each task (the axes of Wilson et al. 2017, Fig. 1-3).")
 

@@ -5,7 +5,7 @@ Claim (the lecture, "9. Something Helps Optimization"): "More exploration: Shuff
 every epoch, cutting new mini-batches each time so that different examples share a batch; Dropout: adds
 randomness to the gradient; ... Normalization; Regularization."
 
-Citation: the lecture (seed 003, section 9, after Hung-yi Lee's course); for each factor the usual sources:
+Citation: the lecture (source document 003, section 9, after Hung-yi Lee's course); for each factor the usual sources:
 random reshuffling (Bottou 2009, "Curiously fast convergence of some stochastic gradient descent algorithms";
 Gürbüzbalaban, Ozdaglar & Parrilo 2021), BatchNorm (Ioffe & Szegedy 2015; Santurkar et al. 2018, "How does batch
 normalization help optimization?"), dropout (Srivastava et al. 2014).
@@ -50,8 +50,8 @@ NAME = "helps-optimization"
 TITLE = "Something helps optimization: reshuffling, BatchNorm and dropout at equal tuning budget"
 CLAIM = ("Reshuffling the data every epoch (vs one fixed order), normalization layers (vs none) and dropout "
          "(vs none) each help training a network, for any reasonable optimizer.")
-CITATION = ("the lecture, section 9 'Something Helps Optimization' (seed 003); Bottou 2009 (reshuffling); Ioffe "
-            "& Szegedy 2015, Santurkar et al. 2018 (BatchNorm); Srivastava et al. 2014 (dropout)")
+CITATION = ("the lecture, section 9 'Something Helps Optimization' (source document 003); Bottou 2009 "
+            "(reshuffling); Ioffe & Szegedy 2015, Santurkar et al. 2018 (BatchNorm); Srivastava et al. 2014 (dropout)")
 CAPTION = ("Final test accuracy per final seed (dots) and the mean with its 95% t interval (bars), with and "
            "without each factor, SGDM and Adam each tuned with the same budget.")
 

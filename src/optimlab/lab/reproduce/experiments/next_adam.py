@@ -10,7 +10,7 @@ shrinking to ~1.1x at 1.2B); Semenov, Pagliardini & Jaggi 2025 ("Benchmarking Op
 Pretraining"); AlgoPerf (Dahl et al. 2023; Kasimbeg et al. 2025: the winners beat the baseline by tens of
 percent, not multiples).
 
-How: the seeds' best (SGDM, Adam, AdamW) and six newer optimizers (Muon, Shampoo, SOAP, Schedule-Free AdamW,
+How: the source documents' best (SGDM, Adam, AdamW) and six newer optimizers (Muon, Shampoo, SOAP, Schedule-Free AdamW,
 AdEMAMix, Lion) on the lab's character Transformer (``shakespeare-char``) and CNN (``mnist1d-cnn``), every one
 tuned by :func:`optimlab.lab.study.tuning.tune_and_run` with the same protocol as ``optimlab compare`` (the same number
 of quasi-random trials over each optimizer's lab search space, selection on validation, final runs on fresh

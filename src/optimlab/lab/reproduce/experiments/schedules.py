@@ -9,7 +9,7 @@ WSD) matches cosine. And the common ground of all of them: a schedule that annea
 Citations: Smith, "Cyclical Learning Rates for Training Neural Networks", WACV 2017 (arXiv:1506.01186; Sec. 3.3 the
 lr range test); Loshchilov & Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts", ICLR 2017
 (arXiv:1608.03983); Smith & Topin, "Super-Convergence", 2019 (arXiv:1708.07120); Hägele et al. 2024 (WSD /
-trapezoid, arXiv:2405.18392); the article's trapezoid (seed notes).
+trapezoid, arXiv:2405.18392); the article's trapezoid (source document notes).
 
 How: SGD with momentum 0.9 (the lab's ``sgdm``) on the Fashion-MNIST ResNet with BatchNorm (``fmnist-resnet``).
 The peak lr is the ``valley`` suggestion of optimlab's lr range test (:func:`optimlab.lr_find`, Smith 2017 Sec. 3.3;

@@ -14,7 +14,7 @@ momentum buffer, so (1-β₁)Λ is the lr comparable to SGDM's), from :attr:`opt
 
 Citations: Keskar & Socher, "Improving Generalization Performance by Switching from Adam to SGD", 2017
 (arXiv:1712.07628, Algorithm 1); reference code: none by the authors (optimlab's SWATS docstring lists the
-third-party implementations it was checked against); the lecture (seed 003).
+third-party implementations it was checked against); the lecture (source document 003).
 
 Size: default, 3000 steps, 8 tuning trials and 5 final seeds per optimizer; ``--quick``, 400 steps, 3 trials, 3
 seeds: a smoke test, too short for SWATS to switch (``--dry-run`` prices them on this machine).

@@ -9,7 +9,7 @@ valley, the minimum between the iterates); the learning rate controls the height
 batch size the randomness, which helps exploration."
 
 Citation: Xing, Arpit, Tsirigotis & Bengio, "A Walk with SGD", 2018 (arXiv:1802.08770), Figures 1-4; the
-article's section on learning rate and batch size (seed 000).
+article's section on learning rate and batch size (source document 000).
 
 Size: default, 20 runs (4 settings x 5 seeds) of 400 steps; ``--quick``, 6 runs (3 x 2) of 200 steps; one torch
 thread per run (``--dry-run`` prices them on this machine).
