@@ -1,10 +1,10 @@
 """Claim 11, ``landscape``: SWA finds flatter solutions than SGDM, and SGDM flatter ones than Adam.
 
 Claim (the source documents, after the papers): adaptive methods such as Adam end in sharper minima than SGD with
-momentum, which generalize worse (Wilson et al. 2017's reading of Keskar et al. 2017); averaging SGD's iterates
-(SWA) lands in the centre of a wide flat region, flatter still, and generalizes better (Izmailov et al. 2018). Flatness is
-seen in filter-normalized 1-D/2-D loss landscapes (Li et al. 2018) and measured by the top Hessian eigenvalue;
-the straight line between two solutions shows whether they sit in one basin (Goodfellow et al. 2015).
+momentum, which generalize worse (Wilson et al. 2017's reading of Keskar et al. 2017); averaging SGD's iterates (SWA)
+lands in the centre of a wide flat region, flatter still, and generalizes better (Izmailov et al. 2018). Flatness is
+seen in filter-normalized 1-D/2-D loss landscapes (Li et al. 2018) and measured by the top Hessian eigenvalue; the
+straight line between two solutions shows whether they sit in one basin (Goodfellow et al. 2015).
 
 Citations: Li, Xu, Taylor, Studer & Goldstein, "Visualizing the Loss Landscape of Neural Nets", NeurIPS 2018
 (filter normalization; reference code tomgoldstein/loss-landscape); Goodfellow, Vinyals & Saxe, "Qualitatively
