@@ -171,7 +171,11 @@ def test_no_retries_left_loses_only_that_run(cluster: Any, reference: Any, tmp_p
     assert numbers(got[0]) == reference[got[0].key]
 
 
-def test_ctrl_c_keeps_finished_runs_and_local_resumes(cluster: Any, reference: Any, tmp_path: Path) -> None:
+def test_ctrl_c_keeps_finished_runs_and_local_resumes(cluster: Any, reference: Any, tmp_path: Path, request) -> None:
+    # a command's driver has Python's Ctrl-C handler: install it again (at the C level too, which signal.signal
+    # does), since something an earlier test in this process loaded may have replaced it underneath Python
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     ex = RayExecutor(progress=False)
     # a run far longer than this test, first in line so that it is in flight when Ctrl-C comes
     huge = RunConfig(task="quadratic", optimizer="sgd", lr=0.01, seed=3, steps=100_000, eval_every=50_000)
