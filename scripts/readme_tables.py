@@ -13,8 +13,13 @@ To regenerate, on a quiet machine, from the repository root (the coordinator doe
 
     rm -rf docs/results/default-compare
     python3 -m optimlab compare --out docs/results/default-compare
-    python3 scripts/readme_tables.py                  # rewrites README.md's block
-    git add docs/results/default-compare/protocol.json docs/results/default-compare/results.jsonl README.md
+    python3 scripts/readme_tables.py                  # rewrites README.md's block and its two figures
+    git add docs/results/default-compare/protocol.json docs/results/default-compare/results.jsonl README.md \
+        docs/compare-mnist1d-cnn-answer.png docs/compare-mnist1d-cnn.png
+
+The same run also draws the README's two figures of it, ``docs/compare-TASK-answer.png`` (the answer) and
+``docs/compare-TASK.png`` (the learning curves), with the report's figure code (``--figures DIR`` puts them
+elsewhere); commit them with the folder.
 
 ``python3 scripts/readme_tables.py --check`` rewrites nothing and exits 1 when the README's block differs from what
 it would write (0 when equal). Run it with the optimlab whose numbers are wanted (``PYTHONPATH=src`` from a
@@ -28,7 +33,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["BEGIN", "END", "DEFAULT_RESULTS", "README", "block", "rewrite", "main"]
+__all__ = ["BEGIN", "END", "DEFAULT_RESULTS", "README", "block", "rewrite", "current", "figures", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- begin: default-compare -->"
@@ -87,6 +92,24 @@ def block(results: Path, name: str | None = None) -> str:
     return f"{_where_and_when(records, folder)}\n\n```\n{format_summary(ts)}\n```"
 
 
+def figures(results: Path, folder: Path) -> list[Path]:
+    """Draw the README's figures of the results folder ``results`` into ``folder``: the answer and the learning
+    curves, as the report draws them; return the files written (none for a folder without results)."""
+    if not (results / "protocol.json").exists() or not (results / "results.jsonl").exists():
+        return []
+    from optimlab.lab.present.report_figures import PLOTS
+    from optimlab.lab.present.summary import summarize_study
+    from optimlab.lab.study.tuning import load_study
+
+    ts = summarize_study(load_study(results))
+    task = ts.study.task.name
+    written = []
+    for name, file in (("answer", f"compare-{task}-answer.png"), ("curves", f"compare-{task}.png")):
+        if PLOTS[name][0](ts, folder / file):
+            written.append(folder / file)
+    return written
+
+
 def rewrite(text: str, new_block: str) -> str:
     """``text`` (a README) with the lines between its markers replaced by ``new_block``; a ``ValueError`` says
     what is wrong with the markers."""
@@ -107,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default: %(default)s)")
     parser.add_argument("--readme", type=Path, default=README, help="README to rewrite (default: %(default)s)")
     parser.add_argument("--check", action="store_true", help="rewrite nothing; exit 1 if the block differs")
+    parser.add_argument("--figures", type=Path, default=Path("docs"), help="folder of the README's figures")
     args = parser.parse_args(argv)
     results = args.results if args.results.is_absolute() else ROOT / args.results
     readme = args.readme if args.readme.is_absolute() else ROOT / args.readme
@@ -125,6 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if new != text:
         readme.write_text(new, encoding="utf-8")
     print(f"{readme}: block {'rewritten' if new != text else 'unchanged'} from {results}")
+    out = args.figures if args.figures.is_absolute() else ROOT / args.figures
+    try:
+        for path in figures(results, out):
+            print(f"figure: {path}")
+    except OSError as e:
+        print(f"readme_tables: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

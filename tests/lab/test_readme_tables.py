@@ -61,7 +61,7 @@ def test_the_script_writes_the_table_of_a_results_folder_with_its_machine_and_ve
 
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n\nbefore\n{rt.BEGIN}\nhand-typed numbers\n{rt.END}\nafter\n", encoding="utf-8")
-    args = ["--results", str(folder), "--readme", str(readme)]
+    args = ["--results", str(folder), "--readme", str(readme), "--figures", str(tmp_path / "docs")]
     with contextlib.redirect_stdout(io.StringIO()):
         assert rt.main([*args, "--check"]) == 1  # differs: nothing written
         assert "hand-typed numbers" in readme.read_text()
@@ -72,6 +72,9 @@ def test_the_script_writes_the_table_of_a_results_folder_with_its_machine_and_ve
     assert written.startswith("# title\n\nbefore\n") and written.endswith(f"\n{rt.END}\nafter\n")
     assert rt.current(written).split("\n\n", 1)[1] == f"```\n{table}\n```"
     assert "hand-typed" not in written
+    task = load_study(folder).task.name
+    drawn = sorted(p.name for p in (tmp_path / "docs").iterdir())
+    assert drawn == [f"compare-{task}-answer.png", f"compare-{task}.png"]
 
 
 @pytest.mark.parametrize("text", ["no markers\n", "<!-- begin: default-compare -->\nonly a start\n",

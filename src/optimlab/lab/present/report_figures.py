@@ -518,8 +518,12 @@ def _plot_schedules(ts: TaskSummary, path: Path) -> bool:
 
 # name -> (the figure, its caption), in the page's order; a figure's file is NAME_TASK.png
 PLOTS: dict[str, tuple[Callable[[TaskSummary, Path], bool], str]] = {
-    "answer": (_plot_answer, "The answer: headline metric per optimizer"),
-    "curves": (_plot_curves, "Learning curves"),
+    "answer": (
+        _plot_answer,
+        "The answer: headline metric per optimizer, mean and 95% interval; the axis spans the competitive "
+        "optimizers, and one beyond it is marked at the edge with its values",
+    ),
+    "curves": (_plot_curves, "Learning curves (each optimizer keeps its colour and line style in every figure)"),
     "time_to_target": (_plot_time_to_target, "Time to the validation target"),
     "lr_sensitivity": (_plot_lr_sensitivity, "Learning-rate sensitivity over the tuning trials"),
     "generalization": (_plot_generalization, "Generalization: training against test"),
