@@ -100,7 +100,8 @@ def test_the_answer_axis_follows_the_competitive_range_and_marks_the_outlier_at_
         xs = np.asarray(line.get_xdata(), dtype=float)
         assert np.all((xs >= a - 1e-9) & (xs <= b + 1e-9)), (line, xs)
     texts = [t.get_text() for t in ax.texts]
-    assert any(f"{100 * lars.mean:.1f}" in t and "2 seeds off the axis" in t for t in texts), texts
+    lars_text = f"{100 * lars.mean:.1f} [{100 * lars.low:.1f}, 100.0]; 2 seeds off the axis"  # the high end clipped
+    assert lars_text in texts, texts
     assert not any("opt" in t for t in texts)  # the competitive ones carry no edge note
     assert "intervals clipped to [0, 100] %" in ax.get_title()
     lars_marks = [ln for ln in ax.get_lines() if ln.get_marker() == "<" and list(ln.get_ydata()) == [13]]
@@ -114,6 +115,24 @@ def test_the_answer_axis_keeps_every_optimizer_when_none_is_an_outlier(drawn) ->
     a, b = ax.get_xlim()
     assert a <= 100 * rows[-1].headline.low and b >= 100 * rows[0].headline.high
     assert list(ax.texts) == [] and "clipped" not in ax.get_title()
+
+
+def test_the_answer_axis_stays_inside_the_metric_range(drawn) -> None:
+    """Accuracies near 100 %: the t intervals pass 100 %; neither they nor the axis do in the figure."""
+    rows = [_row(f"opt{i}", [0.999 - 0.002 * i, 0.995 - 0.002 * i, 0.9995 - 0.002 * i], best=i == 0) for i in range(4)]
+    assert rows[0].headline.high > 1.0
+    assert report_figures._plot_answer(_summary(rows), Path("unused.png"))
+    ax = drawn[0].axes[0]
+    assert ax.get_xlim()[1] <= 100.0 and "intervals clipped to [0, 100] %" in ax.get_title()
+    assert max(x for line in ax.get_lines() for x in line.get_xdata()) <= 100.0
+
+
+def test_a_competitive_optimizer_with_a_wide_interval_does_not_stretch_the_axis() -> None:
+    means = [95.0, 94.6, 94.2, 93.8, 93.4, 94.0]
+    lows = [94.6, 94.2, 93.8, 93.4, 93.0, 60.0]
+    highs = [95.4, 95.0, 94.6, 94.2, 93.8, 128.0]
+    a, b = report_figures.competitive_range(means, lows, highs, higher_is_better=True)
+    assert 80 < a <= 93.0 and 95.4 <= b < 110, (a, b)
 
 
 def test_competitive_range_for_a_loss_on_a_log_axis() -> None:
@@ -150,13 +169,16 @@ def test_the_generalization_labels_do_not_overlap(drawn) -> None:
 
 
 def test_place_labels_moves_labels_apart_on_one_point() -> None:
-    """Ten labels of the same point: none overlaps another (some go to the column beside the axes)."""
+    """Thirty labels of the same point on small axes: none overlaps another; those with no room inside the axes go
+    to the column beside them."""
     plt = figures.pyplot()
-    fig, ax = plt.subplots(figsize=(4, 3))
+    fig, ax = plt.subplots(figsize=(3, 2))
     ax.plot([0, 1], [0, 1], "o")
-    texts = figures.place_labels(ax, [(0.5, 0.5)] * 10, [f"label number {i}" for i in range(10)], ["k"] * 10)
+    texts = figures.place_labels(ax, [(0.5, 0.5)] * 30, [f"label number {i}" for i in range(30)], ["k"] * 30)
     try:
-        assert len(texts) == 10 and _overlaps(fig, texts) == []
+        assert len(texts) == 30 and _overlaps(fig, texts) == []
+        frame = ax.get_window_extent()
+        assert any(t.get_window_extent().x0 > frame.x1 for t in texts)  # the column was needed
     finally:
         plt.close(fig)
 
@@ -168,7 +190,8 @@ def _names() -> list[str]:
 def test_cielab_of_known_colours() -> None:
     """Against the published sRGB (D65) values."""
     for color, lab in (("#ffffff", (100.0, 0.0, 0.0)), ("#ff0000", (53.24, 80.09, 67.20)),
-                       ("#00ff00", (87.73, -86.18, 83.18)), ("#0000ff", (32.30, 79.19, -107.86))):
+                       ("#00ff00", (87.73, -86.18, 83.18)), ("#0000ff", (32.30, 79.19, -107.86)),
+                       ("#808080", (53.59, 0.0, 0.0))):
         assert style.cielab(color) == pytest.approx(lab, abs=0.02)
     assert style.color_distance("#000000", "#ffffff") == pytest.approx(100.0, abs=1e-4)  # the matrix has 7 digits
 
@@ -184,18 +207,24 @@ def test_every_two_optimizers_differ_in_a_clear_colour_or_in_line_style() -> Non
         for p, q in itertools.combinations(names, 2)
         if looks[p][1] == looks[q][1] and style.color_distance(looks[p][0], looks[q][0]) < style.MIN_DISTANCE
     ]
-    assert close == [], f"same line style and colours closer than {style.MIN_DISTANCE} Delta E: {close}"
+    assert close == [], (
+        f"same line style and colours closer than {style.MIN_DISTANCE} Delta E: {close}; give each optimizer a "
+        "colour and a line style in src/optimlab/lab/present/style.py (FAMILY_COLORS, LINE_STYLES)"
+    )
 
 
 def test_a_name_not_listed_takes_a_line_style_its_colour_is_clear_in() -> None:
-    for name in ("kron", "cautious-adamw", "my-new-optimizer", "grams", "sophia"):
+    """The first style whose listed colours are all far enough from the name's own; solid if there is none."""
+    for name in ("kron", "sophia", "b", "g", "c-adamw", "cautious-adamw"):
         own, dash = style.color_for(name), style.line_style_for(name)
-        assert style.line_style_for(name + "@lr=0.1") == dash
-        others = [n for n, s in style.LINE_STYLES.items() if s == dash]
-        if dash != style.STYLES[0] or all(
-            style.color_distance(own, style.FAMILY_COLORS[n]) >= style.MIN_DISTANCE for n in others
-        ):
-            assert all(style.color_distance(own, style.FAMILY_COLORS[n]) >= style.MIN_DISTANCE for n in others)
+        assert style.line_style_for(name + "@lr=0.1") == dash == style.line_style_of_label(f"{name} | variant")
+        clear = [
+            st
+            for st in style.STYLES
+            if all(style.color_distance(own, style.FAMILY_COLORS[n]) >= style.MIN_DISTANCE
+                   for n, s in style.LINE_STYLES.items() if s == st)
+        ]
+        assert dash == (clear[0] if clear else style.STYLES[0]), (name, own, dash, clear)
 
 
 def test_the_learning_curves_use_each_optimizers_colour_and_line_style(drawn) -> None:
