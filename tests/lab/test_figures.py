@@ -108,6 +108,20 @@ def test_the_answer_axis_follows_the_competitive_range_and_marks_the_outlier_at_
     assert lars_marks and all(x == a for ln in lars_marks for x in ln.get_xdata())
 
 
+def test_an_optimizer_with_diverged_seeds_is_listed_and_keeps_the_axis_competitive(drawn) -> None:
+    """Forced divergence: two of five seeds diverged, so the row has no mean; it is listed and counted, and its
+    surviving seeds (one at chance) do not move the axis."""
+    rows = _lars_like()[:11]
+    unstable = _row("unstable", [0.94, 0.10, 0.93, 0.5, 0.5])
+    unstable.records[3].ok = unstable.records[4].ok = False
+    unstable.headline, unstable.diverged = None, 2
+    assert report_figures._plot_answer(_summary([*rows, unstable]), Path("unused.png"))
+    ax = drawn[0].axes[0]
+    a, b = ax.get_xlim()
+    assert a > 80 and [t.get_text() for t in ax.get_yticklabels()][-1] == "unstable (2 div.)"
+    assert "no mean: 2 of 5 seeds diverged; 1 seed off the axis" in [t.get_text() for t in ax.texts]
+
+
 def test_the_answer_axis_keeps_every_optimizer_when_none_is_an_outlier(drawn) -> None:
     rows = [_row(f"opt{i}", [0.95 - 0.01 * i + d for d in (-0.004, 0.0, 0.004)], best=i == 0) for i in range(5)]
     assert report_figures._plot_answer(_summary(rows), Path("unused.png"))

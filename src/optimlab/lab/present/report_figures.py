@@ -122,7 +122,8 @@ def _plot_answer(ts: TaskSummary, path: Path) -> bool:
     a, b = max(a, floor), min(b, ceiling)
     if log and a <= 0:
         a = min(v for v in means if v > 0) / 2
-    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(rows) + 1.4))
+    n_lost = sum(r.headline is None and r.n > 0 for r in ts.rows)
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * (len(rows) + n_lost) + 1.4))
     best = next((r for r in rows if ts.best and r.spec == ts.best.best), None)
     if best is not None and best.headline.n > 1:
         band = [min(max(s * best.headline.low, a), b), min(max(s * best.headline.high, a), b)]
@@ -165,6 +166,16 @@ def _plot_answer(ts: TaskSummary, path: Path) -> bool:
             ax.annotate(text, (a if left else b, i), xytext=(9 if left else -9, -7), textcoords="offset points",
                         ha="left" if left else "right", va="center", fontsize=7, color=c,
                         annotation_clip=False)
+    lost = [r for r in ts.rows if r.headline is None and r.n > 0]  # a seed diverged: no mean to draw
+    for i, r in enumerate(lost, start=len(rows)):
+        c = color_for(r.spec)
+        values = [s * v for v in (headline_value(rec) for rec in r.records) if v is not None]
+        shown = [v for v in values if a <= v <= b]
+        ax.plot(shown, [i] * len(shown), "|", color=c, ms=7, alpha=0.6)
+        off = len(values) - len(shown)
+        ax.annotate(f"no mean: {r.diverged} of {r.n} seeds diverged; {off} seed{'s' * (off != 1)} off the axis",
+                    (a, i), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7, color=c)
+    rows = rows + lost
     ax.set_xlim(a, b)
     ax.set_ylim(len(rows) - 0.5, -0.7)
     ax.set_yticks(np.arange(len(rows)), [r.spec + ("" if not r.diverged else f" ({r.diverged} div.)") for r in rows])
