@@ -4,7 +4,11 @@
 The answer (headline metric, 95 % intervals, the best set), learning curves with 95 % bands, steps and CPU seconds
 to the validation target, lr sensitivity over the tuning trials, generalization (test metric against the training
 loss, so that underfitting shows), trajectories on the 2-D tasks, and the schedules when optimizers ran different
-ones. Every optimizer has its colour (:func:`optimlab.lab.present.style.color_for`).
+ones. Every optimizer has its colour and line style (:func:`optimlab.lab.present.style.color_for`,
+:func:`~optimlab.lab.present.style.line_style_for`). The answer's axis spans the competitive optimizers
+(:func:`competitive_range`), whatever lies beyond it is marked at the edge with its values, and no interval is drawn
+outside the metric's range (:func:`metric_range`); labels beside points never overlap
+(:func:`optimlab.lab.present.figures.place_labels`).
 """
 
 from __future__ import annotations
