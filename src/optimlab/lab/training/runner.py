@@ -142,10 +142,20 @@ class StopAtTarget(Callback):
             ctx.stop = True
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (Linux: the first ``model name`` of ``/proc/cpuinfo``), else ``platform.processor()``."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def environment() -> dict[str, Any]:
-    """Package versions, machine and the code's identity (:func:`~optimlab.lab.training.code_identity.
-    code_identity`: a hash of the package's sources, and the git commit where it lives in a checkout), stored next
-    to every result."""
+    """Package versions, machine (the CPU's model among them), threads, the UTC time it was asked for (the end of a
+    run) and the code's identity (:func:`~optimlab.lab.training.code_identity.code_identity`: a hash of the package's
+    sources, and the git commit where it lives in a checkout), stored next to every result."""
     try:
         from importlib.metadata import version
 
@@ -159,8 +169,10 @@ def environment() -> dict[str, Any]:
         "optimlab": optimlab_version,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "code": code_identity(),
     }
 
