@@ -23,7 +23,7 @@ from optimlab.lab.study.selection import Selection
 from optimlab.lab.study.tuning import OptimizerResult, StudyResult
 from optimlab.lab.training.record import RunRecord
 
-__all__ = ["Row", "TaskSummary", "summarize_study", "headline_value", "initial_value", "at_chance"]
+__all__ = ["Row", "TaskSummary", "summarize_study", "headline_value", "initial_value", "at_chance", "CHANCE_FRACTION"]
 
 
 @dataclass
@@ -112,15 +112,21 @@ def initial_value(record: RunRecord) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
 
 
+CHANCE_FRACTION = 0.05
+
+
 def at_chance(record: RunRecord, margin: float, higher_is_better: bool) -> bool:
-    """Whether a final run that did not diverge ended at chance: its headline value is not better than the
-    untrained model's (its training metric at step 0: about ``1 / classes`` for accuracy, the initial loss) by
-    more than ``margin``. A diverged run, or one without the two values, is not "at chance" (it is counted
-    elsewhere)."""
+    """Whether a final run that did not diverge ended at chance: its headline value improved on the untrained
+    model's (its training metric at step 0: about ``1 / classes`` for accuracy, the initial loss) by less than
+    ``max(margin, CHANCE_FRACTION * |ideal - initial|)``, the ideal being 1 for accuracy and perplexity and 0 for
+    a loss (10 classes: at or below 14.5 % accuracy). A diverged run, or one without the two values, is not "at
+    chance" (it is counted elsewhere)."""
     head, init = headline_value(record), initial_value(record)
     if head is None or init is None or not math.isfinite(head):
         return False
-    return head <= init + margin if higher_is_better else head >= init - margin
+    ideal = 0.0 if record.metric == "loss" else 1.0
+    least = max(margin, CHANCE_FRACTION * abs(ideal - init))
+    return head < init + least if higher_is_better else head > init - least
 
 
 def _boot(values: list[float | None]) -> stats.Interval | None:

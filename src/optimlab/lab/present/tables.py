@@ -185,10 +185,8 @@ def summary_notes(ts: TaskSummary) -> list[str]:
             if r.selection.all_diverged:
                 notes.append(f"{r.spec}: every tuning trial diverged; its final runs use the smallest lr tried")
         if r.failed:
-            notes.append(
-                f"{r.spec}: {r.seeds_text()}; unstable, so not in the best set; its interval is over the "
-                f"{r.ok} seed(s) that did not fail"
-            )
+            left = f"its interval is over the {r.ok} seed(s) that did not fail" if r.ok else "no seed is left"
+            notes.append(f"{r.spec}: {r.seeds_text()}; unstable, so not in the best set; {left}")
     for r in ts.rows:
         v = r.verdict
         if v is not None and v.label == "inconclusive" and v.mde is not None:
