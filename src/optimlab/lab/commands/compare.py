@@ -200,7 +200,7 @@ def _default_out(protocol: Protocol) -> Path:
     parts = []
     a, b = protocol.to_dict(), base.to_dict()
     for k in a:
-        if a[k] == b[k] or k == "task":
+        if a[k] == b[k] or k in ("task", "margin"):  # the margin changes no run: the same folder
             continue
         v = a[k]
         if k == "seeds":
