@@ -1,6 +1,6 @@
 """The report of a study folder: the answer first, then the evidence (``summary.csv``, PNG figures, ``report.html``).
 
-It leads with the answer: the best optimizer and those indistinguishable from it, with the protocol and budget
+It leads with the answer: the best optimizer and those as good as it, with the protocol and budget
 in one line. Then: the headline metric with 95 % intervals, learning curves with 95 % bands, steps and CPU
 seconds to the validation target, lr sensitivity over the tuning trials, generalization (train against test,
 so underfitting shows), and the tuning cost. Every optimizer has one colour in every figure

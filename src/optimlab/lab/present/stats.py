@@ -1,13 +1,14 @@
-"""Statistics that decide: intervals, tests against the best, the indistinguishable set, performance profiles.
+"""Statistics that decide: intervals, tests against the best, the best set ("as good as"), performance profiles.
 
 Every function here is pure (numbers in, numbers out; the only randomness is a seeded generator) and is tested
 against known answers in ``tests/lab/test_stats.py``.
 
 - :func:`mean_ci`: mean and Student-t confidence interval over seeds.
 - :func:`welch_test`, :func:`paired_test`: two-sided t tests; :func:`holm`: Holm's step-down adjustment.
-- :func:`best_set`: the optimizers *indistinguishable from the best*. Each optimizer is compared with the one of
-  best mean by a Welch t statistic; because "the best" is itself chosen from the data, the statistics are
-  calibrated by simulating the whole procedure (choosing the best included) under the hypothesis that the
+- :func:`best_set`: the optimizers *not shown worse than the best* (not "as good as": that needs
+  :func:`classify`'s equivalence test; the compare command uses ``best_set`` for "worse" only). Each optimizer
+  is compared with the one of best mean by a Welch t statistic; because "the best" is itself chosen from the
+  data, the statistics are calibrated by simulating the whole procedure (choosing the best included) under the hypothesis that the
   compared optimizers are equal, with each optimizer's own spread and seed count (a parametric bootstrap of the
   maximum statistic, stepped down as in Westfall & Young, 1993). Stated rate: when all optimizers are equal, the
   chance that any is declared worse than the best is ``alpha`` (5 %) whatever their number; a plain Welch test
