@@ -5,14 +5,14 @@ against known answers in ``tests/lab/test_stats.py``.
 
 - :func:`mean_ci`: mean and Student-t confidence interval over seeds.
 - :func:`welch_test`, :func:`paired_test`: two-sided t tests; :func:`holm`: Holm's step-down adjustment.
-- :func:`best_set`: the optimizers *not shown worse than the best* (not "as good as": that needs
-  :func:`classify`'s equivalence test; the compare command uses ``best_set`` for "worse" only). Each optimizer
-  is compared with the one of best mean by a Welch t statistic; because "the best" is itself chosen from the
-  data, the statistics are calibrated by simulating the whole procedure (choosing the best included) under the hypothesis that the
-  compared optimizers are equal, with each optimizer's own spread and seed count (a parametric bootstrap of the
-  maximum statistic, stepped down as in Westfall & Young, 1993). Stated rate: when all optimizers are equal, the
-  chance that any is declared worse than the best is ``alpha`` (5 %) whatever their number; a plain Welch test
-  against the observed best with Holm's correction holds that rate only for two optimizers (the tests show both).
+- :func:`best_set`: the optimizers *not shown worse than the best* (not "as good as": that needs :func:`classify`'s
+  equivalence test; the compare command uses ``best_set`` for "worse" only). Each optimizer is compared with the one
+  of best mean by a Welch t statistic; because "the best" is itself chosen from the data, the statistics are
+  calibrated by simulating the whole procedure (choosing the best included) under the hypothesis that the compared
+  optimizers are equal, with each optimizer's own spread and seed count (a parametric bootstrap of the maximum
+  statistic, stepped down as in Westfall & Young, 1993). Stated rate: when all optimizers are equal, the chance that
+  any is declared worse than the best is ``alpha`` (5 %) whatever their number; a plain Welch test against the
+  observed best with Holm's correction holds that rate only for two optimizers (the tests show both).
 - :func:`bootstrap_ci`: mean and percentile-bootstrap interval over seeds (seeded, deterministic). Its bounds are
   means of resampled seeds, so they lie between the smallest and the largest value: an accuracy interval stays in
   [0, 1] and a loss interval above 0 whatever the shape of the sample (a t interval on the bimodal 9.6..89.7 %
