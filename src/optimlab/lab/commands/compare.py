@@ -87,6 +87,13 @@ def configure(c: argparse.ArgumentParser) -> None:
         "task's, see optimlab list)",
     )
     c.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="equivalence margin of 'as good as the best', in the metric's units (accuracy as a fraction: 0.01 is "
+        "1 point; default: 1 point of accuracy, else 2%% of the task's target)",
+    )
+    c.add_argument(
         "--study",
         type=int,
         default=0,
@@ -181,6 +188,8 @@ def protocol_from_args(args: argparse.Namespace) -> Protocol:
     fields["study"] = args.study
     if args.target is not None:
         fields["target"] = args.target
+    if args.margin is not None:
+        fields["margin"] = args.margin
     return default_protocol(task, **fields)
 
 
@@ -191,7 +200,7 @@ def _default_out(protocol: Protocol) -> Path:
     parts = []
     a, b = protocol.to_dict(), base.to_dict()
     for k in a:
-        if a[k] == b[k] or k == "task":
+        if a[k] == b[k] or k in ("task", "margin"):  # the margin changes no run: the same folder
             continue
         v = a[k]
         if k == "seeds":
