@@ -45,6 +45,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "DEFAULT_EVERY_MINUTES",
     "Checkpointing",
+    "DEFAULT_CHECKPOINTING",
     "checkpoint_path",
     "save_checkpoint",
     "load_checkpoint",
@@ -89,6 +90,10 @@ class Checkpointing:
     def bound(self, results_folder: str | os.PathLike) -> Checkpointing:
         """This policy saving into ``results_folder``'s ``checkpoints/``."""
         return Checkpointing(Path(results_folder), self.every_steps, self.every_minutes)
+
+
+DEFAULT_CHECKPOINTING = Checkpointing()
+"""Every :data:`DEFAULT_EVERY_MINUTES` minutes, never by steps; the folder is named by the study's driver."""
 
 
 def checkpoint_path(results_folder: str | os.PathLike, key: str) -> Path:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["DEVICES", "CudaUnavailableError", "resolve_device", "to_device", "describe_device"]
+__all__ = ["DEVICES", "CudaUnavailableError", "resolve_device", "worker_device", "to_device", "describe_device"]
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -44,6 +44,16 @@ def resolve_device(name: str) -> torch.device:
         )
     device = torch.device(name)
     return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+
+
+def worker_device(name: str, worker: int) -> str:
+    """The device of the local pool's worker number ``worker``: with ``cuda`` (or ``auto`` where torch sees a
+    GPU), GPU ``worker mod n`` of the ``n`` this process sees (``"cuda:i"``); otherwise ``name`` unchanged."""
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        count = torch.cuda.device_count()
+        if count:
+            return f"cuda:{worker % count}"
+    return name
 
 
 def to_device(obj: Any, device: torch.device) -> Any:
