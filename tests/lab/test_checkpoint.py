@@ -199,3 +199,11 @@ def test_checkpoints_are_written_atomically_in_a_private_folder(tmp_path: Path) 
         Checkpointing(every_steps=0)
     with pytest.raises(ValueError, match="every_minutes"):
         Checkpointing(every_minutes=float("nan"))
+
+
+def test_a_checkpoint_that_cannot_be_written_costs_a_warning_not_the_run(tmp_path: Path) -> None:
+    config = RunConfig(task="quadratic", optimizer="adam", lr=0.1, steps=6, eval_every=3)
+    (tmp_path / CHECKPOINTS_DIR).write_text("a file where the folder would go")
+    with pytest.warns(LabWarning, match="no more checkpoints"):
+        record = run(config, [Interrupt()], checkpoint=Checkpointing(every_steps=2).bound(tmp_path))
+    assert computed(record) == computed(unbroken(config)[0])

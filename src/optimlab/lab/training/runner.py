@@ -402,7 +402,11 @@ def _run(
                 progress.set_postfix_str(_postfix(task, history, curve_splits))
         if saving is not None and ctx.step < config.steps and not ctx.stop:
             if saving.due(ctx.step, time.perf_counter() - last_save):
-                save_checkpoint(saving.folder, config.key(), state())  # type: ignore[arg-type]
+                try:
+                    save_checkpoint(saving.folder, config.key(), state())  # type: ignore[arg-type]
+                except OSError as e:  # a full disk, a folder this node cannot write: the run goes on without
+                    warnings.warn(f"run {config.key()}: no more checkpoints ({e})", LabWarning, stacklevel=2)
+                    saving = None
                 last_save = time.perf_counter()
     if status == "diverged":
         evaluate(final=True)
