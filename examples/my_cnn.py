@@ -40,7 +40,7 @@ def make_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     shapes[2] = torch.eye(16)  # a diagonal
     y = torch.randint(0, 3, (n,), generator=g)
     shift = torch.randint(-2, 3, (n, 2), generator=g)
-    x = torch.stack([torch.roll(shapes[c], (int(a), int(b)), (0, 1)) for c, (a, b) in zip(y, shift)])
+    x = torch.stack([torch.roll(shapes[c], (int(a), int(b)), (0, 1)) for c, (a, b) in zip(y, shift, strict=True)])
     x = x + 1.5 * torch.randn(n, 16, 16, generator=g)
     return x.unsqueeze(1), y
 

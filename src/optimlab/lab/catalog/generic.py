@@ -168,7 +168,8 @@ class ArrayFileTask(ClassificationTask):
         self._data: TensorSplits | None = None
         self._factory: Callable[[tuple[int, ...], int], nn.Module] | None = None
         if model not in ("auto", "mlp", "cnn"):
-            self._factory = load_factory(model)[0]  # a TaskError names a bad one now, before any run
+            # a bad factory is named now, before any run
+            self._factory = load_factory(model, ("input_shape", "num_classes"), "a torch.nn.Module")[0]
         super().__init__(name, f"classification on {path.name}, model {model}", self._load, self._build,
                          steps=STEPS, batch_size=BATCH_SIZE, eval_every=EVAL_EVERY, target=None,  # type: ignore[arg-type]
                          train_eval_size=2000, eval_batch_size=1000)

@@ -104,7 +104,7 @@ class Task:
       (``ok``/``diverged``) and the machine and package versions. Your code is not copied: keep the file.
 
     A complete task (the file ``my_task.py``; run it with
-    ``optimlab compare --task my_task.py:make_task --optimizers adam sgdm --seeds 0-1``)::
+    ``optimlab compare --task my_task.py:make_task --optimizers adam sgdm --seeds 2``)::
 
         from dataclasses import dataclass, replace
 

@@ -119,8 +119,9 @@ def _import_module(where: str, spec: str) -> Any:
                         f"(python -c 'import {where}' shows the traceback)") from e
 
 
-def load_factory(spec: str) -> tuple[Callable[[], Any], str]:
-    """The factory that ``spec`` names, and where it is (for messages); checks that it takes no arguments."""
+def load_factory(spec: str, params: tuple[str, ...] = (), returns: str = "a Task") -> tuple[Callable[..., Any], str]:
+    """The factory that ``spec`` names, and where it is (for messages); checks that it can be called with the
+    positional arguments ``params`` (none for a task factory); ``returns`` says what it makes, in messages."""
     where, attr = _split(spec)
     if _is_file(where):
         path = Path(where).expanduser().absolute()
@@ -131,17 +132,18 @@ def load_factory(spec: str) -> tuple[Callable[[], Any], str]:
     for part in attr.split("."):
         if not hasattr(obj, part):
             names = sorted(n for n in vars(module) if not n.startswith("_") and callable(vars(module)[n]))
-            raise TaskError(f"{origin} has no {attr!r}; define a function {attr}() that returns a Task "
-                            f"(callables there: {', '.join(names) or 'none'})")
+            raise TaskError(f"{origin} has no {attr!r}; define a function {attr}({', '.join(params)}) that returns "
+                            f"{returns} (callables there: {', '.join(names) or 'none'})")
         obj = getattr(obj, part)
     if not callable(obj):
         raise TaskError(f"{origin}:{attr} is a {type(obj).__name__}, not a function; give a function that returns "
-                        "a Task")
+                        f"{returns}")
     try:
-        inspect.signature(obj).bind()
+        inspect.signature(obj).bind(*params)
     except TypeError:
-        raise TaskError(f"{origin}:{attr}{inspect.signature(obj)} needs arguments; the factory is called with none: "
-                        "give its parameters defaults") from None
+        called = f"with ({', '.join(params)})" if params else "with no arguments"
+        raise TaskError(f"{origin}:{attr}{inspect.signature(obj)} cannot be called {called}, as the lab calls it; "
+                        "give its other parameters defaults") from None
     except ValueError:  # no signature (a builtin): calling it says
         pass
     return obj, f"{origin}:{attr}"
