@@ -364,3 +364,25 @@ def test_resolved_tasks_are_cached_per_process(blobs: Path) -> None:
     get_task(f"{blobs}:make_task")
     get_task(f"{blobs}:make_task")
     assert len(tasks_module._RESOLVED) == calls + 1
+
+
+def test_benchmark_takes_several_user_tasks_and_profiles_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """"Which optimizer across my models?": two task files of one user, the performance profile over both."""
+    write(tmp_path / "linear.py", BLOBS)
+    write(tmp_path / "mlp.py", BLOBS.replace("return nn.Linear(8, 2)",
+                                             "return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))"))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "bench"
+    rc = main(["benchmark", "--quick", "--tasks", "linear.py:make_task", "mlp.py:make_task", "--optimizers", "adam",
+               "sgd", "--jobs", "1", "--no-progress", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text[-2000:]
+    manifest = json.loads((out / "benchmark.json").read_text())
+    assert manifest["tasks"] == [f"{tmp_path / 'linear.py'}:make_task", f"{tmp_path / 'mlp.py'}:make_task"]
+    for name in manifest["tasks"]:
+        assert (out / task_slug(name) / "report.html").exists()
+    assert (out / "profiles.png").exists() and "score" in text
+    page = (out / "report.html").read_text()
+    assert f"{task_slug(manifest['tasks'][0])}/report.html" in page

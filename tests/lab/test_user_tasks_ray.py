@@ -13,14 +13,14 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (scripts/setup.sh test installs it)")
 
+from test_user_tasks import BLOBS, write  # noqa: E402
+
 from optimlab.lab.catalog.tasks import get_task  # noqa: E402
 from optimlab.lab.executors.local import LocalExecutor  # noqa: E402
 from optimlab.lab.executors.ray import RayExecutor  # noqa: E402
 from optimlab.lab.present.report import build_report  # noqa: E402
 from optimlab.lab.study.protocol import default_protocol  # noqa: E402
 from optimlab.lab.study.tuning import run_study  # noqa: E402
-
-from test_user_tasks import BLOBS, write  # noqa: E402
 
 TIMING = ("time", "cpu")
 MEASURED = ("train_seconds", "train_cpu_seconds", "time_per_step", "step_cpu_ms", "step_wall_ms", "fwd_bwd_cpu_ms",

@@ -174,4 +174,6 @@ def add_task(p: argparse.ArgumentParser, default: str | None = None, nargs: str 
     """``--task`` (or ``--tasks`` with ``nargs``): any string :func:`~optimlab.lab.catalog.tasks.get_task` resolves,
     checked when the command runs (a bad one is one line naming the fix, not argparse's list of choices)."""
     extra = f"; default: {default}" if default else ""
+    if nargs:
+        extra += " (several: one study each, and the performance profile over them)"
     p.add_argument(flag, default=default, nargs=nargs, metavar="TASK", help=TASK_HELP + extra)
