@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from optimlab.lab.catalog.models import CharTransformer
-from optimlab.lab.catalog.tasks import ClassificationTask, LanguageTask, TensorSplits, TextSplits
+from optimlab.lab.catalog.tasks import PREFIX_RESOLVERS, ClassificationTask, LanguageTask, TensorSplits, TextSplits
 from optimlab.lab.catalog.user_tasks import TaskError, load_factory
 
 __all__ = ["PREFIXES", "TextFileTask", "ArrayFileTask", "generic_task", "array_mlp", "array_cnn"]
@@ -236,3 +236,7 @@ def generic_task(name: str) -> Any:
         return TextFileTask(canonical, path, options.get("level", "char"), block)
     _check_options(name, options, ("model", "x", "y"))
     return ArrayFileTask(canonical, path, options.get("model", "auto"), options.get("x", "x"), options.get("y", "y"))
+
+
+for _prefix in PREFIXES:
+    PREFIX_RESOLVERS[_prefix] = generic_task

@@ -56,6 +56,7 @@ __all__ = [
     "REQUIRED_METHODS",
     "check_task",
     "task_slug",
+    "PREFIX_RESOLVERS",
     "ClassificationTask",
     "LanguageTask",
     "SyntheticTask",
@@ -681,6 +682,9 @@ DEFAULT_TASK = "mnist1d-cnn"
 
 
 _RESOLVED: dict[str, Task] = {}
+PREFIX_RESOLVERS: dict[str, Callable[[str], Task]] = {}
+"""``prefix -> resolver`` for task names such as ``text:PATH``: :mod:`optimlab.lab.catalog.generic` registers
+``text:`` and ``arrays:`` (imported by the package, so every process that imports this module has them)."""
 
 
 def task_slug(name: str) -> str:
@@ -717,10 +721,11 @@ def get_task(name: str) -> Task:
         return TASKS[name]
     if name in _RESOLVED:
         return _RESOLVED[name]
-    from optimlab.lab.catalog import generic, user_tasks
+    from optimlab.lab.catalog import user_tasks
 
-    if name.startswith(generic.PREFIXES):
-        task = generic.generic_task(name)
+    prefix = next((p for p in PREFIX_RESOLVERS if name.startswith(p)), None)
+    if prefix is not None:
+        task = PREFIX_RESOLVERS[prefix](name)
     elif user_tasks.is_factory_spec(name):
         canonical = user_tasks.canonical_spec(name)
         if canonical in _RESOLVED:
