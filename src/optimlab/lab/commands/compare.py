@@ -18,7 +18,7 @@ from typing import Any
 
 from optimlab.lab.catalog.presets import DEFAULT_OPTIMIZERS, parse_spec
 from optimlab.lab.catalog.space import parse_space
-from optimlab.lab.catalog.tasks import DEFAULT_TASK, TASKS, ClassificationTask, get_task
+from optimlab.lab.catalog.tasks import DEFAULT_TASK, ClassificationTask, get_task, task_slug
 from optimlab.lab.commands.args import (
     add_data_dir,
     add_dry_run,
@@ -26,6 +26,7 @@ from optimlab.lab.commands.args import (
     add_no_progress,
     add_out,
     add_seeds,
+    add_task,
     check_data_dir,
     check_jobs,
     parse_seeds,
@@ -44,7 +45,7 @@ __all__ = ["configure", "compare", "protocol_from_args", "parse_lrs", "FinalRunD
 
 def configure(c: argparse.ArgumentParser) -> None:
     """The arguments of ``optimlab compare``."""
-    c.add_argument("--task", default=DEFAULT_TASK, choices=sorted(TASKS), help=f"default: {DEFAULT_TASK}")
+    add_task(c, default=DEFAULT_TASK)
     c.add_argument(
         "--optimizers",
         nargs="+",
@@ -196,7 +197,7 @@ def protocol_from_args(args: argparse.Namespace) -> Protocol:
 def _default_out(protocol: Protocol) -> Path:
     base = default_protocol(protocol.task)
     if protocol == base:
-        return Path("optimlab-runs") / protocol.task
+        return Path("optimlab-runs") / task_slug(protocol.task)
     parts = []
     a, b = protocol.to_dict(), base.to_dict()
     for k in a:
@@ -210,7 +211,7 @@ def _default_out(protocol: Protocol) -> Path:
         elif isinstance(v, list):
             v = "-".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
         parts.append(f"{k.replace('_', '')}{v}".replace("@", "_").replace("=", "").replace(",", "_"))
-    return Path("optimlab-runs") / f"{protocol.task}-{'-'.join(parts)}"[:120]
+    return Path("optimlab-runs") / f"{task_slug(protocol.task)}-{'-'.join(parts)}"[:120]
 
 
 def compare(args: argparse.Namespace) -> int:
@@ -232,7 +233,7 @@ def compare(args: argparse.Namespace) -> int:
         )
     check_study(protocol, specs, args.data_dir)  # every spec at every trial setting, and the data
     out = Path(args.out) if args.out else _default_out(protocol)
-    if args.out is None and out != Path("optimlab-runs") / task.name:
+    if args.out is None and out != Path("optimlab-runs") / task_slug(task.name):
         print(f"note: results go to {out}, apart from the default protocol's folder (they are not comparable)")
     # the trackers (a probe of the MLflow store) before the folder is made; --dry-run contacts none
     session = Session.from_args(args, callbacks=FinalRunDiagnostics(args.data_dir) if args.diagnostics else None)

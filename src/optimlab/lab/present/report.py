@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from optimlab.lab.catalog.tasks import task_slug
 from optimlab.lab.present.pages import Markup, html_page, html_table
 from optimlab.lab.present.report_figures import PLOTS
 from optimlab.lab.present.style import color_for
@@ -84,7 +85,7 @@ def _task_section(ts: TaskSummary, out: Path, prefix: str = "") -> list[str]:
         )
     figures = {}
     for name, (plot, caption) in PLOTS.items():
-        file = f"{prefix}{name}_{task.name}.png"
+        file = f"{prefix}{name}_{task_slug(task.name)}.png"
         if plot(ts, out / file):
             figures[name] = (file, caption)
         elif (out / file).exists():
