@@ -145,7 +145,7 @@ def test_cautious_adopt_matches_timm(cfg, foreach):
     _assert_trajectories(ours, ref)
 
 
-# -- the option off leaves the rule as it was ---------------------------------------------------------------------------
+# -- the option off leaves the rule as it was --------------------------------------------------------------------------
 @pytest.mark.parametrize("cls, cfg, torch_cls", [(optimlab.AdamW, dict(lr=1e-2, weight_decay=0.1), torch.optim.AdamW),
                                                  (optimlab.SGD, dict(lr=0.05, momentum=0.9), torch.optim.SGD),
                                                  (optimlab.NAdam, dict(lr=1e-2), torch.optim.NAdam)])
@@ -222,7 +222,7 @@ def test_cautious_compiles():
     opt, ref_opt = optimlab.AdamW(params, lr=1e-2, cautious=True), optimlab.AdamW(ref, lr=1e-2, cautious=True,
                                                                                    foreach=False)
     step = torch.compile(opt.step)
-    for k in range(3):
+    for _ in range(3):
         for p, q, g in zip(params, ref, [torch.randn(5, 3), torch.randn(4)], strict=True):
             p.grad, q.grad = g.clone(), g.clone()
         step()
@@ -231,7 +231,7 @@ def test_cautious_compiles():
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
 
 
-# -- the blocks ------------------------------------------------------------------------------------------------------------
+# -- the blocks --------------------------------------------------------------------------------------------------------
 def test_cautious_block():
     u = torch.tensor([1.0, -2.0, 3.0, 0.0, 5.0, -1.0, 2.0, 1.0])
     g = torch.tensor([1.0, 1.0, 0.0, 1.0, 2.0, -3.0, -1.0, 1.0])
@@ -288,7 +288,7 @@ def test_cautious_weight_decay_rule(cls, cfg, cautious):
     assert 0 < decayed < sum(x.numel() for x in old)
 
 
-# -- bad input -------------------------------------------------------------------------------------------------------------
+# -- bad input ---------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("make, match", [
     (lambda ps: optimlab.AdamW(ps, cautious=1), r"Invalid cautious: 1; expected a bool"),
     (lambda ps: optimlab.Lion(ps, cautious_weight_decay="yes"), r"Invalid cautious_weight_decay"),
