@@ -24,6 +24,7 @@ import pytest
 import torch
 
 import optimlab
+from optimlab.algorithms import _matrix
 
 DION_COMMIT = "0a059a4542e5aa74b40dcd1dce363836c7afcd48"
 _POLAR_EXPRESS_COEFFS = [  # dion/polar_express.py
@@ -97,7 +98,7 @@ def dion_normuon_step(X, G, M, V, *, lr, mu, muon_beta2, weight_decay, epsilon, 
     torch._foreach_sub_(X, U)
 
 
-# -- the comparisons -----------------------------------------------------------------------------------------------------
+# -- the comparisons ---------------------------------------------------------------------------------------------------
 #: tall, wide, square (two of them: the stacked path), a conv filter (as its (out, in*k) view, see below)
 SHAPES = [(8, 5), (5, 8), (6, 6), (6, 6), (4, 3, 3, 3)]
 TOL = {torch.float64: dict(rtol=1e-7, atol=1e-9), torch.float32: dict(rtol=2e-4, atol=2e-6)}
@@ -221,8 +222,7 @@ def test_beta2_zero_gives_rows_of_equal_norm(shape):
     step = (start - p.detach()).reshape(rows, cols) / (0.1 * math.sqrt(max(1, rows / cols)))
     row_norms = step.norm(dim=1)
     torch.testing.assert_close(row_norms, row_norms.mean().expand(rows), rtol=1e-10, atol=0)
-    o = optimlab.algorithms._matrix.newton_schulz(g.reshape(rows, cols), list(optimlab.algorithms._matrix.POLAR_EXPRESS),
-                                                  1e-15, torch.float64, 1.02)
+    o = _matrix.newton_schulz(g.reshape(rows, cols), list(_matrix.POLAR_EXPRESS), 1e-15, torch.float64, 1.02)
     torch.testing.assert_close(step.norm(), o.norm(), rtol=1e-10, atol=0)
 
 
