@@ -645,6 +645,9 @@ STATE_BYTES.update({  # after Adam. Adafactor: n + m floats per matrix, here 31 
 # the filtered gradient and the grafting state (8 B): (4 * (120 + 2 * (900 + 25 + 1 + 576))) / 60 B.
 STATE_BYTES.update(muon=(54 * 4 + 6 * 8) / 60, soap=(480 + 4 * 122 + 4 * 58) / 60,
                    shampoo=(4 * (120 + 2 * (900 + 25 + 1 + 576))) / 60)
+# Kron: the momentum (4 B) plus its factors: (6, 5) 36 + 25, (2, 3, 4) merged to (6, 4) 36 + 16, the vector 5, the
+# scalar 1 (diagonal), in float32.
+STATE_BYTES.update(kron=(4 * 60 + 4 * (36 + 25 + 36 + 16 + 5 + 1)) / 60)
 
 
 @INFOS
