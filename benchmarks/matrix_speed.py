@@ -11,8 +11,10 @@
   first (the floor of the schedule is 0.03: a step is then mostly a "plain" one). kron-torch runs eagerly
   (``torch._dynamo.config.disable``: its ``torch.compile`` decorators would compile for minutes on this CPU).
 
-Peers: ``pip install --no-deps pytorch_optimizer heavyball kron-torch==0.3.3``; HeavyBall runs eagerly here
-(``heavyball.utils.compile_mode = None``: its torch.compile would take minutes on this CPU before the first step).
+Peers: ``pip install --no-deps pytorch_optimizer heavyball kron-torch==0.3.3 opt-einsum`` (kron-torch needs
+opt-einsum, its declared dependency: without it ``torch.einsum`` contracts left to right and forms the factors'
+outer product); HeavyBall runs eagerly here (``heavyball.utils.compile_mode = None``: its torch.compile would take
+minutes on this CPU before the first step).
 Reproduce: ``PYTHONPATH=src python3 benchmarks/matrix_speed.py`` (``--quick`` for a smoke test with small matrices).
 Timings on a shared machine are noisy: read ratios, and repeat.
 """
