@@ -647,6 +647,9 @@ STATE_BYTES.update(muon=(54 * 4 + 6 * 8) / 60, soap=(480 + 4 * 122 + 4 * 58) / 6
                    shampoo=(4 * (120 + 2 * (900 + 25 + 1 + 576))) / 60)
 # NorMuon: Muon's, plus one float per row of each matrix's 2-D view: (6, 5) has 6, (2, 3, 4) as (2, 12) has 2.
 STATE_BYTES.update(normuon=(54 * 4 + (6 + 2) * 4 + 6 * 8) / 60)
+# Kron: the momentum (4 B) plus its factors: (6, 5) 36 + 25, (2, 3, 4) merged to (6, 4) 36 + 16, the vector 5, the
+# scalar 1 (diagonal), in float32.
+STATE_BYTES.update(kron=(4 * 60 + 4 * (36 + 25 + 36 + 16 + 5 + 1)) / 60)
 
 
 @INFOS

@@ -159,6 +159,11 @@ PRESETS: dict[str, Preset] = {
                       "Gupta et al., 2018; Shi et al., 2023 (facebookresearch/optimizers Distributed Shampoo "
                       "README: lr 1e-3, betas (0.9, 0.999), epsilon 1e-12, decay 1e-5, Adam grafting); "
                       "precondition_frequency 20 instead of 100 so a 1000-step run refreshes 50 times"),
+    "kron": Preset("kron", 3e-4, {"b1": 0.9, "weight_decay": 0.0},
+                   "Li (PSGD Kron; evanatyourservice/kron_torch, PyPI kron-torch 0.3.3 defaults): lr 3e-4, b1 0.9, "
+                   "decay 0 (README: an lr about 3x below Adam's, decay 3-10x above), triangular factors up to "
+                   "8192, preconditioner update probability 1 for 500 steps then annealed to 0.03; decay tuned",
+                   tune=(Param("weight_decay", 1e-4, 1.0),)),
 }
 # fmt: on
 # Issue 26: the methods the field trains with now (one appended entry each).
