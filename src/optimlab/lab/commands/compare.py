@@ -34,12 +34,28 @@ from optimlab.lab.commands.args import (
 )
 from optimlab.lab.commands.command import Command
 from optimlab.lab.executors.backends import add_backend_arguments, describe_backend
-from optimlab.lab.present.report import build_report, format_summary
-from optimlab.lab.study.protocol import Protocol, default_protocol
+from optimlab.lab.present.report import build_report, format_summary, spaces_note
+from optimlab.lab.study.cost import estimate_cost
+from optimlab.lab.study.protocol import PROTOCOL_FILE, Protocol, default_protocol
 from optimlab.lab.study.session import Session, check_study, plan_study
+from optimlab.lab.study.tuning import StudyResult, load_study
+from optimlab.lab.training.record import RunRecord
+from optimlab.lab.training.results import append_record
 from optimlab.lab.training.runner import Callback, RunConfig, build_schedule
 
-__all__ = ["configure", "compare", "protocol_from_args", "parse_lrs", "FinalRunDiagnostics", "COMMANDS"]
+__all__ = [
+    "configure",
+    "compare",
+    "protocol_from_args",
+    "parse_lrs",
+    "FinalRunDiagnostics",
+    "DIAGNOSTICS_KEY",
+    "missing_diagnostics",
+    "add_diagnostics",
+    "COMMANDS",
+]
+
+DIAGNOSTICS_KEY = "diagnostics"  # DiagnosticsCallback's default key in a record's extras
 
 
 def configure(c: argparse.ArgumentParser) -> None:
@@ -124,6 +140,48 @@ class FinalRunDiagnostics:
         from optimlab.lab.training.diagnostic_runs import DiagnosticsCallback  # only with --diagnostics
 
         return [DiagnosticsCallback(data_dir=self.data_dir)] if "test" in config.splits else []
+
+
+def missing_diagnostics(study: StudyResult) -> list[RunRecord]:
+    """The final runs of ``study`` whose record carries no ``compare --diagnostics`` extras (runs made without
+    ``--diagnostics``)."""
+    return [rec for r in study.results.values() for rec in r.finals if DIAGNOSTICS_KEY not in rec.extras]
+
+
+def add_diagnostics(session: Session, study: StudyResult, out: Path, jobs: int) -> tuple[int, list[str], bool]:
+    """Run again, with the diagnostics attached, each final run of ``study`` that has none, and append its record
+    to ``out``'s ``results.jsonl`` with the diagnostics added (the last record of a key is the one read: the
+    stored numbers are kept, only ``extras["diagnostics"]`` is new). A run is a pure function of its config
+    and thread count, so the rerun is the same run; where its final metrics differ from the stored ones (another
+    CPU or thread count), the diagnostics are still kept, marked ``"rerun_differs": True``, and the run is named
+    in the returned list. Ctrl-C keeps the runs finished so far; the same command resumes. Returns (runs done,
+    runs whose rerun differs, interrupted)."""
+    missing = {rec.key: rec for rec in missing_diagnostics(study)}
+    done, differs = 0, []
+    if not missing:
+        return done, differs, False
+    try:
+        with session.executor(max(1, min(jobs, len(missing)))) as executor:
+            for new in executor.run([rec.config for rec in missing.values()]):
+                old = missing[new.key]
+                extras = dict(new.extras.get(DIAGNOSTICS_KEY) or {})
+                if _metrics(new) != _metrics(old):
+                    extras["rerun_differs"] = True
+                    differs.append(f"{old.config.optimizer} seed {old.config.seed}")
+                data = old.to_json()
+                data["extras"] = {**data.get("extras", {}), DIAGNOSTICS_KEY: extras}
+                append_record(out, RunRecord.from_json(data))
+                done += 1
+    except KeyboardInterrupt:
+        return done, differs, True
+    return done, differs, False
+
+
+def _metrics(record: RunRecord) -> tuple[Any, ...]:
+    """What a rerun must reproduce: the status, the test values and the last evaluation of every series."""
+    test = dict(record.test_values or {})
+    history = {k: v[-1] if v else None for k, v in record.history.items() if k not in ("step", "time", "cpu")}
+    return record.status, sorted(test.items()), sorted(history.items())
 
 
 def parse_lrs(value: str) -> tuple[float, ...]:
@@ -235,23 +293,58 @@ def compare(args: argparse.Namespace) -> int:
         f"{len(protocol.seeds) * len(specs)} final runs; still to do: {plan.cost.describe()}",
         flush=True,
     )
+    if args.diagnostics:
+        _plan_diagnostics(protocol, specs, out, args)
     if args.dry_run:
         return 0
     start = time.perf_counter()
     study = session.run([plan], jobs=plan.jobs)[task.name]
+    interrupted = study.interrupted
+    if args.diagnostics and not interrupted and missing_diagnostics(study):
+        n = len(missing_diagnostics(study))
+        print(f"diagnostics: running {n} final run(s) again with the diagnostics attached ...", flush=True)
+        done, differs, interrupted = add_diagnostics(session, study, out, args.jobs)
+        print(f"diagnostics: {done} of {n} run(s) diagnosed and added to {out / 'results.jsonl'}", flush=True)
+        if differs:
+            print(
+                f"warning: {len(differs)} rerun(s) did not reproduce the stored numbers ({', '.join(differs[:5])}"
+                f"{' ...' if len(differs) > 5 else ''}): another CPU or thread count than the first run's; the "
+                "stored numbers are kept, and their diagnostics are marked rerun_differs",
+                flush=True,
+            )
     elapsed = time.perf_counter() - start
-    if study.interrupted:
+    if interrupted:
         print(f"\ninterrupted: every finished run is kept in {out}; run the same command again to resume.")
         if not any(r.finals for r in study.results.values()):
             return 130
     path, summary = build_report(out)
     print()
     print(format_summary(summary))
+    print(spaces_note(summary))
     print(
         f"\n{plan.cost.runs} run(s) in {elapsed:.1f} s. Results: {out / 'results.jsonl'}; summary: "
         f"{out / 'summary.csv'}\nReport: {path}"
     )
-    return 130 if study.interrupted else 0
+    return 130 if interrupted else 0
+
+
+def _plan_diagnostics(protocol: Protocol, specs: list[str], out: Path, args: argparse.Namespace) -> None:
+    """Print what ``--diagnostics`` adds to a folder that holds final runs made without it: those runs, again,
+    with the diagnostics attached, and their expected time."""
+    if not (out / PROTOCOL_FILE).exists():
+        return
+    study = load_study(out)  # the folder's protocol is this one (plan_study checked it)
+    missing = [rec for rec in missing_diagnostics(study) if rec.config.optimizer in specs]
+    if not missing:
+        return
+    cost = estimate_cost(protocol, [rec.config for rec in missing], jobs=min(args.jobs, len(missing)),
+                         data_dir=args.data_dir)
+    print(
+        f"diagnostics: {len(missing)} finished final run(s) have none; they run again with the diagnostics attached "
+        f"(the same configs, so the same runs): {cost.describe()}, plus the diagnostics' own passes "
+        "(sharpness, interpolation: benchmarks/diagnostics_speed.py)",
+        flush=True,
+    )
 
 
 COMMANDS: dict[str, Command] = {
