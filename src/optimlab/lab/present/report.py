@@ -131,7 +131,7 @@ def budget_text(p: Protocol) -> str:
     if not p.tuned:
         return "none (the presets, untuned)"
     n = p.trials_per_optimizer()
-    return f"{n} trials of {p.trial_steps} steps each, 1 seed" + (
+    return f"{n} trial{'s' if n != 1 else ''} of {p.trial_steps} steps each, 1 seed" + (
         f" ({n - p.refine_trials} spread over the space + {p.refine_trials} refining the lr)" if p.refine_trials else ""
     )
 
