@@ -2,6 +2,8 @@
 
 * Muon vs torch.optim.Muon: the hidden matrices of GPT-2 small (12 layers x qkv (2304, 768), attention projection
   (768, 768), MLP (3072, 768) and (768, 3072), nn.Linear orientation), Newton-Schulz in bfloat16 (both).
+* NorMuon (issue 26) vs optimlab's Muon with the same (Polar Express) Newton-Schulz on the same matrices, and vs
+  microsoft/dion's NorMuon with ``--dion PATH`` (a checkout; not on PyPI), single process on CPU.
 * SOAP vs pytorch_optimizer's SOAP and HeavyBall's SOAP, Shampoo vs pytorch_optimizer's ScalableShampoo and
   Shampoo, at the same preconditioner frequency ``--frequency`` (default 10): the four matrices of one GPT-2-small
   block (``--layers``). "refresh" is the mean of ``frequency`` consecutive steps, which include one refresh of the
@@ -90,12 +92,24 @@ def peers_shampoo(freq: int) -> dict[str, Callable]:
     return out
 
 
+def dion_normuon(path: str) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
+    """microsoft/dion's NorMuon (``dion/normuon.py``) from a local checkout, with its defaults."""
+    import sys
+
+    sys.path.insert(0, path)
+    from dion.normuon import NorMuon  # type: ignore[import-not-found]
+
+    return lambda ps: NorMuon(ps, lr=0.01)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small matrices, few steps (a smoke test)")
     ap.add_argument("--layers", type=int, default=None, help="GPT-2 blocks (Muon: 12; SOAP/Shampoo: 1)")
     ap.add_argument("--frequency", type=int, default=10, help="SOAP/Shampoo preconditioner frequency")
-    ap.add_argument("--only", default="muon,soap,shampoo")
+    ap.add_argument("--only", default="muon,normuon,soap,shampoo")
+    ap.add_argument("--dion", default=None, help="a checkout of microsoft/dion (the folder holding dion/): time its "
+                    "NorMuon too (single process; its torch.compile'd steps compile on the first, warm-up, step)")
     args = ap.parse_args()
     width = 128 if args.quick else 768
     freq = 3 if args.quick else args.frequency
@@ -113,6 +127,22 @@ def main() -> None:
         rows.append(("Muon", len(sh), "optimlab (foreach=False)", min(plain), None))
         rows.append(("Muon", len(sh), "torch.optim.Muon", min(torch_t), None))
         print(f"Muon: torch / optimlab per step = {min(torch_t) / min(ours):.2f}x")
+
+    if "normuon" in only:  # issue 26: NorMuon against Muon with the same Newton-Schulz, and dion's if given
+        sh = shapes(args.layers or (2 if args.quick else 12), width)
+        steps = 2 if args.quick else 3
+        times = {"optimlab NorMuon (stacked)": timed_steps(lambda ps: optimlab.NorMuon(ps), sh, steps, 1),
+                 "optimlab NorMuon (foreach=False)": timed_steps(lambda ps: optimlab.NorMuon(ps, foreach=False), sh,
+                                                                 steps, 1),
+                 "optimlab Muon (Polar Express)": timed_steps(
+                     lambda ps: optimlab.Muon(ps, lr=0.02, ns_coefficients="polar_express"), sh, steps, 1)}
+        if args.dion:
+            times["dion NorMuon"] = timed_steps(dion_normuon(args.dion), sh, steps, 1)
+        for impl, t in times.items():
+            rows.append(("NorMuon", len(sh), impl, min(t), None))
+        base = min(times["optimlab NorMuon (stacked)"])
+        print("NorMuon: " + ", ".join(f"{impl} / optimlab NorMuon = {min(t) / base:.2f}x" for impl, t in times.items()
+                                     if impl != "optimlab NorMuon (stacked)"))
 
     for name, cls, peers, kw in (("soap", optimlab.SOAP, peers_soap(freq), dict(lr=3e-3, precondition_frequency=freq)),
                                  ("shampoo", optimlab.Shampoo, peers_shampoo(freq),

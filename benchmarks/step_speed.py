@@ -258,7 +258,7 @@ def _timm_optim() -> dict[str, types.ModuleType] | str:
             stub.__path__ = [path]
             sys.modules[name] = stub
     try:
-        for name in ("lamb", "lars", "lookahead"):
+        for name in ("lamb", "lars", "lookahead", "adamw", "lion"):
             mods[name] = importlib.import_module(f"timm.optim.{name}")
     except Exception as exc:  # noqa: BLE001
         return f"import failed: {exc}"
@@ -386,7 +386,27 @@ def build_registry() -> tuple[list[Entry], list[str]]:
               k=5, note="peers wrap torch.optim.Adam (default, foreach)"),
     ]
     entries += _after_adam_entries(_ol, pf, peers, po)
+    entries += _cautious_entries(_ol, pf, peers, timm)
     return entries, notes
+
+
+def _cautious_entries(_ol: Callable[..., Factory | None], pf: Callable[..., Factory | None],
+                      peers: Callable[..., dict[str, Factory]], timm: dict[str, types.ModuleType]) -> list[Entry]:
+    """Cautious updates and cautious weight decay (issue 26) beside the same rule without them (the rows above)
+    and timm's ``caution=True``. The mask's mean is a per-tensor reduction, so the minimal traffic is two passes:
+    AdamW: pass 1 reads g and updates m, v counting the mask (20 B), pass 2 reads p, g, m, v and writes p (20 B);
+    Lion: pass 1 reads g, m (8 B), pass 2 Lion's 20 B; SGD momentum: 8 B + 20 B. Cautious weight decay is
+    element-wise: AdamW's 28 B."""
+    wd = 1e-2
+    adam = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd)
+    return [
+        Entry("AdamW(cautious)", 40, _ol("AdamW", **adam, cautious=True),
+              peers=peers(timm=pf(timm.get("adamw"), "AdamWLegacy", **adam, caution=True, foreach=True))),
+        Entry("AdamW(cwd)", 28, _ol("AdamW", **adam, cautious_weight_decay=True)),
+        Entry("Lion(cautious)", 28, _ol("Lion", lr=1e-4, weight_decay=wd, cautious=True),
+              peers=peers(timm=pf(timm.get("lion"), "Lion", lr=1e-4, weight_decay=wd, caution=True, foreach=True))),
+        Entry("SGD(cautious)", 28, _ol("SGD", lr=1e-2, momentum=0.9, cautious=True)),
+    ]
 
 
 def _after_adam_entries(_ol: Callable[..., Factory | None], pf: Callable[..., Factory | None],

@@ -22,6 +22,9 @@ if [ "$extra" = "test" ] && [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ]; then
     extras="test,gpu"
 fi
 "$PY" -m pip install -q -e ".[$extras]"
+if [ "$extra" = "test" ]; then  # the cautious optimizers' reference (tests/test_cautious.py); its deps would replace torch
+    "$PY" -m pip install -q --no-deps "timm==1.0.31"
+fi
 
 if [ "$extra" = "lab" ] && [ ! -d /usr/share/datasets/fashion-mnist ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

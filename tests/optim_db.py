@@ -60,7 +60,8 @@ FAST = ({"lr": 0.02}, 2000)
 
 DB: list[OptimInfo] = [
     OptimInfo("sgd", [dict(lr=0.05), dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01),
-                      dict(lr=0.05, momentum=0.9, nesterov=True, maximize=True)],
+                      dict(lr=0.05, momentum=0.9, nesterov=True, maximize=True),
+                      dict(lr=0.05, momentum=0.9, weight_decay=0.01, cautious=True)],
               ({"lr": 0.05}, 2000), ({"lr": 1.5e-3}, 8000), SGD_ERRORS),
     OptimInfo("sgdm", [dict(lr=0.05)], ({"lr": 0.01}, 2000), ({"lr": 1e-3}, 3000), SGD_ERRORS),
     OptimInfo("nesterov", [dict(lr=0.05)], ({"lr": 0.01}, 2000), ({"lr": 1e-3}, 3000), SGD_ERRORS),
@@ -83,9 +84,11 @@ DB: list[OptimInfo] = [
               FAST, ({"lr": 3.0}, 3000),
               ADAM_ERRORS + [(dict(amsgrad_max="m"), ValueError, r"Invalid amsgrad_max: 'm'")]),
     OptimInfo("amsgrad", [dict(lr=0.01)], FAST, ({"lr": 1.0}, 3000), ADAM_ERRORS),
-    OptimInfo("adamw", [dict(lr=0.01), dict(lr=0.01, decay_scale="schedule", amsgrad=True)],
+    OptimInfo("adamw", [dict(lr=0.01), dict(lr=0.01, decay_scale="schedule", amsgrad=True),
+                        dict(lr=0.01, cautious=True, cautious_weight_decay=True, maximize=True)],
               ({"lr": 0.02, "weight_decay": 0.0}, 2000), ({"lr": 3.0, "weight_decay": 0.0}, 3000), ADAM_ERRORS),
-    OptimInfo("nadam", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01, decoupled_weight_decay=True)],
+    OptimInfo("nadam", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01, decoupled_weight_decay=True),
+                        dict(lr=0.01, cautious=True)],
               FAST, ({"lr": 0.01}, 3000),
               ADAM_ERRORS + [(dict(momentum_decay=-1.0), ValueError, r"Invalid momentum_decay")]),
     OptimInfo("radam", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01, decoupled_weight_decay=True),
@@ -238,7 +241,8 @@ DB += [
                                (dict(eps=(-1.0, 1e-3)), ValueError, r"Invalid eps\[0\]"),
                                (dict(eps=(None, -1e-3)), ValueError, r"Invalid eps\[1\]"),
                                (dict(d=0.5), ValueError, r"Invalid d: 0\.5; expected \[1, inf\]")]),
-    OptimInfo("lion", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.1, decay_scale="schedule", betas=(0.95, 0.98))],
+    OptimInfo("lion", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.1, decay_scale="schedule", betas=(0.95, 0.98)),
+                       dict(lr=0.01, weight_decay=0.1, cautious=True, cautious_weight_decay=True)],
               ({"lr": 3e-3}, 3000), ({"lr": 1e-3}, 6000),
               COMMON_ERRORS + _beta_errors() + [
                   (dict(weight_decay=-0.1), ValueError, r"Invalid weight_decay"),
@@ -289,10 +293,29 @@ DB += [
                   (dict(growth_rate=0.5), ValueError, r"Invalid growth_rate"),
                   (dict(decouple=1), TypeError, r"Invalid decouple")]),
     OptimInfo("adopt", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01, decouple=True, clip_lambda=None),
-                        dict(lr=0.01, weight_decay=0.01, maximize=True)],
+                        dict(lr=0.01, weight_decay=0.01, maximize=True), dict(lr=0.01, cautious=True)],
               ({"lr": 0.02}, 3000), ({"lr": 0.01, "betas": (0.9, 0.99)}, 4000),
               COMMON_ERRORS + EPS_WD_ERRORS + _beta_errors() + [
                   (dict(decouple="yes"), TypeError, r"Invalid decouple")]),
+]
+# Issue 26. NorMuon: float64 Newton-Schulz as for Muon; the configs cover dion's defaults, the authors' settings (ema
+# momentum, Nesterov, quintic, sqrt(max(1, m/n))) and the speedrun's stat axis.
+DB += [
+    OptimInfo("normuon", [dict(lr=0.02, ns_dtype=torch.float64),
+                          dict(lr=0.02, ns_dtype=torch.float64, weight_decay=0.0, nesterov=True, momentum_form="ema",
+                               ns_coefficients="quintic", adjust_lr_fn="original", beta2=0.9, adamw_lr=0.01),
+                          dict(lr=0.02, ns_dtype=torch.float64, stat_axis="longer", adjust_lr_fn="match_rms_adamw",
+                               maximize=True, beta2=0.0)],
+              ({"adamw_lr": 0.02, "weight_decay": 0.0}, 2000), ({"adamw_lr": 0.01, "weight_decay": 0.0}, 3000),
+              [(dict(lr=-1.0), ValueError, r"Invalid lr"),
+               (dict(momentum=1.0), ValueError, r"Invalid momentum"),
+               (dict(beta2=1.5), ValueError, r"Invalid beta2: 1\.5; expected \[0, 1\]"),
+               (dict(beta2=-0.1), ValueError, r"Invalid beta2"),
+               (dict(stat_axis="cols"), ValueError, r"Invalid stat_axis: 'cols'"),
+               (dict(adjust_lr_fn="rms_norm"), ValueError, r"Invalid adjust_lr_fn: 'rms_norm'"),
+               (dict(eps=0.0), ValueError, r"Invalid eps"),
+               (dict(weight_decay=-0.1), ValueError, r"Invalid weight_decay")],
+              matrix_only=True),
 ]
 BY_NAME = {info.name: info for info in DB}
 CASES = [(info, cfg) for info in DB for cfg in info.configs]
@@ -302,6 +325,6 @@ SHARED_GROUPS = {"prodigy"}
 #: parameters move from step 2.
 FIRST_STEP_STILL = {"adopt"} | {info.name for info in DB if not info.first_step_moves}
 #: Optimizers whose step needs whole matrices (eigenbases, Newton-Schulz): not element-wise.
-MATRIX_OPTIMIZERS = {"muon", "soap", "shampoo"}
+MATRIX_OPTIMIZERS = {"muon", "soap", "shampoo", "normuon"}
 #: Optimizers that refuse float16 parameters (Prodigy: its d-scaled moments, d0^2 = 1e-12, underflow in float16).
 NO_FLOAT16 = {"prodigy"}

@@ -22,6 +22,7 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed (scripts
 from optimlab.lab.executors.local import LocalExecutor  # noqa: E402
 from optimlab.lab.executors.ray import RayExecutor, RunsFailedError  # noqa: E402
 from optimlab.lab.study.sweep import run_sweep  # noqa: E402
+from optimlab.lab.training.checkpoint import Checkpointing  # noqa: E402
 from optimlab.lab.training.record import RunRecord  # noqa: E402
 from optimlab.lab.training.results import RESULTS_FILE, load_records  # noqa: E402
 from optimlab.lab.training.runner import Callback, RunConfig, RunContext  # noqa: E402
@@ -151,6 +152,40 @@ def test_killed_worker_is_retried_once_without_duplicates(cluster: Any, referenc
     assert sorted(r.key for r in got) == sorted(c.key() for c in LONG)  # complete, each once
     for record in got:  # the retried run starts over: the same numbers as an unbroken one
         assert numbers(record) == reference[record.key]
+
+
+class _ResumableSlowSteps(_SlowSteps):
+    resumable = True  # its state: none
+
+
+def _resumable_slow_steps(config: RunConfig) -> list[Callback]:
+    return [_ResumableSlowSteps()]
+
+
+def test_a_killed_worker_resumes_its_run_from_the_checkpoint(cluster: Any, reference: Any, tmp_path: Path) -> None:
+    """Ray's retry of a run whose worker was SIGKILLed at step >= 100 continues from its last checkpoint (every 50
+    steps) and gives the unbroken run's record; the checkpoint is gone once the record is written."""
+    every = Checkpointing(every_steps=50, every_minutes=None)
+    ex = RayExecutor(progress=False, max_retries=2, callbacks=_resumable_slow_steps, checkpointing=every)
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_one_run, args=(ex, killed, stop), daemon=True)
+    killer.start()
+    try:
+        outcome = run_sweep(LONG, tmp_path, executor=ex)
+    finally:
+        stop.set()
+        killer.join()
+    assert len(killed) == 1 and ex.retried == 1 and outcome.finished == 2
+    got = lines(tmp_path)
+    assert sorted(r.key for r in got) == sorted(c.key() for c in LONG)
+    resumed = [r.environment["resumed_at"] for r in got if "resumed_at" in r.environment]
+    assert len(resumed) == 1 and resumed[0][0] >= 100 and resumed[0][0] % 50 == 0, resumed
+    for record in got:
+        mine, theirs = numbers(record), dict(reference[record.key])
+        mine.pop("environment"), theirs.pop("environment")  # the resumed one's says where it resumed
+        assert mine == theirs
+    assert not any((tmp_path / "checkpoints").iterdir())
 
 
 def test_no_retries_left_loses_only_that_run(cluster: Any, reference: Any, tmp_path: Path) -> None:

@@ -153,3 +153,123 @@ def test_performance_profile_and_score_known_answers() -> None:
     assert stats.performance_ratios({"t": {"a": math.inf, "b": math.inf}})["t"] == {"a": math.inf, "b": math.inf}
     with pytest.raises(ValueError, match="r_max"):
         stats.integrated_score(r, r_max=1.0)
+
+
+# -- the answer's statistics: bootstrap interval, TOST, minimum detectable effect, verdicts ----------------------
+
+LARS = [0.096, 0.112, 0.853, 0.871, 0.897]  # bimodal, as LARS's 9.6..89.7 % in issue 22 (two seeds at chance)
+SOAP = [0.946, 0.952, 0.957, 0.962, 0.966]
+
+
+def test_bootstrap_interval_stays_inside_the_values_where_the_t_interval_leaves_the_range() -> None:
+    t = stats.mean_ci([0.096, 0.897, 0.897, 0.897, 0.897])
+    assert t.high > 1.0  # a t interval on a bimodal sample leaves [0, 1]
+    for x in (LARS, SOAP, [0.096, 0.897, 0.897, 0.897, 0.897], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 0.999]):
+        ci = stats.bootstrap_ci(x)
+        assert min(x) <= ci.low <= ci.mean <= ci.high <= max(x)
+        assert ci.mean == pytest.approx(np.mean(x)) and ci.n == len(x)
+        assert stats.bootstrap_ci(x) == ci  # seeded: the same values give the same interval
+    # hand-computed: two values {0, 1}: resampled means 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4
+    # the 30 % and 70 % quantiles are both 0.5; the 2.5 % and 97.5 % ones 0 and 1
+    ci = stats.bootstrap_ci([0.0, 1.0], confidence=0.4)
+    assert (ci.low, ci.high) == (0.5, 0.5)
+    wide = stats.bootstrap_ci([0.0, 1.0])
+    assert (wide.low, wide.high) == (0.0, 1.0)
+    one = stats.bootstrap_ci([0.3])
+    assert one.mean == 0.3 and math.isnan(one.low)
+    with pytest.raises(ValueError, match="Invalid resamples"):
+        stats.bootstrap_ci([1.0, 2.0], resamples=10)
+
+
+def test_bootstrap_interval_agrees_with_scipy_and_covers() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(0.9, 0.02, size=10)
+    ref = st.bootstrap((x,), np.mean, confidence_level=0.95, method="percentile", n_resamples=20000, random_state=1)
+    ci = stats.bootstrap_ci(x, resamples=20000)
+    sd = np.std(x, ddof=1) / math.sqrt(x.size)
+    assert ci.low == pytest.approx(ref.confidence_interval.low, abs=0.1 * sd)
+    assert ci.high == pytest.approx(ref.confidence_interval.high, abs=0.1 * sd)
+
+
+def test_tost_equals_two_one_sided_welch_tests_of_scipy() -> None:
+    a, b, margin = [0.951, 0.948, 0.955, 0.957, 0.950], SOAP, 0.01
+    r = stats.tost(a, b, margin)
+    lower = st.ttest_ind(np.add(a, margin), b, equal_var=False, alternative="greater").pvalue  # d > -margin
+    upper = st.ttest_ind(np.subtract(a, margin), b, equal_var=False, alternative="less").pvalue  # d < margin
+    assert r.p == pytest.approx(max(lower, upper), rel=1e-9)
+    assert r.diff == pytest.approx(np.mean(a) - np.mean(b))
+    # equivalence at alpha exactly when the 90 % Welch interval of the difference is inside (-margin, margin)
+    half = stats.t_quantile(0.95, r.df) * r.se
+    assert r.equivalent == (-margin < r.diff - half and r.diff + half < margin)
+    assert not stats.tost(LARS, SOAP, margin).equivalent  # a wide sample is never "as good as"
+    assert stats.tost(SOAP, SOAP, margin).equivalent
+    assert stats.tost([1.0, 1.0], [1.0, 1.0], 0.1).p == 0.0 and stats.tost([1.0, 1.0], [2.0, 2.0], 0.1).p == 1.0
+    with pytest.raises(ValueError, match="Invalid margin"):
+        stats.tost(a, b, 0.0)
+
+
+def test_tost_rejects_at_its_nominal_rate_at_the_margin() -> None:
+    """At a true difference equal to the margin, "equivalent" is a false claim: at most alpha of the time."""
+    rng = np.random.default_rng(5)
+    hits = sum(stats.tost(rng.normal(1.0, 1.0, 5), rng.normal(0.0, 1.0, 5), 1.0).equivalent for _ in range(4000))
+    assert hits / 4000 <= 0.05 + 4 * math.sqrt(0.05 * 0.95 / 4000)
+
+
+def test_minimum_detectable_effect_is_cohens_half_sd_at_64_seeds() -> None:
+    # Cohen (1988): two groups of 64, d = 0.5, alpha 0.05 two-sided -> power 0.80
+    assert stats.min_detectable_effect(1.0, 64, 1.0, 64) == pytest.approx(0.5, abs=0.005)
+    mde = stats.min_detectable_effect(0.01, 5, 0.02, 5)
+    se = math.sqrt((0.01**2 + 0.02**2) / 5)
+    df = se**4 / ((0.01**2 / 5) ** 2 / 4 + (0.02**2 / 5) ** 2 / 4)
+    assert mde == pytest.approx((st.t.ppf(0.975, df) + st.t.ppf(0.8, df)) * se, rel=1e-9)
+    # the power it claims, by simulation: a true difference of mde is found by Welch's test about 80 % of the time
+    rng = np.random.default_rng(2)
+    found = sum(stats.welch_test(rng.normal(mde, 0.01, 5), rng.normal(0, 0.02, 5)).p <= 0.05 for _ in range(3000))
+    assert abs(found / 3000 - 0.8) < 0.04
+    assert stats.min_detectable_effect(0.0, 3, 0.0, 3) == 0.0
+    with pytest.raises(ValueError, match="Invalid n_a"):
+        stats.min_detectable_effect(1.0, 1, 1.0, 5)
+
+
+def test_classify_labels_unstable_as_good_worse_and_inconclusive() -> None:
+    samples = {
+        "soap": [0.960, 0.962, 0.961, 0.963, 0.964],
+        "adam": [0.959, 0.960, 0.961, 0.962, 0.960],  # 0.16 pp below: as good within 1 pp
+        "sgd": [0.900, 0.902, 0.905, 0.898, 0.903],  # 5 pp below, tight: worse
+        "wide": [0.80, 0.99, 0.85, 0.99, 0.92],  # could be anything: inconclusive
+        "lars": [0.853, 0.871, 0.897],  # two more seeds at chance: unstable
+    }
+    c = stats.classify(samples, higher_is_better=True, margin=0.01, failed={"lars": 2})
+    labels = {n: v.label for n, v in c.verdicts.items()}
+    assert labels == {"soap": "best", "adam": "as good as", "sgd": "worse", "wide": "inconclusive", "lars": "unstable"}
+    assert c.as_good == ("soap", "adam")
+    assert c.verdicts["lars"].failed == 2 and c.verdicts["lars"].n == 5
+    assert c.verdicts["wide"].mde > 0.05  # these seeds could not see a difference of 5 points
+    assert c.verdicts["sgd"].worse_p <= 0.05 and c.verdicts["adam"].equivalence_p <= 0.05
+    # LARS's whole bimodal sample, even not marked as failing, is never a peer of the best
+    c = stats.classify({"soap": SOAP, "lars": LARS}, higher_is_better=True, margin=0.01)
+    assert c.as_good == ("soap",) and c.verdicts["lars"].label in ("worse", "inconclusive")
+    # an unstable optimizer is never the best, however high its mean
+    c = stats.classify({"soap": SOAP, "x": [0.99, 0.99]}, higher_is_better=True, margin=0.01, failed={"x": 3})
+    assert c.best == "soap" and c.verdicts["x"].label == "unstable"
+    # lower is better: the losses
+    c = stats.classify({"a": [1.0, 1.01, 0.99], "b": [1.011, 1.01, 1.012]}, higher_is_better=False, margin=0.1)
+    assert c.best == "a" and c.verdicts["b"].label == "as good as" and c.verdicts["b"].diff > 0
+    # every optimizer unstable: no best
+    c = stats.classify({"a": [1.0]}, higher_is_better=True, margin=0.1, failed={"a": 1})
+    assert c.best is None and c.as_good == ()
+    with pytest.raises(ValueError, match="Invalid margin"):
+        stats.classify(samples, higher_is_better=True, margin=-1)
+    with pytest.raises(ValueError, match="Invalid failed"):
+        stats.classify(samples, higher_is_better=True, margin=0.01, failed={"nope": 1})
+
+
+def test_classify_controls_false_equivalence_over_many_optimizers() -> None:
+    """Six optimizers exactly one margin below the best: a false "as good as" for any is at most alpha."""
+    rng = np.random.default_rng(7)
+    hits = 0
+    for _ in range(300):
+        s = {"best": rng.normal(2.0, 0.3, 5), **{f"o{i}": rng.normal(1.0, 0.3, 5) for i in range(6)}}
+        c = stats.classify(s, higher_is_better=True, margin=1.0, simulations=200)
+        hits += len(c.as_good) > 1
+    assert hits / 300 <= 0.05 + 4 * math.sqrt(0.05 * 0.95 / 300)

@@ -63,3 +63,8 @@ __all__ = [
     "Shampoo",
     "schedule_free_bn_update",
 ]
+
+# Issue 26: the methods the field trains with now (appended blocks, one per method).
+from .normuon import NorMuon  # noqa: E402
+
+__all__ += ["NorMuon"]

@@ -28,6 +28,20 @@ class _AdamBase(Optimizer):
         if group["fused"] and group.get("moment_dtype") is not None:
             validation.fail("fused", True, "fused=None or False with moment_dtype (torch's fused kernel keeps m in the "
                             "parameters' dtype)")
+        for flag in ("cautious", "cautious_weight_decay"):
+            if flag in group:
+                validation.check_bool(flag, group[flag])
+                if group[flag] and group["fused"]:
+                    validation.fail("fused", True, f"fused=None or False with {flag}=True (torch's fused kernel has "
+                                    "no mask)")
+        if group.get("cautious_weight_decay") and not group["decoupled_weight_decay"]:
+            validation.fail("cautious_weight_decay", True, "decoupled_weight_decay=True (cautious weight decay masks "
+                            "the decoupled decay)")
+
+    def _creates_state(self, s: dict[str, Any], h: dict[str, Any]) -> bool:
+        # A cautious step reduces over each tensor (the mask's mean, blocks.cautious): never on blocks or compiled
+        # element loops; it runs on whole lists (the traced, mixed or foreach row).
+        return bool(h.get("cautious"))
 
     def _init_state(self, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["step"] = new_step()
@@ -42,7 +56,7 @@ class _AdamBase(Optimizer):
         :math:`\theta \\mathrel{-}= \frac{lr}{1-\beta_1^t} m / (\\sqrt{v}/\\sqrt{1-\beta_2^t} + eps)`, for any rule
         of that shape (``lr`` and ``eps`` rescaled by the caller). Decoupled decay of the rule's own size is
         obtained by rescaling the kernel's ``weight_decay`` (the kernel decays by ``lr * weight_decay``)."""
-        if not tensors.fused_kernels_support(ps) or lr <= 0:
+        if not tensors.fused_kernels_support(ps) or lr <= 0 or h.get("cautious") or h.get("cautious_weight_decay"):
             return False
         weight_decay = h["weight_decay"]
         if h["decoupled_weight_decay"]:
@@ -56,11 +70,25 @@ class _AdamBase(Optimizer):
 
     @staticmethod
     def _decay(p: TensorOrList, g: TensorOrList, h: dict[str, Any]) -> TensorOrList:
-        """AdamW-style decay shrinks the weights; Adam-style L2 returns ``g + lambda * p``."""
+        """AdamW-style decay shrinks the weights; Adam-style L2 returns ``g + lambda * p``. Cautious weight decay
+        waits for the update (:meth:`_step`)."""
         if h["decoupled_weight_decay"]:
-            blocks.decoupled_decay_(p, h)
+            if not h.get("cautious_weight_decay"):
+                blocks.decoupled_decay_(p, h)
             return g
         return blocks.l2_decay(g, p, h["weight_decay"])
+
+    @staticmethod
+    def _step(p: TensorOrList, u: TensorOrList, g: TensorOrList, denom: TensorOrList, value: float,
+              h: dict[str, Any]) -> None:
+        """``p += value * u / denom`` (``value < 0``, ``denom > 0``), with the caution mask on ``u`` against ``g``
+        (``cautious``) and cautious weight decay on the pre-update ``p`` (``cautious_weight_decay``: the step's
+        direction has the sign of ``u``)."""
+        if h.get("cautious"):
+            u = blocks.cautious(u, g)
+        if h.get("cautious_weight_decay"):
+            blocks.cautious_decay_(p, u, h)
+        ops.addcdiv_(p, u, denom, value=value)
 
 
 class Adam(_AdamBase):
@@ -95,9 +123,17 @@ class Adam(_AdamBase):
             :math:`v_t` (:math:`\beta_2 = 0.999`) would never move and stays in the parameters' dtype. None (default):
             the parameters' dtype. CPU kernels read and write bfloat16 directly; elsewhere the step computes on
             a float32 copy of :math:`m` (a transient model-sized buffer). Complex parameters keep their dtype.
+        cautious: the cautious update (Liang et al. 2024, :func:`optimlab.core.blocks.cautious`): :math:`m_t` in
+            the step is masked where its sign disagrees with :math:`g_t` (the gradient with any L2 term) and
+            rescaled by the fraction kept, per tensor; the state keeps the unmasked :math:`m_t`. As timm's
+            ``AdamW(caution=True)`` (``timm/optim/adamw.py``). Such a step runs on whole lists (a reduction per
+            tensor), never on blocks, compiled loops or torch's fused kernel.
+        cautious_weight_decay: decoupled decay only where the step and the weights agree in sign
+            (:func:`optimlab.core.blocks.cautious_decay_`; needs ``decoupled_weight_decay``).
         foreach, maximize, capturable, differentiable: as in :class:`optimlab.SGD`.
-        fused: ``True`` always runs torch's fused Adam/AdamW kernel (not with ``amsgrad_max="v_hat"`` or
-            ``moment_dtype``), ``False`` never; ``None`` (default) takes it where it applies.
+        fused: ``True`` always runs torch's fused Adam/AdamW kernel (not with ``amsgrad_max="v_hat"``,
+            ``moment_dtype``, ``cautious`` or ``cautious_weight_decay``), ``False`` never; ``None`` (default) takes
+            it where it applies.
 
     References: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015; Reddi et al., "On the
     Convergence of Adam and Beyond", ICLR 2018; torch.optim.Adam.
@@ -110,10 +146,12 @@ class Adam(_AdamBase):
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
                  foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None, decoupled_weight_decay: bool = False,
-                 amsgrad_max: str = "v", decay_scale: str = "lr", moment_dtype: torch.dtype | None = None) -> None:
+                 amsgrad_max: str = "v", decay_scale: str = "lr", moment_dtype: torch.dtype | None = None,
+                 cautious: bool = False, cautious_weight_decay: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                                       amsgrad_max=amsgrad_max, decoupled_weight_decay=decoupled_weight_decay,
-                                      decay_scale=decay_scale, moment_dtype=moment_dtype, maximize=maximize,
+                                      decay_scale=decay_scale, moment_dtype=moment_dtype, cautious=cautious,
+                                      cautious_weight_decay=cautious_weight_decay, maximize=maximize,
                                       foreach=foreach, capturable=capturable, differentiable=differentiable,
                                       fused=fused))
 
@@ -141,7 +179,7 @@ class Adam(_AdamBase):
                 v = blocks.amsgrad_max_(s["max_exp_avg_sq"], v)
             else:
                 v, bc2 = blocks.amsgrad_max_(s["max_exp_avg_sq"], ops.div(v, bc2)), 1.0
-        ops.addcdiv_(p, m, blocks.adam_denominator(v, bc2, h["eps"]), value=-(h["lr"] / bc1))
+        self._step(p, m, g, blocks.adam_denominator(v, bc2, h["eps"]), -(h["lr"] / bc1), h)
 
 
 class AdamW(Adam):
@@ -151,18 +189,21 @@ class AdamW(Adam):
 
     A drop-in for :class:`torch.optim.AdamW` (default ``weight_decay=1e-2``). The paper scales the decay by the
     schedule multiplier :math:`\eta_t` rather than by the lr; ``decay_scale="schedule"`` does that (see
-    :class:`Adam`). Reference code: loshchil/AdamW-and-SGDW (``adam.lua``).
+    :class:`Adam`). Reference code: loshchil/AdamW-and-SGDW (``adam.lua``). ``cautious=True`` is C-AdamW (timm's
+    ``AdamW(caution=True)``), ``cautious_weight_decay=True`` AdamW with cautious weight decay (modded-nanogpt
+    record #50); see :class:`Adam`.
     """
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
                  maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None, amsgrad_max: str = "v",
-                 decay_scale: str = "lr", moment_dtype: torch.dtype | None = None) -> None:
+                 decay_scale: str = "lr", moment_dtype: torch.dtype | None = None, cautious: bool = False,
+                 cautious_weight_decay: bool = False) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, decoupled_weight_decay=True,
                          amsgrad_max=amsgrad_max, decay_scale=decay_scale, moment_dtype=moment_dtype,
-                         maximize=maximize, foreach=foreach, capturable=capturable, differentiable=differentiable,
-                         fused=fused)
+                         cautious=cautious, cautious_weight_decay=cautious_weight_decay, maximize=maximize,
+                         foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
@@ -189,7 +230,11 @@ class NAdam(_AdamBase):
     Args:
         lr: (2e-3, torch's). betas, eps, weight_decay, decoupled_weight_decay, decay_scale, moment_dtype: as
         :class:`Adam` (``decoupled_weight_decay=True`` is NAdamW). momentum_decay: :math:`\psi` (4e-3).
-        momentum_schedule: ``"dozat"`` (default) or ``"constant"`` (see above). foreach, maximize, capturable,
+        momentum_schedule: ``"dozat"`` (default) or ``"constant"`` (see above). cautious,
+        cautious_weight_decay: as :class:`Adam`, on the step's whole direction
+        :math:`u_t = \frac{(1-\mu_t) g_t}{1-\Pi_t} + \frac{\mu_{t+1} m_t}{1-\Pi_t\mu_{t+1}}` (timm masks its
+        NAdamW's Nesterov combination the same way, ``timm/optim/nadamw.py``; timm's NAdamW is another recurrence,
+        the bias correction :math:`1-\beta_1^t` on both terms). foreach, maximize, capturable,
         differentiable: as :class:`optimlab.SGD`. fused: only ``None``/``False`` (torch has no fused NAdam).
 
     References: Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016 workshop; Keras ``Nadam``.
@@ -203,11 +248,13 @@ class NAdam(_AdamBase):
                  decoupled_weight_decay: bool = False, *, foreach: bool | None = None, maximize: bool = False,
                  capturable: bool = False, differentiable: bool = False, fused: bool | None = None,
                  momentum_schedule: str = "dozat", decay_scale: str = "lr",
-                 moment_dtype: torch.dtype | None = None) -> None:
+                 moment_dtype: torch.dtype | None = None, cautious: bool = False,
+                 cautious_weight_decay: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
                                       momentum_schedule=momentum_schedule, decay_scale=decay_scale,
-                                      moment_dtype=moment_dtype, maximize=maximize, foreach=foreach,
+                                      moment_dtype=moment_dtype, cautious=cautious,
+                                      cautious_weight_decay=cautious_weight_decay, maximize=maximize, foreach=foreach,
                                       capturable=capturable, differentiable=differentiable, fused=fused))
 
     def _validate(self, group: dict[str, Any]) -> None:
@@ -238,6 +285,10 @@ class NAdam(_AdamBase):
         m = blocks.ema_(s["exp_avg"], g, beta1)
         v = blocks.ema_sq_(s["exp_avg_sq"], g, beta2)
         denom = ops.add_scalar_(ops.sqrt(ops.div(v, bc2)), h["eps"])
+        if h["cautious"] or h["cautious_weight_decay"]:
+            u = ops.add(ops.mul(g, (1.0 - mu) / (1.0 - mu_product)), m, alpha=mu_next / (1.0 - mu_product * mu_next))
+            self._step(p, u, g, denom, -lr, h)
+            return
         ops.addcdiv_(p, g, denom, value=-lr * (1.0 - mu) / (1.0 - mu_product))
         ops.addcdiv_(p, m, denom, value=(-lr * mu_next) / (1.0 - mu_product * mu_next))
 

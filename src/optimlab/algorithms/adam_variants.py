@@ -194,7 +194,10 @@ class ADOPT(Optimizer):
     Args:
         lr: :math:`\gamma` (1e-3). betas: ((0.9, 0.9999)). eps: :math:`\epsilon` (1e-6). clip_lambda: a function of
             the step (default :func:`adopt_clip`; kept on the optimizer, not in the ``state_dict``, as the
-            reference). weight_decay: :math:`\lambda` (0). decouple: see above. maximize, foreach: as
+            reference). weight_decay: :math:`\lambda` (0). decouple: see above. cautious: the step's :math:`m_t`
+            masked where its sign disagrees with :math:`g_t` (with any L2 term) and rescaled by the fraction kept,
+            per tensor (:func:`optimlab.core.blocks.cautious`); the state keeps the unmasked :math:`m_t`. As timm's
+            ``Adopt(caution=True)`` (``timm/optim/adopt.py``); such a step runs on whole lists. maximize, foreach: as
             :class:`optimlab.SGD`; fused, capturable, differentiable: torch's flags (``True`` raises, as a torch
             class without the feature does; README).
 
@@ -205,20 +208,25 @@ class ADOPT(Optimizer):
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.9999),
                  eps: float = 1e-6, clip_lambda: Callable[[int], float] | None = adopt_clip,
-                 weight_decay: float = 0.0, decouple: bool = False, *, maximize: bool = False,
-                 foreach: bool | None = None,
+                 weight_decay: float = 0.0, decouple: bool = False, *, cautious: bool = False,
+                 maximize: bool = False, foreach: bool | None = None,
                  fused: bool | None = None, capturable: bool = False, differentiable: bool = False) -> None:
         if clip_lambda is not None and not callable(clip_lambda):
             validation.fail("clip_lambda", clip_lambda, "None or a function of the step", TypeError)
         self.clip_lambda = clip_lambda
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decouple=decouple,
-                                      maximize=maximize, foreach=foreach,
+                                      cautious=cautious, maximize=maximize, foreach=foreach,
                                       fused=fused, capturable=capturable, differentiable=differentiable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
         if not isinstance(group["decouple"], bool):
             validation.fail("decouple", group["decouple"], "a bool", TypeError)
+        validation.check_bool("cautious", group["cautious"])
+
+    def _creates_state(self, s: dict[str, Any], h: dict[str, Any]) -> bool:
+        # A cautious step reduces over each tensor (blocks.cautious): whole lists only (see Adam's).
+        return h["cautious"]
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["step"] = new_step()
@@ -243,6 +251,6 @@ class ADOPT(Optimizer):
         normed = ops.div(g, ops.clamp_(ops.sqrt(v), h["eps"], None))
         if h.get("clip") is not None:
             ops.clamp_(normed, -h["clip"], h["clip"])
-        blocks.ema_(s["exp_avg"], normed, beta1)
-        ops.add_(p, s["exp_avg"], alpha=-lr)
+        m = blocks.ema_(s["exp_avg"], normed, beta1)
+        ops.add_(p, blocks.cautious(m, g) if h["cautious"] else m, alpha=-lr)
         blocks.ema_sq_(v, g, beta2)

@@ -46,6 +46,11 @@ class SGD(Optimizer):
             take it where it is the fastest correct path. torch 2.13's CPU kernel drops updates of float16/bfloat16
             parameters, so there the list path runs instead (with a warning if ``fused=True`` was asked for).
         capturable: only ``False`` (CUDA-graph capture is not supported; see :mod:`optimlab.core.base`).
+        cautious: cautious momentum (Liang et al. 2024, :func:`optimlab.core.blocks.cautious`): :math:`d_t` masked
+            where its sign disagrees with :math:`g_t` (with the L2 term) and rescaled by the fraction kept, per
+            tensor; the buffer keeps the unmasked :math:`b_t`. As timm's ``SGDW(caution=True)``
+            (``timm/optim/sgdw.py``). Needs ``momentum > 0`` (timm ignores the flag without momentum). Such a step
+            runs on whole lists, never on blocks, compiled loops or torch's fused kernel; not with sparse gradients.
 
     Sparse gradients (``nn.Embedding(sparse=True)``) are supported as in torch: the same rule on the sparse tensor.
     """
@@ -60,9 +65,9 @@ class SGD(Optimizer):
     def __init__(self, params: ParamsT, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None,
-                 capturable: bool = False) -> None:
+                 capturable: bool = False, cautious: bool = False) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                                      nesterov=nesterov, maximize=maximize, foreach=foreach,
+                                      nesterov=nesterov, cautious=cautious, maximize=maximize, foreach=foreach,
                                       differentiable=differentiable, fused=fused, capturable=capturable))
 
     def _validate(self, group: dict[str, Any]) -> None:
@@ -71,12 +76,23 @@ class SGD(Optimizer):
         validation.check_in_range("dampening", group["dampening"], 0.0, 1.0, hi_open=False)
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             validation.fail("nesterov", True, "momentum > 0 and dampening == 0 (Nesterov momentum)")
+        validation.check_bool("cautious", group["cautious"])
+        if group["cautious"] and not group["momentum"] > 0:
+            validation.fail("cautious", True, "momentum > 0 (the mask compares the momentum step with the gradient)")
+        if group["cautious"] and group["fused"]:
+            validation.fail("fused", True, "fused=None or False with cautious=True (torch's fused kernel has no mask)")
+
+    def _sparse_update(self, p: Tensor, g: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
+        if h["cautious"]:
+            raise RuntimeError(f"{type(self).__name__}: cautious=True does not support sparse gradients")
+        super()._sparse_update(p, g, state, h)
 
     def _init_state(self, p: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
         pass  # the momentum buffer is created from the first gradient, as in torch
 
     def _creates_state(self, s: dict[str, Any], h: dict[str, Any]) -> bool:
-        return h["momentum"] != 0 and "momentum_buffer" not in s
+        # (A cautious step reduces over each tensor, blocks.cautious: whole lists only, as a state-creating step.)
+        return (h["momentum"] != 0 and "momentum_buffer" not in s) or h["cautious"]
 
     @staticmethod
     def _fused_kernel_is_correct(ps: list[Tensor], h: dict[str, Any]) -> bool:
@@ -93,7 +109,7 @@ class SGD(Optimizer):
 
     def _fused(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
         # torch's fused SGD kernel is this rule in one pass (it copies the gradient into a new buffer on step 1).
-        if not tensors.fused_kernels_support(ps) or not self._fused_kernel_is_correct(ps, h):
+        if not tensors.fused_kernels_support(ps) or not self._fused_kernel_is_correct(ps, h) or h["cautious"]:
             return False
         first = h["momentum"] != 0 and "momentum_buffer" not in s
         if first and h.get("found_inf") is not None:
@@ -113,7 +129,7 @@ class SGD(Optimizer):
                           is_first_step=first, **scaling(h, ps[0].device))
 
     def _direction(self, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> TensorOrList:
-        """The momentum part shared by SGD and SGDW: returns :math:`d_t`."""
+        """The momentum part shared by SGD and SGDW: returns :math:`d_t` (masked by ``cautious``)."""
         momentum = h["momentum"]
         if momentum == 0:
             return g
@@ -121,7 +137,8 @@ class SGD(Optimizer):
             buf = s["momentum_buffer"] = ops.clone(g)
         else:
             buf = blocks.momentum_(s["momentum_buffer"], g, momentum, h["dampening"])
-        return ops.add(g, buf, alpha=momentum) if h["nesterov"] else buf
+        d = ops.add(g, buf, alpha=momentum) if h["nesterov"] else buf
+        return blocks.cautious(d, g) if h["cautious"] else d
 
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         g = blocks.l2_decay(g, p, h["weight_decay"])
@@ -144,15 +161,16 @@ class SGDW(SGD):
     ``fused=True`` runs, per cache-sized block, the decay and then torch's fused SGD kernel (without L2).
 
     Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019; code
-    loshchil/AdamW-and-SGDW (``sgd.lua``). Arguments as :class:`SGD`, plus ``decay_scale``.
+    loshchil/AdamW-and-SGDW (``sgd.lua``). Arguments as :class:`SGD`, plus ``decay_scale``; ``cautious=True`` is
+    timm's ``SGDW(caution=True)`` (the decay is not masked).
     """
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, *, decay_scale: str = "lr",
                  maximize: bool = False, foreach: bool | None = None, differentiable: bool = False,
-                 fused: bool | None = None, capturable: bool = False) -> None:
+                 fused: bool | None = None, capturable: bool = False, cautious: bool = False) -> None:
         Optimizer.__init__(self, params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                              weight_decay=weight_decay, nesterov=nesterov,
+                                              weight_decay=weight_decay, nesterov=nesterov, cautious=cautious,
                                               decay_scale=decay_scale, maximize=maximize, foreach=foreach,
                                               differentiable=differentiable, fused=fused, capturable=capturable))
 
@@ -167,7 +185,7 @@ class SGDW(SGD):
     def _fused(self, ps: list[Tensor], gs: list[Tensor], s: dict[str, Any], h: dict[str, Any]) -> bool:
         # One compiled loop where it can run (the base class tries it next); else, per cache-sized block, the decay
         # and then torch's fused SGD kernel (without L2) on the same block.
-        if not tensors.fused_kernels_support(ps) or not self._fused_kernel_is_correct(ps, h):
+        if not tensors.fused_kernels_support(ps) or not self._fused_kernel_is_correct(ps, h) or h["cautious"]:
             return False
         if "found_inf" in h:  # GradScaler: the decay is outside the kernel, so the list path takes the bucket
             return False

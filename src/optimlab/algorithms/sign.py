@@ -110,6 +110,11 @@ class Lion(Optimizer):
     Args:
         lr: :math:`\eta` (1e-4). betas: :math:`(\beta_1, \beta_2)` ((0.9, 0.99)). weight_decay: :math:`\lambda` (0).
         decay_scale: ``"lr"`` or ``"schedule"`` (see above).
+        cautious: C-Lion (Liang et al. 2024): :math:`\operatorname{sign}(c_t)` masked where it disagrees with
+            :math:`g_t` and rescaled by the fraction kept, per tensor (:func:`optimlab.core.blocks.cautious`), as
+            timm's ``Lion(caution=True)`` (``timm/optim/lion.py``). Such a step runs on whole lists.
+        cautious_weight_decay: decay only where the step and the weights agree in sign
+            (:func:`optimlab.core.blocks.cautious_decay_`).
         maximize, foreach: as :class:`optimlab.SGD`; fused, capturable,
         differentiable: torch's flags (``True`` raises, as a torch class without the feature does; README).
 
@@ -120,16 +125,23 @@ class Lion(Optimizer):
     _scalar_state = ()
 
     def __init__(self, params: ParamsT, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
-                 weight_decay: float = 0.0, *, decay_scale: str = "lr", maximize: bool = False,
-                 foreach: bool | None = None,
+                 weight_decay: float = 0.0, *, decay_scale: str = "lr", cautious: bool = False,
+                 cautious_weight_decay: bool = False, maximize: bool = False, foreach: bool | None = None,
                  fused: bool | None = None, capturable: bool = False, differentiable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay, decay_scale=decay_scale,
+                                      cautious=cautious, cautious_weight_decay=cautious_weight_decay,
                                       maximize=maximize, foreach=foreach,
                                       fused=fused, capturable=capturable, differentiable=differentiable))
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
         validation.check_choice("decay_scale", group["decay_scale"], {"lr", "schedule"})
+        validation.check_bool("cautious", group["cautious"])
+        validation.check_bool("cautious_weight_decay", group["cautious_weight_decay"])
+
+    def _creates_state(self, s: dict[str, Any], h: dict[str, Any]) -> bool:
+        # A cautious step reduces over each tensor (blocks.cautious): whole lists only (see Adam's).
+        return h["cautious"]
 
     def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -137,7 +149,16 @@ class Lion(Optimizer):
     def _update(self, p: TensorOrList, g: TensorOrList, s: dict[str, Any], h: dict[str, Any]) -> None:
         beta1, beta2 = h["betas"]
         m = s["exp_avg"]
-        blocks.decoupled_decay_(p, h)
-        c = ops.add(ops.mul(m, beta1), g, alpha=1 - beta1)
-        blocks.sign_step_(p, c, h["lr"])
+        if not h["cautious"] and not h["cautious_weight_decay"]:
+            blocks.decoupled_decay_(p, h)
+            blocks.sign_step_(p, ops.add(ops.mul(m, beta1), g, alpha=1 - beta1), h["lr"])
+        else:
+            u = ops.sign(ops.add(ops.mul(m, beta1), g, alpha=1 - beta1))
+            if h["cautious"]:
+                u = blocks.cautious(u, g)
+            if h["cautious_weight_decay"]:
+                blocks.cautious_decay_(p, u, h)
+            else:
+                blocks.decoupled_decay_(p, h)
+            ops.add_(p, u, alpha=-h["lr"])
         ops.add_(ops.mul_(m, beta2), g, alpha=1 - beta2)

@@ -3,8 +3,9 @@
 Adam = momentum (``ema_``) + RMSProp (``ema_sq_``) + ``bias_correction``; AdamW = Adam + ``decoupled_decay_``;
 AMSGrad = Adam + ``amsgrad_max_``; LAMB/LARS = Adam/SGDM + ``trust_ratio``. After Adam: Adamax = momentum +
 ``ema_inf_``; Lion = an interpolated momentum + ``sign_step_``; Schedule-Free = a base step +
-``schedule_free_step_``. Each block takes a tensor or a list of tensors (see :mod:`optimlab.core.ops`) and never
-writes into the gradient it is given.
+``schedule_free_step_``. Cautious optimizers = any of these + ``cautious`` (the update masked where it disagrees
+with the gradient); cautious weight decay = ``cautious_decay_`` in place of ``decoupled_decay_``. Each block takes
+a tensor or a list of tensors (see :mod:`optimlab.core.ops`) and never writes into the gradient it is given.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from . import ops
 from .ops import TensorOrList
 
 __all__ = [
+    "CAUTION_FLOOR",
     "adam_denominator",
     "amsgrad_max_",
     "bias_correction",
+    "cautious",
+    "cautious_decay_",
     "decoupled_decay_",
     "decoupled_decay_factor",
     "ema_",
@@ -72,6 +76,55 @@ def decoupled_decay_(p: TensorOrList, h: dict[str, Any]) -> None:
     """``p *= 1 - factor`` (see :func:`decoupled_decay_factor`): decays the pre-update weights."""
     if h["weight_decay"] != 0:
         ops.mul_(p, 1 - decoupled_decay_factor(h))
+
+
+def cautious_decay_(p: TensorOrList, u: TensorOrList, h: dict[str, Any]) -> None:
+    r"""Cautious weight decay (Chen, Liang et al. 2025, "Cautious Weight Decay", arXiv 2510.12402): decoupled decay
+    only where the update and the weights agree in sign, i.e. where the step already shrinks the weight:
+
+    .. math:: \theta \leftarrow \theta - f\,\theta \odot \mathbb{1}[u \odot \theta \ge 0]
+
+    with :math:`f` of :func:`decoupled_decay_factor`, :math:`\theta` the pre-update weights and :math:`u` the
+    direction the step subtracts (:math:`\theta \mathrel{-}= \gamma u`, after any caution mask). ``>= 0`` as the
+    paper and modded-nanogpt's records #43 (``mask = (v_chunk * param_chunk) >= 0``, NorMuon) and #50
+    (``mask = (update * p_slice) >= 0``, Adam) write it; the kept weights are ``p * (1 - f)`` exactly as
+    :func:`decoupled_decay_`, so with every sign agreeing the two give the same numbers. Element-wise (traceable)."""
+    if h["weight_decay"] != 0:
+        agree = ops.ge(ops.mul(u, p), 0.0)
+        ops.copy_(p, ops.where(agree, ops.mul(p, 1 - decoupled_decay_factor(h)), p))
+
+
+#: The floor on the fraction of components a cautious mask keeps (timm's ``mask.mean().clamp_(min=1e-3)``): with
+#: fewer kept, the kept ones are scaled by 1000, not more.
+CAUTION_FLOOR = 1e-3
+
+
+def cautious(u: TensorOrList, g: TensorOrList) -> TensorOrList:
+    r"""The cautious update (Liang, Chen, Liu & Liu 2024, "Cautious Optimizers: Improving Training with One Line of
+    Code", arXiv 2411.16085): the components of the update direction ``u`` whose sign disagrees with the gradient
+    ``g`` are dropped and the rest rescaled by the fraction kept, per tensor:
+
+    .. math:: \phi = \mathbb{1}[u \odot g > 0], \qquad
+        u \leftarrow u \odot \phi \,/\, \max(\operatorname{mean}(\phi), 10^{-3})
+
+    as timm does it (``timm/optim/adamw.py``, ``lion.py``, ``sgdw.py``, ``adopt.py``, ``nadamw.py`` with
+    ``caution=True``: ``mask = (u * grad > 0).to(grad.dtype); mask.div_(mask.mean().clamp_(min=1e-3))``), the mask in
+    the gradient's dtype, and as the authors' ``c_adamw.py`` (kyleliang919/C-Optim) does now. The authors' first form,
+    still in their ``c_lion.py``, rescales by ``numel / (sum + 1)`` instead (not offered: the authors' C-AdamW moved
+    to timm's form, citing timm's runs). ``>`` is strict: a zero component of ``u`` or ``g`` is dropped.
+
+    A new tensor (or list); ``u`` and ``g`` are not written. The mean is over each whole tensor (a complex
+    parameter's real view), so a rule that calls this is not element-wise: it must not run on blocks or compiled
+    element loops (the classes declare such a step unblocked, see ``Optimizer._creates_state``)."""
+    kept = ops.gt(ops.mul(u, g), 0.0)
+    if isinstance(kept, list):
+        mask: TensorOrList = [m.to(t.dtype) for m, t in zip(kept, g, strict=True)]
+        scale: TensorOrList = [m.mean() for m in mask]
+    else:
+        mask = kept.to(g.dtype)  # type: ignore[union-attr]
+        scale = mask.mean()
+    ops.div_(mask, ops.clamp_(scale, CAUTION_FLOOR, None))
+    return ops.mul(u, mask)
 
 
 def momentum_(buf: TensorOrList, g: TensorOrList, momentum: float, dampening: float = 0.0) -> TensorOrList:

@@ -16,6 +16,7 @@ import torch
 
 __all__ = [
     "check_beta",
+    "check_bool",
     "check_betas",
     "check_choice",
     "check_in_range",
@@ -81,6 +82,12 @@ def check_betas(value: Any, name: str = "betas") -> None:
         fail(name, value, "both floats or both tensors")
     check_beta(f"{name}[0]", value[0])
     check_beta(f"{name}[1]", value[1])
+
+
+def check_bool(name: str, value: Any) -> None:
+    """``TypeError`` unless ``value`` is a bool (a flag such as ``cautious``; ``1`` or ``"yes"`` are refused)."""
+    if not isinstance(value, bool):
+        fail(name, value, "a bool", TypeError)
 
 
 def check_choice(name: str, value: Any, choices: Container[Any]) -> None:

@@ -15,9 +15,13 @@ Its rooms follow the pipeline, bottom to top; a room imports only the rooms belo
 - :mod:`~optimlab.lab.present`: what a study shows: statistics, the summary, the report, the figures and pages.
 - :mod:`~optimlab.lab.reproduce`: the claims, one experiment file each, with their verdicts and report.
 - :mod:`~optimlab.lab.commands`: the ``optimlab`` command line.
+
+From Python: :func:`compare` (``optimlab compare`` on any task, the same folder and report) and :class:`Task`, the
+protocol a task of your own follows (``optimlab compare --task my_task.py:make_task``).
 """
 
-from optimlab.lab.catalog.tasks import TASKS, get_task
+from optimlab.lab.api import compare
+from optimlab.lab.catalog.tasks import TASKS, Task, get_task
 from optimlab.lab.training.runner import Callback, RunConfig, run
 
-__all__ = ["Callback", "RunConfig", "run", "TASKS", "get_task"]
+__all__ = ["Callback", "RunConfig", "run", "TASKS", "Task", "get_task", "compare"]

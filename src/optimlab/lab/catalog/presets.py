@@ -175,6 +175,13 @@ PRESETS: dict[str, Preset] = {
                       "precondition_frequency 20 instead of 100 so a 1000-step run refreshes 50 times"),
 }
 # fmt: on
+# Issue 26: the methods the field trains with now (one appended entry each).
+PRESETS["normuon"] = Preset(
+    "normuon", 0.02, {"momentum": 0.95, "beta2": 0.95, "weight_decay": 0.01, "adamw_lr": 3e-4},
+    "Li et al., 2025 (microsoft/dion configs/normuon_160m.yaml: lr 0.02, mu 0.95, decay 0.01, spectral_norm lr "
+    "adjustment; dion's muon_beta2 0.95, Polar Express); the AdamW side at lr 3e-4 as Muon's preset, tuned too "
+    "(dion's train.py gives it the same lr 0.02)",
+    lr_range=(1e-3, 1.0), tune=(Param("adamw_lr", 1e-4, 1e-1),))
 
 # Wrappers compose with any base by ``+``: name -> default keyword arguments.
 WRAPPERS: dict[str, dict[str, Any]] = {

@@ -53,6 +53,10 @@ from optimlab.lab.catalog.models import (
 
 __all__ = [
     "Task",
+    "REQUIRED_METHODS",
+    "check_task",
+    "task_slug",
+    "PREFIX_RESOLVERS",
     "ClassificationTask",
     "LanguageTask",
     "SyntheticTask",
@@ -68,11 +72,104 @@ Batch = tuple[Any, Any]
 
 
 class Task:
-    """Base class: a name, a default budget, and how to build data/model, sample batches and evaluate."""
+    """What the lab needs of a task: subclass it, set the attributes, override the five methods marked *required*.
 
-    name: str
-    description: str
-    metric: str  # "accuracy", "perplexity" or "loss"
+    A task is a name for the data, the model, the loss and the evaluation that a comparison runs on. The lab's own
+    tasks are instances of it (:data:`TASKS`); so is a user's, named on the command line by the function that makes
+    it (``optimlab compare --task my_task.py:make_task``, or ``package.module:make_task``), or given to
+    :func:`optimlab.lab.compare`. Every worker (a local process or a Ray worker) calls that function itself, so it
+    must take no arguments and be cheap: load the data in :meth:`load`, not in the function.
+
+    Required attributes: :attr:`metric` (the name of a value :meth:`evaluate` returns: ``"accuracy"``, ``"loss"``,
+    ``"perplexity"``...), :attr:`higher_is_better`, the default budget :attr:`steps`, :attr:`batch_size`,
+    :attr:`eval_every`, and :attr:`target` (the validation metric that counts as reached for time to target, or
+    ``None``). Required methods: :meth:`load`, :meth:`model`, :meth:`loss_fn`, :meth:`batches`,
+    :meth:`evaluate`. :meth:`hide_test` and :meth:`before_eval` have defaults (override :meth:`hide_test` when
+    your data has a test split: the default returns the data unchanged, so tuning runs could read it).
+
+    What the lab guarantees:
+
+    - Seeding: before :meth:`model` is called the run seeds torch's global RNG with the run's seed, so model
+      initialisation (and dropout) depend on the seed alone; :meth:`batches` gets a ``torch.Generator`` seeded
+      with the seed, which alone must order the batches (do not use the global RNG or Python's ``random`` there).
+      Tuning trials use seeds of their own (``1_000_000 + ...``), apart from the final seeds. Evaluation must be
+      deterministic: fixed data, or random windows drawn from a generator seeded with a constant.
+    - The test split: a tuning run gets ``hide_test(data)`` and never sees the test split; a final run evaluates
+      it once, at the end (where it stopped). Tuning selects on :attr:`selection_split` (``"val"``).
+    - Device: the runner may move the tensors inside your data object (dataclass fields, dict values, tuples) and
+      the model to a device; :meth:`batches` and :meth:`evaluate` must then work on whatever device those tensors
+      are on (index them with indices made on ``tensor.device``, never build CPU tensors to mix with them).
+    - A record (one line of ``results.jsonl``) holds the run's config (this task's name: the string that made it,
+      an absolute path for a file), the optimizer's settings, the curves (``loss`` and :attr:`metric` on each split
+      at every evaluation, the lr, the training time), the test numbers of a final run, the status
+      (``ok``/``diverged``) and the machine and package versions. Your code is not copied: keep the file.
+
+    A complete task (the file ``my_task.py``; run it with
+    ``optimlab compare --task my_task.py:make_task --optimizers adam sgdm --seeds 2``)::
+
+        from dataclasses import dataclass, replace
+
+        import torch
+        import torch.nn.functional as F
+        from torch import nn
+
+        from optimlab.lab import Task
+
+
+        @dataclass(frozen=True)
+        class Data:
+            x_train: torch.Tensor
+            y_train: torch.Tensor
+            x_val: torch.Tensor
+            y_val: torch.Tensor
+            x_test: torch.Tensor | None
+            y_test: torch.Tensor | None
+
+
+        class Blobs(Task):
+            description = "two Gaussian blobs in 8 dimensions, a linear classifier"
+            metric, higher_is_better = "accuracy", True
+            steps, batch_size, eval_every, target = 200, 32, 50, 0.9
+
+            def load(self, data_dir=None):
+                g = torch.Generator().manual_seed(0)  # the same data in every worker
+                y = torch.randint(0, 2, (1200,), generator=g)
+                x = torch.randn(1200, 8, generator=g) + 1.5 * y[:, None]
+                return Data(x[:1000], y[:1000], x[1000:1100], y[1000:1100], x[1100:], y[1100:])
+
+            def hide_test(self, data):
+                return replace(data, x_test=None, y_test=None)
+
+            def model(self, data):
+                return nn.Linear(8, 2)
+
+            def loss_fn(self, output, target):
+                return F.cross_entropy(output, target)
+
+            def batches(self, data, batch_size, generator):
+                n = len(data.y_train)
+                while True:
+                    idx = torch.randperm(n, generator=generator)[:batch_size].to(data.x_train.device)
+                    yield data.x_train[idx], data.y_train[idx]
+
+            @torch.no_grad()
+            def evaluate(self, model, data, split):
+                x, y = {"train": (data.x_train, data.y_train), "val": (data.x_val, data.y_val),
+                        "test": (data.x_test, data.y_test)}[split]
+                out = model(x)
+                return {"loss": F.cross_entropy(out, y).item(), "accuracy": (out.argmax(1) == y).float().mean().item()}
+
+
+        def make_task():
+            return Blobs()
+
+    ``examples/`` has three more (a CNN on tensors, a GPT on a text file, a ``transformers`` model); the README's
+    "Your own task" section says the same in prose.
+    """
+
+    name: str = ""  # set by the lab: the built-in name, or the string that made the task
+    description: str = ""
+    metric: str  # "accuracy", "perplexity", "loss", ...: a key of what evaluate() returns
     higher_is_better: bool
     steps: int
     batch_size: int
@@ -86,11 +183,13 @@ class Task:
     final_splits: tuple[str, ...] = ("train", "val", "test")
 
     def load(self, data_dir: str | None = None) -> Any:
-        """The task's data (cached per process)."""
+        """*Required.* The task's data: any object (tensors in a dataclass, a dict, a tuple). Called in every run:
+        cache it per process if it is slow to make. ``data_dir`` is ``--data-dir`` (or None)."""
         raise NotImplementedError
 
     def hide_test(self, data: Any) -> Any:
-        """``data`` without its test split (what a tuning run gets)."""
+        """``data`` without its test split (what a tuning run gets). The default returns ``data`` unchanged, for a
+        task without a test split."""
         return data
 
     def before_eval(self, model: nn.Module, optimizer: torch.optim.Optimizer, data: Any) -> None:
@@ -103,20 +202,60 @@ class Task:
         """
 
     def model(self, data: Any) -> nn.Module:
-        """A freshly initialised model (uses torch's global RNG: seed it first)."""
+        """*Required.* A freshly initialised model (uses torch's global RNG, which the run has seeded)."""
         raise NotImplementedError
 
     def loss_fn(self, output: torch.Tensor, target: Any) -> torch.Tensor:
+        """*Required.* The training loss of ``model(inputs)`` against the batch's targets: a scalar tensor."""
         raise NotImplementedError
 
     def batches(self, data: Any, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
-        """An endless stream of training batches, ordered by ``generator``."""
+        """*Required.* An endless stream of ``(inputs, targets)`` training batches, ordered by ``generator``
+        alone; the run calls ``loss_fn(model(inputs), targets)``."""
         raise NotImplementedError
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, data: Any, split: str) -> dict[str, float]:
-        """``{"loss": ..., metric: ...}`` on ``split`` in ``("train", "val", "test")``."""
+        """*Required.* ``{"loss": ..., metric: ...}`` on ``split`` in ``("train", "val", "test")`` (the model is in
+        eval mode)."""
         raise NotImplementedError
+
+
+REQUIRED_METHODS = ("load", "model", "loss_fn", "batches", "evaluate")
+
+
+def check_task(task: Any, origin: str) -> Task:
+    """``task`` if it is a complete :class:`Task`, else :class:`~optimlab.lab.catalog.user_tasks.TaskError` naming
+    ``origin`` (where it came from) and what is missing."""
+    from optimlab.lab.catalog.user_tasks import TaskError
+
+    if not isinstance(task, Task):
+        raise TaskError(f"{origin} returned a {type(task).__name__}, not a Task; subclass optimlab.lab.Task "
+                        "and return an instance")
+    missing = [m for m in REQUIRED_METHODS if getattr(type(task), m) is getattr(Task, m)]
+    if missing:
+        raise TaskError(f"{origin} returned a {type(task).__name__} without {', '.join(missing)}(); define "
+                        f"{'them' if len(missing) > 1 else 'it'} (see help(optimlab.lab.Task))")
+    for attr, ok, what in (
+        ("metric", lambda v: isinstance(v, str) and v != "", "a metric name, e.g. 'accuracy'"),
+        ("higher_is_better", lambda v: isinstance(v, bool), "True or False"),
+        ("steps", _positive_int, "a positive integer"),
+        ("batch_size", _positive_int, "a positive integer"),
+        ("eval_every", _positive_int, "a positive integer"),
+        ("target", lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                           and math.isfinite(v)), "a number or None"),
+    ):
+        if not hasattr(task, attr):
+            raise TaskError(f"{origin} returned a {type(task).__name__} without the attribute {attr}; set it to "
+                            f"{what}")
+        if not ok(getattr(task, attr)):
+            raise TaskError(f"{origin} returned a {type(task).__name__} whose {attr} is {getattr(task, attr)!r}; "
+                            f"set it to {what}")
+    return task
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -194,13 +333,14 @@ class ClassificationTask(Task):
         n = len(data.y_train)
         if batch_size > n:
             raise ValueError(f"batch_size must be at most the training set size {n}, got {batch_size}")
-        perm = torch.randperm(n, generator=generator)
+        device = data.x_train.device  # the permutation comes from the (CPU) generator, the batch from the data's device
+        perm = torch.randperm(n, generator=generator).to(device)
         while True:  # epochs of a fresh permutation (or the first one again), dropping the last incomplete batch
             for i in range(0, n - batch_size + 1, batch_size):
                 idx = perm[i : i + batch_size]
                 yield data.x_train[idx], data.y_train[idx]
             if self.shuffle:
-                perm = torch.randperm(n, generator=generator)
+                perm = torch.randperm(n, generator=generator).to(device)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, data: TensorSplits, split: str) -> dict[str, float]:
@@ -298,8 +438,8 @@ class LanguageTask(Task):
         return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
 
     def _windows(self, stream: torch.Tensor, starts: torch.Tensor) -> Batch:
-        offsets = torch.arange(self.block_size + 1)
-        chunk = stream[starts[:, None] + offsets]
+        offsets = torch.arange(self.block_size + 1, device=stream.device)
+        chunk = stream[starts.to(stream.device)[:, None] + offsets]
         return chunk[:, :-1], chunk[:, 1:]
 
     def batches(self, data: TextSplits, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
@@ -541,9 +681,68 @@ TASKS: dict[str, Task] = {
 DEFAULT_TASK = "mnist1d-cnn"
 
 
+_RESOLVED: dict[str, Task] = {}
+PREFIX_RESOLVERS: dict[str, Callable[[str], Task]] = {}
+"""``prefix -> resolver`` for task names such as ``text:PATH``: :mod:`optimlab.lab.catalog.generic` registers
+``text:`` and ``arrays:`` (imported by the package, so every process that imports this module has them)."""
+
+
+def task_slug(name: str) -> str:
+    """A file and folder name for the task ``name``: a built-in task's name itself; for the others (whose names
+    hold paths, colons, ``@``) the file's or module's stem, the factory, and 8 hex digits of the name's hash, e.g.
+    ``my_cnn-make_task-1f2e3d4c``."""
+    if name in TASKS:
+        return name
+    import hashlib
+    import re
+
+    kind, _, rest = name.partition(":")
+    if kind in ("text", "arrays"):
+        path = rest.rpartition("@")[0] or rest
+        readable_part = f"{kind}-{path.rsplit('/', 1)[-1]}"
+    else:
+        where, _, attr = name.rpartition(":")
+        stem = where.rsplit("/", 1)[-1].removesuffix(".py")
+        readable_part = f"{stem}-{attr}"
+    readable_part = re.sub(r"[^A-Za-z0-9._-]+", "_", readable_part)[:60]
+    return f"{readable_part}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
 def get_task(name: str) -> Task:
-    """A task by name; unknown names raise ValueError listing the available ones."""
-    try:
+    """The task that ``name`` names: a built-in task (:data:`TASKS`), ``text:PATH`` or ``arrays:PATH`` (the
+    generic tasks of :mod:`optimlab.lab.catalog.generic`, options after ``@``), or a factory,
+    ``path/to/file.py:make_task`` or ``package.module:make_task`` (:mod:`optimlab.lab.catalog.user_tasks`). The
+    task's ``name`` is the canonical string (a file path made absolute), which every worker resolves to the same
+    task; each string is resolved once per process. A name that gives no task raises ``ValueError`` (a
+    :class:`~optimlab.lab.catalog.user_tasks.TaskError` for the user's own) saying what to fix."""
+    if not isinstance(name, str):
+        raise TypeError(f"Invalid task: {name!r}; expected a task name or a 'file.py:make_task' string")
+    if name in TASKS:
         return TASKS[name]
-    except KeyError:
-        raise ValueError(f"unknown task {name!r}; available: {', '.join(TASKS)}") from None
+    if name in _RESOLVED:
+        return _RESOLVED[name]
+    from optimlab.lab.catalog import user_tasks
+
+    prefix = next((p for p in PREFIX_RESOLVERS if name.startswith(p)), None)
+    if prefix is not None:
+        task = PREFIX_RESOLVERS[prefix](name)
+    elif user_tasks.is_factory_spec(name):
+        canonical = user_tasks.canonical_spec(name)
+        if canonical in _RESOLVED:
+            task = _RESOLVED[canonical]
+        else:
+            factory, origin = user_tasks.load_factory(canonical)
+            try:
+                made = factory()
+            except Exception as e:  # noqa: BLE001 - the user's factory: one line, not a traceback
+                raise user_tasks.TaskError(f"{origin}() failed: {type(e).__name__}: {e}; fix the factory") from e
+            task = check_task(made, f"{origin}()")
+            task.name = canonical
+            _RESOLVED[canonical] = task
+    else:
+        raise ValueError(
+            f"unknown task {name!r}; available: {', '.join(TASKS)}, or text:PATH, arrays:PATH, "
+            "path/to/file.py:make_task, package.module:make_task"
+        )
+    _RESOLVED[name] = task
+    return task

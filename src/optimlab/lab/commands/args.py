@@ -31,6 +31,8 @@ __all__ = [
     "add_data_dir",
     "add_no_progress",
     "add_dry_run",
+    "TASK_HELP",
+    "add_task",
 ]
 
 
@@ -158,3 +160,20 @@ def add_no_progress(p: argparse.ArgumentParser, lines_instead: bool) -> None:
 def add_dry_run(p: argparse.ArgumentParser) -> None:
     """``--dry-run``: the plan and its cost, and nothing created or run."""
     p.add_argument("--dry-run", action="store_true", help="print the plan and its expected cost, run nothing")
+
+
+TASK_HELP = (
+    "a built-in task (optimlab list), text:PATH (a language model on a UTF-8 file), arrays:PATH (classification on "
+    "a .npz/.pt file), or your own: path/to/file.py:make_task or package.module:make_task (a function that returns "
+    "an optimlab.lab.Task; see the README's 'Your own task')"
+)
+
+
+def add_task(p: argparse.ArgumentParser, default: str | None = None, nargs: str | None = None,
+             flag: str = "--task") -> None:
+    """``--task`` (or ``--tasks`` with ``nargs``): any string :func:`~optimlab.lab.catalog.tasks.get_task` resolves,
+    checked when the command runs (a bad one is one line naming the fix, not argparse's list of choices)."""
+    extra = f"; default: {default}" if default else ""
+    if nargs:
+        extra += " (several: one study each, and the performance profile over them)"
+    p.add_argument(flag, default=default, nargs=nargs, metavar="TASK", help=TASK_HELP + extra)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from optimlab.lab.catalog.presets import DEFAULT_OPTIMIZERS
-from optimlab.lab.catalog.tasks import get_task
+from optimlab.lab.catalog.tasks import get_task, task_slug
 from optimlab.lab.commands.args import (
     add_data_dir,
     add_dry_run,
@@ -40,6 +40,7 @@ from optimlab.lab.commands.args import (
     add_no_progress,
     add_out,
     add_seeds,
+    add_task,
     check_data_dir,
     check_jobs,
     parse_seeds,
@@ -241,8 +242,8 @@ def build_benchmark_report(out: str | os.PathLike) -> tuple[Path, str]:
     manifest = _read_benchmark(path)
     summaries = {}
     for task in manifest["tasks"]:
-        if (out / task / "protocol.json").exists():
-            _, summaries[task] = build_report(out / task)
+        if (out / task_slug(task) / "protocol.json").exists():
+            _, summaries[task] = build_report(out / task_slug(task))
     if not summaries:
         raise FileNotFoundError(f"no task of the benchmark in {out} has results yet")
     agg = aggregate(summaries)
@@ -263,7 +264,7 @@ def build_benchmark_report(out: str | os.PathLike) -> tuple[Path, str]:
         "<h1>optimlab benchmark</h1>",
         "<p><b>The answer, per task</b>:</p><ul>"
         + "".join(
-            f"<li>{html.escape(headline_sentence(ts))} <a href='{t}/report.html'>report</a></li>"
+            f"<li>{html.escape(headline_sentence(ts))} <a href='{task_slug(t)}/report.html'>report</a></li>"
             for t, ts in summaries.items()
         )
         + "</ul>",
@@ -284,7 +285,8 @@ def build_benchmark_report(out: str | os.PathLike) -> tuple[Path, str]:
     parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
     for t, ts in summaries.items():
         parts.append(f"<h2>{html.escape(t)}</h2><p>{html.escape(ts.study.protocol.describe())}</p>")
-        parts.append(f"<img src='{t}/answer_{t}.png' alt='{html.escape(t)}' data-figure='answer'>")
+        slug = task_slug(t)
+        parts.append(f"<img src='{slug}/answer_{slug}.png' alt='{html.escape(t)}' data-figure='answer'>")
         parts.append(summary_table_html(ts))
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>optimlab benchmark</title><style>{STYLE}</style>"
@@ -301,7 +303,8 @@ def build_benchmark_report(out: str | os.PathLike) -> tuple[Path, str]:
 
 def configure(p: argparse.ArgumentParser) -> None:
     """The arguments of ``optimlab benchmark``."""
-    p.add_argument("--tasks", nargs="+", default=None, help=f"default: the suite {' '.join(SUITE)}")
+    add_task(p, nargs="+", flag="--tasks")
+    p.set_defaults(tasks=None)  # the suite
     p.add_argument(
         "--optimizers",
         nargs="+",
@@ -323,9 +326,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 def benchmark(args: argparse.Namespace) -> int:
     """The ``benchmark`` handler: check and cost every task's study, print the plan (and stop there with
     ``--dry-run``), run the tasks in order, write the report."""
-    tasks = list(dict.fromkeys(args.tasks or SUITE))
-    for t in tasks:
-        get_task(t)
+    # a user's task by its canonical name (an absolute path): what every worker and the folder's manifest see
+    tasks = list(dict.fromkeys(get_task(t).name for t in (args.tasks or SUITE)))
     default = QUICK_OPTIMIZERS if args.quick else DEFAULT_OPTIMIZERS
     specs = split_specs(args.optimizers) if args.optimizers else list(default)
     check_jobs(args.jobs)
@@ -342,7 +344,7 @@ def benchmark(args: argparse.Namespace) -> int:
     known = check_benchmark_folder(out, tasks, specs, args.quick)
     check_backend_args(args)
     # the plan creates nothing: a task's folder is made once benchmark.json marks OUT as a benchmark folder
-    plans = [plan_study(p, specs, out / t, jobs=args.jobs, data_dir=args.data_dir, create=False)
+    plans = [plan_study(p, specs, out / task_slug(t), jobs=args.jobs, data_dir=args.data_dir, create=False)
              for t, p in protocols.items()]
     lines = [f"  {p.task.name}: {p.protocol.describe()}\n    still to do: {p.cost.describe()}" for p in plans]
     print(

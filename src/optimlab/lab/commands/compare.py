@@ -18,7 +18,7 @@ from typing import Any
 
 from optimlab.lab.catalog.presets import DEFAULT_OPTIMIZERS, parse_spec
 from optimlab.lab.catalog.space import parse_space
-from optimlab.lab.catalog.tasks import DEFAULT_TASK, TASKS, ClassificationTask, get_task
+from optimlab.lab.catalog.tasks import DEFAULT_TASK, ClassificationTask, get_task, task_slug
 from optimlab.lab.commands.args import (
     add_data_dir,
     add_dry_run,
@@ -26,6 +26,7 @@ from optimlab.lab.commands.args import (
     add_no_progress,
     add_out,
     add_seeds,
+    add_task,
     check_data_dir,
     check_jobs,
     parse_seeds,
@@ -62,7 +63,7 @@ DIAGNOSTICS_KEY = "diagnostics"  # DiagnosticsCallback's default key in a record
 
 def configure(c: argparse.ArgumentParser) -> None:
     """The arguments of ``optimlab compare``."""
-    c.add_argument("--task", default=DEFAULT_TASK, choices=sorted(TASKS), help=f"default: {DEFAULT_TASK}")
+    add_task(c, default=DEFAULT_TASK)
     c.add_argument(
         "--optimizers",
         nargs="+",
@@ -103,6 +104,13 @@ def configure(c: argparse.ArgumentParser) -> None:
         default=None,
         help="validation target for steps/time to target (accuracy as a fraction, e.g. 0.9; default: the "
         "task's, see optimlab list)",
+    )
+    c.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="equivalence margin of 'as good as the best', in the metric's units (accuracy as a fraction: 0.01 is "
+        "1 point; default: 1 point of accuracy, else 2%% of the task's target)",
     )
     c.add_argument(
         "--study",
@@ -249,17 +257,19 @@ def protocol_from_args(args: argparse.Namespace) -> Protocol:
     fields["study"] = args.study
     if args.target is not None:
         fields["target"] = args.target
+    if args.margin is not None:
+        fields["margin"] = args.margin
     return default_protocol(task, **fields)
 
 
 def _default_out(protocol: Protocol) -> Path:
     base = default_protocol(protocol.task)
     if protocol == base:
-        return Path("optimlab-runs") / protocol.task
+        return Path("optimlab-runs") / task_slug(protocol.task)
     parts = []
     a, b = protocol.to_dict(), base.to_dict()
     for k in a:
-        if a[k] == b[k] or k == "task":
+        if a[k] == b[k] or k in ("task", "margin"):  # the margin changes no run: the same folder
             continue
         v = a[k]
         if k == "seeds":
@@ -269,7 +279,7 @@ def _default_out(protocol: Protocol) -> Path:
         elif isinstance(v, list):
             v = "-".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
         parts.append(f"{k.replace('_', '')}{v}".replace("@", "_").replace("=", "").replace(",", "_"))
-    return Path("optimlab-runs") / f"{protocol.task}-{'-'.join(parts)}"[:120]
+    return Path("optimlab-runs") / f"{task_slug(protocol.task)}-{'-'.join(parts)}"[:120]
 
 
 def parse_lengths(value: str) -> tuple[int, ...]:
@@ -315,7 +325,7 @@ def compare(args: argparse.Namespace) -> int:
         return compare_lengths(args, specs)
     protocol = _checked_protocol(args, specs)
     out = Path(args.out) if args.out else _default_out(protocol)
-    if args.out is None and out != Path("optimlab-runs") / task.name:
+    if args.out is None and out != Path("optimlab-runs") / task_slug(task.name):
         print(f"note: results go to {out}, apart from the default protocol's folder (they are not comparable)")
     # the trackers (a probe of the MLflow store) before the folder is made; --dry-run contacts none
     session = Session.from_args(args, callbacks=FinalRunDiagnostics(args.data_dir) if args.diagnostics else None)

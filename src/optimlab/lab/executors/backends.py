@@ -1,5 +1,7 @@
 """The command-line side of where runs execute and where they are logged: ``--backend local|ray``,
-``--address``, ``--cpus-per-run``, ``--gpus-per-run``, ``--max-retries``, ``--tensorboard DIR``, ``--mlflow [URI]``.
+``--address``, ``--cpus-per-run``, ``--gpus-per-run``, ``--max-retries``, where runs train (``--device
+cpu|cuda|auto``), how often long runs save a checkpoint (``--checkpoint-every N`` steps, ``--checkpoint-minutes M``),
+``--tensorboard DIR``, ``--mlflow [URI]``.
 
 Every command of the lab that fans out runs (``compare``, ``benchmark``) adds these with
 :func:`add_backend_arguments`; its session (:meth:`optimlab.lab.study.session.Session.from_args`) builds the
@@ -15,6 +17,8 @@ from typing import Any
 
 from optimlab.lab.executors import Closing
 from optimlab.lab.executors.tracking import DEFAULT_MLFLOW_URI
+from optimlab.lab.training.checkpoint import DEFAULT_EVERY_MINUTES, Checkpointing
+from optimlab.lab.training.device import DEVICES
 
 __all__ = [
     "BACKENDS",
@@ -23,6 +27,8 @@ __all__ = [
     "executor_from_args",
     "trackers_from_args",
     "describe_backend",
+    "device_from_args",
+    "checkpointing_from_args",
 ]
 
 BACKENDS = ("local", "ray")
@@ -47,6 +53,28 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gpus-per-run", type=float, default=0, help="with --backend ray: GPUs per run (default 0)")
     g.add_argument(
         "--max-retries", type=int, default=2, help="with --backend ray: restarts of a run whose worker died (default 2)"
+    )
+    g.add_argument(
+        "--device",
+        choices=DEVICES,
+        default=None,
+        help="where runs train: cpu (default), cuda (a GPU; the local pool gives worker i GPU i mod n), or auto "
+        "(cuda where there is one); with --backend ray and --gpus-per-run > 0 the default is cuda",
+    )
+    g.add_argument(
+        "--checkpoint-every",
+        metavar="N",
+        type=int,
+        default=None,
+        help="save each run's state every N steps into OUT/checkpoints/ (default: by time only)",
+    )
+    g.add_argument(
+        "--checkpoint-minutes",
+        metavar="M",
+        type=float,
+        default=DEFAULT_EVERY_MINUTES,
+        help=f"save each run's state every M minutes of its run time (default {DEFAULT_EVERY_MINUTES:g}: runs "
+        "shorter than that save nothing; 0: never by time); an interrupted run resumes from its last checkpoint",
     )
     g.add_argument("--tensorboard", metavar="DIR", default=None, help="also log every run to TensorBoard in DIR")
     g.add_argument(
@@ -83,17 +111,50 @@ def check_backend_args(args: argparse.Namespace) -> None:
             raise ValueError(f"Invalid --gpus-per-run: {args.gpus_per_run:g}; expected a number >= 0")
         if args.max_retries < 0:
             raise ValueError(f"Invalid --max-retries: {args.max_retries}; expected an integer >= 0")
+    checkpointing_from_args(args)
+    device = getattr(args, "device", None)
+    if device == "cuda" and args.backend == "ray" and not args.gpus_per_run > 0:
+        raise ValueError("--device cuda with --backend ray needs --gpus-per-run > 0 (Ray hides GPUs from other tasks)")
+    if device == "cuda" and args.backend == "local":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(
+                "--device cuda: torch sees no CUDA GPU on this machine; use --device cpu, or --device auto "
+                "to train on a GPU only where there is one"
+            )
     if args.tensorboard:
         check_tensorboard_dir(args.tensorboard)
     if args.mlflow:
         check_mlflow_uri(args.mlflow)
 
 
+def device_from_args(args: argparse.Namespace) -> str | None:
+    """``--device`` (``None`` where not given: ``cpu``, or ``cuda`` on Ray with ``--gpus-per-run > 0``)."""
+    return getattr(args, "device", None)
+
+
+def checkpointing_from_args(args: argparse.Namespace) -> Checkpointing | None:
+    """The checkpoint policy of ``--checkpoint-every``/``--checkpoint-minutes`` (``None``: both off); raises
+    ``ValueError`` naming the flag for a value out of range."""
+    every = getattr(args, "checkpoint_every", None)
+    minutes = getattr(args, "checkpoint_minutes", DEFAULT_EVERY_MINUTES)
+    if every is not None and every < 1:
+        raise ValueError(f"Invalid --checkpoint-every: {every}; expected a positive number of steps")
+    if minutes is None or not minutes >= 0 or minutes == float("inf"):
+        raise ValueError(f"Invalid --checkpoint-minutes: {minutes}; expected a number of minutes >= 0 (0: never)")
+    if every is None and minutes == 0:
+        return None
+    return Checkpointing(every_steps=every, every_minutes=minutes or None)
+
+
 def describe_backend(args: argparse.Namespace, jobs: int) -> str:
     if args.backend == "ray":
         where = f"Ray cluster at {args.address}" if args.address else f"local Ray cluster ({jobs} CPUs, 127.0.0.1)"
-        return f"{where}, {args.cpus_per_run:g} CPU(s) per run"
-    return f"{jobs} job(s)"
+        gpus = f", {args.gpus_per_run:g} GPU(s) per run" if args.gpus_per_run else ""
+        return f"{where}, {args.cpus_per_run:g} CPU(s) per run{gpus}"
+    device = device_from_args(args)
+    return f"{jobs} job(s)" + (f" on {device}" if device and device != "cpu" else "")
 
 
 def executor_from_args(
@@ -114,10 +175,19 @@ def executor_from_args(
             data_dir=data_dir,
             progress=progress,
             callbacks=callbacks,
+            device=device_from_args(args),
+            checkpointing=checkpointing_from_args(args),
         )
     from optimlab.lab.executors.local import LocalExecutor
 
-    return LocalExecutor(jobs=jobs, data_dir=data_dir, progress=progress, callbacks=callbacks)
+    return LocalExecutor(
+        jobs=jobs,
+        data_dir=data_dir,
+        progress=progress,
+        callbacks=callbacks,
+        device=device_from_args(args) or "cpu",
+        checkpointing=checkpointing_from_args(args),
+    )
 
 
 def trackers_from_args(args: argparse.Namespace) -> list[Any]:

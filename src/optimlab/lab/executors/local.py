@@ -11,9 +11,12 @@ import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from optimlab.lab.executors import Closing
+from optimlab.lab.training.checkpoint import DEFAULT_CHECKPOINTING, Checkpointing
+from optimlab.lab.training.device import worker_device
 from optimlab.lab.training.progress import run_bar, share_bars, use_shared_bars
 from optimlab.lab.training.record import RunRecord
 from optimlab.lab.training.runner import CallbackFactory, RunConfig, run
@@ -28,13 +31,22 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(
-    threads: int, data_dir: str | None, slots: Any, lock: Any, show_progress: bool, callbacks: CallbackFactory | None
+    threads: int,
+    data_dir: str | None,
+    slots: Any,
+    lock: Any,
+    show_progress: bool,
+    callbacks: CallbackFactory | None,
+    device: str,
+    checkpoint: Checkpointing | None,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
     import torch
 
     torch.set_num_threads(threads)
-    _WORKER.update(data_dir=data_dir, slot=slots.get(), show_progress=show_progress, callbacks=callbacks)
+    slot = slots.get()
+    _WORKER.update(data_dir=data_dir, slot=slot, show_progress=show_progress, callbacks=callbacks)
+    _WORKER.update(device=worker_device(device, slot), checkpoint=checkpoint)  # worker i: GPU i mod n
     if lock is not None:
         use_shared_bars(lock)
 
@@ -44,7 +56,14 @@ def _worker_run(config: RunConfig) -> RunRecord:
     try:
         factory = _WORKER["callbacks"]
         callbacks = list(factory(config)) if factory is not None else []
-        return run(config, callbacks=callbacks, data_dir=_WORKER["data_dir"], progress=bar)
+        return run(
+            config,
+            callbacks=callbacks,
+            data_dir=_WORKER["data_dir"],
+            progress=bar,
+            device=_WORKER["device"],
+            checkpoint=_WORKER["checkpoint"],
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -56,6 +75,10 @@ class LocalExecutor(Closing):
     bars (``None``: only on a terminal). ``callbacks``: a function ``config -> [Callback, ...]`` called for every
     run, in the process that runs it (with ``jobs > 1`` it must be picklable: a module-level function), e.g. the
     diagnostics that ``compare --diagnostics`` attaches; whatever they put in ``ctx.extras`` is in the record.
+    ``device``: ``cpu``, ``cuda`` or ``auto`` (:mod:`optimlab.lab.training.device`); with CUDA, worker ``i`` of the
+    pool trains on GPU ``i mod n``. ``checkpointing``: when runs save their state
+    (:class:`~optimlab.lab.training.checkpoint.Checkpointing`; ``None``: never); the study's driver names the
+    folder (:meth:`use_checkpoints`).
 
     The worker pool is started on first use and kept for later calls (a tuning phase and a final phase share
     it); :meth:`close` (or leaving a ``with`` block) stops it. Ctrl-C or an error terminates it.
@@ -68,6 +91,8 @@ class LocalExecutor(Closing):
         data_dir: str | None = None,
         progress: bool | None = None,
         callbacks: CallbackFactory | None = None,
+        device: str = "cpu",
+        checkpointing: Checkpointing | None = DEFAULT_CHECKPOINTING,
     ):
         if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
             raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
@@ -78,7 +103,15 @@ class LocalExecutor(Closing):
         self.data_dir = data_dir
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.callbacks = callbacks
+        self.device = device
+        self.checkpointing = checkpointing
         self._pool: Any = None
+
+    def use_checkpoints(self, results_folder: Any) -> None:
+        """Save the runs' checkpoints in ``results_folder`` (called by the study's driver before it runs them)."""
+        if self.checkpointing is not None and self.checkpointing.folder != Path(results_folder):
+            self.checkpointing = self.checkpointing.bound(results_folder)
+            self.close()  # the pool's workers hold the policy they were started with
 
     def close(self) -> None:
         """Stop the worker processes (if any were started)."""
@@ -112,7 +145,14 @@ class LocalExecutor(Closing):
                 bar = run_bar(config, 1, self.progress)
                 callbacks = list(self.callbacks(config)) if self.callbacks is not None else []
                 try:
-                    record = run(config, callbacks=callbacks, data_dir=self.data_dir, progress=bar)
+                    record = run(
+                        config,
+                        callbacks=callbacks,
+                        data_dir=self.data_dir,
+                        progress=bar,
+                        device=self.device,
+                        checkpoint=self.checkpointing,
+                    )
                 finally:
                     if bar is not None:
                         bar.close()
@@ -130,7 +170,16 @@ class LocalExecutor(Closing):
             self._pool = ctx.Pool(
                 self.jobs,
                 initializer=_init_worker,
-                initargs=(self.threads, self.data_dir, slots, lock, self.progress, self.callbacks),
+                initargs=(
+                    self.threads,
+                    self.data_dir,
+                    slots,
+                    lock,
+                    self.progress,
+                    self.callbacks,
+                    self.device,
+                    self.checkpointing,
+                ),
             )
         return self._pool
 

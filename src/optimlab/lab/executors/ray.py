@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from optimlab.lab.executors import Closing
+from optimlab.lab.training.checkpoint import DEFAULT_CHECKPOINTING, Checkpointing
 from optimlab.lab.training.progress import run_bar
 from optimlab.lab.training.record import RunRecord
 from optimlab.lab.training.runner import CallbackFactory, RunConfig
@@ -137,9 +138,17 @@ class _Reporter:
 
 
 def _task(
-    config: RunConfig, threads: int, data_dir: str | None, callbacks: CallbackFactory | None, board: Any
+    config: RunConfig,
+    threads: int,
+    data_dir: str | None,
+    callbacks: CallbackFactory | None,
+    board: Any,
+    device: str = "cpu",
+    checkpoint: Checkpointing | None = None,
 ) -> RunRecord:
-    """One run on a Ray worker: its threads, its callbacks, its progress reports; returns the record."""
+    """One run on a Ray worker: its threads, its callbacks, its progress reports; returns the record. Ray gives
+    a task that asked for GPUs those GPUs alone (``CUDA_VISIBLE_DEVICES``), so ``cuda`` is the task's own GPU. A
+    task that Ray starts again after its worker died finds the run's checkpoint and continues from it."""
     import platform
 
     import ray
@@ -155,7 +164,8 @@ def _task(
         os.environ["OPTIMLAB_DATA"] = data_dir
     try:
         cbs = list(callbacks(config)) if callbacks is not None else []
-        return run(config, callbacks=cbs, data_dir=data_dir, progress=_Reporter(board, key) if board else None)
+        reporter = _Reporter(board, key) if board else None
+        return run(config, callbacks=cbs, data_dir=data_dir, progress=reporter, device=device, checkpoint=checkpoint)
     finally:
         if board is not None:
             board.end.remote(key)
@@ -174,7 +184,11 @@ class RayExecutor(Closing):
     torch thread count (``threads`` overrides the latter); ``gpus_per_run`` its GPU request (fractions allowed);
     ``max_retries`` (default 2) how often a run whose worker died is started again. ``progress``: the per-run
     bars (``None``: only on a terminal). ``callbacks``: as for :class:`~optimlab.lab.executors.local.LocalExecutor`
-    (pickled to the workers). ``log``: where the start-up line goes (default stderr).
+    (pickled to the workers). ``log``: where the start-up line goes (default stderr). ``device``: where each run
+    trains; ``None`` (default): ``cuda`` when ``gpus_per_run > 0`` (the GPU Ray reserved for it), else ``cpu``.
+    ``checkpointing``: as for the local executor; the checkpoints go to the results folder's path on the node that
+    runs the task, so a run retried on another node resumes only where that folder is shared (else it starts
+    over: slower, never wrong).
     """
 
     def __init__(
@@ -190,6 +204,8 @@ class RayExecutor(Closing):
         progress: bool | None = None,
         callbacks: CallbackFactory | None = None,
         log: Any = None,
+        device: str | None = None,
+        checkpointing: Checkpointing | None = DEFAULT_CHECKPOINTING,
     ):
         if address is not None and (not isinstance(address, str) or not address.strip()):
             raise ValueError(f"Invalid address: {address!r}; expected None (a local cluster) or 'auto' / 'HOST:PORT'")
@@ -202,6 +218,14 @@ class RayExecutor(Closing):
                 raise ValueError(f"Invalid {name}: {value!r}; expected a positive integer")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"Invalid max_retries: {max_retries!r}; expected an integer >= 0")
+        if device is None:
+            device = "cuda" if gpus_per_run > 0 else "cpu"
+        if device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"Invalid device: {device!r}; expected 'cpu', 'cuda' or 'auto'")
+        if device == "cuda" and not gpus_per_run > 0:
+            raise ValueError("device 'cuda' on Ray needs gpus_per_run > 0 (Ray hides the GPUs from tasks without)")
+        self.device = device
+        self.checkpointing = checkpointing
         self.address = address
         self.num_cpus = num_cpus
         self.cpus_per_run = cpus_per_run
@@ -267,6 +291,11 @@ class RayExecutor(Closing):
         self._remote = self._board = None
         self._owns_ray = False
 
+    def use_checkpoints(self, results_folder: Any) -> None:
+        """Save the runs' checkpoints in ``results_folder`` (called by the study's driver before it runs them)."""
+        if self.checkpointing is not None:
+            self.checkpointing = self.checkpointing.bound(results_folder)
+
     # -- progress --------------------------------------------------------------------------------
 
     def attach_bar(self, bar: Any) -> None:
@@ -327,7 +356,8 @@ class RayExecutor(Closing):
         attempts_seen = {c.key(): before.get(c.key(), 0) + 1 for c in configs}
         pending: dict[Any, RunConfig] = {}
         for c in configs:
-            pending[remote.remote(c, self.threads, self.data_dir, callbacks, self._board)] = c
+            args = (c, self.threads, self.data_dir, callbacks, self._board, self.device, self.checkpointing)
+            pending[remote.remote(*args)] = c
         self._in_flight = {c.key(): c for c in configs}
         failed: list[tuple[RunConfig, str]] = []
         last_poll = 0.0

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from optimlab.lab.catalog.tasks import task_slug
 from optimlab.lab.training.record import RunRecord
 
 __all__ = [
@@ -145,7 +146,7 @@ class TensorBoardTracker:
     def run_dir(self, record: RunRecord) -> Path:
         c = record.config
         safe = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in c.optimizer)
-        return self.log_dir / c.task / f"{safe}_lr{c.lr:.3g}_s{c.seed}_{record.key}"
+        return self.log_dir / task_slug(c.task) / f"{safe}_lr{c.lr:.3g}_s{c.seed}_{record.key}"
 
     def log(self, record: RunRecord) -> None:
         from torch.utils.tensorboard.summary import hparams

@@ -26,7 +26,7 @@ from optimlab.lab.present.landscape_plots import (
     plot_trajectory,
 )
 from optimlab.lab.present.pages import figure_html, html_page, html_table
-from optimlab.lab.present.style import color_of_label
+from optimlab.lab.present.style import color_of_label, line_style_of_label
 from optimlab.lab.training.record import RunRecord
 
 __all__ = [
@@ -108,20 +108,20 @@ def plot_walk(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, title: str
     ncols = 4 if noise else 3
     fig, axes = plt.subplots(1, ncols, figsize=(4.6 * ncols, 3.9))
     for label, h in runs:
-        color = color_of_label(label)
+        color, dash = color_of_label(label), line_style_of_label(label)
         step = np.asarray(h["step"], dtype=float)
         cos = floats(h["cos_prev"])
         if step.size == 0:
             continue
         window = max(1, step.size // 40)
         axes[0].plot(step, cos, color=color, lw=0.6, alpha=0.3)
-        axes[0].plot(step, _smooth(cos, window), color=color, lw=1.6)
-        axes[1].plot(step, floats(h["dist_init_sq"]), color=color, lw=1.6)
-        axes[2].plot(step, floats(h["update_norm"]), color=color, lw=1.1)
+        axes[0].plot(step, _smooth(cos, window), color=color, lw=1.6, ls=dash)
+        axes[1].plot(step, floats(h["dist_init_sq"]), color=color, lw=1.6, ls=dash)
+        axes[2].plot(step, floats(h["update_norm"]), color=color, lw=1.1, ls=dash)
         if noise and h.get("noise", {}).get("step"):
             ns = h["noise"]
             axes[3].plot(ns["step"], floats(ns["b_simple"]), ".", color=color, ms=3, alpha=0.4)
-            axes[3].plot(ns["step"], floats(ns["b_simple_ema"]), color=color, lw=1.6)
+            axes[3].plot(ns["step"], floats(ns["b_simple_ema"]), color=color, lw=1.6, ls=dash)
     axes[0].set_ylim(-1.05, 1.05)
     axes[0].axhline(-1, color="0.5", lw=0.7, ls=":")
     axes[0].axhline(0, color="0.5", lw=0.7)
@@ -165,7 +165,7 @@ def plot_layer_rates(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, tit
                     med = np.nanmedian(vals, axis=1)
                     lo, hi = np.nanmin(vals, axis=1), np.nanmax(vals, axis=1)
             color = color_of_label(label)
-            ax.plot(step, med, color=color, lw=1.5)
+            ax.plot(step, med, color=color, lw=1.5, ls=line_style_of_label(label))
             ax.fill_between(step, lo, hi, color=color, alpha=0.15, lw=0)
         ax.set_title(name)
         ax.set_xlabel("step")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from optimlab.lab.present.figures import float_rows, floats, legend_right, pyplot, save_figure
-from optimlab.lab.present.style import color_of_label
+from optimlab.lab.present.style import color_of_label, line_style_of_label
 
 __all__ = ["plot_interpolation", "plot_landscape_1d", "plot_landscape_2d", "plot_landscape_3d", "plot_trajectory"]
 
@@ -84,9 +84,11 @@ def plot_landscape_1d(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, me
     axes = axes[0]
     for label, res in runs:
         x = np.asarray(res["coords"][0], dtype=float)
-        axes[0].plot(x, floats(res["loss"]), color=color_of_label(label), lw=1.6)
+        axes[0].plot(x, floats(res["loss"]), color=color_of_label(label), lw=1.6, ls=line_style_of_label(label))
         if metric:
-            axes[1].plot(x, 100 * floats(res["metric"]), color=color_of_label(label), lw=1.6)
+            axes[1].plot(
+                x, 100 * floats(res["metric"]), color=color_of_label(label), lw=1.6, ls=line_style_of_label(label)
+            )
     axes[0].set_ylabel("train loss")
     axes[0].set_yscale("log")
     if metric:

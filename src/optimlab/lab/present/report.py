@@ -1,6 +1,6 @@
 """The report of a study folder: the answer first, then the evidence (``summary.csv``, PNG figures, ``report.html``).
 
-It leads with the answer: the best optimizer and those indistinguishable from it, with the protocol and budget
+It leads with the answer: the best optimizer and those as good as it, with the protocol and budget
 in one line. Then: the headline metric with 95 % intervals, learning curves with 95 % bands, steps and CPU
 seconds to the validation target, lr sensitivity over the tuning trials, generalization (train against test,
 so underfitting shows), and the tuning cost. Every optimizer has one colour in every figure
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from optimlab.lab.catalog.space import SearchSpace
+from optimlab.lab.catalog.tasks import task_slug
 from optimlab.lab.present.pages import Markup, html_page, html_table
 from optimlab.lab.present.report_figures import PLOTS
 from optimlab.lab.present.style import color_for
@@ -26,6 +27,7 @@ from optimlab.lab.present.summary import TaskSummary, summarize_study
 from optimlab.lab.present.tables import (
     format_summary,
     headline_sentence,
+    margin_text,
     summary_notes,
     summary_table,
     target_text,
@@ -88,7 +90,7 @@ def _task_section(ts: TaskSummary, out: Path, prefix: str = "") -> list[str]:
         )
     figures = {}
     for name, (plot, caption) in PLOTS.items():
-        file = f"{prefix}{name}_{task.name}.png"
+        file = f"{prefix}{name}_{task_slug(task.name)}.png"
         if plot(ts, out / file):
             figures[name] = (file, caption)
         elif (out / file).exists():
@@ -98,10 +100,13 @@ def _task_section(ts: TaskSummary, out: Path, prefix: str = "") -> list[str]:
         parts.append(f"<img src='{file}' alt='{html.escape(caption)}' data-figure='answer'>")
     parts.append(summary_table_html(ts))
     parts.append(
-        "<p style='font-size:12px'>vs best: the multiplicity-adjusted p-value of “as good as the best” (Welch t "
-        "statistics against the best, calibrated by simulating the choice of the best under equal means, stepped "
-        "down; ≈: indistinguishable at alpha "
-        f"{p.alpha:g}). opt ms/step: <code>optimizer.step()</code> CPU time (median over steps, mean over seeds) "
+        "<p style='font-size:12px'>95% CI: percentile bootstrap over the seeds that did not fail (inside the "
+        "metric's range); seeds: those that diverged or ended at chance, counted, not averaged in (unstable: never "
+        f"in the best set). vs best: as good = within the margin {html.escape(margin_text(ts))} by TOST "
+        "(Holm-adjusted); worse = Welch t against the best, calibrated by simulating the choice of the best under "
+        f"equal means, stepped down (max-t), at alpha {p.alpha:g}; inconclusive = neither, with the minimum "
+        "detectable effect (MDE, 80 % power). opt ms/step: <code>optimizer.step()</code> CPU time (median over "
+        "steps, mean over seeds) "
         "and its share of the model's forward+backward CPU time in the same runs; CPU time is what a busy machine "
         "inflates least. Times to target: training CPU seconds only, median over seeds.</p>"
     )

@@ -4,7 +4,11 @@
 The answer (headline metric, 95 % intervals, the best set), learning curves with 95 % bands, steps and CPU seconds
 to the validation target, lr sensitivity over the tuning trials, generalization (test metric against the training
 loss, so that underfitting shows), trajectories on the 2-D tasks, and the schedules when optimizers ran different
-ones. Every optimizer has its colour (:func:`optimlab.lab.present.style.color_for`).
+ones. Every optimizer has its colour and line style (:func:`optimlab.lab.present.style.color_for`,
+:func:`~optimlab.lab.present.style.line_style_for`). The answer's axis spans the competitive optimizers
+(:func:`competitive_range`), whatever lies beyond it is marked at the edge with its values, and no interval is drawn
+outside the metric's range (:func:`metric_range`); labels beside points never overlap
+(:func:`optimlab.lab.present.figures.place_labels`).
 """
 
 from __future__ import annotations
@@ -19,13 +23,13 @@ import numpy as np
 
 from optimlab.lab.catalog.metrics import scale as _scale
 from optimlab.lab.catalog.metrics import unit as _unit
-from optimlab.lab.present.figures import pyplot, save_figure
-from optimlab.lab.present.style import color_for
+from optimlab.lab.present.figures import place_labels, pyplot, save_figure
+from optimlab.lab.present.style import color_for, line_style_for
 from optimlab.lab.present.summary import Row, TaskSummary, headline_value
 from optimlab.lab.present.tables import metric_name, settings_text, target_text
 from optimlab.lab.training.record import RunRecord
 
-__all__ = ["PLOTS", "FIGURES"]
+__all__ = ["PLOTS", "FIGURES", "competitive_range", "metric_range"]
 
 
 def _log_y(ax: Any) -> None:
@@ -46,38 +50,141 @@ def _complete_rows(ts: TaskSummary) -> list[Row]:
     return [r for r in ts.rows if r.n > 0]
 
 
+def metric_range(metric: str) -> tuple[float, float]:
+    """The values ``metric`` can take, in its display units: accuracy [0, 100] %, perplexity >= 1, a loss >= 0."""
+    if metric == "accuracy":
+        return 0.0, 100.0
+    return (1.0 if metric == "perplexity" else 0.0), math.inf
+
+
+def competitive_range(
+    means: list[float], lows: list[float], highs: list[float], *, higher_is_better: bool, log: bool = False
+) -> tuple[float, float]:
+    """The span of an answer figure's axis: where the competitive optimizers are, not where the worst one is.
+
+    In display units; on a log axis (``log``) computed on the logarithms. The *scale* is the spread of the better
+    half's means (the best minus the worst of the ``ceil(n / 2)`` best means), or the median half-width of their
+    intervals if larger. Competitive: an optimizer whose mean is within 4 scales of the best mean. The axis covers
+    the competitive optimizers' means and intervals (NaN ends, for one seed, are ignored), but reaches no further
+    than 6 scales from the best mean, so that a competitive optimizer with a very wide interval does not stretch
+    it either; then 4 % of its width is added on each side. Everything else is drawn at the edge, with its value.
+    """
+    if not means:
+        raise ValueError("Invalid means: []; expected at least one")
+    f = np.log if log else np.asarray
+    m = np.asarray(f(np.asarray(means, dtype=float)), dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo = np.asarray(f(np.asarray(lows, dtype=float)), dtype=float)
+        hi = np.asarray(f(np.asarray(highs, dtype=float)), dtype=float)
+    sign = 1.0 if higher_is_better else -1.0
+    order = np.argsort(-sign * m, kind="stable")
+    best = m[order[0]]
+    top = order[: math.ceil(len(m) / 2)]
+    halves = (hi[top] - lo[top]) / 2
+    halves = halves[np.isfinite(halves)]
+    scale = max(float(np.max(np.abs(m[top] - best))), float(np.median(halves)) if halves.size else 0.0)
+    if scale <= 0:
+        scale = max(abs(best) * 0.01, 1e-3)
+    competitive = np.abs(m - best) <= 4 * scale + 1e-12
+    ends = np.concatenate([m[competitive], lo[competitive], hi[competitive]])
+    ends = ends[np.isfinite(ends)]
+    a = max(float(ends.min()), best - 6 * scale)
+    b = min(float(ends.max()), best + 6 * scale)
+    pad = 0.04 * (b - a)
+    a, b = a - pad, b + pad
+    if log:
+        return float(np.exp(a)), float(np.exp(b))
+    return a, b
+
+
 def _plot_answer(ts: TaskSummary, path: Path) -> bool:
-    """Mean and 95 % interval of the headline metric per optimizer; filled: indistinguishable from the best."""
+    """Mean and 95 % interval of the headline metric per optimizer; filled: in the best set.
+
+    The axis spans the competitive optimizers (:func:`competitive_range`); an interval, a mean or seeds beyond it
+    end at the edge in an arrow, with the values written beside it. Intervals are clipped to the metric's range
+    (:func:`metric_range`), and the title says so when one was."""
     rows = [r for r in ts.rows if r.headline is not None]
     if not rows:
         return False
     plt = pyplot()
     s = _scale(ts.metric)
-    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(rows) + 1.4))
-    y = np.arange(len(rows))
+    log = ts.metric in ("perplexity", "loss")
+    floor, ceiling = metric_range(ts.metric)
+    clipped = False
+    means, lows, highs = [], [], []
+    for r in rows:
+        ci = r.headline
+        low, high = (s * ci.low, s * ci.high) if ci.n > 1 else (math.nan, math.nan)
+        if low < floor or high > ceiling:
+            clipped = True
+        means.append(s * ci.mean)
+        lows.append(min(max(low, floor), ceiling) if math.isfinite(low) else low)
+        highs.append(min(max(high, floor), ceiling) if math.isfinite(high) else high)
+    if log:  # a log axis shows no value <= 0: such an end is off the axis, at its left edge
+        lows = [v if v > 0 else math.nan for v in lows]
+    a, b = competitive_range(means, lows, highs, higher_is_better=ts.higher_is_better, log=log)
+    a, b = max(a, floor), min(b, ceiling)
+    if log and a <= 0:
+        a = min(v for v in means if v > 0) / 2
+    n_lost = sum(r.headline is None and r.n > 0 for r in ts.rows)
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * (len(rows) + n_lost) + 1.4))
     best = next((r for r in rows if ts.best and r.spec == ts.best.best), None)
     if best is not None and best.headline.n > 1:
-        ax.axvspan(s * best.headline.low, s * best.headline.high, color="0.85", zorder=0, lw=0)
-    for i, r in enumerate(rows):
+        band = [min(max(s * best.headline.low, a), b), min(max(s * best.headline.high, a), b)]
+        ax.axvspan(*band, color="0.85", zorder=0, lw=0)
+
+    def inside(v: float) -> float:
+        return min(max(v, a), b)
+
+    for i, (r, mean, low, high) in enumerate(zip(rows, means, lows, highs, strict=True)):
         c = color_for(r.spec)
-        ci = r.headline
-        if ci.n > 1:
-            ax.plot([s * ci.low, s * ci.high], [i, i], color=c, lw=2.2, solid_capstyle="butt")
-        values = [headline_value(rec) for rec in r.records]
-        ax.plot(
-            [s * v for v in values if v is not None],
-            [i] * sum(v is not None for v in values),
-            "|",
-            color=c,
-            ms=7,
-            alpha=0.6,
-        )
+        off: list[str] = []
+        if log and r.headline.n > 1 and not math.isfinite(low) and math.isfinite(high):
+            low = -math.inf  # an end <= 0 on a log axis: drawn to the left edge
+        if math.isfinite(high) and not math.isnan(low):
+            ax.plot([inside(low), inside(high)], [i, i], color=c, lw=2.2, solid_capstyle="butt")
+        if low < a:  # False for NaN (one seed)
+            ax.plot([a], [i], "<", color=c, ms=7, clip_on=False, zorder=4)
+            off.append("low")
+        if math.isfinite(high) and high > b:
+            ax.plot([b], [i], ">", color=c, ms=7, clip_on=False, zorder=4)
+            off.append("high")
+        values = [s * v for v in (headline_value(rec) for rec in r.records) if v is not None]
+        shown = [v for v in values if a <= v <= b]
+        ax.plot(shown, [i] * len(shown), "|", color=c, ms=7, alpha=0.6)
+        beyond = len(values) - len(shown)
         filled = r.in_best_set
-        ax.plot([s * ci.mean], [i], "o", ms=7, color=c, mfc=c if filled else "white", mew=1.6, zorder=3)
-    ax.set_yticks(y, [r.spec + ("" if not r.diverged else f" ({r.diverged} div.)") for r in rows])
-    ax.invert_yaxis()
+        if a <= mean <= b:
+            ax.plot([mean], [i], "o", ms=7, color=c, mfc=c if filled else "white", mew=1.6, zorder=3)
+        else:
+            ax.plot([inside(mean)], [i], "<" if mean < a else ">", ms=9, color=c, mfc="white", mew=1.6,
+                    clip_on=False, zorder=5)
+            off.append("mean")
+        if off or beyond:
+            text = f"{_fmt_axis(mean, ts.metric)}"
+            if math.isfinite(low) and math.isfinite(high):
+                text += f" [{_fmt_axis(low, ts.metric)}, {_fmt_axis(high, ts.metric)}]"
+            if beyond:
+                text += f"; {beyond} seed{'s' if beyond > 1 else ''} off the axis"
+            left = mean < a or (mean <= b and "low" in off and "high" not in off) or (beyond and mean < (a + b) / 2)
+            ax.annotate(text, (a if left else b, i), xytext=(9 if left else -9, -7), textcoords="offset points",
+                        ha="left" if left else "right", va="center", fontsize=7, color=c,
+                        annotation_clip=False)
+    lost = [r for r in ts.rows if r.headline is None and r.n > 0]  # a seed diverged: no mean to draw
+    for i, r in enumerate(lost, start=len(rows)):
+        c = color_for(r.spec)
+        values = [s * v for v in (headline_value(rec) for rec in r.records) if v is not None]
+        shown = [v for v in values if a <= v <= b]
+        ax.plot(shown, [i] * len(shown), "|", color=c, ms=7, alpha=0.6)
+        off = len(values) - len(shown)
+        ax.annotate(f"no mean: {r.diverged} of {r.n} seeds diverged; {off} seed{'s' * (off != 1)} off the axis",
+                    (a, i), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7, color=c)
+    rows = rows + lost
+    ax.set_xlim(a, b)
+    ax.set_ylim(len(rows) - 0.5, -0.7)
+    ax.set_yticks(np.arange(len(rows)), [r.spec + ("" if not r.diverged else f" ({r.diverged} div.)") for r in rows])
     ax.set_xlabel(f"{metric_name(ts)}{_unit(ts.metric)}")
-    if ts.metric in ("perplexity", "loss"):
+    if log:
         _log_x(ax)
     ax.grid(axis="x", alpha=0.3)
     n = max(r.n for r in rows)
@@ -85,13 +192,24 @@ def _plot_answer(ts: TaskSummary, path: Path) -> bool:
     if tested:
         title = (
             f"{ts.study.task.name}: {metric_name(ts)}, mean and 95% CI over {n} seeds\n"
-            "filled: indistinguishable from the best (grey band: its CI); ticks: seeds"
+            "filled: in the best set (grey band: the best's CI); ticks: seeds"
         )
     else:
         title = f"{ts.study.task.name}: {metric_name(ts)} of one run per optimizer\nfilled: the best (and exact ties)"
-    ax.set_title(title, fontsize=10)
+    title += "\naxis: the competitive range; arrows: beyond it (values written)"
+    if clipped:
+        rng = f"[{floor:g}, {ceiling:g}]{_unit(ts.metric)}" if math.isfinite(ceiling) else f">= {floor:g}"
+        title += f"; intervals clipped to {rng}"
+    ax.set_title(title, fontsize=9)
     save_figure(fig, path)
     return True
+
+
+def _fmt_axis(v: float, metric: str) -> str:
+    """A value already in display units, as the tables write it."""
+    if not math.isfinite(v):
+        return "-"
+    return f"{v:.1f}" if metric == "accuracy" else f"{v:.3g}"
 
 
 def _log_x(ax: Any) -> None:
@@ -151,7 +269,7 @@ def _plot_curves(ts: TaskSummary, path: Path) -> bool:
                 continue
             x, mean, lo, hi = band
             c = color_for(r.spec)
-            ax.plot(x, s * mean, color=c, lw=1.4, label=r.spec)
+            ax.plot(x, s * mean, color=c, ls=line_style_for(r.spec), lw=1.5, label=r.spec)
             ax.fill_between(x, s * lo, s * hi, color=c, alpha=0.15, lw=0)
         if key.startswith("val") and ts.target is not None:
             ax.axhline(s * ts.target, color="k", ls="--", lw=0.8, label="target")
@@ -301,7 +419,9 @@ def _plot_generalization(ts: TaskSummary, path: Path) -> bool:
     plt = pyplot()
     m = ts.metric
     s = _scale(m)
+    floor, ceiling = metric_range(m)
     fig, ax = plt.subplots(figsize=(8, 5.4))
+    points, labels, colors = [], [], []
     for r in rows:
         c = color_for(r.spec)
         losses = [rec.final("train_loss") for rec in r.records]
@@ -311,17 +431,20 @@ def _plot_generalization(ts: TaskSummary, path: Path) -> bool:
         xs, ys = math.exp(logs.mean), s * r.headline.mean
         if logs.n > 1:
             ax.plot([math.exp(logs.low), math.exp(logs.high)], [ys, ys], color=c, lw=1)
-            ax.plot([xs, xs], [s * r.headline.low, s * r.headline.high], color=c, lw=1)
+            low, high = max(s * r.headline.low, floor), min(s * r.headline.high, ceiling)  # inside the range
+            ax.plot([xs, xs], [low, high], color=c, lw=1)
         ax.plot([xs], [ys], "o", color=c, ms=6, mfc=c if r.in_best_set else "white", mew=1.5)
         gap = f", gap {s * r.gap.mean:+.1f}{'' if m != 'accuracy' else ' pp'}" if r.gap is not None else ""
-        ax.annotate(f"{r.spec}{gap}", (xs, ys), fontsize=7, xytext=(4, 3), textcoords="offset points", color=c)
+        points.append((xs, ys))
+        labels.append(f"{r.spec}{gap}")
+        colors.append(c)
     ax.set_xscale("log")
     ax.set_xlabel("final training loss (fixed training subset; geometric mean, 95% CI)")
     if m in ("perplexity", "loss"):
         _log_y(ax)
     elif m == "accuracy":
         lo, hi = ax.get_ylim()
-        ax.set_ylim(lo, min(hi, 100.0))
+        ax.set_ylim(max(lo, 0.0), min(hi, 100.0))
     ax.set_ylabel(f"{metric_name(ts)}{_unit(m)} (mean, 95% CI)")
     ax.set_title(
         f"{ts.study.task.name}: generalization against fit\npoints to the right fit the training data less; "
@@ -329,6 +452,7 @@ def _plot_generalization(ts: TaskSummary, path: Path) -> bool:
         fontsize=9,
     )
     ax.grid(alpha=0.3, which="both")
+    place_labels(ax, points, labels, colors)  # last: the limits are final
     save_figure(fig, path)
     return True
 
@@ -355,7 +479,12 @@ def _plot_trajectories(ts: TaskSummary, path: Path) -> bool:
         traj = np.array(r.records[0].extras.get("trajectory", []), dtype=float)
         if traj.size:
             ax.plot(
-                traj[:, 0], traj[:, 1], "-", color=color_for(r.spec), lw=1.3, label=f"{r.spec} ({settings_text(r)})"
+                traj[:, 0],
+                traj[:, 1],
+                color=color_for(r.spec),
+                ls=line_style_for(r.spec),
+                lw=1.3,
+                label=f"{r.spec} ({settings_text(r)})",
             )
     ax.plot(*task.start, "ko", ms=5, label="start")
     ax.plot(*task.minimum, "r*", ms=12, label="minimum")
@@ -385,7 +514,13 @@ def _plot_schedules(ts: TaskSummary, path: Path) -> bool:
         name, kwargs = parse_schedule(cfg.schedule)
         fn = adapter.create_schedule(name, cfg.steps, **kwargs)
         x = np.arange(cfg.steps + 1)
-        ax.plot(x, [cfg.lr * fn(int(t)) for t in x], color=color_for(r.spec), label=f"{r.spec} ({cfg.schedule})")
+        ax.plot(
+            x,
+            [cfg.lr * fn(int(t)) for t in x],
+            color=color_for(r.spec),
+            ls=line_style_for(r.spec),
+            label=f"{r.spec} ({cfg.schedule})",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate (selected lr x schedule factor)")
@@ -398,8 +533,12 @@ def _plot_schedules(ts: TaskSummary, path: Path) -> bool:
 
 # name -> (the figure, its caption), in the page's order; a figure's file is NAME_TASK.png
 PLOTS: dict[str, tuple[Callable[[TaskSummary, Path], bool], str]] = {
-    "answer": (_plot_answer, "The answer: headline metric per optimizer"),
-    "curves": (_plot_curves, "Learning curves"),
+    "answer": (
+        _plot_answer,
+        "The answer: headline metric per optimizer, mean and 95% interval; the axis spans the competitive "
+        "optimizers, and one beyond it is marked at the edge with its values",
+    ),
+    "curves": (_plot_curves, "Learning curves (each optimizer keeps its colour and line style in every figure)"),
     "time_to_target": (_plot_time_to_target, "Time to the validation target"),
     "lr_sensitivity": (_plot_lr_sensitivity, "Learning-rate sensitivity over the tuning trials"),
     "generalization": (_plot_generalization, "Generalization: training against test"),

@@ -1,17 +1,33 @@
-"""Statistics that decide: intervals, tests against the best, the indistinguishable set, performance profiles.
+"""Statistics that decide: intervals, tests against the best, the best set ("as good as"), performance profiles.
 
 Every function here is pure (numbers in, numbers out; the only randomness is a seeded generator) and is tested
 against known answers in ``tests/lab/test_stats.py``.
 
 - :func:`mean_ci`: mean and Student-t confidence interval over seeds.
 - :func:`welch_test`, :func:`paired_test`: two-sided t tests; :func:`holm`: Holm's step-down adjustment.
-- :func:`best_set`: the optimizers *indistinguishable from the best*. Each optimizer is compared with the one of
-  best mean by a Welch t statistic; because "the best" is itself chosen from the data, the statistics are
-  calibrated by simulating the whole procedure (choosing the best included) under the hypothesis that the
-  compared optimizers are equal, with each optimizer's own spread and seed count (a parametric bootstrap of the
-  maximum statistic, stepped down as in Westfall & Young, 1993). Stated rate: when all optimizers are equal, the
-  chance that any is declared worse than the best is ``alpha`` (5 %) whatever their number; a plain Welch test
-  against the observed best with Holm's correction holds that rate only for two optimizers (the tests show both).
+- :func:`best_set`: the optimizers *not shown worse than the best* (not "as good as": that needs :func:`classify`'s
+  equivalence test; the compare command uses ``best_set`` for "worse" only). Each optimizer is compared with the one
+  of best mean by a Welch t statistic; because "the best" is itself chosen from the data, the statistics are
+  calibrated by simulating the whole procedure (choosing the best included) under the hypothesis that the compared
+  optimizers are equal, with each optimizer's own spread and seed count (a parametric bootstrap of the maximum
+  statistic, stepped down as in Westfall & Young, 1993). Stated rate: when all optimizers are equal, the chance that
+  any is declared worse than the best is ``alpha`` (5 %) whatever their number; a plain Welch test against the
+  observed best with Holm's correction holds that rate only for two optimizers (the tests show both).
+- :func:`bootstrap_ci`: mean and percentile-bootstrap interval over seeds (seeded, deterministic). Its bounds are
+  means of resampled seeds, so they lie between the smallest and the largest value: an accuracy interval stays in
+  [0, 1] and a loss interval above 0 whatever the shape of the sample (a t interval on the bimodal 9.6..89.7 %
+  LARS sample reaches 109.9 %).
+- :func:`tost`: Schuirmann's two one-sided Welch t tests of equivalence, ``|mean(a) - mean(b)| < margin``. It is
+  an intersection-union test: each one-sided test at ``alpha`` gives a level-``alpha`` test of equivalence, with no
+  split of ``alpha``.
+- :func:`min_detectable_effect`: the smallest true difference a two-sided Welch test at ``alpha`` detects with the
+  given power (80 % by default): ``(t_{1-alpha/2, df} + t_{power, df}) * se`` (Welch-Satterthwaite ``df``).
+- :func:`classify`: the verdict of every optimizer against the best: ``unstable`` (a seed failed: diverged or
+  ended at chance; never in the best set), ``best``, ``as good as`` (equivalent within the margin by TOST, the
+  TOST p-values Holm-adjusted over the compared optimizers so that the family-wise rate of a false "as good as"
+  is at most ``alpha``), else ``worse`` (the max-t test of :func:`best_set`), else ``inconclusive`` (its minimum
+  detectable effect says how small a difference these seeds could have found). ``better`` is reserved for a
+  comparison against a reference that is not the best (not produced by :func:`classify`).
 - :func:`time_to_target`: the first evaluation at which a validation curve reaches its target (``inf`` if never;
   it lives with the record, :mod:`optimlab.lab.training.record`, whose ``steps_to`` uses it).
 - :func:`performance_ratios`, :func:`performance_profile`, :func:`integrated_score`: Dolan & Moré (2002)
@@ -34,6 +50,14 @@ from optimlab.lab.training.record import time_to_target
 __all__ = [
     "Interval",
     "TestResult",
+    "TostResult",
+    "Verdict",
+    "Comparison",
+    "VERDICTS",
+    "bootstrap_ci",
+    "tost",
+    "min_detectable_effect",
+    "classify",
     "BestSet",
     "mean_ci",
     "welch_test",
@@ -254,6 +278,207 @@ def best_set(
             active.remove(i)
     members = tuple([best] + [names[i] for i in sorted(others, key=lambda i: -means[i]) if adjusted[names[i]] > alpha])
     return BestSet(best, members, {n: adjusted[n] for n in names}, alpha, method)
+
+
+def bootstrap_ci(
+    values: Sequence[float], confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> Interval:
+    """Mean and percentile-bootstrap interval of the mean: the ``(1-c)/2`` and ``(1+c)/2`` quantiles of the means
+    of ``resamples`` resamples of the values with replacement (``numpy.random.default_rng(seed)``; the same values
+    give the same interval). The bounds lie within ``[min(values), max(values)]``, so within the metric's range.
+    A single value gives NaN bounds."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"Invalid confidence: {confidence!r}; expected 0 < confidence < 1")
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 100:
+        raise ValueError(f"Invalid resamples: {resamples!r}; expected an integer >= 100")
+    x = _values(values)
+    n, mean = x.size, float(x.mean())
+    if n == 1:
+        return Interval(mean, math.nan, math.nan, 1, math.nan, confidence)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    low, high = np.quantile(means, [0.5 - confidence / 2, 0.5 + confidence / 2])
+    # rounding in the mean of equal values must not put a bound outside the values
+    low, high = max(float(low), float(x.min())), min(float(high), float(x.max()))
+    return Interval(mean, low, high, n, float(x.std(ddof=1)), confidence)
+
+
+@dataclass(frozen=True)
+class TostResult:
+    """Two one-sided tests of ``|mean(a) - mean(b)| < margin``: ``diff = mean(a) - mean(b)``, its standard error
+    and Welch degrees of freedom, the p-value of equivalence (the larger one-sided p), and ``equivalent``
+    (``p <= alpha``, the same as the ``1 - 2 alpha`` interval of ``diff`` lying inside ``(-margin, margin)``)."""
+
+    diff: float
+    se: float
+    df: float
+    p: float
+    margin: float
+    alpha: float
+
+    @property
+    def equivalent(self) -> bool:
+        return self.p <= self.alpha
+
+
+def _welch_se_df(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se2 = va + vb
+    if se2 == 0.0:
+        return 0.0, math.inf
+    return math.sqrt(se2), float(se2**2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1)))
+
+
+def tost(a: Sequence[float], b: Sequence[float], margin: float, alpha: float = 0.05) -> TostResult:
+    """Schuirmann's TOST with Welch's t: H0 ``|mean(a) - mean(b)| >= margin`` against equivalence.
+
+    ``p = max(P(T > (d + margin) / se), P(T < (d - margin) / se))``; both samples need 2 values or more. Two
+    samples without spread are equivalent exactly when ``|d| < margin`` (p 0 or 1).
+    """
+    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin > 0):
+        raise ValueError(f"Invalid margin: {margin!r}; expected a positive number")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"Invalid alpha: {alpha!r}; expected 0 < alpha < 1")
+    x, y = _values(a, "a"), _values(b, "b")
+    if x.size < 2 or y.size < 2:
+        raise ValueError(f"Invalid sample sizes: {x.size}, {y.size}; expected at least 2 values each")
+    d = float(x.mean() - y.mean())
+    se, df = _welch_se_df(x, y)
+    if se == 0.0:
+        return TostResult(d, 0.0, df, 0.0 if abs(d) < margin else 1.0, float(margin), alpha)
+    p_low = t_sf((d + margin) / se, df)  # H0: d <= -margin
+    p_high = t_sf((margin - d) / se, df)  # H0: d >= margin
+    return TostResult(d, se, df, max(p_low, p_high), float(margin), alpha)
+
+
+def min_detectable_effect(
+    sd_a: float, n_a: int, sd_b: float, n_b: int, alpha: float = 0.05, power: float = 0.8
+) -> float:
+    """The smallest true difference of means a two-sided Welch t test at ``alpha`` finds with probability
+    ``power``: ``(t_{1-alpha/2, df} + t_{power, df}) * sqrt(sd_a^2/n_a + sd_b^2/n_b)``, ``df`` Welch-Satterthwaite
+    (the usual normal-shift approximation; for sd 1, 64 seeds each, alpha 0.05, power 0.8 it gives Cohen's 0.5)."""
+    for name, n in (("n_a", n_a), ("n_b", n_b)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+            raise ValueError(f"Invalid {name}: {n!r}; expected an integer >= 2")
+    for name, sd in (("sd_a", sd_a), ("sd_b", sd_b)):
+        if not (math.isfinite(sd) and sd >= 0):
+            raise ValueError(f"Invalid {name}: {sd!r}; expected a finite number >= 0")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"Invalid alpha: {alpha!r}; expected 0 < alpha < 1")
+    if not 0.0 < power < 1.0:
+        raise ValueError(f"Invalid power: {power!r}; expected 0 < power < 1")
+    va, vb = sd_a**2 / n_a, sd_b**2 / n_b
+    se2 = va + vb
+    if se2 == 0.0:
+        return 0.0
+    df = se2**2 / (va**2 / (n_a - 1) + vb**2 / (n_b - 1))
+    return (t_quantile(1 - alpha / 2, df) + t_quantile(power, df)) * math.sqrt(se2)
+
+
+VERDICTS = ("best", "as good as", "better", "worse", "inconclusive", "unstable")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One optimizer against the best: ``label`` (one of :data:`VERDICTS`), ``diff`` = its mean minus the best's
+    (in the metric's units, sign as measured), ``worse_p`` (max-t adjusted, :func:`best_set`), ``equivalence_p``
+    (TOST, Holm-adjusted), ``mde`` (:func:`min_detectable_effect`), and for ``unstable`` the failed seeds."""
+
+    label: str
+    diff: float = math.nan
+    worse_p: float | None = None
+    equivalence_p: float | None = None
+    mde: float | None = None
+    failed: int = 0
+    n: int = 0
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """:func:`classify`'s answer: the best, every optimizer's verdict, the margin and alpha it used."""
+
+    best: str | None
+    verdicts: dict[str, Verdict]
+    margin: float
+    alpha: float
+    tested: bool = True
+
+    @property
+    def as_good(self) -> tuple[str, ...]:
+        """The best and those as good as it (the best set), best first in the order of ``verdicts``."""
+        return tuple(n for n, v in self.verdicts.items() if v.label in ("best", "as good as"))
+
+    def labelled(self, label: str) -> tuple[str, ...]:
+        return tuple(n for n, v in self.verdicts.items() if v.label == label)
+
+
+def classify(
+    samples: Mapping[str, Sequence[float]],
+    *,
+    higher_is_better: bool,
+    margin: float,
+    alpha: float = 0.05,
+    failed: Mapping[str, int] | None = None,
+    power: float = 0.8,
+    simulations: int = 4000,
+    seed: int = 0,
+) -> Comparison:
+    """Every optimizer's verdict against the best (the highest mean, or lowest, among the stable ones).
+
+    ``samples[name]``: the values of its seeds that did not fail; ``failed[name]``: how many failed (diverged or
+    at chance). An optimizer with a failed seed is ``unstable`` and takes no part in the tests. Among the others:
+    ``as good as`` where the TOST of :func:`tost` (margin ``margin``, p-values Holm-adjusted over the compared
+    optimizers) shows equivalence at ``alpha`` (a difference smaller than the margin counts as none, even where
+    it is significant); else ``worse`` where the max-t test of :func:`best_set` rejects "equal to the best" at
+    ``alpha``; else ``inconclusive``, with the minimum detectable effect of these seeds.
+    With a single value each (a deterministic task) nothing is tested: exact ties with the best are ``as good
+    as``, the rest ``worse`` (``tested`` False). Deterministic (the max-t simulation is seeded).
+    """
+    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin > 0):
+        raise ValueError(f"Invalid margin: {margin!r}; expected a positive number")
+    failed = dict(failed or {})
+    for name, k in failed.items():
+        if name not in samples:
+            raise ValueError(f"Invalid failed: {name!r} is not in samples")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"Invalid failed[{name!r}]: {k!r}; expected an integer >= 0")
+    stable = {n: v for n, v in samples.items() if failed.get(n, 0) == 0}
+    for n, v in samples.items():
+        if failed.get(n, 0) == 0 and len(list(v)) == 0:
+            raise ValueError(f"Invalid samples[{n!r}]: empty, and no failed seeds")
+    unstable = {
+        n: Verdict("unstable", failed=failed[n], n=failed[n] + len(list(samples[n])))
+        for n in samples
+        if failed.get(n, 0) > 0
+    }
+    if not stable:
+        return Comparison(None, unstable, float(margin), alpha)
+    bs = best_set(stable, higher_is_better=higher_is_better, alpha=alpha, simulations=simulations, seed=seed)
+    data = {n: _values(v, f"samples[{n!r}]") for n, v in stable.items()}
+    ref = data[bs.best]
+    verdicts: dict[str, Verdict] = {bs.best: Verdict("best", 0.0, 1.0, None, None, 0, ref.size)}
+    others = [n for n in stable if n != bs.best]
+    if not bs.tested:
+        for n in others:
+            d = float(data[n].mean() - ref.mean())
+            verdicts[n] = Verdict("as good as" if n in bs.members else "worse", d, bs.adjusted_p[n], None, None, 0,
+                                  data[n].size)
+        return Comparison(bs.best, {**verdicts, **unstable}, float(margin), alpha, tested=False)
+    eq = holm([tost(data[n], ref, margin, alpha).p for n in others])
+    for n, q in zip(others, eq, strict=True):
+        x = data[n]
+        d = float(x.mean() - ref.mean())
+        mde = min_detectable_effect(float(x.std(ddof=1)), x.size, float(ref.std(ddof=1)), ref.size, alpha, power)
+        if q <= alpha:
+            label = "as good as"
+        elif bs.adjusted_p[n] <= alpha:
+            label = "worse"
+        else:
+            label = "inconclusive"
+        verdicts[n] = Verdict(label, d, bs.adjusted_p[n], q, mde, 0, x.size)
+    sign = 1.0 if higher_is_better else -1.0
+    order = sorted(verdicts, key=lambda n: (n != bs.best, -sign * verdicts[n].diff))
+    return Comparison(bs.best, {**{n: verdicts[n] for n in order}, **unstable}, float(margin), alpha)
 
 
 def performance_ratios(times: Mapping[str, Mapping[str, float]], r_max: float = R_MAX) -> dict[str, dict[str, float]]:

@@ -1,8 +1,11 @@
 """The numbers a study reports, per optimizer, computed from its records with :mod:`optimlab.lab.present.stats`.
 
 Headline: the final test metric over the final seeds (the training loss for the data-free 2-D tasks), mean and
-95 % interval, and the set of optimizers indistinguishable from the best (:func:`optimlab.lab.present.stats.best_set`).
-An optimizer with a diverged final seed cannot be in that set. Also: validation metric, training loss, the
+95 % percentile-bootstrap interval (:func:`optimlab.lab.present.stats.bootstrap_ci`: inside the metric's range)
+over the seeds that did not fail, and every optimizer's verdict against the best
+(:func:`optimlab.lab.present.stats.classify`: best, as good as, worse, inconclusive, unstable). A seed *failed*
+when it diverged or ended at chance (:func:`at_chance`); an optimizer with a failed seed is "unstable" and never
+in the best set, and its failed seeds are counted, not averaged in. Also: validation metric, training loss, the
 generalization gap, steps and training CPU seconds to the task's validation target (median over seeds, ``inf``
 when more than half miss it; evaluation time excluded), the optimizer's own step time apart from the model's
 forward+backward (CPU time, medians over steps), and the tuning cost.
@@ -20,7 +23,7 @@ from optimlab.lab.study.selection import Selection
 from optimlab.lab.study.tuning import OptimizerResult, StudyResult
 from optimlab.lab.training.record import RunRecord
 
-__all__ = ["Row", "TaskSummary", "summarize_study", "headline_value"]
+__all__ = ["Row", "TaskSummary", "summarize_study", "headline_value", "initial_value", "at_chance", "CHANCE_FRACTION"]
 
 
 @dataclass
@@ -32,7 +35,7 @@ class Row:
     n: int  # final seeds with a record
     expected: int  # final seeds the protocol asks for
     diverged: int
-    headline: stats.Interval | None  # final test metric (training loss on the 2-D tasks)
+    headline: stats.Interval | None  # final test metric (train loss on the 2-D tasks) over the seeds that did not fail
     val: stats.Interval | None
     train_loss: stats.Interval | None
     gap: stats.Interval | None  # oriented so that positive = better on train than on test
@@ -45,18 +48,37 @@ class Row:
     tuning_trials: int
     tuning_cpu_seconds: float
     final_cpu_seconds: float
-    in_best_set: bool = False
-    adjusted_p: float | None = None
+    in_best_set: bool = False  # the best, or as good as it (equivalent within the protocol's margin)
+    adjusted_p: float | None = None  # max-t adjusted p-value of "equal to the best"
     records: list[RunRecord] = field(default_factory=list, repr=False)
+    at_chance: int = 0  # final seeds that ended no better than the untrained model (:func:`at_chance`)
+    verdict: stats.Verdict | None = None  # against the best (:func:`optimlab.lab.present.stats.classify`)
 
     @property
     def complete(self) -> bool:
         return self.selection is not None and self.n == self.expected
 
+    @property
+    def failed(self) -> int:
+        """Final seeds that diverged or ended at chance."""
+        return self.diverged + self.at_chance
+
+    @property
+    def ok(self) -> int:
+        return self.n - self.failed
+
+    def seeds_text(self) -> str:
+        """``"3/5 ok; 1 diverged, 1 at chance"``, or ``"5/5 ok"``."""
+        why = [f"{k} {what}" for k, what in ((self.diverged, "diverged"), (self.at_chance, "at chance")) if k]
+        return f"{self.ok}/{self.n} ok" + (f"; {', '.join(why)}" if why else "")
+
 
 @dataclass
 class TaskSummary:
-    """A study's rows, best first, and its indistinguishable-from-best set."""
+    """A study's rows, best first, and the best set: the best and those as good as it.
+
+    ``best`` keeps the :class:`~optimlab.lab.present.stats.BestSet` shape (``members``: the best set;
+    ``adjusted_p``: the max-t p-values); ``comparison`` holds every verdict; ``margin`` the equivalence margin."""
 
     study: StudyResult
     rows: list[Row]
@@ -65,6 +87,8 @@ class TaskSummary:
     metric: str
     higher_is_better: bool
     target: float | None
+    comparison: stats.Comparison | None = None
+    margin: float = math.nan
 
     @property
     def members(self) -> list[str]:
@@ -79,6 +103,35 @@ def headline_value(record: RunRecord) -> float | None:
     if record.test_values is not None:
         return record.test(record.metric)
     return record.final(f"train_{record.metric}")
+
+
+def initial_value(record: RunRecord) -> float | None:
+    """The untrained model's training metric (the history's first evaluation, at step 0), or ``None``."""
+    values = record.history.get(f"train_{record.metric}")
+    v = values[0] if values else None
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+CHANCE_FRACTION = 0.05
+
+
+def at_chance(record: RunRecord, margin: float, higher_is_better: bool) -> bool:
+    """Whether a final run that did not diverge ended at chance: its headline value improved on the untrained
+    model's (its training metric at step 0: about ``1 / classes`` for accuracy, the initial loss) by less than
+    ``max(margin, CHANCE_FRACTION * |ideal - initial|)``, the ideal being 1 for accuracy and perplexity and 0 for
+    a loss (10 classes: at or below 14.5 % accuracy). A diverged run, or one without the two values, is not "at
+    chance" (it is counted elsewhere)."""
+    head, init = headline_value(record), initial_value(record)
+    if head is None or init is None or not math.isfinite(head):
+        return False
+    ideal = 0.0 if record.metric == "loss" else 1.0
+    least = max(margin, CHANCE_FRACTION * abs(ideal - init))
+    return head < init + least if higher_is_better else head > init - least
+
+
+def _boot(values: list[float | None]) -> stats.Interval | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return stats.bootstrap_ci(finite) if finite else None
 
 
 def _ci(values: list[float | None]) -> stats.Interval | None:
@@ -96,8 +149,10 @@ def _row(result: OptimizerResult, study: StudyResult) -> Row:
     task = study.task
     target = study.protocol.target_value
     m, higher = task.metric, task.higher_is_better
+    margin = study.protocol.margin_value
     recs = sorted(result.finals, key=lambda r: r.config.seed)
-    heads = [headline_value(r) for r in recs]
+    chance = [at_chance(r, margin, higher) for r in recs]
+    heads = [headline_value(r) for r, c in zip(recs, chance, strict=True) if not c]
     diverged = sum(not r.ok for r in recs)
     gaps = []
     for r in recs:
@@ -123,7 +178,7 @@ def _row(result: OptimizerResult, study: StudyResult) -> Row:
         n=len(recs),
         expected=result.expected_finals,
         diverged=diverged,
-        headline=_ci(heads) if recs else None,
+        headline=_boot(heads) if recs else None,
         val=_ci([r.final(f"val_{m}") for r in recs]) if recs and task.selection_split == "val" else None,
         train_loss=_ci([r.final("train_loss") for r in recs]) if recs else None,
         gap=_ci(gaps) if recs and task.final_splits != ("train",) else None,
@@ -137,30 +192,45 @@ def _row(result: OptimizerResult, study: StudyResult) -> Row:
         tuning_cpu_seconds=result.tuning_cpu_seconds,
         final_cpu_seconds=sum(r.train_cpu_seconds or 0.0 for r in recs),
         records=recs,
+        at_chance=sum(chance),
     )
 
 
 def summarize_study(study: StudyResult) -> TaskSummary:
-    """Rows for every optimizer of ``study`` (best headline first; incomplete ones last) and the best set,
-    taken over the optimizers whose final seeds are all present and none diverged."""
+    """Rows for every optimizer of ``study`` (the stable ones best headline first, then the unstable, then the
+    incomplete) and every complete optimizer's verdict (:func:`optimlab.lab.present.stats.classify`, at the
+    protocol's ``alpha`` and ``margin_value``)."""
     task = study.task
+    margin = study.protocol.margin_value
     rows = [_row(r, study) for r in study.results.values()]
-    eligible = {
-        r.spec: [headline_value(rec) for rec in r.records]
-        for r in rows
-        if r.complete and r.diverged == 0 and r.headline is not None
-    }
-    best = None
-    if eligible:
-        best = stats.best_set(eligible, higher_is_better=task.higher_is_better, alpha=study.protocol.alpha)
+    complete = [r for r in rows if r.complete]
+    samples: dict[str, list[float]] = {}
+    for r in complete:
+        values = [(headline_value(rec), at_chance(rec, margin, task.higher_is_better)) for rec in r.records]
+        samples[r.spec] = [v for v, c in values if v is not None and math.isfinite(v) and not c]
+    # failed: diverged, at chance, or a value that is not finite
+    failed = {spec: len(next(r for r in complete if r.spec == spec).records) - len(v) for spec, v in samples.items()}
+    best = comparison = None
+    if complete:
+        comparison = stats.classify(
+            samples, higher_is_better=task.higher_is_better, margin=margin, alpha=study.protocol.alpha, failed=failed
+        )
+        members = comparison.as_good
+        if comparison.best is not None:
+            adjusted = {n: (v.worse_p if v.worse_p is not None else 0.0) for n, v in comparison.verdicts.items()}
+            best = stats.BestSet(
+                comparison.best, members, adjusted, comparison.alpha, "max-t", tested=comparison.tested
+            )
         for r in rows:
-            r.in_best_set = r.spec in best.members
-            r.adjusted_p = best.adjusted_p.get(r.spec)
+            r.verdict = comparison.verdicts.get(r.spec)
+            r.in_best_set = r.spec in members
+            r.adjusted_p = r.verdict.worse_p if r.verdict is not None else None
     sign = 1.0 if task.higher_is_better else -1.0
 
     def order(r: Row) -> tuple:
-        has = r.headline is not None and r.complete and r.diverged == 0
-        return (not has, -sign * r.headline.mean if has else 0.0, r.spec)
+        has = r.headline is not None and r.complete
+        stable = has and r.failed == 0
+        return (not has, not stable, -sign * r.headline.mean if has else 0.0, r.spec)
 
     rows.sort(key=order)
     return TaskSummary(
@@ -171,4 +241,6 @@ def summarize_study(study: StudyResult) -> TaskSummary:
         metric=task.metric,
         higher_is_better=task.higher_is_better,
         target=study.protocol.target_value,
+        comparison=comparison,
+        margin=margin,
     )

@@ -25,6 +25,7 @@ __all__ = [
     "summary_table",
     "summary_notes",
     "metric_name",
+    "margin_text",
     "target_text",
     "settings_text",
     "write_csv",
@@ -38,6 +39,17 @@ def _fmt_ci(ci: Interval | None, metric: str) -> str:
     if ci.n < 2:
         return fmt_value(ci.mean, metric)
     return f"{fmt_value(ci.mean, metric)} [{fmt_value(ci.low, metric)}, {fmt_value(ci.high, metric)}]"
+
+
+def margin_text(ts: TaskSummary) -> str:
+    """The equivalence margin in the metric's display units: ``"1 pp"`` for 0.01 of accuracy."""
+    if not math.isfinite(ts.margin):
+        return "-"
+    return f"{_scale(ts.metric) * ts.margin:.3g}{' pp' if ts.metric == 'accuracy' else ''}"
+
+
+def _diff_text(x: float, ts: TaskSummary) -> str:
+    return f"{_scale(ts.metric) * x:.2g}{' pp' if ts.metric == 'accuracy' else ''}"
 
 
 def metric_name(ts: TaskSummary) -> str:
@@ -61,17 +73,22 @@ def settings_text(row: Row) -> str:
 
 
 def _vs_best(row: Row, ts: TaskSummary) -> str:
-    if row.diverged:
-        return f"diverged {row.diverged}/{row.n}"
     if not row.complete:
         return f"incomplete {row.n}/{row.expected}"
-    if ts.best is None or row.adjusted_p is None:
+    v = row.verdict
+    if v is None:
         return "-"
-    if row.spec == ts.best.best:
+    if v.label == "unstable":
+        return f"unstable ({row.seeds_text()})"
+    if v.label == "best":
         return "best"
-    if not ts.best.tested:
-        return "tie" if row.in_best_set else "worse"
-    return f"{'≈ ' if row.in_best_set else 'worse '}p={row.adjusted_p:.2g}"
+    if ts.comparison is not None and not ts.comparison.tested:
+        return "tie" if v.label == "as good as" else "worse"
+    if v.label == "as good as":
+        return f"as good (TOST p={v.equivalence_p:.2g})"
+    if v.label == "worse":
+        return f"worse (p={v.worse_p:.2g})"
+    return f"inconclusive (MDE {_diff_text(v.mde or math.nan, ts)})"
 
 
 def _time_text(row: Row, ts: TaskSummary) -> str:
@@ -95,6 +112,7 @@ def summary_table(ts: TaskSummary) -> tuple[list[str], list[list[str]]]:
         "optimizer",
         "selected" if ts.study.protocol.tuned else "preset",
         f"{metric_name(ts)}{unit} [95% CI]",
+        "seeds",
         "vs best",
     ]
     has_val = ts.study.task.selection_split == "val"
@@ -104,7 +122,7 @@ def summary_table(ts: TaskSummary) -> tuple[list[str], list[list[str]]]:
     header += ["opt ms/step (% of fwd+bwd)", "tuning"]
     rows = []
     for r in ts.rows:
-        cells = [r.spec, settings_text(r), _fmt_ci(r.headline, ts.metric), _vs_best(r, ts)]
+        cells = [r.spec, settings_text(r), _fmt_ci(r.headline, ts.metric), r.seeds_text(), _vs_best(r, ts)]
         if has_val:
             cells.append(fmt_value(r.val.mean, ts.metric) if r.val else "-")
         cells += [
@@ -118,25 +136,40 @@ def summary_table(ts: TaskSummary) -> tuple[list[str], list[list[str]]]:
 
 
 def headline_sentence(ts: TaskSummary) -> str:
-    """The answer in one sentence: the best optimizer, its number, and who is indistinguishable from it."""
+    """The answer in one sentence: the best optimizer and its number, those as good as it (equivalent within the
+    protocol's margin), and by name those unstable or inconclusive; never a peer of the best on the strength of a
+    wide interval."""
     task = ts.study.task.name
-    if ts.best is None:
+    c = ts.comparison
+    if c is None or c.best is None:
+        if c is not None and c.labelled("unstable"):
+            return f"{task}: no optimizer is stable (every one has failed seeds: {', '.join(c.labelled('unstable'))})."
         return f"{task}: no optimizer has a complete set of final runs yet."
-    best = next(r for r in ts.rows if r.spec == ts.best.best)
+    best = next(r for r in ts.rows if r.spec == c.best)
     value = _fmt_ci(best.headline, ts.metric) + _unit(ts.metric)
-    others = [m for m in ts.best.members if m != ts.best.best]
-    n = best.n
-    if not ts.best.tested:
-        tie = f"; tied: {', '.join(others)}" if others else ""
-        return f"{task}: best {ts.best.best} ({metric_name(ts)} {value}; deterministic task, exact ranking{tie})."
-    same = (
-        f"indistinguishable from it: {', '.join(others)}"
-        if others
-        else "no other optimizer is indistinguishable from it"
+    same = [n for n in c.as_good if n != c.best]
+    unstable = [
+        f"{r.spec} ({r.seeds_text()})" for r in ts.rows if r.verdict is not None and r.verdict.label == "unstable"
+    ]
+    tail = f"; unstable (seeds diverged or at chance; never in the best set): {', '.join(unstable)}" if unstable else ""
+    if not c.tested:
+        tie = f"; tied: {', '.join(same)}" if same else ""
+        return f"{task}: best {c.best} ({metric_name(ts)} {value}; deterministic task, exact ranking{tie}){tail}."
+    margin = margin_text(ts)
+    good = (
+        f"as good as it (within {margin}, TOST): {', '.join(same)}"
+        if same
+        else f"no other optimizer is shown within {margin} of it"
     )
+    worse, unsure = c.labelled("worse"), c.labelled("inconclusive")
+    parts = [good]
+    if worse:
+        parts.append(f"{len(worse)} worse")
+    if unsure:
+        parts.append(f"inconclusive (too few seeds to tell): {', '.join(unsure)}")
     return (
-        f"{task}: best {ts.best.best} ({metric_name(ts)} {value}, mean [95% CI] over {n} seeds); {same} "
-        f"(Welch t against the best, max-t multiplicity correction, alpha {ts.best.alpha:g})."
+        f"{task}: best {c.best} ({metric_name(ts)} {value}, mean [95% bootstrap CI] over {best.ok} seeds); "
+        f"{'; '.join(parts)}{tail}."
     )
 
 
@@ -151,20 +184,17 @@ def summary_notes(ts: TaskSummary) -> list[str]:
                 )
             if r.selection.all_diverged:
                 notes.append(f"{r.spec}: every tuning trial diverged; its final runs use the smallest lr tried")
-        if r.diverged:
-            notes.append(f"{r.spec}: {r.diverged} of {r.n} final seeds diverged; it cannot be in the best set")
-    best = next((r for r in ts.rows if ts.best is not None and r.spec == ts.best.best), None)
-    if best is not None and ts.best.tested and best.headline is not None and best.headline.n > 1:
-        b = best.headline.half_width
-        for r in ts.rows:
-            if r.in_best_set and r is not best and r.headline is not None and r.headline.half_width > 3 * b:
-                unit = " pp" if ts.metric == "accuracy" else ""
-                s = _scale(ts.metric)
-                notes.append(
-                    f"{r.spec} is in the indistinguishable set because its seeds vary widely (95% CI ±"
-                    f"{s * r.headline.half_width:.3g}{unit} against ±{s * b:.3g}{unit} for {best.spec}), not "
-                    "because it is as good: more seeds would be needed to separate them"
-                )
+        if r.failed:
+            left = f"its interval is over the {r.ok} seed(s) that did not fail" if r.ok else "no seed is left"
+            notes.append(f"{r.spec}: {r.seeds_text()}; unstable, so not in the best set; {left}")
+    for r in ts.rows:
+        v = r.verdict
+        if v is not None and v.label == "inconclusive" and v.mde is not None:
+            notes.append(
+                f"{r.spec}: inconclusive: neither shown within {margin_text(ts)} of the best nor shown worse; the "
+                f"smallest difference these seeds could detect is {_diff_text(v.mde, ts)} (alpha "
+                f"{ts.comparison.alpha:g}, 80 % power): more seeds would decide"
+            )
     if ts.study.stale:
         notes.append(f"{ts.study.stale} record(s) in the folder belong to no run of this protocol and are ignored")
     return notes
@@ -179,7 +209,14 @@ def format_summary(ts: TaskSummary) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     legend = [
-        "vs best: 'p' is the multiplicity-adjusted p-value of 'as good as the best' (≈: indistinguishable); "
+        "95% CI: percentile bootstrap over the seeds that did not fail (10000 resamples, seeded), so inside the "
+        "metric's range; seeds: those that diverged or ended at chance (no better than the untrained model by the "
+        "margin) are counted there, not averaged in.",
+        f"vs best: 'as good' = equivalent within the margin {margin_text(ts)} (TOST of two one-sided Welch t tests, "
+        "an intersection-union test at alpha; p-values Holm-adjusted over the optimizers, so a false 'as good' "
+        f"anywhere has probability <= {ts.study.protocol.alpha:g}); 'worse' = Welch t against the best, max-t "
+        "(Westfall-Young) multiplicity correction; 'inconclusive' = neither, with the minimum detectable effect "
+        "(MDE) at 80 % power; 'unstable' = a seed failed (never in the best set). "
         "* after a setting: at the edge of the values tried (see notes).",
         "opt ms/step: optimizer.step() CPU time (median over steps, mean over seeds), and its share of the "
         "model's forward+backward; times to target count training CPU seconds only (median over seeds).",
@@ -222,11 +259,18 @@ CSV_COLUMNS = [
     "overhead_pct",
     "tuning_trials",
     "tuning_cpu_seconds",
+    "ok_seeds",
+    "at_chance",
+    "verdict",
+    "equivalence_p",
+    "mde",
+    "margin",
 ]
 
 
 def write_csv(ts: TaskSummary, path: str | os.PathLike) -> None:
-    """One row per optimizer; metrics in their natural units (accuracy as a fraction)."""
+    """One row per optimizer; metrics in their natural units (accuracy as a fraction); the headline interval is
+    the bootstrap interval over the seeds that did not fail (``ok_seeds``)."""
 
     def ci(c: Interval | None) -> list[Any]:
         return ["", "", "", ""] if c is None else [c.mean, c.low, c.high, c.sd]
@@ -266,6 +310,12 @@ def write_csv(ts: TaskSummary, path: str | os.PathLike) -> None:
                     "" if r.overhead_pct is None else r.overhead_pct.mean,
                     r.tuning_trials,
                     r.tuning_cpu_seconds,
+                    r.ok,
+                    r.at_chance,
+                    "" if r.verdict is None else r.verdict.label,
+                    "" if r.verdict is None or r.verdict.equivalence_p is None else r.verdict.equivalence_p,
+                    "" if r.verdict is None or r.verdict.mde is None else r.verdict.mde,
+                    ts.margin,
                 ]
             )
 

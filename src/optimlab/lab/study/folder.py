@@ -11,7 +11,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from optimlab.lab.study.protocol import PROTOCOL_FILE, PROTOCOL_VERSION, Protocol, ProtocolMismatchError
+from optimlab.lab.study.protocol import (
+    ANALYSIS_FIELDS,
+    EXTENSIBLE_FIELDS,
+    PROTOCOL_FILE,
+    PROTOCOL_VERSION,
+    Protocol,
+    ProtocolMismatchError,
+)
 from optimlab.lab.training.record import RECORD_VERSION
 from optimlab.lab.training.results import check_writable, load_records
 
@@ -94,8 +101,10 @@ def check_ours(out: Path, markers: Sequence[str] = RESULTS_MARKERS, what: str = 
 def check_folder(out: str | os.PathLike, protocol: Protocol, create: bool = True) -> list[str]:
     """Check before anything runs that ``out`` is writable, is new, empty or a results folder of the lab
     (:func:`check_ours`), and holds nothing of another protocol; return the optimizers already registered
-    there. Raises :class:`ProtocolMismatchError` naming the differing fields. ``create=False``
-    (``--dry-run``): create nothing."""
+    there. Raises :class:`ProtocolMismatchError` naming the differing fields. Fields that change no run
+    (:data:`~optimlab.lab.study.protocol.ANALYSIS_FIELDS`: alpha, margin) or only add or drop final runs
+    (:data:`~optimlab.lab.study.protocol.EXTENSIBLE_FIELDS`: seeds) may differ: the records there stay valid and
+    only the new runs run. ``create=False`` (``--dry-run``): create nothing."""
     out = Path(out)
     if out.exists():
         check_ours(out)
@@ -103,12 +112,14 @@ def check_folder(out: str | os.PathLike, protocol: Protocol, create: bool = True
         if manifest is not None:
             theirs = manifest["protocol"]
             ours = protocol.to_dict()
-            diff = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
+            free = (*ANALYSIS_FIELDS, *EXTENSIBLE_FIELDS)
+            diff = [k for k in sorted(set(theirs) | set(ours)) if k not in free and theirs.get(k) != ours.get(k)]
             if diff:
                 shown = "; ".join(f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} now" for k in diff)
                 raise ProtocolMismatchError(
                     f"{out} holds results of another protocol ({shown}). Nothing was changed: results of different "
-                    "protocols are not comparable, so they are kept apart; choose another folder with --out"
+                    "protocols are not comparable, so they are kept apart; choose another folder with --out (more "
+                    f"seeds, or another {', '.join(ANALYSIS_FIELDS)}, are accepted in the same folder)"
                 )
             check_writable(out, create)
             return list(manifest.get("optimizers", []))

@@ -9,7 +9,10 @@ Two pieces, so that either can be replaced:
   rest to the executor and appends each record it yields, one JSON line, flushed and fsync'ed, as it arrives.
   Only the driver writes records, so a sweep started by one executor can be resumed by another: resume is by
   config key alone. Ctrl-C stops the executor and keeps what has finished; a hard kill loses at most the
-  runs in flight (a torn last line is ignored on reading).
+  runs in flight (a torn last line is ignored on reading). An executor with ``use_checkpoints(folder)`` is told
+  the results folder: its long runs checkpoint into ``OUT/checkpoints/`` and the next attempt at an unfinished
+  key continues from there (:mod:`optimlab.lab.training.checkpoint`); a run's checkpoint is deleted once its
+  record is written.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from optimlab.lab.executors import Executor
 from optimlab.lab.executors.local import LocalExecutor
 from optimlab.lab.executors.tracking import guard
+from optimlab.lab.training.checkpoint import remove_checkpoint
 from optimlab.lab.training.progress import sweep_bar
 from optimlab.lab.training.results import append_record, check_writable, finished_keys
 from optimlab.lab.training.runner import RunConfig
@@ -95,6 +99,9 @@ def run_sweep(
     if executor is None:
         executor = LocalExecutor(jobs=jobs, threads=threads, data_dir=data_dir, progress=progress)
     out = check_writable(out)
+    use_checkpoints = getattr(executor, "use_checkpoints", None)
+    if use_checkpoints is not None:
+        use_checkpoints(out)
     configs = list(configs)
     done = finished_keys(out)
     seen: set[str] = set()
@@ -117,6 +124,7 @@ def run_sweep(
     try:
         for record in stream:
             append_record(out, record)
+            remove_checkpoint(out, record.key)
             finished += 1
             for tracker in trackers:
                 tracker.log(record)

@@ -16,7 +16,8 @@ a line, in format :data:`RECORD_VERSION`:
   that diverged or that a callback stopped), or ``None`` for a run whose config does not name the test split;
 - ``steps_done``, ``train_seconds``, ``train_cpu_seconds``, ``time_per_step``, ``step_cpu_ms``, ``step_wall_ms``,
   ``fwd_bwd_cpu_ms``, ``wall_seconds``: what it took;
-- ``environment``: package versions, machine and threads, and the code's identity under ``"code"``
+- ``environment``: package versions, machine (``cpu_model`` among them) and threads, the UTC ``date`` at the end of
+  the run, and the code's identity under ``"code"``
   (:mod:`~optimlab.lab.training.code_identity`; records written before it was added have none);
 - ``extras``, when a callback put something in ``ctx.extras``.
 

@@ -22,6 +22,18 @@ update angles, distance from init, gradient histograms, per-layer trust ratios. 
 :meth:`Callback.on_eval` ends the run after that evaluation (:class:`StopAtTarget`: stop at a target); the test
 split, where the config names it, is then evaluated where the run stopped.
 
+Device: ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``: :mod:`optimlab.lab.training.device`) is where the model,
+the data and every batch go; the record names it (``environment["device"]``, and ``["gpu"]`` on CUDA).
+
+Checkpoints: with ``checkpoint`` (a :class:`~optimlab.lab.training.checkpoint.Checkpointing` with a folder), the run
+saves its state when the policy says so and, when it finds a checkpoint of its own key there, continues from it;
+the record is the one an unbroken run gives, except for what is measured rather than computed: the timings
+(``train_seconds`` and ``train_cpu_seconds`` and the history's ``time``/``cpu`` are summed over the segments; the
+per-step medians are over the steps of the record, each timed once, in the segment that kept it; ``wall_seconds``
+sums the segments' wall time, reloading included) and the environment (of the last segment, with
+``resumed_at``: the steps the run continued from). A run checkpoints only when every callback declares itself
+resumable (:attr:`Callback.resumable`: its state is in ``ctx.extras`` or in its ``state_dict()``).
+
 The config (:class:`~optimlab.lab.training.config.RunConfig`) and the record
 (:class:`~optimlab.lab.training.record.RunRecord`) have modules of their own; ``RunConfig``, ``parse_schedule`` and
 ``build_schedule`` are importable from here too.
@@ -33,8 +45,10 @@ import json
 import math
 import os
 import platform
+import random
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -46,9 +60,12 @@ from torch import nn
 from optimlab.lab.catalog import adapter
 from optimlab.lab.catalog.presets import build_optimizer
 from optimlab.lab.catalog.tasks import SyntheticTask, Task, get_task
+from optimlab.lab.training.checkpoint import CHECKPOINT_FORMAT, Checkpointing, load_checkpoint, save_checkpoint
 from optimlab.lab.training.code_identity import code_identity
 from optimlab.lab.training.config import RunConfig, build_schedule, parse_schedule
+from optimlab.lab.training.device import describe_device, resolve_device, to_device
 from optimlab.lab.training.record import RECORD_VERSION, RunRecord, finite_or_none
+from optimlab.lab.training.results import LabWarning
 
 __all__ = [
     "RunConfig",
@@ -80,7 +97,15 @@ class RunContext:
 
 
 class Callback:
-    """Hook points of the run loop; override what you need."""
+    """Hook points of the run loop; override what you need.
+
+    ``resumable``: set it to ``True`` where a run that stops and resumes from a checkpoint gives this callback's
+    results unchanged: its state lives in ``ctx.extras`` (saved and restored with the run) or in ``state_dict()``
+    / ``load_state_dict(state)`` methods (tensors, numbers, strings, containers). ``on_run_start`` is called on
+    resume too, before ``ctx.extras`` and that state are restored. A run with a callback that is not resumable
+    never checkpoints."""
+
+    resumable: bool = False
 
     def on_run_start(self, ctx: RunContext) -> None: ...
 
@@ -103,6 +128,8 @@ CallbackFactory = Callable[["RunConfig"], Sequence[Callback]]
 class TrajectoryCallback(Callback):
     """Records the parameter vector after every step (for the 2-D synthetic tasks)."""
 
+    resumable = True
+
     def on_run_start(self, ctx: RunContext) -> None:
         ctx.extras["trajectory"] = [self._point(ctx.model)]
 
@@ -123,6 +150,8 @@ class StopAtTarget(Callback):
     Puts ``{"key", "target", "step"}`` (``step``: where it was reached, ``None`` if never) in
     ``ctx.extras["stop_at_target"]``."""
 
+    resumable = True
+
     def __init__(self, target: float, key: str | None = None, higher_is_better: bool | None = None) -> None:
         if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target):
             raise ValueError(f"Invalid target: {target!r}; expected a finite number")
@@ -142,10 +171,21 @@ class StopAtTarget(Callback):
             ctx.stop = True
 
 
-def environment() -> dict[str, Any]:
-    """Package versions, machine and the code's identity (:func:`~optimlab.lab.training.code_identity.
-    code_identity`: a hash of the package's sources, and the git commit where it lives in a checkout), stored next
-    to every result."""
+def _cpu_model() -> str:
+    """The CPU's model name (Linux: the first ``model name`` of ``/proc/cpuinfo``), else ``platform.processor()``."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def environment(device: torch.device | None = None) -> dict[str, Any]:
+    """Package versions, machine (the CPU's model among them), threads, the UTC time it was asked for (the end of a
+    run), the code's identity (:func:`~optimlab.lab.training.code_identity.code_identity`: a hash of the package's
+    sources, and the git commit where it lives in a checkout) and the ``device``
+    (:func:`~optimlab.lab.training.device.describe_device`) when given, stored next to every result."""
     try:
         from importlib.metadata import version
 
@@ -159,20 +199,32 @@ def environment() -> dict[str, Any]:
         "optimlab": optimlab_version,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "code": code_identity(),
+        **(describe_device(device) if device is not None else {}),
     }
 
 
 def run(
-    config: RunConfig, callbacks: Sequence[Callback] = (), data_dir: str | None = None, progress: Any = None
+    config: RunConfig,
+    callbacks: Sequence[Callback] = (),
+    data_dir: str | None = None,
+    progress: Any = None,
+    *,
+    device: str = "cpu",
+    checkpoint: Checkpointing | None = None,
 ) -> RunRecord:
-    """Train ``config.task`` with ``config.optimizer`` and return the run's record.
+    """Train ``config.task`` with ``config.optimizer`` on ``device`` and return the run's record.
 
     ``progress`` is an optional object with ``update(n)`` and ``set_postfix_str(s)`` (a tqdm bar).
     A run whose training loss becomes non-finite stops there with ``status == "diverged"``.
+    ``checkpoint``: save the run's state as it says, and resume from a checkpoint of this config found there
+    (see the module's docstring).
     """
+    where = resolve_device(device)
     deterministic = torch.are_deterministic_algorithms_enabled()
     fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True)
@@ -180,19 +232,27 @@ def run(
     # not needed for determinism: no op used here reads uninitialised memory.
     torch.utils.deterministic.fill_uninitialized_memory = False
     try:
-        return _run(config, callbacks, data_dir, progress)
+        return _run(config, callbacks, data_dir, progress, where, checkpoint)
     finally:
         torch.use_deterministic_algorithms(deterministic)
         torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
-def _run(config: RunConfig, callbacks: Sequence[Callback], data_dir: str | None, progress: Any) -> RunRecord:
+def _run(
+    config: RunConfig,
+    callbacks: Sequence[Callback],
+    data_dir: str | None,
+    progress: Any,
+    device: torch.device,
+    checkpoint: Checkpointing | None,
+) -> RunRecord:
     task = get_task(config.task)
     data = task.load(data_dir)
     if "test" not in config.splits:
         data = task.hide_test(data)  # a run that does not report the test split cannot read it
+    data = to_device(data, device)
     torch.manual_seed(config.seed)
-    model = task.model(data)
+    model = task.model(data).to(device)
     optimizer = build_optimizer(config.optimizer, model, lr=config.lr, steps=config.steps, **dict(config.hparams))
     settings = _settings(optimizer)  # as constructed: a schedule changes the lr from here on
     schedule = build_schedule(config.schedule, config.steps)
@@ -204,18 +264,23 @@ def _run(config: RunConfig, callbacks: Sequence[Callback], data_dir: str | None,
     batches = task.batches(data, config.batch_size, generator)
     ctx = RunContext(config, task, model, optimizer, data=data)
     has_modes = callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None))
+    resumable = checkpoint is not None and checkpoint.active and all(c.resumable for c in callbacks)
+    saving = checkpoint if resumable else None
 
     curve_splits = [s for s in config.splits if s != "test"]  # the test split is evaluated once, at the end
     keys = ["step", "lr", "time", "cpu", "batch_loss"] + [f"{s}_{m}" for s in curve_splits for m in _metric_names(task)]
     test: dict[str, float | None] = {}
     history: dict[str, list[Any]] = {k: [] for k in keys}
-    clock = {"wall": 0.0, "cpu": 0.0}
+    clock = {"wall": 0.0, "cpu": 0.0, "segments_wall": 0.0}
     fwd_bwd_cpu: list[float] = []
     step_cpu: list[float] = []
     step_wall: list[float] = []
     train_step_wall: list[float] = []
     batch_losses: list[float] = []
+    samples = {"fwd_bwd_cpu": fwd_bwd_cpu, "step_cpu": step_cpu, "step_wall": step_wall,
+               "train_step_wall": train_step_wall}
     status = "ok"
+    resumed_at: list[int] = []
 
     def evaluate(final: bool = False) -> None:
         if has_modes:
@@ -246,16 +311,75 @@ def _run(config: RunConfig, callbacks: Sequence[Callback], data_dir: str | None,
         if has_modes:
             optimizer.train()
 
+    def state() -> dict[str, Any]:
+        """Everything the rest of the run depends on, and the measurements so far (see checkpoint.py)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "key": config.key(),
+            "device": device.type,
+            "step": ctx.step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": _rng_state(device, generator),
+            "history": history,
+            "batch_losses": batch_losses,
+            "clock": {**clock, "segments_wall": clock["segments_wall"] + time.perf_counter() - wall_start},
+            "samples": {k: torch.tensor(v, dtype=torch.float64) for k, v in samples.items()},
+            "extras": json.dumps(ctx.extras),
+            "callbacks": [c.state_dict() if callable(getattr(c, "state_dict", None)) else None for c in callbacks],
+            "resumed_at": resumed_at,
+        }
+
     wall_start = time.perf_counter()
     for cb in callbacks:
         cb.on_run_start(ctx)
-    evaluate()
+    saved = load_checkpoint(saving.folder, config.key()) if saving is not None else None  # type: ignore[arg-type]
+    if saved is not None and not _matches(saved, config, device, len(callbacks)):
+        saved = None
+    if saved is not None:
+        # the data position: the same stream, drawn up to the saved step, must leave the generator as saved
+        for _ in range(saved["step"]):
+            next(batches)
+        if not torch.equal(generator.get_state(), saved["rng"]["generator"]):
+            warnings.warn(
+                f"{config.task}: its batches are not a function of the generator alone, so run {config.key()} "
+                "cannot resume from its checkpoint; it starts from step 0",
+                LabWarning,
+                stacklevel=2,
+            )
+            generator.manual_seed(config.seed)
+            batches = task.batches(data, config.batch_size, generator)
+            saved = None
+    if saved is None:
+        evaluate()
+    else:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        _set_rng_state(device, saved["rng"])
+        ctx.step = saved["step"]
+        history.update(saved["history"])
+        batch_losses.extend(saved["batch_losses"])
+        clock.update(saved["clock"])
+        for k, v in samples.items():
+            v.extend(saved["samples"][k].tolist())
+        ctx.extras.clear()
+        ctx.extras.update(json.loads(saved["extras"]))
+        for cb, cb_state in zip(callbacks, saved["callbacks"], strict=True):
+            if cb_state is not None:
+                cb.load_state_dict(cb_state)  # type: ignore[attr-defined]
+        resumed_at.extend(saved["resumed_at"] + [ctx.step])
+        if progress is not None:
+            progress.update(ctx.step)
     model.train()
-    for step in range(config.steps):
+    last_save = time.perf_counter()
+    for step in range(ctx.step, config.steps):
         if ctx.stop:  # a callback ended the run at the evaluation just made
             break
         w0, c0 = time.perf_counter(), time.process_time()
-        x, y = next(batches)
+        x, y = to_device(next(batches), device)
         loss = task.loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -289,6 +413,14 @@ def _run(config: RunConfig, callbacks: Sequence[Callback], data_dir: str | None,
             evaluate(final=ctx.step == config.steps)
             if progress is not None:
                 progress.set_postfix_str(_postfix(task, history, curve_splits))
+        if saving is not None and ctx.step < config.steps and not ctx.stop:
+            if saving.due(ctx.step, time.perf_counter() - last_save):
+                try:
+                    save_checkpoint(saving.folder, config.key(), state())  # type: ignore[arg-type]
+                except OSError as e:  # a full disk, a folder this node cannot write: the run goes on without
+                    warnings.warn(f"run {config.key()}: no more checkpoints ({e})", LabWarning, stacklevel=2)
+                    saving = None
+                last_save = time.perf_counter()
     if status == "diverged":
         evaluate(final=True)
     for cb in callbacks:
@@ -297,6 +429,9 @@ def _run(config: RunConfig, callbacks: Sequence[Callback], data_dir: str | None,
     def median_ms(values: list[float]) -> float | None:
         return 1e3 * float(np.median(values)) if values else None
 
+    env = environment(device)
+    if resumed_at:
+        env["resumed_at"] = resumed_at
     record: dict[str, Any] = {
         "version": RECORD_VERSION,
         "key": config.key(),
@@ -315,12 +450,50 @@ def _run(config: RunConfig, callbacks: Sequence[Callback], data_dir: str | None,
         "step_cpu_ms": median_ms(step_cpu),
         "step_wall_ms": median_ms(step_wall),
         "fwd_bwd_cpu_ms": median_ms(fwd_bwd_cpu),
-        "wall_seconds": time.perf_counter() - wall_start,
-        "environment": environment(),
+        "wall_seconds": clock["segments_wall"] + time.perf_counter() - wall_start,
+        "environment": env,
     }
     if ctx.extras:
         record["extras"] = ctx.extras
     return RunRecord.from_json(record)  # as JSON: the record a reader of results.jsonl gets, tuples as lists
+
+
+def _matches(saved: dict[str, Any], config: RunConfig, device: torch.device, n_callbacks: int) -> bool:
+    """Whether a loaded checkpoint fits this run (else a warning, and the run starts over)."""
+    why = None
+    if saved.get("device") != device.type:
+        why = f"it was made on {saved.get('device')}, this run trains on {device.type}"
+    elif not (isinstance(saved.get("step"), int) and 0 < saved["step"] < config.steps):
+        why = f"its step {saved.get('step')!r} is not within the run's {config.steps} steps"
+    elif len(saved.get("callbacks", ())) != n_callbacks:
+        why = "it was made with other callbacks"
+    if why is not None:
+        warnings.warn(f"the checkpoint of run {config.key()} is ignored: {why}; it starts from step 0", LabWarning,
+                      stacklevel=3)
+    return why is None
+
+
+def _rng_state(device: torch.device, generator: torch.Generator) -> dict[str, Any]:
+    """The random states a run can draw from: torch's (CPU, and CUDA where the run trains), numpy's, Python's and
+    the run's data generator (for the check after the fast-forward)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "numpy": [name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": random.getstate(),
+        "generator": generator.get_state(),
+    }
+
+
+def _set_rng_state(device: torch.device, rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], device)
+    name, keys, pos, has_gauss, gauss = rng["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = rng["python"]
+    random.setstate((version, tuple(internal), gauss_next))
 
 
 def _metric_names(task: Task) -> list[str]:
