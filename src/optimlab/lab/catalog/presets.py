@@ -83,7 +83,7 @@ class Preset:
 
 _ADAM = {"betas": (0.9, 0.999), "eps": 1e-8}
 
-# The second tuned hyperparameter of the default spaces (issue 22), from AlgoPerf's baseline search spaces
+# The second tuned hyperparameter of the default spaces, from AlgoPerf's baseline search spaces
 # (mlcommons/algorithmic-efficiency, algorithms/archived_paper_baselines/*/tuning_search_space.json, commit
 # 2c90454): decoupled weight decay log-uniform over [5e-3, 1] (adamw, nadamw, shampoo; lamb's is [1e-3, 1]),
 # 1 - beta1 log-uniform over [2e-2, 0.5] (adamw) and 1 - momentum over [5e-3, 0.3] (momentum, nesterov).

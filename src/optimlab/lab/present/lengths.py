@@ -1,5 +1,5 @@
 """The answer of ``optimlab compare --lengths``: one study per training length, each tuned on its own, and whether
-the ranking changes with the length (issue 22; Wen et al., 2025, find the winner depends on the budget).
+the ranking changes with the length (Wen et al., 2025, find that the winner depends on the budget).
 
 :func:`rank_table` ranks the optimizers of each length by their headline mean (the summary's
 :class:`~optimlab.lab.present.summary.Row` ``headline``; an optimizer with no complete final runs is unranked) and
