@@ -12,6 +12,7 @@ import pytest
 
 from optimlab.lab.commands.benchmark import BENCHMARK_FILE, QUICK_OPTIMIZERS, suite_protocols
 from optimlab.lab.commands.cli import main
+from optimlab.lab.present.summary import summarize_study
 from optimlab.lab.study.tuning import load_study
 from optimlab.lab.training.results import RESULTS_FILE, load_records
 
@@ -49,7 +50,11 @@ def test_benchmark_quick_runs_the_suite_writes_the_report_and_resumes(
             assert sorted(r.config.seed for r in result.finals) == [0, 1]
             assert {(r.config.optimizer, r.config.lr, r.config.steps) for r in result.finals} == {
                 (spec, result.selection.lr, 24)}
-        assert (out / task / "report.html").exists() and (out / task / f"answer_{task}.png").exists()
+        assert (out / task / "report.html").exists()
+        # the answer figure draws the optimizers with a headline; in --quick's 24 steps every seed of a task can end
+        # "at chance" (no better than the untrained model by the margin), and then there is no interval to draw
+        if any(r.headline is not None for r in summarize_study(study).rows):
+            assert (out / task / f"answer_{task}.png").exists()
 
     profiles = out / "profiles.png"
     assert profiles.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -33,7 +33,9 @@ TIMING += ("wall_seconds",)
 
 
 def numbers(record: RunRecord) -> dict[str, Any]:
+    """A record without what is measured rather than computed: timings, and the date its environment was taken."""
     r = {k: v for k, v in record.to_json().items() if k not in TIMING}
+    r["environment"] = {k: v for k, v in r.get("environment", {}).items() if k != "date"}
     r["history"] = {k: v for k, v in record.history.items() if k not in ("time", "cpu")}
     return r
 

@@ -440,7 +440,7 @@ def test_spec_errors_name_the_spec_once(tmp_path: Path, capsys, spec: str) -> No
     assert str(e.value).count(f"spec {spec!r}") == 1, str(e.value)
 
 
-@pytest.mark.parametrize("argv", [["--task", "cifar"], ["--steps", "-1"], ["--steps", "x"]])
+@pytest.mark.parametrize("argv", [["--steps", "-1"], ["--steps", "x"]])  # --task: test_compare.py
 def test_argument_errors_are_one_line_not_the_usage(capsys, argv: list[str]) -> None:
     with pytest.raises(SystemExit) as e:
         main(["compare", *argv])

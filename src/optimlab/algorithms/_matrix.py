@@ -256,7 +256,10 @@ def row_second_moment_normalize(o: Tensor, v: Tensor, beta2: float, eps: float, 
     up to rounding (Muon's direction).
     """
     o = o.to(v.dtype)
-    norm = torch.linalg.vector_norm(o, dim=(-2, -1), keepdim=True)
-    v.lerp_(o.square().mean(dim=dim, keepdim=True), 1 - beta2)
-    out = o / (v.sqrt() + eps)
-    return out.mul_(norm / torch.linalg.vector_norm(out, dim=(-2, -1), keepdim=True).clamp(min=eps))
+    low = v.dtype in (torch.bfloat16, torch.float16)  # computed in float32, each result rounded once into its dtype
+    oc, vc = (o.float(), v.float()) if low else (o, v)
+    norm = torch.linalg.vector_norm(oc, dim=(-2, -1), keepdim=True)
+    vc = vc.lerp(oc.square().mean(dim=dim, keepdim=True), 1 - beta2)
+    v.copy_(vc)
+    out = oc / (vc.sqrt() + eps)
+    return out.mul_(norm / torch.linalg.vector_norm(out, dim=(-2, -1), keepdim=True).clamp(min=eps)).to(v.dtype)

@@ -202,7 +202,10 @@ class Muon(MatrixOptimizer):
         if h["momentum_form"] == "ema":
             buf.lerp_(g, 1 - mu)
             return g.lerp(buf, mu) if h["nesterov"] else buf
-        buf.mul_(mu).add_(g)
+        if buf.dtype in (torch.bfloat16, torch.float16):  # in float32, rounded once (as the element-wise kernels do)
+            buf.copy_(torch.add(g.float(), buf.float(), alpha=mu))
+        else:
+            buf.mul_(mu).add_(g)
         return g.add(buf, alpha=mu) if h["nesterov"] else buf
 
     def _step_matrices(self, group: dict[str, Any]) -> None:
