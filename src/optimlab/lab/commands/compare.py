@@ -100,6 +100,14 @@ def configure(c: argparse.ArgumentParser) -> None:
         default=0,
         help="independent repetition of the tuning: other trial seeds and quasi-random points (default 0)",
     )
+    c.add_argument(
+        "--studies",
+        type=positive_int("--studies"),
+        default=1,
+        help="independent tuning studies per optimizer (AlgoPerf's rule): each its own quasi-random points, tuning "
+        "seed and final seeds; the answer is the median of the study means, its interval includes the "
+        "study-to-study spread (default 1; more studies in a folder run only the new ones)",
+    )
     c.add_argument("--batch-size", type=positive_int("--batch-size"), default=None, help="default: the task's")
     c.add_argument("--eval-every", type=positive_int("--eval-every"), default=None, help="default: the task's")
     add_jobs(c)
@@ -187,6 +195,7 @@ def protocol_from_args(args: argparse.Namespace) -> Protocol:
     if args.seeds is not None:
         fields["seeds"] = parse_seeds(args.seeds)
     fields["study"] = args.study
+    fields["studies"] = args.studies
     if args.target is not None:
         fields["target"] = args.target
     if args.margin is not None:
@@ -201,7 +210,8 @@ def _default_out(protocol: Protocol) -> Path:
     parts = []
     a, b = protocol.to_dict(), base.to_dict()
     for k in a:
-        if a[k] == b[k] or k in ("task", "margin"):  # the margin changes no run: the same folder
+        # the margin changes no run, and more studies only add runs to study 0's: the same folder
+        if a[k] == b[k] or k in ("task", "margin", "studies"):
             continue
         v = a[k]
         if k == "seeds":
@@ -211,6 +221,8 @@ def _default_out(protocol: Protocol) -> Path:
         elif isinstance(v, list):
             v = "-".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
         parts.append(f"{k.replace('_', '')}{v}".replace("@", "_").replace("=", "").replace(",", "_"))
+    if not parts:
+        return Path("optimlab-runs") / task_slug(protocol.task)
     return Path("optimlab-runs") / f"{task_slug(protocol.task)}-{'-'.join(parts)}"[:120]
 
 
@@ -241,8 +253,9 @@ def compare(args: argparse.Namespace) -> int:
     print(
         f"optimlab compare: {task.name}, {len(specs)} optimizer(s), {describe_backend(args, plan.jobs)} -> {out}\n"
         f"protocol: {protocol.describe()}\n"
-        f"plan: {protocol.trials_per_optimizer() * len(specs)} tuning trials + "
-        f"{len(protocol.seeds) * len(specs)} final runs; still to do: {plan.cost.describe()}",
+        f"plan: {protocol.trials_per_optimizer() * len(specs) * protocol.studies} tuning trials + "
+        f"{len(protocol.seeds) * len(specs) * protocol.studies} final runs"
+        f"{f' ({protocol.studies} studies)' if protocol.studies > 1 else ''}; still to do: {plan.cost.describe()}",
         flush=True,
     )
     if args.dry_run:
