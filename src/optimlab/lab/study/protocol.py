@@ -303,6 +303,8 @@ class Protocol:
         else:
             finals = f"then {len(self.seeds)} fresh seed(s) {seeds} at the selected setting"
         if self.studies > 1:
+            finals = finals.replace("then ", "then in each study ", 1) + f" ({seeds} in study 0)"
+        if self.studies > 1:
             last = self.study + self.studies - 1
             return (
                 f"tuned in {self.studies} independent studies ({self.study}..{last}: each its own quasi-random "
