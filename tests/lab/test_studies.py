@@ -279,3 +279,12 @@ def test_the_edge_report_with_one_study(tmp_path: Path, capsys) -> None:
         if expected:
             assert f"{row.spec}: selected setting at the edge of the values tried: {expected}" in printed
     assert any(r.selection.edge_sides for r in summary.rows)  # the case is exercised
+
+
+def test_more_studies_go_to_the_folder_of_one_study() -> None:
+    from optimlab.lab.commands.compare import _default_out
+
+    one, three = default_protocol("mnist1d-cnn"), default_protocol("mnist1d-cnn", studies=3)
+    assert _default_out(three) == _default_out(one) == Path("optimlab-runs/mnist1d-cnn")
+    assert _default_out(default_protocol("mnist1d-cnn", studies=3, steps=500)) == Path(
+        "optimlab-runs/mnist1d-cnn-steps500")
