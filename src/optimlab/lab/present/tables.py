@@ -182,6 +182,11 @@ def headline_sentence(ts: TaskSummary) -> str:
 def summary_notes(ts: TaskSummary) -> list[str]:
     notes = []
     for r in ts.rows:
+        if r.studies > 1 and all(x is not None for x in r.selections):
+            picks = " | ".join(f"lr {x.lr:.3g}" + "".join(f", {k} {v:.3g}" for k, v in sorted(x.hparams.items()))
+                               for x in r.selections if x is not None)
+            means = ", ".join(fmt_value(m, ts.metric) for m in r.study_means)
+            notes.append(f"{r.spec}: selected per study: {picks}; study means {means}")
         report = edge_report(r)
         if report:
             notes.append(f"{r.spec}: selected setting at the edge of the values tried: {report}")
