@@ -22,8 +22,9 @@ if [ "$extra" = "test" ] && [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ]; then
     extras="test,gpu"
 fi
 "$PY" -m pip install -q -e ".[$extras]"
-if [ "$extra" = "test" ]; then  # the cautious optimizers' reference (tests/test_cautious.py); its deps would replace torch
-    "$PY" -m pip install -q --no-deps "timm==1.0.31"
+if [ "$extra" = "test" ]; then  # references installed without their dependencies (pyproject.toml's test extra says why):
+    # timm, the cautious optimizers' (its deps would replace torch); kron-torch, Kron's (opt-einsum changes torch.einsum)
+    "$PY" -m pip install -q --no-deps "timm==1.0.31" "kron-torch==0.3.3"
 fi
 
 if [ "$extra" = "lab" ] && [ ! -d /usr/share/datasets/fashion-mnist ]; then

@@ -181,6 +181,34 @@ DB += [
                (dict(bogus=1), TypeError, r"bogus")]),
 ]
 
+# -- PSGD Kron (kron-torch 0.3.3's rule; tests/test_kron.py holds it to kron-torch) ----------------------------------
+KRON_ERRORS = [
+    (dict(lr=-1.0), ValueError, r"Invalid lr"),
+    (dict(b1=1.0), ValueError, r"Invalid b1: 1\.0"),
+    (dict(weight_decay=-0.1), ValueError, r"Invalid weight_decay"),
+    (dict(preconditioner_update_probability=0.0), ValueError, r"Invalid preconditioner_update_probability: 0\.0"),
+    (dict(preconditioner_update_probability="often"), TypeError, r"Invalid preconditioner_update_probability"),
+    (dict(max_size_triangular=0), ValueError, r"Invalid max_size_triangular: 0"),
+    (dict(min_ndim_triangular=1.5), TypeError, r"Invalid min_ndim_triangular"),
+    (dict(memory_save_mode="half_diag"), ValueError, r"Invalid memory_save_mode: 'half_diag'"),
+    (dict(precond_update_mode="sometimes"), ValueError, r"Invalid precond_update_mode: 'sometimes'"),
+    (dict(merge_dims=1), TypeError, r"Invalid merge_dims"),
+    (dict(precond_lr=-0.1), ValueError, r"Invalid precond_lr"),
+    (dict(precond_init_scale=0.0), ValueError, r"Invalid precond_init_scale: 0\.0"),
+    (dict(precond_dtype=torch.int32), TypeError, r"Invalid precond_dtype"),
+    (dict(mu_dtype="bf16"), TypeError, r"Invalid mu_dtype"),
+    (dict(seed=-1), ValueError, r"Invalid seed: -1"),
+    (dict(bogus=1), TypeError, r"bogus"),
+]
+DB += [
+    OptimInfo("kron", [dict(lr=0.01, preconditioner_update_probability=1.0, precond_dtype=torch.float64),
+                       dict(lr=0.01, weight_decay=0.01, memory_save_mode="one_diag", max_size_triangular=4,
+                            momentum_into_precond_update=False, precond_init_scale=None,
+                            precond_dtype=torch.float64, maximize=True),
+                       dict(lr=0.01, b1=0.5, preconditioner_update_probability=0.5, memory_save_mode="all_diag",
+                            precond_update_mode="random", merge_dims=False, seed=3, precond_dtype=torch.float64)],
+              ({"lr": 0.01}, 2000), ({"lr": 3e-3}, 6000), KRON_ERRORS),
+]
 BY_NAME = {info.name: info for info in DB}
 CASES = [(info, cfg) for info in DB for cfg in info.configs]
 
@@ -298,6 +326,25 @@ DB += [
               COMMON_ERRORS + EPS_WD_ERRORS + _beta_errors() + [
                   (dict(decouple="yes"), TypeError, r"Invalid decouple")]),
 ]
+# Issue 26. NorMuon: float64 Newton-Schulz as for Muon; the configs cover dion's defaults, the authors' settings (ema
+# momentum, Nesterov, quintic, sqrt(max(1, m/n))) and the speedrun's stat axis.
+DB += [
+    OptimInfo("normuon", [dict(lr=0.02, ns_dtype=torch.float64),
+                          dict(lr=0.02, ns_dtype=torch.float64, weight_decay=0.0, nesterov=True, momentum_form="ema",
+                               ns_coefficients="quintic", adjust_lr_fn="original", beta2=0.9, adamw_lr=0.01),
+                          dict(lr=0.02, ns_dtype=torch.float64, stat_axis="longer", adjust_lr_fn="match_rms_adamw",
+                               maximize=True, beta2=0.0)],
+              ({"adamw_lr": 0.02, "weight_decay": 0.0}, 2000), ({"adamw_lr": 0.01, "weight_decay": 0.0}, 3000),
+              [(dict(lr=-1.0), ValueError, r"Invalid lr"),
+               (dict(momentum=1.0), ValueError, r"Invalid momentum"),
+               (dict(beta2=1.5), ValueError, r"Invalid beta2: 1\.5; expected \[0, 1\]"),
+               (dict(beta2=-0.1), ValueError, r"Invalid beta2"),
+               (dict(stat_axis="cols"), ValueError, r"Invalid stat_axis: 'cols'"),
+               (dict(adjust_lr_fn="rms_norm"), ValueError, r"Invalid adjust_lr_fn: 'rms_norm'"),
+               (dict(eps=0.0), ValueError, r"Invalid eps"),
+               (dict(weight_decay=-0.1), ValueError, r"Invalid weight_decay")],
+              matrix_only=True),
+]
 BY_NAME = {info.name: info for info in DB}
 CASES = [(info, cfg) for info in DB for cfg in info.configs]
 #: Optimizers whose param groups share one estimate (Prodigy's D), so groups with different lrs are refused.
@@ -306,6 +353,6 @@ SHARED_GROUPS = {"prodigy"}
 #: parameters move from step 2.
 FIRST_STEP_STILL = {"adopt"} | {info.name for info in DB if not info.first_step_moves}
 #: Optimizers whose step needs whole matrices (eigenbases, Newton-Schulz): not element-wise.
-MATRIX_OPTIMIZERS = {"muon", "soap", "shampoo"}
+MATRIX_OPTIMIZERS = {"muon", "soap", "shampoo", "normuon", "kron"}
 #: Optimizers that refuse float16 parameters (Prodigy: its d-scaled moments, d0^2 = 1e-12, underflow in float16).
 NO_FLOAT16 = {"prodigy"}

@@ -25,7 +25,7 @@ from optimlab.registry import OPTIMIZERS
 #: Rules with a per-tensor reduction (several passes) and the matrix optimizers: they trace too, with many more
 #: graphs (slow to compile: not swept here); Muon is checked below, Shampoo refuses with one clear error.
 MULTI_PASS = ("lars", "lamb", "swats", "mars", "prodigy", "adafactor")
-MATRIX = ("muon", "soap", "shampoo")
+MATRIX = ("muon", "soap", "shampoo", "normuon")
 ELEMENTWISE = [name for name in OPTIMIZERS if name not in MULTI_PASS + MATRIX]
 
 
@@ -86,6 +86,10 @@ def test_inductor_step_equals_eager(name):
 
 def test_muon_compiles():
     _check("muon", "aot_eager", steps=2, shapes=((3, 2), (4, 3)))
+
+
+def test_normuon_compiles():
+    _check("normuon", "aot_eager", steps=2, shapes=((3, 2), (4, 3)))
 
 
 def test_lookahead_wrapper_compiles():

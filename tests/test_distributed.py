@@ -120,7 +120,16 @@ _MATRIX_CONFIGS = {
     "soap-merge": dict(lr=0.01, precondition_frequency=2, merge_dims=True, max_precond_dim=8),
     "shampoo": dict(lr=0.01, precondition_frequency=2, max_preconditioner_dim=4),
     "shampoo-l2": dict(lr=0.01, precondition_frequency=2, weight_decay_type="l2", grafting="rmsprop"),
+    "kron": dict(lr=0.01, preconditioner_update_probability=1.0),
+    "kron-diag": dict(lr=0.01, memory_save_mode="one_diag", momentum_into_precond_update=False,
+                      preconditioner_update_probability=0.5, precond_update_mode="random"),
 }
+# Issue 26: NorMuon's second moment lives with the owner of each matrix (per row of the whole matrix).
+_MATRIX_CONFIGS.update({
+    "normuon": dict(lr=0.02, ns_dtype="float64", adamw_lr=0.01),
+    "normuon-plain-loop": dict(lr=0.02, ns_dtype="float64", adamw_lr=0.01, foreach=False, momentum_form="ema",
+                               nesterov=True, stat_axis="longer", beta2=0.5),
+})
 
 _MATRIX_WORKER = textwrap.dedent("""
     import json, sys, torch, torch.distributed as dist

@@ -220,7 +220,7 @@ def test_zero_lr_freezes_the_group(info):
     ``schedulefree`` package), so mid-run only z is frozen. Muon's AdamW groups have their own ``adamw_lr``."""
     if info.name == "rprop":
         pytest.skip("Rprop's lr is its initial step size, as torch's: lr=0 does not freeze it (README)")
-    zero = {"lr": 0.0, "adamw_lr": 0.0} if info.name == "muon" else {"lr": 0.0}
+    zero = {"lr": 0.0, "adamw_lr": 0.0} if info.name in ("muon", "normuon") else {"lr": 0.0}
     for cfg in info.configs:
         params = make_params()
         opt = info.make(params, **{**cfg, **zero})
@@ -645,6 +645,11 @@ STATE_BYTES.update({  # after Adam. Adafactor: n + m floats per matrix, here 31 
 # the filtered gradient and the grafting state (8 B): (4 * (120 + 2 * (900 + 25 + 1 + 576))) / 60 B.
 STATE_BYTES.update(muon=(54 * 4 + 6 * 8) / 60, soap=(480 + 4 * 122 + 4 * 58) / 60,
                    shampoo=(4 * (120 + 2 * (900 + 25 + 1 + 576))) / 60)
+# NorMuon: Muon's, plus one float per row of each matrix's 2-D view: (6, 5) has 6, (2, 3, 4) as (2, 12) has 2.
+STATE_BYTES.update(normuon=(54 * 4 + (6 + 2) * 4 + 6 * 8) / 60)
+# Kron: the momentum (4 B) plus its factors: (6, 5) 36 + 25, (2, 3, 4) merged to (6, 4) 36 + 16, the vector 5, the
+# scalar 1 (diagonal), in float32.
+STATE_BYTES.update(kron=(4 * 60 + 4 * (36 + 25 + 36 + 16 + 5 + 1)) / 60)
 
 
 @INFOS

@@ -71,6 +71,10 @@ register_optimizer("muon", algorithms.Muon,
 register_optimizer("soap", algorithms.SOAP, "SOAP: Adam in the eigenbasis of Shampoo's preconditioner")
 register_optimizer("shampoo", algorithms.Shampoo,
                    "Shampoo with Adam grafting and blocking (Distributed Shampoo's recipe)")
+register_optimizer("normuon", algorithms.NorMuon,
+                   "NorMuon: Muon normalized by a per-row second moment (microsoft/dion), AdamW for the rest")
+register_optimizer("kron", algorithms.Kron,
+                   "PSGD Kron: momentum whitened by a Kronecker-factored preconditioner (kron-torch's recipe)")
 
 # Options that switch layer-wise adaptation off, for the optimizers that have it.
 _ADAPTATION_OFF = {"layer_adaptation": False}

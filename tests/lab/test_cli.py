@@ -73,5 +73,7 @@ def test_compare_checks_each_spec_once_at_every_trial_setting(
     args = ["compare", "--task", "quadratic", "--optimizers", "sgd", "adam", "--budget", "2", "--steps", "10",
             "--seeds", "1", "--jobs", "1", "--no-progress", "--out", str(tmp_path / "out")]
     assert main(args) == 0, capsys.readouterr().err
-    # each spec, then at its 2 trial settings (the quadratic's sgd and adam tune the lr alone: no other setting)
-    assert checked == [("sgd", None)] * 3 + [("adam", None)] * 3
+    # each spec, then at its 2 trial settings (sgd tunes the lr alone: no other setting; adam also 1 - beta1)
+    assert checked[:4] == [("sgd", None)] * 3 + [("adam", None)]
+    assert [spec for spec, _ in checked[4:]] == ["adam"] * 2
+    assert all(set(hp) == {"one_minus_beta1"} for _, hp in checked[4:])

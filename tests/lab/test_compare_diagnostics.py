@@ -36,3 +36,33 @@ def test_diagnostics_go_to_final_runs_only() -> None:
     factory = FinalRunDiagnostics()
     assert factory(RunConfig("mnist1d-mlp", "adam", 1e-3, splits=("val",))) == []
     assert [type(c).__name__ for c in factory(RunConfig("mnist1d-mlp", "adam", 1e-3))] == ["DiagnosticsCallback"]
+
+
+def test_diagnostics_on_a_finished_folder_runs_what_the_panels_need(tmp_path: Path, capsys) -> None:
+    """Issue 22: ``--diagnostics`` on a folder finished without it reruns its final runs with the diagnostics
+    attached (nothing else), keeps the stored numbers, adds the panels; a second call runs nothing."""
+    out = tmp_path / "study"
+    assert main(["compare", *SMALL, "--optimizers", "adam", "--out", str(out)]) == 0
+    before = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert "<h2>Diagnostics</h2>" not in (out / "report.html").read_text()
+    capsys.readouterr()
+    assert main(["compare", *SMALL, "--optimizers", "adam", "--diagnostics", "--dry-run", "--out", str(out)]) == 0
+    assert "diagnostics: 2 finished final run(s) have none; they run again" in capsys.readouterr().out
+    assert (out / "results.jsonl").read_text().splitlines() == [json.dumps(r) for r in before]  # dry run: nothing
+    assert main(["compare", *SMALL, "--optimizers", "adam", "--diagnostics", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "diagnostics: 2 of 2 run(s) diagnosed" in text and "did not reproduce" not in text
+    after = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    added = after[len(before):]
+    finals = {r["key"]: r for r in before if "test" in r["config"]["splits"]}
+    assert sorted(r["key"] for r in added) == sorted(finals)  # the final runs, once each, no tuning trial
+    for r in added:
+        old = finals[r["key"]]
+        assert r["test"] == old["test"] and r["history"] == old["history"]  # the stored numbers, kept
+        d = r["extras"]["diagnostics"]
+        assert d["sharpness"]["value"] > 0 and len(d["walk"]["step"]) >= 10 and "rerun_differs" not in d
+    page = (out / "report.html").read_text()
+    assert "<h2>Diagnostics</h2>" in page and "diag_walk_mnist1d-mlp.png" in page
+    assert main(["compare", *SMALL, "--optimizers", "adam", "--diagnostics", "--out", str(out)]) == 0
+    assert "diagnos" not in capsys.readouterr().out.split("protocol:")[1].split("\n\n")[0]  # nothing more to run
+    assert len((out / "results.jsonl").read_text().splitlines()) == len(after)

@@ -178,8 +178,9 @@ def test_two_studies_run_twice_the_tuning_and_the_answer_spans_both(tmp_path: Pa
     assert summary.comparison is not None and all(v.n == 2 for v in summary.comparison.verdicts.values())
     assert "median of 2 tuning studies' means" in printed
     for row in summary.rows:  # each study's selection is shown
-        lrs = " | ".join(f"lr {s.lr:.3g}" for s in row.selections)
-        assert f"{row.spec}: selected per study: {lrs}; study means " in printed
+        note = next(line for line in printed.splitlines() if f"{row.spec}: selected per study: " in line)
+        picks = note.split("selected per study: ")[1].split("; study means ")[0].split(" | ")
+        assert [p.split(",")[0] for p in picks] == [f"lr {s.lr:.3g}" for s in row.selections]
     with open(out / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert all(r["studies"] == "2" and len(r["study_means"].split()) == 2 for r in rows)

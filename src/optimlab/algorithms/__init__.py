@@ -20,6 +20,7 @@ from .adagrad import Adagrad
 from .adam import Adam, AdamW, NAdam, RAdam
 from .adam_variants import ADOPT, Adamax, AdEMAMix
 from .asgd import ASGD
+from .kron import Kron
 from .layerwise import LAMB, LARS
 from .mars import MARS
 from .muon import Muon
@@ -44,6 +45,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "Kron",
     "LAMB",
     "LARS",
     "Lion",
@@ -63,3 +65,8 @@ __all__ = [
     "Shampoo",
     "schedule_free_bn_update",
 ]
+
+# Issue 26: the methods the field trains with now (appended blocks, one per method).
+from .normuon import NorMuon  # noqa: E402
+
+__all__ += ["NorMuon"]

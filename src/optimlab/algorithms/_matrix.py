@@ -36,6 +36,7 @@ __all__ = [
     "merge_small_dims",
     "newton_schulz",
     "ns_schedule",
+    "row_second_moment_normalize",
     "split_slices",
 ]
 
@@ -237,3 +238,25 @@ def inverse_root(factor: Tensor, root: float, epsilon: float) -> Tensor:
     lam_min = lam.amin(dim=-1, keepdim=True)
     lam = torch.where(lam_min < epsilon, lam - lam_min + epsilon, lam)
     return (q * lam.pow(-1.0 / root).unsqueeze(-2)) @ q.mT
+
+
+# -- NorMuon: a second moment per row (neuron) of the orthogonalized update --------------------------------------------
+def row_second_moment_normalize(o: Tensor, v: Tensor, beta2: float, eps: float, dim: int = -1) -> Tensor:
+    r"""NorMuon's normalization of an orthogonalized matrix ``(m, n)`` or stack ``(b, m, n)`` (Li et al. 2025):
+
+    .. math::
+        v \leftarrow \beta_2 v + (1-\beta_2)\,\mathrm{mean}_j(O_{ij}^2), \qquad
+        \hat O = \frac{O}{\sqrt{v} + \epsilon}, \qquad
+        \hat O \leftarrow \hat O\,\frac{\|O\|_F}{\max(\|\hat O\|_F, \epsilon)}
+
+    per matrix, as microsoft/dion ``normuon.py`` (``_normuon_normalization_core``): ``v`` is the second moment,
+    ``(..., m, 1)`` for ``dim=-1`` (one per row: the mean over a row's entries) or ``(..., 1, n)`` for ``dim=-2``
+    (one per column), updated in place. ``o`` is cast to ``v``'s dtype first (dion: the parameter's); the result is a
+    new tensor in that dtype with the Frobenius norm of ``o``. ``beta2 = 1`` leaves ``v`` at zero and returns ``o``
+    up to rounding (Muon's direction).
+    """
+    o = o.to(v.dtype)
+    norm = torch.linalg.vector_norm(o, dim=(-2, -1), keepdim=True)
+    v.lerp_(o.square().mean(dim=dim, keepdim=True), 1 - beta2)
+    out = o / (v.sqrt() + eps)
+    return out.mul_(norm / torch.linalg.vector_norm(out, dim=(-2, -1), keepdim=True).clamp(min=eps))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -93,6 +94,8 @@ class Muon(MatrixOptimizer):
     """
 
     _lazy_param_state = ("momentum_buffer",)  # a matrix's, created by its first step
+    #: the ``adjust_lr_fn`` values this class accepts (NorMuon adds dion's ``"spectral_norm"``)
+    _adjust_lr_fns: tuple[str | None, ...] = (None, "original", "match_rms_adamw")
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_coefficients: Any = _matrix.QUINTIC, eps: float = 1e-7, ns_steps: int = 5,
@@ -138,8 +141,9 @@ class Muon(MatrixOptimizer):
         if not schedule or any(len(abc) != 3 for abc in schedule):
             validation.fail("ns_coefficients", group["ns_coefficients"],
                             "(a, b, c), a sequence of such triples, 'quintic' or 'polar_express'", TypeError)
-        if group["adjust_lr_fn"] not in (None, "original", "match_rms_adamw"):
-            validation.fail("adjust_lr_fn", group["adjust_lr_fn"], "None, 'original' or 'match_rms_adamw'")
+        if group["adjust_lr_fn"] not in self._adjust_lr_fns:
+            validation.fail("adjust_lr_fn", group["adjust_lr_fn"],
+                            ", ".join(repr(f) for f in self._adjust_lr_fns[:-1]) + f" or {self._adjust_lr_fns[-1]!r}")
         if group["ns_dtype"] is not None and group["ns_dtype"] not in _matrix.NS_DTYPES:
             validation.fail("ns_dtype", group["ns_dtype"], "torch.bfloat16, float16, float32, float64 or None",
                             TypeError)
@@ -218,25 +222,27 @@ class Muon(MatrixOptimizer):
                 u = self._momentum(state["momentum_buffer"], g, h)
                 rows, cols = _matrix.matrix_view_shape(p.shape)
                 full = whole.full(u)
-                o = _matrix.newton_schulz(full.reshape(rows, cols), schedule, h["eps"], h["ns_dtype"], norm_scale) \
-                    if whole.owns(p) else None
+                o = self._direction(_matrix.newton_schulz(full.reshape(rows, cols), schedule, h["eps"], h["ns_dtype"],
+                                                          norm_scale), [state], h) if whole.owns(p) else None
                 self._apply_update(p, whole.share(p, None if o is None else o.reshape(p.shape), self._out_dtype(h, u)),
-                            lr, wd, _matrix.adjust_lr(lr, h["adjust_lr_fn"], rows, cols))
+                                   lr, wd, self._scaled_lr(lr, h["adjust_lr_fn"], rows, cols))
             return
         updates = self._momenta(entries, h)
         by_shape: dict[Any, list[tuple[Tensor, Tensor]]] = defaultdict(list)
+        states = {id(p): state for p, _, state in entries}
         for (p, _, _), u in zip(entries, updates, strict=True):
             by_shape[(_matrix.matrix_view_shape(p.shape), u.device, u.dtype)].append((p, u))
-        for ((rows, cols), _, dtype), members in by_shape.items():
+        for ((rows, cols), _, _), members in by_shape.items():
             fulls = [whole.full(u) for _, u in members]  # a collective for each sharded matrix, on every rank
             mine = [i for i, (p, _) in enumerate(members) if whole.owns(p)]
             out: dict[int, Tensor] = {}
             if mine:
                 stack = torch.stack([fulls[i].reshape(rows, cols) for i in mine])
-                ortho = _matrix.newton_schulz(stack, schedule, h["eps"], h["ns_dtype"], norm_scale)
+                ortho = self._direction(_matrix.newton_schulz(stack, schedule, h["eps"], h["ns_dtype"], norm_scale),
+                                        [states[id(members[i][0])] for i in mine], h)
                 out = {i: ortho[j] for j, i in enumerate(mine)}
-            scaled_lr = _matrix.adjust_lr(lr, h["adjust_lr_fn"], rows, cols)
-            out_dtype = h["ns_dtype"] or dtype
+            scaled_lr = self._scaled_lr(lr, h["adjust_lr_fn"], rows, cols)
+            out_dtype = self._out_dtype(h, members[0][1])
             for i, (p, _) in enumerate(members):
                 o = out[i].reshape(p.shape) if i in out else None
                 self._apply_update(p, whole.share(p, o, out_dtype), lr, wd, scaled_lr)
@@ -251,8 +257,18 @@ class Muon(MatrixOptimizer):
         torch._foreach_lerp_(bufs, grads, 1 - mu)
         return list(torch._foreach_lerp(grads, bufs, mu)) if h["nesterov"] else bufs
 
+    def _direction(self, ortho: Tensor, states: list[dict[str, Any]], h: dict[str, Any]) -> Tensor:
+        """The update direction from the orthogonalized ``(rows, cols)`` matrix or stack ``(b, rows, cols)`` (the
+        state of each matrix in ``states``): Muon's is the orthogonalized matrix itself. Runs on the owner rank."""
+        return ortho
+
+    @staticmethod
+    def _scaled_lr(lr: float, adjust_lr_fn: str | None, rows: int, cols: int) -> float:
+        return _matrix.adjust_lr(lr, adjust_lr_fn, rows, cols)
+
     @staticmethod
     def _out_dtype(h: dict[str, Any], u: Tensor) -> torch.dtype:
+        """The dtype of the direction :meth:`_direction` returns (what non-owner ranks receive under FSDP2)."""
         return h["ns_dtype"] or u.dtype
 
     @staticmethod
@@ -269,7 +285,7 @@ class Muon(MatrixOptimizer):
                    muon_params: Callable[[str, Tensor], bool] | Iterable[Any] | None = None,
                    exclude_from_decay: bool | Callable[[str, Tensor], bool] = False,
                    adamw_lr: float | None = None, adamw_betas: tuple[float, float] = (0.9, 0.95),
-                   adamw_eps: float = 1e-10, adamw_weight_decay: float | None = None, **kwargs: Any) -> Muon:
+                   adamw_eps: float | None = None, adamw_weight_decay: float | None = None, **kwargs: Any) -> Muon:
         """What users build by hand: Muon for the hidden matrices, AdamW for everything else, in one optimizer.
 
         The rule, for an ``nn.Module``: a parameter goes to Muon when it has 2 or more dimensions and is not
@@ -290,15 +306,19 @@ class Muon(MatrixOptimizer):
                 the callable picks) get no weight decay in their AdamW group.
             adamw_lr: AdamW's lr (default 3e-4, KellerJordan's ``MuonWithAuxAdam``; with
                 ``adjust_lr_fn="match_rms_adamw"`` the Muon lr, as Moonlight shares one lr).
-            adamw_betas, adamw_eps: AdamW's betas and eps ((0.9, 0.95), 1e-10).
+            adamw_betas, adamw_eps: AdamW's betas and eps ((0.9, 0.95); eps: the class's ``adam_eps``, 1e-10).
             adamw_weight_decay: AdamW's weight decay (default: Muon's ``weight_decay``, as KellerJordan's README
                 and Moonlight use one value).
             **kwargs: Muon's arguments (lr, weight_decay, momentum, ...).
         """
+        defaults = {k: v.default for k, v in inspect.signature(cls.__init__).parameters.items()}  # the class's own
         if adamw_lr is None:
-            adamw_lr = kwargs.get("lr", 1e-3) if kwargs.get("adjust_lr_fn") == "match_rms_adamw" else 3e-4
+            adamw_lr = kwargs.get("lr", defaults["lr"]) if kwargs.get("adjust_lr_fn", defaults["adjust_lr_fn"]) == \
+                "match_rms_adamw" else 3e-4
+        if adamw_eps is None:
+            adamw_eps = defaults["adam_eps"]
         adam_options = dict(use_muon=False, lr=adamw_lr, adam_betas=adamw_betas, adam_eps=adamw_eps)
-        wd = kwargs.get("weight_decay", 0.1)
+        wd = kwargs.get("weight_decay", defaults["weight_decay"])
         adam_wd = wd if adamw_weight_decay is None else adamw_weight_decay
         return cls(muon_param_groups(params_or_model, muon_params, exclude_from_decay, adam_options, adam_wd), **kwargs)
 

@@ -31,6 +31,8 @@ __all__ = [
     "PRESETS",
     "WRAPPERS",
     "DEFAULT_OPTIMIZERS",
+    "DERIVED",
+    "resolve_derived",
     "LR_RANGE_FACTORS",
     "CHECK_STEPS",
     "parse_spec",
@@ -81,28 +83,40 @@ class Preset:
 
 _ADAM = {"betas": (0.9, 0.999), "eps": 1e-8}
 
+# The second tuned hyperparameter of the default spaces, from AlgoPerf's baseline search spaces
+# (mlcommons/algorithmic-efficiency, algorithms/archived_paper_baselines/*/tuning_search_space.json, commit
+# 2c90454): decoupled weight decay log-uniform over [5e-3, 1] (adamw, nadamw, shampoo; lamb's is [1e-3, 1]),
+# 1 - beta1 log-uniform over [2e-2, 0.5] (adamw) and 1 - momentum over [5e-3, 0.3] (momentum, nesterov).
+# One hyperparameter besides the lr per optimizer, the one the references tune that moves it most: with the
+# default 6 quasi-random trials (+ 2 refining the lr), each further dimension thins the lr's coverage.
+_DECAY = Param("weight_decay", 5e-3, 1.0)
+_ONE_MINUS_BETA1 = Param("one_minus_beta1", 2e-2, 0.5)
+_ONE_MINUS_MOMENTUM = Param("one_minus_momentum", 5e-3, 0.3)
+
 # fmt: off
 PRESETS: dict[str, Preset] = {
     "sgd": Preset("sgd", 0.1, {}, "plain minibatch SGD"),
-    "sgdm": Preset("sgdm", 0.05, {"momentum": 0.9}, "heavy ball, momentum 0.9 (Polyak, 1964)"),
+    "sgdm": Preset("sgdm", 0.05, {"momentum": 0.9}, "heavy ball, momentum 0.9 (Polyak, 1964)",
+                   tune=(_ONE_MINUS_MOMENTUM,)),
     "nesterov": Preset("nesterov", 0.05, {"momentum": 0.9, "nesterov": True},
-                       "Nesterov momentum 0.9 in torch's form (Sutskever et al., 2013)"),
+                       "Nesterov momentum 0.9 in torch's form (Sutskever et al., 2013)", tune=(_ONE_MINUS_MOMENTUM,)),
     "sgdw": Preset("sgdw", 0.05, {"momentum": 0.9, "weight_decay": 5e-4},
                    "decoupled decay (Loshchilov & Hutter, 2019)", tune=(Param("weight_decay", 1e-5, 1e-2),)),
     "adagrad": Preset("adagrad", 0.01, {}, "Duchi et al., 2011; torch's default lr"),
     "rmsprop": Preset("rmsprop", 1e-3, {"alpha": 0.9}, "Tieleman & Hinton, 2012 (lecture 6e): decay 0.9"),
-    "adam": Preset("adam", 1e-3, _ADAM, "Kingma & Ba, 2015"),
+    "adam": Preset("adam", 1e-3, _ADAM, "Kingma & Ba, 2015", tune=(_ONE_MINUS_BETA1,)),
     "amsgrad": Preset("amsgrad", 1e-3, _ADAM, "Reddi et al., 2018"),
     "adamw": Preset("adamw", 1e-3, {**_ADAM, "weight_decay": 1e-2},
                     "Loshchilov & Hutter, 2019; torch's default decay 0.01",
-                    tune=(Param("weight_decay", 1e-4, 1.0),)),
-    "nadam": Preset("nadam", 2e-3, _ADAM, "Dozat, 2016; Keras' default lr 2e-3"),
-    "radam": Preset("radam", 1e-3, _ADAM, "Liu et al., 2020"),
+                    tune=(_DECAY,)),
+    "nadam": Preset("nadam", 2e-3, _ADAM, "Dozat, 2016; Keras' default lr 2e-3",
+                    tune=(Param("one_minus_beta1", 4e-3, 0.1),)),  # AlgoPerf's NAdamW range
+    "radam": Preset("radam", 1e-3, _ADAM, "Liu et al., 2020", tune=(_ONE_MINUS_BETA1,)),
     "adabound": Preset("adabound", 1e-3, {"final_lr": 0.1, "gamma": 1e-3}, "Luo et al., 2019"),
     "amsbound": Preset("amsbound", 1e-3, {"final_lr": 0.1, "gamma": 1e-3}, "Luo et al., 2019"),
     "lamb": Preset("lamb", 1e-2, {"betas": (0.9, 0.999), "eps": 1e-6, "weight_decay": 1e-2},
                    "You et al., 2020: decay 0.01 as for BERT; biases/norms excluded",
-                   exclude_from_decay=True),
+                   exclude_from_decay=True, tune=(Param("weight_decay", 1e-3, 1.0),)),  # AlgoPerf's LAMB range
     "lars": Preset("lars", 1.0, {"momentum": 0.9, "trust_coefficient": 1e-3, "weight_decay": 1e-4},
                    "You et al., 2017: eta 1e-3, momentum 0.9, decay 1e-4; biases/norms excluded",
                    exclude_from_decay=True),
@@ -131,11 +145,11 @@ PRESETS: dict[str, Preset] = {
     "schedulefree-adamw": Preset("schedulefree-adamw", 2.5e-3, {"betas": (0.9, 0.999), "eps": 1e-8},
                                  "Defazio et al., 2024 (AdamWScheduleFree): lr 2.5e-3 (the reference's default; "
                                  "1-10x AdamW's), its own warm-up (5 % of the run), no schedule; evaluated at x",
-                                 schedule="constant", run_fractions={"warmup_steps": 0.05}),
+                                 schedule="constant", run_fractions={"warmup_steps": 0.05}, tune=(_DECAY,)),
     "ademamix": Preset("ademamix", 1e-3, {"betas": (0.9, 0.999, 0.9999), "alpha": 5.0, "eps": 1e-8},
                        "Pagliardini et al., 2024 (apple/ml-ademamix): betas (0.9, 0.999, 0.9999), alpha 5 (paper: "
                        "5..8 for LMs), alpha and beta3 warm-ups over the whole run",
-                       run_fractions={"alpha_warmup": 1.0, "beta3_warmup": 1.0}),
+                       run_fractions={"alpha_warmup": 1.0, "beta3_warmup": 1.0}, tune=(_DECAY,)),
     "mars": Preset("mars", 3e-3, {"betas": (0.95, 0.99), "gamma": 0.025, "weight_decay": 0.0},
                    "Yuan et al., 2024 (AGI-Arena/MARS, MARS-AdamW): lr 3e-3, betas (0.95, 0.99), gamma 0.025; "
                    "1-D tensors by AdamW at lr_1d 3e-3 (the reference's default, follows the schedule)"),
@@ -153,14 +167,26 @@ PRESETS: dict[str, Preset] = {
                    lr_range=(1e-3, 1.0), tune=(Param("adamw_lr", 1e-4, 1e-1),)),
     "soap": Preset("soap", 3e-3, {"betas": (0.95, 0.95), "weight_decay": 0.01, "precondition_frequency": 10},
                    "Vyas et al., 2024 (nikhilvyas/SOAP): lr 3e-3, betas (0.95, 0.95), decay 0.01, "
-                   "preconditioner refreshed every 10 steps"),
+                   "preconditioner refreshed every 10 steps", tune=(_DECAY,)),
     "shampoo": Preset("shampoo", 1e-3, {"betas": (0.9, 0.999), "epsilon": 1e-12, "weight_decay": 1e-5,
                                         "precondition_frequency": 20},
                       "Gupta et al., 2018; Shi et al., 2023 (facebookresearch/optimizers Distributed Shampoo "
                       "README: lr 1e-3, betas (0.9, 0.999), epsilon 1e-12, decay 1e-5, Adam grafting); "
                       "precondition_frequency 20 instead of 100 so a 1000-step run refreshes 50 times"),
+    "kron": Preset("kron", 3e-4, {"b1": 0.9, "weight_decay": 0.0},
+                   "Li (PSGD Kron; evanatyourservice/kron_torch, PyPI kron-torch 0.3.3 defaults): lr 3e-4, b1 0.9, "
+                   "decay 0 (README: an lr about 3x below Adam's, decay 3-10x above), triangular factors up to "
+                   "8192, preconditioner update probability 1 for 500 steps then annealed to 0.03; decay tuned",
+                   tune=(Param("weight_decay", 1e-4, 1.0),)),
 }
 # fmt: on
+# Issue 26: the methods the field trains with now (one appended entry each).
+PRESETS["normuon"] = Preset(
+    "normuon", 0.02, {"momentum": 0.95, "beta2": 0.95, "weight_decay": 0.01, "adamw_lr": 3e-4},
+    "Li et al., 2025 (microsoft/dion configs/normuon_160m.yaml: lr 0.02, mu 0.95, decay 0.01, spectral_norm lr "
+    "adjustment; dion's muon_beta2 0.95, Polar Express); the AdamW side at lr 3e-4 as Muon's preset, tuned too "
+    "(dion's train.py gives it the same lr 0.02)",
+    lr_range=(1e-3, 1.0), tune=(Param("adamw_lr", 1e-4, 1e-1),))
 
 # Wrappers compose with any base by ``+``: name -> default keyword arguments.
 WRAPPERS: dict[str, dict[str, Any]] = {
@@ -240,7 +266,30 @@ def parse_kwargs(text: str, spec: str, what: str = "optimizer spec") -> tuple[tu
 
 # The summary table's short names of settings (tables.settings_text): a spec must spell the argument out, so
 # that one setting has one spelling and the same run one config key.
-ABBREVIATIONS = {"wd": "weight_decay", "mom": "momentum"}
+ABBREVIATIONS = {"wd": "weight_decay", "mom": "momentum", "1-beta1": "one_minus_beta1", "1-mom": "one_minus_momentum"}
+
+# Tuned hyperparameters that stand for an optimizer argument (the spaces of AlgoPerf's baselines are over 1 - beta1,
+# log-uniform, so that 0.9, 0.99 and 0.999 are equally far apart): name -> the argument it sets.
+DERIVED = {"one_minus_beta1": "betas", "one_minus_momentum": "momentum"}
+
+
+def resolve_derived(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with each :data:`DERIVED` hyperparameter turned into the argument it stands for:
+    ``one_minus_beta1=x`` sets ``betas[0] = 1 - x`` (the other betas kept, default ``(0.9, 0.999)``) and
+    ``one_minus_momentum=x`` sets ``momentum = 1 - x``."""
+    out = dict(kwargs)
+    for name in DERIVED:
+        if name not in out:
+            continue
+        x = out.pop(name)
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < 1:
+            raise ValueError(f"Invalid {name}: {x!r}; expected 0 < {name} < 1")
+        if name == "one_minus_beta1":
+            betas = tuple(out.get("betas", (0.9, 0.999)))
+            out["betas"] = (1.0 - x, *betas[1:])
+        else:
+            out["momentum"] = 1.0 - x
+    return out
 
 
 def parse_spec(spec: str) -> ParsedSpec:
@@ -279,7 +328,8 @@ def preset_lr(spec: str) -> float:
 
 def search_space(spec: str) -> SearchSpace:
     """The search space the lab tunes ``spec`` over: its preset's lr range (centred on an ``@lr=`` override when
-    the spec gives one, with the same width) and its ``tune`` hyperparameters that the spec does not fix."""
+    the spec gives one, with the same width) and its ``tune`` hyperparameters that the spec does not fix (a spec
+    that gives ``betas`` fixes ``one_minus_beta1``, one that gives ``momentum`` fixes ``one_minus_momentum``)."""
     parsed = parse_spec(spec)
     preset = parsed.preset
     lr = preset.lr_space
@@ -287,7 +337,7 @@ def search_space(spec: str) -> SearchSpace:
     if "lr" in given:
         factor = float(given["lr"]) / preset.lr
         lr = Param("lr", float(f"{lr.low * factor:.4g}"), float(f"{lr.high * factor:.4g}"))
-    return SearchSpace((lr, *(p for p in preset.tune if p.name not in given)))
+    return SearchSpace((lr, *(p for p in preset.tune if p.name not in given and DERIVED.get(p.name) not in given)))
 
 
 def fixed_settings(spec: str) -> dict[str, Any]:
@@ -307,7 +357,7 @@ def build_optimizer(
     goes to the library, so optimizers that build their own groups from it (Muon) get it."""
     parsed = parse_spec(spec)
     run_settings = parsed.preset.run_settings(CHECK_STEPS if steps is None else steps)
-    kwargs = {**parsed.preset.kwargs, **run_settings, **dict(parsed.kwargs), **hparams}
+    kwargs = resolve_derived({**parsed.preset.kwargs, **run_settings, **dict(parsed.kwargs), **hparams})
     kwargs["lr"] = preset_lr(spec) if lr is None else float(lr)
     optimizer = adapter.create_optimizer(
         parsed.preset.library_name, model, exclude_from_decay=parsed.preset.exclude_from_decay, **kwargs

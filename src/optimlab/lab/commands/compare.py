@@ -35,12 +35,30 @@ from optimlab.lab.commands.args import (
 )
 from optimlab.lab.commands.command import Command
 from optimlab.lab.executors.backends import add_backend_arguments, describe_backend
-from optimlab.lab.present.report import build_report, format_summary
-from optimlab.lab.study.protocol import Protocol, default_protocol
+from optimlab.lab.present.report import build_report, format_summary, spaces_note
+from optimlab.lab.study.cost import estimate_cost
+from optimlab.lab.study.protocol import PROTOCOL_FILE, Protocol, default_protocol
 from optimlab.lab.study.session import Session, check_study, plan_study
+from optimlab.lab.study.tuning import StudyResult, load_study
+from optimlab.lab.training.record import RunRecord
+from optimlab.lab.training.results import append_record
 from optimlab.lab.training.runner import Callback, RunConfig, build_schedule
 
-__all__ = ["configure", "compare", "protocol_from_args", "parse_lrs", "FinalRunDiagnostics", "COMMANDS"]
+__all__ = [
+    "configure",
+    "compare",
+    "protocol_from_args",
+    "parse_lrs",
+    "parse_lengths",
+    "compare_lengths",
+    "FinalRunDiagnostics",
+    "DIAGNOSTICS_KEY",
+    "missing_diagnostics",
+    "add_diagnostics",
+    "COMMANDS",
+]
+
+DIAGNOSTICS_KEY = "diagnostics"  # DiagnosticsCallback's default key in a record's extras
 
 
 def configure(c: argparse.ArgumentParser) -> None:
@@ -124,7 +142,15 @@ def configure(c: argparse.ArgumentParser) -> None:
         "--diagnostics",
         action="store_true",
         help="record diagnostics in every final run (walk, |g| histograms, sharpness, interpolation; "
-        "optimlab.lab.training.diagnostic_runs.DiagnosticsCallback) and add their panels to the report",
+        "optimlab.lab.training.diagnostic_runs.DiagnosticsCallback) and add their panels to the report; in a "
+        "folder whose final runs were made without them, those runs run again with them (the plan says the cost)",
+    )
+    c.add_argument(
+        "--lengths",
+        default=None,
+        metavar="STEPS,STEPS,...",
+        help="answer at several training lengths, e.g. 400,1000,2500: one study per length, each tuned on its own, "
+        "in OUT/steps-N/, and a rank table across lengths (instead of --steps/--epochs)",
     )
 
 
@@ -140,6 +166,48 @@ class FinalRunDiagnostics:
         from optimlab.lab.training.diagnostic_runs import DiagnosticsCallback  # only with --diagnostics
 
         return [DiagnosticsCallback(data_dir=self.data_dir)] if "test" in config.splits else []
+
+
+def missing_diagnostics(study: StudyResult) -> list[RunRecord]:
+    """The final runs of ``study`` whose record carries no ``compare --diagnostics`` extras (runs made without
+    ``--diagnostics``)."""
+    return [rec for r in study.results.values() for rec in r.finals if DIAGNOSTICS_KEY not in rec.extras]
+
+
+def add_diagnostics(session: Session, study: StudyResult, out: Path, jobs: int) -> tuple[int, list[str], bool]:
+    """Run again, with the diagnostics attached, each final run of ``study`` that has none, and append its record
+    to ``out``'s ``results.jsonl`` with the diagnostics added (the last record of a key is the one read: the
+    stored numbers are kept, only ``extras["diagnostics"]`` is new). A run is a pure function of its config
+    and thread count, so the rerun is the same run; where its final metrics differ from the stored ones (another
+    CPU or thread count), the diagnostics are still kept, marked ``"rerun_differs": True``, and the run is named
+    in the returned list. Ctrl-C keeps the runs finished so far; the same command resumes. Returns (runs done,
+    runs whose rerun differs, interrupted)."""
+    missing = {rec.key: rec for rec in missing_diagnostics(study)}
+    done, differs = 0, []
+    if not missing:
+        return done, differs, False
+    try:
+        with session.executor(max(1, min(jobs, len(missing)))) as executor:
+            for new in executor.run([rec.config for rec in missing.values()]):
+                old = missing[new.key]
+                extras = dict(new.extras.get(DIAGNOSTICS_KEY) or {})
+                if _metrics(new) != _metrics(old):
+                    extras["rerun_differs"] = True
+                    differs.append(f"{old.config.optimizer} seed {old.config.seed}")
+                data = old.to_json()
+                data["extras"] = {**data.get("extras", {}), DIAGNOSTICS_KEY: extras}
+                append_record(out, RunRecord.from_json(data))
+                done += 1
+    except KeyboardInterrupt:
+        return done, differs, True
+    return done, differs, False
+
+
+def _metrics(record: RunRecord) -> tuple[Any, ...]:
+    """What a rerun must reproduce: the status, the test values and the last evaluation of every series."""
+    test = dict(record.test_values or {})
+    history = {k: v[-1] if v else None for k, v in record.history.items() if k not in ("step", "time", "cpu")}
+    return record.status, sorted(test.items()), sorted(history.items())
 
 
 def parse_lrs(value: str) -> tuple[float, ...]:
@@ -226,15 +294,24 @@ def _default_out(protocol: Protocol) -> Path:
     return Path("optimlab-runs") / f"{task_slug(protocol.task)}-{'-'.join(parts)}"[:120]
 
 
-def compare(args: argparse.Namespace) -> int:
-    """The ``compare`` handler: check, plan, print the plan (and stop there with ``--dry-run``), run, report."""
-    task = get_task(args.task)
-    specs = split_specs(args.optimizers) if args.optimizers else list(DEFAULT_OPTIMIZERS)
-    check_jobs(args.jobs)
-    check_data_dir(args.data_dir, task)
-    for spec in specs:
-        if args.lr is not None and "lr" in dict(parse_spec(spec).kwargs):
-            raise ValueError(f"--lr conflicts with the lr given in optimizer spec {spec!r}; use one of them")
+def parse_lengths(value: str) -> tuple[int, ...]:
+    """``'400,1000,2500'`` -> ``(400, 1000, 2500)``: distinct positive step counts, sorted."""
+    try:
+        lengths = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(
+            f"Invalid --lengths: {value!r}; expected comma-separated step counts, e.g. 400,1000,2500"
+        ) from None
+    if not lengths or any(n < 1 for n in lengths):
+        raise ValueError(f"Invalid --lengths: {value!r}; expected comma-separated positive step counts, e.g. 400,1000")
+    if len(set(lengths)) != len(lengths):
+        raise ValueError(f"Invalid --lengths: {value!r}; expected each length once")
+    return tuple(sorted(lengths))
+
+
+def _checked_protocol(args: argparse.Namespace, specs: list[str]) -> Protocol:
+    """The protocol of ``args`` with everything checked that can be before a run: the specs at every trial setting,
+    the spaces' names, the data."""
     protocol = protocol_from_args(args)
     compared = {*specs, *(parse_spec(spec).base for spec in specs)}
     unused = [name for name, _ in protocol.spaces if name not in compared]
@@ -244,6 +321,21 @@ def compare(args: argparse.Namespace) -> int:
             f"({', '.join(specs)}); give a --space for one of them (its spec or its base name)"
         )
     check_study(protocol, specs, args.data_dir)  # every spec at every trial setting, and the data
+    return protocol
+
+
+def compare(args: argparse.Namespace) -> int:
+    """The ``compare`` handler: check, plan, print the plan (and stop there with ``--dry-run``), run, report."""
+    task = get_task(args.task)
+    specs = split_specs(args.optimizers) if args.optimizers else list(DEFAULT_OPTIMIZERS)
+    check_jobs(args.jobs)
+    check_data_dir(args.data_dir, task)
+    for spec in specs:
+        if args.lr is not None and "lr" in dict(parse_spec(spec).kwargs):
+            raise ValueError(f"--lr conflicts with the lr given in optimizer spec {spec!r}; use one of them")
+    if getattr(args, "lengths", None) is not None:
+        return compare_lengths(args, specs)
+    protocol = _checked_protocol(args, specs)
     out = Path(args.out) if args.out else _default_out(protocol)
     if args.out is None and out != Path("optimlab-runs") / task_slug(task.name):
         print(f"note: results go to {out}, apart from the default protocol's folder (they are not comparable)")
@@ -258,23 +350,128 @@ def compare(args: argparse.Namespace) -> int:
         f"{f' ({protocol.studies} studies)' if protocol.studies > 1 else ''}; still to do: {plan.cost.describe()}",
         flush=True,
     )
+    if args.diagnostics:
+        _plan_diagnostics(protocol, specs, out, args)
     if args.dry_run:
         return 0
     start = time.perf_counter()
     study = session.run([plan], jobs=plan.jobs)[task.name]
+    interrupted = study.interrupted
+    if args.diagnostics and not interrupted:
+        interrupted = _diagnose(session, study, out, args.jobs)
     elapsed = time.perf_counter() - start
-    if study.interrupted:
+    if interrupted:
         print(f"\ninterrupted: every finished run is kept in {out}; run the same command again to resume.")
         if not any(r.finals for r in study.results.values()):
             return 130
     path, summary = build_report(out)
     print()
     print(format_summary(summary))
+    print(spaces_note(summary))
     print(
         f"\n{plan.cost.runs} run(s) in {elapsed:.1f} s. Results: {out / 'results.jsonl'}; summary: "
         f"{out / 'summary.csv'}\nReport: {path}"
     )
-    return 130 if study.interrupted else 0
+    return 130 if interrupted else 0
+
+
+def _diagnose(session: Session, study: StudyResult, out: Path, jobs: int) -> bool:
+    """``--diagnostics`` after the study: rerun, with them, the final runs that have none; True if interrupted."""
+    n = len(missing_diagnostics(study))
+    if not n:
+        return False
+    print(f"diagnostics: running {n} final run(s) again with the diagnostics attached ...", flush=True)
+    done, differs, interrupted = add_diagnostics(session, study, out, jobs)
+    print(f"diagnostics: {done} of {n} run(s) diagnosed and added to {out / 'results.jsonl'}", flush=True)
+    if differs:
+        print(
+            f"warning: {len(differs)} rerun(s) did not reproduce the stored numbers ({', '.join(differs[:5])}"
+            f"{' ...' if len(differs) > 5 else ''}): another CPU or thread count than the first run's; the "
+            "stored numbers are kept, and their diagnostics are marked rerun_differs",
+            flush=True,
+        )
+    return interrupted
+
+
+def compare_lengths(args: argparse.Namespace, specs: list[str]) -> int:
+    """``compare --lengths``: one study per training length (each its own protocol, tuned on its own) in
+    ``OUT/steps-N/``, run on one executor, each with its report; then the rank table across lengths
+    (:mod:`optimlab.lab.present.lengths`) in the terminal and in ``OUT/report.html``. Resumable like one study."""
+    from optimlab.lab.present.lengths import format_lengths, write_lengths_report
+
+    lengths = parse_lengths(args.lengths)
+    if args.steps is not None or args.epochs is not None:
+        which = "--steps" if args.steps is not None else "--epochs"
+        raise ValueError(f"--lengths conflicts with {which}: each length is the --steps of one study; give one of them")
+    task = get_task(args.task)
+    base = Path(args.out) if args.out else Path("optimlab-runs") / f"{task.name}-lengths-{'-'.join(map(str, lengths))}"
+    if (base / PROTOCOL_FILE).exists() or (base / "results.jsonl").exists():
+        raise ValueError(
+            f"{base} holds the results of one study; --lengths writes one sub-folder per length (steps-N/) into a "
+            "folder of its own: choose another --out"
+        )
+    protocols = {n: _checked_protocol(argparse.Namespace(**{**vars(args), "steps": n}), specs) for n in lengths}
+    session = Session.from_args(args, callbacks=FinalRunDiagnostics(args.data_dir) if args.diagnostics else None)
+    plans = {
+        n: plan_study(p, specs, base / f"steps-{n}", jobs=args.jobs, data_dir=args.data_dir, create=not args.dry_run)
+        for n, p in protocols.items()
+    }
+    runs = sum(p.cost.runs for p in plans.values())
+    print(f"optimlab compare: {task.name}, {len(specs)} optimizer(s), {len(lengths)} training lengths "
+          f"({', '.join(map(str, lengths))} steps), each tuned on its own, "
+          f"{describe_backend(args, max(p.jobs for p in plans.values()))} -> {base}", flush=True)
+    for n, plan in plans.items():
+        p = plan.protocol
+        print(f"{n} steps -> {plan.out}: {p.trials_per_optimizer() * len(specs) * p.studies} tuning trials of "
+              f"{p.trial_steps} steps + {len(p.seeds) * len(specs) * p.studies} final runs; still to do: "
+              f"{plan.cost.describe()}", flush=True)
+        if args.diagnostics:
+            _plan_diagnostics(p, specs, plan.out, args)
+    print(f"protocol (apart from the steps): {protocols[lengths[0]].describe()}", flush=True)
+    if args.dry_run:
+        return 0
+    start = time.perf_counter()
+    studies = session.run(list(plans.values()), jobs=args.jobs)
+    interrupted = any(s.interrupted for s in studies.values())
+    summaries, pages = {}, {}
+    for n, plan in plans.items():
+        study = load_study(plan.out)
+        if args.diagnostics and not interrupted:
+            interrupted = _diagnose(session, study, plan.out, args.jobs)
+            study = load_study(plan.out)
+        if any(r.finals for r in study.results.values()):
+            pages[n], summaries[n] = build_report(plan.out)
+    elapsed = time.perf_counter() - start
+    if interrupted:
+        print(f"\ninterrupted: every finished run is kept in {base}; run the same command again to resume.")
+    if not summaries:
+        return 130 if interrupted else 0
+    path = write_lengths_report(base, summaries, pages)
+    print()
+    print(format_lengths(summaries))
+    print(spaces_note(summaries[max(summaries)]))
+    print(f"\n{runs} run(s) in {elapsed:.1f} s. Reports: {path} (across lengths), "
+          + ", ".join(str(pages[n]) for n in sorted(pages)))
+    return 130 if interrupted else 0
+
+
+def _plan_diagnostics(protocol: Protocol, specs: list[str], out: Path, args: argparse.Namespace) -> None:
+    """Print what ``--diagnostics`` adds to a folder that holds final runs made without it: those runs, again,
+    with the diagnostics attached, and their expected time."""
+    if not (out / PROTOCOL_FILE).exists():
+        return
+    study = load_study(out)  # the folder's protocol is this one (plan_study checked it)
+    missing = [rec for rec in missing_diagnostics(study) if rec.config.optimizer in specs]
+    if not missing:
+        return
+    cost = estimate_cost(protocol, [rec.config for rec in missing], jobs=min(args.jobs, len(missing)),
+                         data_dir=args.data_dir)
+    print(
+        f"diagnostics: {len(missing)} finished final run(s) have none; they run again with the diagnostics attached "
+        f"(the same configs, so the same runs): {cost.describe()}, plus the diagnostics' own passes "
+        "(sharpness, interpolation: benchmarks/diagnostics_speed.py)",
+        flush=True,
+    )
 
 
 COMMANDS: dict[str, Command] = {

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from optimlab.lab.catalog.space import SearchSpace
 from optimlab.lab.catalog.tasks import task_slug
 from optimlab.lab.present.pages import Markup, html_page, html_table
 from optimlab.lab.present.report_figures import PLOTS
@@ -32,12 +33,16 @@ from optimlab.lab.present.tables import (
     target_text,
     write_csv,
 )
+from optimlab.lab.study.protocol import Protocol
 from optimlab.lab.study.tuning import load_study
 from optimlab.lab.training.results import check_writable, named
 
 __all__ = [
     "build_report",
     "summary_table_html",
+    "spaces_table",
+    "spaces_note",
+    "budget_text",
     "SUMMARY_FILE",
     "REPORT_FILE",
     # the text of the report, for commands/ (their home: present.tables)
@@ -119,18 +124,63 @@ def _task_section(ts: TaskSummary, out: Path, prefix: str = "") -> list[str]:
         parts.append(
             f"<h3>{html.escape(caption)}</h3><img src='{file}' alt='{html.escape(caption)}' data-figure='{name}'>"
         )
-    detail = []
-    for r in ts.rows:
-        res = ts.study.results[r.spec]
-        space = res.space.describe() if res.space else ("presets" if not p.tuned else "lr grid " + str(list(p.lrs)))
-        settings = dict(r.records[0].optimizer_settings) if r.records else {}
-        detail.append(f"{r.spec}: searched {space}\n    ran with {settings}")
+    header, rows = spaces_table(ts)
     parts.append(
-        "<details><summary>Search spaces and settings</summary><pre>"
-        + html.escape("\n".join(detail))
-        + "</pre></details>"
+        "<h3>What was tuned</h3><p>Every optimizer had the same budget: "
+        f"{html.escape(budget_text(p))}. The search space of each (trial points spread over every dimension; "
+        "the refining trials move the lr alone), the setting selected, and the settings it ran with:</p>"
+        + html_table(header, rows)
     )
     return parts
+
+
+def budget_text(p: Protocol) -> str:
+    """The tuning budget of protocol ``p`` in a few words, the same for every optimizer."""
+    if not p.tuned:
+        return "none (the presets, untuned)"
+    n = p.trials_per_optimizer()
+    return f"{n} trial{'s' if n != 1 else ''} of {p.trial_steps} steps each, 1 seed" + (
+        f" ({n - p.refine_trials} spread over the space + {p.refine_trials} refining the lr)" if p.refine_trials else ""
+    )
+
+
+def space_text(space: SearchSpace | None, p: Protocol) -> str:
+    """One optimizer's search space in short: ``lr 1e-4..0.1 (log), weight_decay 0.005..1 (log)``."""
+    if not p.tuned:
+        return "not tuned"
+    if space is None:
+        return "lr grid " + ", ".join(f"{x:g}" for x in p.lrs)
+    return ", ".join(f"{q.name} {q.low:.3g}..{q.high:.3g}{' (log)' if q.log else ''}" for q in space.params)
+
+
+def spaces_table(ts: TaskSummary) -> tuple[list[str], list[list[Any]]]:
+    """Each optimizer's search space, selected setting and the settings it ran with (header, rows)."""
+    p = ts.study.protocol
+    rows = []
+    for r in ts.rows:
+        res = ts.study.results[r.spec]
+        settings = dict(r.records[0].optimizer_settings) if r.records else {}
+        selected = "-" if r.selection is None else ", ".join(f"{k} {v:.3g}" for k, v in r.selection.settings.items())
+        ran = ", ".join(f"{k}={v}" for k, v in settings.items() if k not in ("lr", "class"))
+        rows.append([r.spec, space_text(res.space, p), selected, ran])
+    return ["optimizer", "search space", "selected", "ran with"], rows
+
+
+def spaces_note(ts: TaskSummary) -> str:
+    """The terminal's line on what was tuned: the budget, and each optimizer's tuned hyperparameters."""
+    p = ts.study.protocol
+    if not p.tuned:
+        return "tuned: nothing (the presets)."
+    if p.lrs:
+        return f"tuned: the lr alone, over the grid {', '.join(f'{x:g}' for x in p.lrs)}, for every optimizer."
+    names = []
+    for r in ts.rows:
+        space = ts.study.results[r.spec].space
+        names.append(f"{r.spec} ({'+'.join(q.name for q in space.params) if space else 'lr'})")
+    return (
+        f"tuned, with the same budget for every optimizer ({budget_text(p)}): {'; '.join(names)}. "
+        "Ranges: the report's 'What was tuned' table, or optimlab list."
+    )
 
 
 def _diagnostics_section(ts: TaskSummary, out: Path) -> list[str]:

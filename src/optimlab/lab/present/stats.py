@@ -74,11 +74,15 @@ __all__ = [
     "performance_profile",
     "integrated_score",
     "R_MAX",
+    "SIMULATIONS",
     "t_quantile",
     "t_sf",
 ]
 
 R_MAX = 4.0
+#: Simulations of :func:`best_set`'s max-t calibration: its adjusted p-values are multiples of ``1 / SIMULATIONS``,
+#: so a p-value of 0 means "below 1 / SIMULATIONS" (what :mod:`~optimlab.lab.present.tables` prints).
+SIMULATIONS = 4000
 
 
 def t_quantile(p: float, df: float) -> float:
@@ -225,7 +229,7 @@ def best_set(
     higher_is_better: bool,
     alpha: float = 0.05,
     method: str = "max-t",
-    simulations: int = 4000,
+    simulations: int = SIMULATIONS,
     seed: int = 0,
 ) -> BestSet:
     """The set of optimizers indistinguishable from the one with the best mean.

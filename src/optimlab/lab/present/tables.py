@@ -16,7 +16,7 @@ from optimlab.lab.catalog.metrics import fmt_value
 from optimlab.lab.catalog.metrics import scale as _scale
 from optimlab.lab.catalog.metrics import unit as _unit
 from optimlab.lab.catalog.presets import ABBREVIATIONS
-from optimlab.lab.present.stats import Interval
+from optimlab.lab.present.stats import SIMULATIONS, Interval
 from optimlab.lab.present.summary import Row, TaskSummary, edge_report
 
 __all__ = [
@@ -87,8 +87,17 @@ def _vs_best(row: Row, ts: TaskSummary) -> str:
     if v.label == "as good as":
         return f"as good (TOST p={v.equivalence_p:.2g})"
     if v.label == "worse":
-        return f"worse (p={v.worse_p:.2g})"
+        return f"worse ({_p_text(v.worse_p)})"
     return f"inconclusive (MDE {_diff_text(v.mde or math.nan, ts)})"
+
+
+def _p_text(p: float | None) -> str:
+    """A max-t adjusted p-value, which is a count of simulations over :data:`~optimlab.lab.present.stats.SIMULATIONS`:
+    0 is printed as the bound it is ("p<0.00025"), never as "p=0"."""
+    if p is None:
+        return "p=?"
+    floor = 1 / SIMULATIONS
+    return f"p<{floor:.2g}" if p < floor else f"p={p:.2g}"
 
 
 def _time_text(row: Row, ts: TaskSummary) -> str:

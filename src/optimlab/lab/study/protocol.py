@@ -344,7 +344,7 @@ def default_margin(task: Task) -> float:
     the task's target (a perplexity of 6: 0.12; an MSE of 0.02: 0.0004), else 1e-3.
 
     A point of accuracy is 4 of MNIST-1D's 400 validation examples, and smaller than what re-tuning alone moved in
-    the reproductions (SWATS, that was Adam, 1.3 points from Adam: issue 22). Set it with ``--margin``."""
+    the reproductions (SWATS, that was Adam, 1.3 points from Adam). Set it with ``--margin``."""
     if task.metric == "accuracy":
         return 0.01
     if task.target is not None and task.target > 0:
