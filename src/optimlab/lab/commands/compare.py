@@ -118,6 +118,14 @@ def configure(c: argparse.ArgumentParser) -> None:
         default=0,
         help="independent repetition of the tuning: other trial seeds and quasi-random points (default 0)",
     )
+    c.add_argument(
+        "--studies",
+        type=positive_int("--studies"),
+        default=1,
+        help="independent tuning studies per optimizer (AlgoPerf's rule): each its own quasi-random points, tuning "
+        "seed and final seeds; the answer is the median of the study means, its interval includes the "
+        "study-to-study spread (default 1; more studies in a folder run only the new ones)",
+    )
     c.add_argument("--batch-size", type=positive_int("--batch-size"), default=None, help="default: the task's")
     c.add_argument("--eval-every", type=positive_int("--eval-every"), default=None, help="default: the task's")
     add_jobs(c)
@@ -255,6 +263,7 @@ def protocol_from_args(args: argparse.Namespace) -> Protocol:
     if args.seeds is not None:
         fields["seeds"] = parse_seeds(args.seeds)
     fields["study"] = args.study
+    fields["studies"] = args.studies
     if args.target is not None:
         fields["target"] = args.target
     if args.margin is not None:
@@ -269,7 +278,8 @@ def _default_out(protocol: Protocol) -> Path:
     parts = []
     a, b = protocol.to_dict(), base.to_dict()
     for k in a:
-        if a[k] == b[k] or k in ("task", "margin"):  # the margin changes no run: the same folder
+        # the margin changes no run, and more studies only add runs to study 0's: the same folder
+        if a[k] == b[k] or k in ("task", "margin", "studies"):
             continue
         v = a[k]
         if k == "seeds":
@@ -279,6 +289,8 @@ def _default_out(protocol: Protocol) -> Path:
         elif isinstance(v, list):
             v = "-".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
         parts.append(f"{k.replace('_', '')}{v}".replace("@", "_").replace("=", "").replace(",", "_"))
+    if not parts:
+        return Path("optimlab-runs") / task_slug(protocol.task)
     return Path("optimlab-runs") / f"{task_slug(protocol.task)}-{'-'.join(parts)}"[:120]
 
 
@@ -333,8 +345,9 @@ def compare(args: argparse.Namespace) -> int:
     print(
         f"optimlab compare: {task.name}, {len(specs)} optimizer(s), {describe_backend(args, plan.jobs)} -> {out}\n"
         f"protocol: {protocol.describe()}\n"
-        f"plan: {protocol.trials_per_optimizer() * len(specs)} tuning trials + "
-        f"{len(protocol.seeds) * len(specs)} final runs; still to do: {plan.cost.describe()}",
+        f"plan: {protocol.trials_per_optimizer() * len(specs) * protocol.studies} tuning trials + "
+        f"{len(protocol.seeds) * len(specs) * protocol.studies} final runs"
+        f"{f' ({protocol.studies} studies)' if protocol.studies > 1 else ''}; still to do: {plan.cost.describe()}",
         flush=True,
     )
     if args.diagnostics:
@@ -409,8 +422,9 @@ def compare_lengths(args: argparse.Namespace, specs: list[str]) -> int:
           f"{describe_backend(args, max(p.jobs for p in plans.values()))} -> {base}", flush=True)
     for n, plan in plans.items():
         p = plan.protocol
-        print(f"{n} steps -> {plan.out}: {p.trials_per_optimizer() * len(specs)} tuning trials of {p.trial_steps} "
-              f"steps + {len(p.seeds) * len(specs)} final runs; still to do: {plan.cost.describe()}", flush=True)
+        print(f"{n} steps -> {plan.out}: {p.trials_per_optimizer() * len(specs) * p.studies} tuning trials of "
+              f"{p.trial_steps} steps + {len(p.seeds) * len(specs) * p.studies} final runs; still to do: "
+              f"{plan.cost.describe()}", flush=True)
         if args.diagnostics:
             _plan_diagnostics(p, specs, plan.out, args)
     print(f"protocol (apart from the steps): {protocols[lengths[0]].describe()}", flush=True)

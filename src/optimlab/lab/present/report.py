@@ -101,7 +101,10 @@ def _task_section(ts: TaskSummary, out: Path, prefix: str = "") -> list[str]:
     parts.append(summary_table_html(ts))
     parts.append(
         "<p style='font-size:12px'>95% CI: percentile bootstrap over the seeds that did not fail (inside the "
-        "metric's range); seeds: those that diverged or ended at chance, counted, not averaged in (unstable: never "
+        + (f"metric's range; with {p.studies} tuning studies: median of the study means, two-level bootstrap over "
+           "studies then seeds, so it includes the re-tuning spread; verdicts on the study means)" if p.studies > 1
+           else "metric's range)")
+        + "; seeds: those that diverged or ended at chance, counted, not averaged in (unstable: never "
         f"in the best set). vs best: as good = within the margin {html.escape(margin_text(ts))} by TOST "
         "(Holm-adjusted); worse = Welch t against the best, calibrated by simulating the choice of the best under "
         f"equal means, stepped down (max-t), at alpha {p.alpha:g}; inconclusive = neither, with the minimum "

@@ -17,6 +17,10 @@ against known answers in ``tests/lab/test_stats.py``.
   means of resampled seeds, so they lie between the smallest and the largest value: an accuracy interval stays in
   [0, 1] and a loss interval above 0 whatever the shape of the sample (a t interval on the bimodal 9.6..89.7 %
   LARS sample reaches 109.9 %).
+- :func:`hierarchical_bootstrap_ci`: the answer of several independent tuning studies (AlgoPerf's rule): the
+  median over studies of each study's mean, and a two-level percentile bootstrap (resample the studies with
+  replacement, then the seeds within each resampled study) so that the interval includes the study-to-study spread
+  (the selection noise of re-tuning), not only the seed-to-seed one. Its bounds also lie within the values' range.
 - :func:`tost`: Schuirmann's two one-sided Welch t tests of equivalence, ``|mean(a) - mean(b)| < margin``. It is
   an intersection-union test: each one-sided test at ``alpha`` gives a level-``alpha`` test of equivalence, with no
   split of ``alpha``.
@@ -55,6 +59,7 @@ __all__ = [
     "Comparison",
     "VERDICTS",
     "bootstrap_ci",
+    "hierarchical_bootstrap_ci",
     "tost",
     "min_detectable_effect",
     "classify",
@@ -305,6 +310,43 @@ def bootstrap_ci(
     # rounding in the mean of equal values must not put a bound outside the values
     low, high = max(float(low), float(x.min())), min(float(high), float(x.max()))
     return Interval(mean, low, high, n, float(x.std(ddof=1)), confidence)
+
+
+def hierarchical_bootstrap_ci(
+    groups: Sequence[Sequence[float]], confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> Interval:
+    """The median over groups (tuning studies) of each group's mean (seeds), with a two-level percentile-bootstrap
+    interval: each of ``resamples`` resamples draws as many groups as there are, with replacement, then within
+    each drawn group as many of its values as it has, with replacement, and takes the median of the resampled
+    groups' means; the bounds are the ``(1-c)/2`` and ``(1+c)/2`` quantiles (``numpy.random.default_rng(seed)``:
+    the same groups give the same interval). When the groups' means differ, the interval widens to cover that
+    spread; it stays within ``[min, max]`` of all values. ``n`` is the number of groups and ``sd`` the standard
+    deviation of their means. One group of one value gives NaN bounds; one group is resampled over its seeds only.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"Invalid confidence: {confidence!r}; expected 0 < confidence < 1")
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 100:
+        raise ValueError(f"Invalid resamples: {resamples!r}; expected an integer >= 100")
+    if isinstance(groups, (str, bytes)) or len(groups) == 0:
+        raise ValueError(f"Invalid groups: {groups!r}; expected a non-empty sequence of non-empty samples")
+    xs = [_values(g, f"groups[{i}]") for i, g in enumerate(groups)]
+    k = len(xs)
+    means = np.array([x.mean() for x in xs])
+    centre = float(np.median(means))
+    sd = float(means.std(ddof=1)) if k > 1 else math.nan
+    lo_all, hi_all = min(float(x.min()) for x in xs), max(float(x.max()) for x in xs)
+    if k == 1 and xs[0].size == 1:
+        return Interval(centre, math.nan, math.nan, 1, math.nan, confidence)
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, k, size=(resamples, k))  # level 1: the studies
+    boot = np.empty((resamples, k))
+    for i, x in enumerate(xs):  # level 2: the seeds of each study, drawn afresh for every time it is picked
+        inner = x[rng.integers(0, x.size, size=(resamples, k, x.size))].mean(axis=2)
+        boot = np.where(pick == i, inner, boot)
+    stat = np.median(boot, axis=1)
+    low, high = np.quantile(stat, [0.5 - confidence / 2, 0.5 + confidence / 2])
+    low, high = max(float(low), lo_all), min(float(high), hi_all)
+    return Interval(centre, low, high, k, sd, confidence)
 
 
 @dataclass(frozen=True)

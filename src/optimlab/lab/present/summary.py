@@ -9,6 +9,12 @@ in the best set, and its failed seeds are counted, not averaged in. Also: valida
 generalization gap, steps and training CPU seconds to the task's validation target (median over seeds, ``inf``
 when more than half miss it; evaluation time excluded), the optimizer's own step time apart from the model's
 forward+backward (CPU time, medians over steps), and the tuning cost.
+
+With several independent tuning studies (``Protocol.studies`` > 1, AlgoPerf's rule) the headline is the median
+over studies of each study's mean, with a two-level bootstrap interval (studies, then seeds within each:
+:func:`optimlab.lab.present.stats.hierarchical_bootstrap_ci`), so it includes the selection noise of re-tuning.
+The verdicts then take the per-study means as the units (:func:`summarize_study` says why). How often each
+optimizer's selected setting sits at the edge of the values tried is counted per study (:func:`edge_report`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from optimlab.lab.study.selection import Selection
 from optimlab.lab.study.tuning import OptimizerResult, StudyResult
 from optimlab.lab.training.record import RunRecord
 
-__all__ = ["Row", "TaskSummary", "summarize_study", "headline_value", "initial_value", "at_chance", "CHANCE_FRACTION"]
+__all__ = [
+    "Row", "TaskSummary", "summarize_study", "headline_value", "initial_value", "at_chance", "CHANCE_FRACTION",
+    "edge_counts", "edge_report"]
 
 
 @dataclass
@@ -53,6 +61,17 @@ class Row:
     records: list[RunRecord] = field(default_factory=list, repr=False)
     at_chance: int = 0  # final seeds that ended no better than the untrained model (:func:`at_chance`)
     verdict: stats.Verdict | None = None  # against the best (:func:`optimlab.lab.present.stats.classify`)
+    selections: list[Selection | None] = field(default_factory=list, repr=False)  # each study's selection
+    study_values: list[list[float]] = field(default_factory=list, repr=False)  # per study: the ok seeds' values
+
+    @property
+    def studies(self) -> int:
+        return max(1, len(self.selections))
+
+    @property
+    def study_means(self) -> list[float]:
+        """Each study's mean over its seeds that did not fail (a study without one is left out)."""
+        return [float(np.mean(v)) for v in self.study_values if v]
 
     @property
     def complete(self) -> bool:
@@ -139,6 +158,27 @@ def _ci(values: list[float | None]) -> stats.Interval | None:
     return stats.mean_ci(finite) if finite and len(finite) == len(values) else None
 
 
+def edge_counts(selections: list[Selection | None]) -> dict[tuple[str, str], int]:
+    """``{(hyperparameter, "upper"|"lower"): studies}``: in how many studies the selected value of each
+    hyperparameter was the highest (lowest) of those tried."""
+    counts: dict[tuple[str, str], int] = {}
+    for sel in selections:
+        if sel is None:
+            continue
+        for name, side in sel.edge_sides.items():
+            counts[name, side] = counts.get((name, side), 0) + 1
+    return counts
+
+
+def edge_report(row: Row) -> str:
+    """``"lr at the upper edge in 2/3 studies; beta2 at the lower edge in 1/3 studies"`` (the edge of the values
+    tried, per tuning study), or ``""`` when no selected value sits at an edge."""
+    counts = edge_counts(row.selections)
+    n = sum(s is not None for s in row.selections)
+    return "; ".join(f"{name} at the {side} edge in {k}/{n} stud{'y' if n == 1 else 'ies'}"
+                     for (name, side), k in sorted(counts.items()))
+
+
 def _median_time(times: list[float]) -> float:
     if not times:
         return math.inf
@@ -153,6 +193,16 @@ def _row(result: OptimizerResult, study: StudyResult) -> Row:
     recs = sorted(result.finals, key=lambda r: r.config.seed)
     chance = [at_chance(r, margin, higher) for r in recs]
     heads = [headline_value(r) for r, c in zip(recs, chance, strict=True) if not c]
+    groups = []
+    for part in result.studies:
+        vs = [headline_value(r) for r in sorted(part.finals, key=lambda r: r.config.seed)
+              if not at_chance(r, margin, higher)]
+        groups.append([v for v in vs if v is not None and math.isfinite(v)])
+    if len(groups) > 1:  # several studies: median of the study means, two-level bootstrap interval
+        filled = [g for g in groups if g]
+        headline = stats.hierarchical_bootstrap_ci(filled) if filled else None
+    else:
+        headline = _boot(heads) if recs else None
     diverged = sum(not r.ok for r in recs)
     gaps = []
     for r in recs:
@@ -178,7 +228,7 @@ def _row(result: OptimizerResult, study: StudyResult) -> Row:
         n=len(recs),
         expected=result.expected_finals,
         diverged=diverged,
-        headline=_boot(heads) if recs else None,
+        headline=headline,
         val=_ci([r.final(f"val_{m}") for r in recs]) if recs and task.selection_split == "val" else None,
         train_loss=_ci([r.final("train_loss") for r in recs]) if recs else None,
         gap=_ci(gaps) if recs and task.final_splits != ("train",) else None,
@@ -188,18 +238,27 @@ def _row(result: OptimizerResult, study: StudyResult) -> Row:
         step_ms=_ci(step_ms) if recs else None,
         fwd_bwd_ms=_ci(fb_ms) if recs else None,
         overhead_pct=_ci(overhead) if recs else None,
-        tuning_trials=len(sel.trials) if sel else 0,
+        tuning_trials=sum(len(s.trials) for s in result.selections if s is not None),
         tuning_cpu_seconds=result.tuning_cpu_seconds,
         final_cpu_seconds=sum(r.train_cpu_seconds or 0.0 for r in recs),
         records=recs,
         at_chance=sum(chance),
+        selections=list(result.selections),
+        study_values=groups,
     )
 
 
 def summarize_study(study: StudyResult) -> TaskSummary:
     """Rows for every optimizer of ``study`` (the stable ones best headline first, then the unstable, then the
     incomplete) and every complete optimizer's verdict (:func:`optimlab.lab.present.stats.classify`, at the
-    protocol's ``alpha`` and ``margin_value``)."""
+    protocol's ``alpha`` and ``margin_value``).
+
+    With several tuning studies the verdicts take each study's mean as one unit (not the seeds pooled): the seeds
+    of a study share its selected setting, so they are not independent draws of "tune this optimizer, then run
+    it"; pooling them would count the selection noise once per study while claiming one degree of freedom per
+    seed, and call differences significant that re-tuning alone produces. With few studies this is less powerful
+    (more "inconclusive"), which is the honest answer. The best is then the highest (lowest) mean of the study
+    means; the headline shown is their median (AlgoPerf)."""
     task = study.task
     margin = study.protocol.margin_value
     rows = [_row(r, study) for r in study.results.values()]
@@ -210,6 +269,8 @@ def summarize_study(study: StudyResult) -> TaskSummary:
         samples[r.spec] = [v for v, c in values if v is not None and math.isfinite(v) and not c]
     # failed: diverged, at chance, or a value that is not finite
     failed = {spec: len(next(r for r in complete if r.spec == spec).records) - len(v) for spec, v in samples.items()}
+    if study.protocol.studies > 1:  # the study means are the units (see above)
+        samples = {r.spec: r.study_means for r in complete}
     best = comparison = None
     if complete:
         comparison = stats.classify(

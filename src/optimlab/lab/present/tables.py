@@ -17,7 +17,7 @@ from optimlab.lab.catalog.metrics import scale as _scale
 from optimlab.lab.catalog.metrics import unit as _unit
 from optimlab.lab.catalog.presets import ABBREVIATIONS
 from optimlab.lab.present.stats import SIMULATIONS, Interval
-from optimlab.lab.present.summary import Row, TaskSummary
+from optimlab.lab.present.summary import Row, TaskSummary, edge_report
 
 __all__ = [
     "headline_sentence",
@@ -176,8 +176,14 @@ def headline_sentence(ts: TaskSummary) -> str:
         parts.append(f"{len(worse)} worse")
     if unsure:
         parts.append(f"inconclusive (too few seeds to tell): {', '.join(unsure)}")
+    n_studies = ts.study.protocol.studies
+    over = (
+        f"median of {n_studies} tuning studies' means [95% two-level bootstrap CI: studies, then seeds]"
+        if n_studies > 1
+        else f"mean [95% bootstrap CI] over {best.ok} seeds"
+    )
     return (
-        f"{task}: best {c.best} ({metric_name(ts)} {value}, mean [95% bootstrap CI] over {best.ok} seeds); "
+        f"{task}: best {c.best} ({metric_name(ts)} {value}, {over}); "
         f"{'; '.join(parts)}{tail}."
     )
 
@@ -185,6 +191,14 @@ def headline_sentence(ts: TaskSummary) -> str:
 def summary_notes(ts: TaskSummary) -> list[str]:
     notes = []
     for r in ts.rows:
+        if r.studies > 1 and all(x is not None for x in r.selections):
+            picks = " | ".join(f"lr {x.lr:.3g}" + "".join(f", {k} {v:.3g}" for k, v in sorted(x.hparams.items()))
+                               for x in r.selections if x is not None)
+            means = ", ".join(fmt_value(m, ts.metric) for m in r.study_means)
+            notes.append(f"{r.spec}: selected per study: {picks}; study means {means}")
+        report = edge_report(r)
+        if report:
+            notes.append(f"{r.spec}: selected setting at the edge of the values tried: {report}")
         if r.selection is not None:
             for e in r.selection.edges:
                 notes.append(
@@ -218,8 +232,13 @@ def format_summary(ts: TaskSummary) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     legend = [
-        "95% CI: percentile bootstrap over the seeds that did not fail (10000 resamples, seeded), so inside the "
-        "metric's range; seeds: those that diverged or ended at chance (no better than the untrained model by the "
+        ("95% CI: percentile bootstrap over the seeds that did not fail (10000 resamples, seeded), so inside the "
+         "metric's range;" if ts.study.protocol.studies == 1 else
+         f"value: median over the {ts.study.protocol.studies} independent tuning studies of each study's mean; 95% "
+         "CI: two-level percentile bootstrap (studies, then the seeds that did not fail within each; 10000 "
+         "resamples, seeded), so it includes the study-to-study (re-tuning) spread and stays inside the metric's "
+         "range; the verdicts take the study means as units;")
+        + " seeds: those that diverged or ended at chance (no better than the untrained model by the "
         "margin) are counted there, not averaged in.",
         f"vs best: 'as good' = equivalent within the margin {margin_text(ts)} (TOST of two one-sided Welch t tests, "
         "an intersection-union test at alpha; p-values Holm-adjusted over the optimizers, so a false 'as good' "
@@ -274,6 +293,9 @@ CSV_COLUMNS = [
     "equivalence_p",
     "mde",
     "margin",
+    "studies",
+    "study_means",
+    "edge_studies",
 ]
 
 
@@ -325,6 +347,9 @@ def write_csv(ts: TaskSummary, path: str | os.PathLike) -> None:
                     "" if r.verdict is None or r.verdict.equivalence_p is None else r.verdict.equivalence_p,
                     "" if r.verdict is None or r.verdict.mde is None else r.verdict.mde,
                     ts.margin,
+                    r.studies,
+                    " ".join(repr(m) for m in r.study_means),
+                    edge_report(r),
                 ]
             )
 

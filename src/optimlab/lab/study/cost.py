@@ -374,6 +374,8 @@ def estimate_work(
 
 
 def _todo(protocol: Protocol, optimizers: Sequence[str], records: Sequence[RunRecord]) -> list[RunConfig]:
+    if protocol.studies > 1:  # every study's runs (a study already done adds nothing)
+        return [c for p in protocol.study_protocols() for c in _todo(p, optimizers, records)]
     done = {r.key for r in records}
     study = _collect(protocol, optimizers, records)
     todo: list[RunConfig] = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from functools import cached_property
 from typing import Any
 
@@ -22,18 +22,23 @@ from optimlab.lab.training.record import RunRecord
 __all__ = [
     "PROTOCOL_FILE", "PROTOCOL_VERSION", "TUNING_METHODS",
     "TUNING_SEED_BASE", "ProtocolMismatchError", "Protocol", "default_protocol", "default_margin",
-    "ANALYSIS_FIELDS", "EXTENSIBLE_FIELDS"]
+    "ANALYSIS_FIELDS", "EXTENSIBLE_FIELDS", "STUDY_SEED_STRIDE", "MAX_STUDIES"]
 
 # Fields that change how the records are read, not which runs exist: a results folder accepts a new value.
 ANALYSIS_FIELDS = ("alpha", "margin")
 # Fields whose change adds or drops runs without changing any other: a results folder accepts a new value and
 # runs only what is new (the records of the other runs stay valid; records no longer asked for are ignored).
-EXTENSIBLE_FIELDS = ("seeds",)
+EXTENSIBLE_FIELDS = ("seeds", "studies")
 
 PROTOCOL_FILE = "protocol.json"
 PROTOCOL_VERSION = 1
 TUNING_METHODS = (*METHODS, "none")
 TUNING_SEED_BASE = 1_000_000  # tuning trial j of study k uses seed TUNING_SEED_BASE + 1000 * k + j
+# With ``studies`` > 1, study s (0-based) of a protocol is study number ``study + s`` (its own Halton shift and
+# tuning seeds) and runs its final seeds shifted by ``s * STUDY_SEED_STRIDE``: seed sets disjoint across studies,
+# and study 0 is exactly the protocol's runs with one study (same config keys: older folders stay valid).
+STUDY_SEED_STRIDE = 10_000
+MAX_STUDIES = 99
 
 
 class ProtocolMismatchError(ValueError):
@@ -44,6 +49,8 @@ class ProtocolMismatchError(ValueError):
 class Protocol:
     """Everything a comparison's numbers depend on, apart from the optimizers compared.
 
+    ``studies``: how many independent tuning studies each optimizer gets (:meth:`study_protocols`); the answer is
+    the median over studies of each study's mean, with an interval that includes the study-to-study spread.
     ``task``: the task's name (what ``protocol.json`` saves); :attr:`resolved_task` is the task itself, looked up
     once. ``spaces``: per-optimizer search-space overrides, ``((spec, (Param, ...)), ...)``; ``lrs``: an explicit lr
     grid for every optimizer (``--lr``), which replaces the lr range (the budget is then its length).
@@ -60,6 +67,7 @@ class Protocol:
     trial_fraction: float = 0.4
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     study: int = 0
+    studies: int = 1  # independent tuning studies per optimizer (AlgoPerf's rule): see study_protocols
     alpha: float = 0.05
     lrs: tuple[float, ...] = ()
     spaces: tuple[tuple[str, tuple[Param, ...]], ...] = ()
@@ -94,6 +102,24 @@ class Protocol:
             raise ValueError(f"Invalid seeds: {seeds!r}; expected seeds below {TUNING_SEED_BASE} (the tuning seeds)")
         if isinstance(self.study, bool) or not isinstance(self.study, int) or not 0 <= self.study < 1000:
             raise ValueError(f"Invalid study: {self.study!r}; expected an integer in 0..999")
+        st = self.studies
+        if isinstance(st, bool) or not isinstance(st, int) or not 1 <= st <= MAX_STUDIES:
+            raise ValueError(f"Invalid studies: {st!r}; expected an integer in 1..{MAX_STUDIES}")
+        if st > 1:
+            if self.study + st > 1000:
+                raise ValueError(
+                    f"Invalid studies: {st!r}; study {self.study} + {st} studies passes the last study number (999)"
+                )
+            if not self.tuned:
+                raise ValueError(
+                    f"Invalid studies: {st!r}; without tuning (tuning 'none') a study is only more seeds: "
+                    "use more seeds instead"
+                )
+            if max(seeds) >= STUDY_SEED_STRIDE:
+                raise ValueError(
+                    f"Invalid seeds: {list(seeds)!r}; with several studies the seeds must be below "
+                    f"{STUDY_SEED_STRIDE} (study s runs them shifted by s * {STUDY_SEED_STRIDE})"
+                )
         if not 0 < self.alpha < 1:
             raise ValueError(f"Invalid alpha: {self.alpha!r}; expected 0 < alpha < 1")
         if self.margin is not None and (
@@ -156,6 +182,18 @@ class Protocol:
         if self.tuning != "quasirandom" or self.lrs:
             return 0
         return min(self.refine, self.budget // 4)
+
+    def study_protocols(self) -> list[Protocol]:
+        """The protocol's independent tuning studies, each a one-study protocol: study ``s`` (0-based) is study
+        number ``study + s`` (its own quasi-random shift and tuning seeds) with the final seeds shifted by
+        ``s * STUDY_SEED_STRIDE`` (disjoint seed sets). Study 0 is the protocol itself with ``studies=1``: its
+        runs' config keys are those of a one-study protocol, so a folder made before keeps its records."""
+        if self.studies == 1:
+            return [self]
+        return [
+            replace(self, studies=1, study=self.study + s, seeds=tuple(x + s * STUDY_SEED_STRIDE for x in self.seeds))
+            for s in range(self.studies)
+        ]
 
     def space_for(self, spec: str) -> SearchSpace:
         """The search space of ``spec``: an override from ``spaces``, else its preset's."""
@@ -264,6 +302,16 @@ class Protocol:
             finals = "then one final run at the selected setting (a deterministic task: every seed is the same run)"
         else:
             finals = f"then {len(self.seeds)} fresh seed(s) {seeds} at the selected setting"
+        if self.studies > 1:
+            finals = finals.replace("then ", "then in each study ", 1) + f" ({seeds} in study 0)"
+        if self.studies > 1:
+            last = self.study + self.studies - 1
+            return (
+                f"tuned in {self.studies} independent studies ({self.study}..{last}: each its own quasi-random "
+                f"shift, tuning seed and final seeds, seeds shifted by {STUDY_SEED_STRIDE} per study): {what} per "
+                f"optimizer and study, {self.trial_steps} steps each, 1 seed, selected on {split}; {finals}; "
+                f"answer: median over studies of each study's mean; {run}"
+            )
         return (
             f"tuned: {what} per optimizer, {self.trial_steps} steps each, 1 seed, study {self.study}, selected on "
             f"{split}; {finals}; {run}"

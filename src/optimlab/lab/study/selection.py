@@ -25,6 +25,7 @@ class Selection:
     value: float | None = None  # the chosen trial's final selection metric
     trials: list[RunRecord] = field(default_factory=list, repr=False)
     edges: list[str] = field(default_factory=list)  # e.g. "lr: the highest value tried (range 1e-4..1e-1)"
+    edge_sides: dict[str, str] = field(default_factory=dict)  # the same, as {"lr": "upper"} ("upper"/"lower")
     all_diverged: bool = False
 
     @property
@@ -51,6 +52,7 @@ def select(spec: str, space: SearchSpace | None, trials: Sequence[RunRecord], ta
     hparams = {k: v for k, v in config.hparams}
     chosen = {"lr": config.lr, **hparams}
     edges = []
+    sides: dict[str, str] = {}
     ranges = {p.name: f" (range {p.low:.3g}..{p.high:.3g})" for p in space.params} if space else {}
     for name, value in chosen.items():
         if all_diverged:
@@ -61,8 +63,10 @@ def select(spec: str, space: SearchSpace | None, trials: Sequence[RunRecord], ta
             continue
         if value == max(tried):
             edges.append(f"{name} {value:.3g} is the highest value tried{ranges.get(name, '')}")
+            sides[name] = "upper"
         elif value == min(tried):
             edges.append(f"{name} {value:.3g} is the lowest value tried{ranges.get(name, '')}")
+            sides[name] = "lower"
     return Selection(
         spec=spec,
         lr=float(config.lr),
@@ -71,6 +75,7 @@ def select(spec: str, space: SearchSpace | None, trials: Sequence[RunRecord], ta
         value=None if all_diverged else sign * best_score,
         trials=list(trials),
         edges=edges,
+        edge_sides=sides,
         all_diverged=all_diverged,
     )
 

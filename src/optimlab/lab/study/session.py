@@ -140,8 +140,8 @@ class Session:
 
     def tune(self, task: str | Task, specs: Sequence[str], protocol: Protocol, out: str | os.PathLike) -> StudyResult:
         """:func:`~optimlab.lab.study.tuning.tune_and_run` (which checks first) on this session's executor."""
-        total = len(specs) * (protocol.trials_per_optimizer() * protocol.trial_steps
-                              + len(protocol.seeds) * protocol.steps)
+        total = len(specs) * protocol.studies * (protocol.trials_per_optimizer() * protocol.trial_steps
+                                                 + len(protocol.seeds) * protocol.steps)
         progress = StudyProgress(total, lines=self.lines)
         with self.executor(self.jobs) as executor:
             return tune_and_run(task, specs, protocol, out, executor=executor, on_event=progress,

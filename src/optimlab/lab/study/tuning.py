@@ -52,13 +52,30 @@ class OptimizerResult:
     selection: Selection | None  # None while tuning is incomplete
     finals: list[RunRecord] = field(default_factory=list, repr=False)
     expected_finals: int = 0
+    # With several studies (Protocol.studies > 1): each study's own result (``selection`` is study 0's, ``finals``
+    # every study's); empty with one study
+    per_study: list[OptimizerResult] = field(default_factory=list, repr=False)
+
+    @property
+    def studies(self) -> list[OptimizerResult]:
+        """Each study's result: ``per_study``, or ``[self]`` with one study."""
+        return self.per_study or [self]
+
+    @property
+    def selections(self) -> list[Selection | None]:
+        """Each study's selection (``None`` for a study whose tuning is incomplete)."""
+        return [r.selection for r in self.studies]
 
     @property
     def complete(self) -> bool:
+        if self.per_study:
+            return all(r.complete for r in self.per_study)
         return self.selection is not None and len(self.finals) == self.expected_finals
 
     @property
     def tuning_cpu_seconds(self) -> float:
+        if self.per_study:
+            return sum(r.tuning_cpu_seconds for r in self.per_study)
         return sum(r.train_cpu_seconds or 0.0 for r in self.selection.trials) if self.selection else 0.0
 
 
@@ -71,6 +88,7 @@ class StudyResult:
     out: Path | None = None
     interrupted: bool = False
     stale: int = 0  # records in the folder that belong to no config of this protocol
+    used: set[str] = field(default_factory=set, repr=False)  # the config keys of this protocol seen so far
 
     @property
     def task(self) -> Task:
@@ -82,6 +100,18 @@ class StudyResult:
 
 
 def _collect(protocol: Protocol, specs: Sequence[str], records: Sequence[RunRecord]) -> StudyResult:
+    if protocol.studies > 1:  # each study collected on its own, then one result per optimizer holding them
+        parts = [_collect(p, specs, records) for p in protocol.study_protocols()]
+        results = {}
+        for spec in specs:
+            per = [part.results[spec] for part in parts]
+            results[spec] = OptimizerResult(
+                spec, per[0].space, per[0].selection, [r for x in per for r in x.finals],
+                sum(x.expected_finals for x in per), per_study=per,
+            )
+        used = {k for part in parts for k in part.used}
+        stale = sum(1 for r in {r.key for r in records} if r not in used)
+        return StudyResult(protocol, results, stale=stale)
     by_key = {r.key: r for r in records}
     used: set[str] = set()
     task = protocol.resolved_task
@@ -110,7 +140,9 @@ def _collect(protocol: Protocol, specs: Sequence[str], records: Sequence[RunReco
         finals = [by_key[c.key()] for c in finals_cfg if c.key() in by_key]
         results[spec] = OptimizerResult(spec, space, selection, finals, len(finals_cfg))
     stale = sum(1 for k in by_key if k not in used)
-    return StudyResult(protocol, results, stale=stale)
+    study = StudyResult(protocol, results, stale=stale)
+    study.used = used
+    return study
 
 
 
@@ -191,8 +223,9 @@ def run_study(
     executor = executor or LocalExecutor()
     emit = on_event or (lambda kind, **info: None)
 
-    tuning = [c for s in specs for c in protocol.tuning_configs(s)]
-    total = len(specs) * (protocol.trials_per_optimizer() + len(protocol.seeds))
+    studies = protocol.study_protocols()  # one, or the independent tuning studies: each tuned and run on its own
+    tuning = [c for p in studies for s in specs for c in p.tuning_configs(s)]
+    total = len(specs) * len(studies) * (protocol.trials_per_optimizer() + len(protocol.seeds))
     counter = {"done": 0}
     done_keys = finished_keys(out)
     counter["done"] = sum(1 for c in tuning if c.key() in done_keys)
@@ -212,9 +245,10 @@ def run_study(
         if not interrupted and protocol.refine_trials:
             records = {r.key: r for r in load_records(out)}
             refine = []
-            for spec in specs:
-                first = [records[c.key()] for c in protocol.tuning_configs(spec)]
-                refine += protocol.refine_configs(spec, first)
+            for p in studies:
+                for spec in specs:
+                    first = [records[c.key()] for c in p.tuning_configs(spec)]
+                    refine += p.refine_configs(spec, first)
             counter["done"] += sum(1 for c in refine if c.key() in records)
             outcome = run_sweep(refine, out, executor=executor, on_record=record_seen("refining"), trackers=trackers)
             interrupted = outcome.interrupted
@@ -226,12 +260,13 @@ def run_study(
     finals: list[RunConfig] = []
     done_keys = {r.key for r in tuned}
     for spec, result in study.results.items():
-        assert result.selection is not None
-        if protocol.tuned:
-            emit("selected", selection=result.selection, result=result)
-        cfgs = protocol.final_configs(spec, result.selection.lr, result.selection.hparams)
-        counter["done"] += sum(1 for c in cfgs if c.key() in done_keys)
-        finals += cfgs
+        for p, part in zip(studies, result.studies, strict=True):
+            assert part.selection is not None
+            if protocol.tuned:
+                emit("selected", selection=part.selection, result=part)
+            cfgs = p.final_configs(spec, part.selection.lr, part.selection.hparams)
+            counter["done"] += sum(1 for c in cfgs if c.key() in done_keys)
+            finals += cfgs
     outcome = run_sweep(finals, out, executor=executor, on_record=record_seen("final"), trackers=trackers)
     study = _collect(protocol, specs, load_records(out))
     study.out, study.interrupted = out, outcome.interrupted
