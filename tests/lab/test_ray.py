@@ -136,17 +136,23 @@ def _kill_one_run(ex: RayExecutor, killed: list[int], stop: threading.Event) -> 
         time.sleep(0.05)
 
 
-def test_killed_worker_is_retried_once_without_duplicates(cluster: Any, reference: Any, tmp_path: Path) -> None:
-    ex = RayExecutor(progress=False, max_retries=2, callbacks=_slow_steps)
+def _sweep_killing_one_worker(ex: RayExecutor, out: Path) -> tuple[Any, list[int]]:
+    """Run the LONG sweep on ``ex`` while a thread SIGKILLs the worker of one run seen past step 100."""
     killed: list[int] = []
     stop = threading.Event()
     killer = threading.Thread(target=_kill_one_run, args=(ex, killed, stop), daemon=True)
     killer.start()
     try:
-        outcome = run_sweep(LONG, tmp_path, executor=ex)
+        outcome = run_sweep(LONG, out, executor=ex)
     finally:
         stop.set()
         killer.join()
+    return outcome, killed
+
+
+def test_killed_worker_is_retried_once_without_duplicates(cluster: Any, reference: Any, tmp_path: Path) -> None:
+    ex = RayExecutor(progress=False, max_retries=2, callbacks=_slow_steps)
+    outcome, killed = _sweep_killing_one_worker(ex, tmp_path)
     assert len(killed) == 1, "no run was seen running past step 100"
     assert ex.retried == 1 and not ex.failed
     assert outcome.finished == 2 and not outcome.interrupted
@@ -169,15 +175,7 @@ def test_a_killed_worker_resumes_its_run_from_the_checkpoint(cluster: Any, refer
     steps) and gives the unbroken run's record; the checkpoint is gone once the record is written."""
     every = Checkpointing(every_steps=50, every_minutes=None)
     ex = RayExecutor(progress=False, max_retries=2, callbacks=_resumable_slow_steps, checkpointing=every)
-    killed: list[int] = []
-    stop = threading.Event()
-    killer = threading.Thread(target=_kill_one_run, args=(ex, killed, stop), daemon=True)
-    killer.start()
-    try:
-        outcome = run_sweep(LONG, tmp_path, executor=ex)
-    finally:
-        stop.set()
-        killer.join()
+    outcome, killed = _sweep_killing_one_worker(ex, tmp_path)
     assert len(killed) == 1 and ex.retried == 1 and outcome.finished == 2
     got = lines(tmp_path)
     assert sorted(r.key for r in got) == sorted(c.key() for c in LONG)
